@@ -1,0 +1,22 @@
+# `make run`: set up and start the app. `make test`: set up and run the whole test suite.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: setup run test
+
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.13.0
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(PY) -m core models fetch --embedded-only
+
+run: setup
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+
+test: setup
+	$(PY) -m pytest -q

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# System packages the test suite needs (Debian): installed when missing and we may install.
+# Each line: a command that must exist, and the Debian packages that provide it.
+set -euo pipefail
+need=()
+check() { command -v "$1" >/dev/null 2>&1 || need+=("${@:2}"); }
+# check chromium chromium            # (browser tests)
+# check pg_ctl postgresql            # (storage tests on PostgreSQL)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+  echo "missing system packages: ${need[*]} (install them with apt-get)" >&2; exit 1
+fi
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
