@@ -19,4 +19,5 @@ run: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
 
 test: setup
+	bash scripts/system-deps.sh
 	$(PY) -m pytest -q
