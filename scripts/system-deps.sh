@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 check() { command -v "$1" >/dev/null 2>&1 || need+=("${@:2}"); }
-# check chromium chromium            # (browser tests)
+check chromium chromium              # (browser tests)
 # check pg_ctl postgresql            # (storage tests on PostgreSQL)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
