@@ -24,3 +24,12 @@ def astronaut() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """Tiny random inpainting UNet/VAE/CLIP, ControlNet and DPT depth model saved as local folders
+    (tests/tiny_models.py): {"inpaint": path, "controlnet": path, "depth": path}."""
+    from tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
