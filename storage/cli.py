@@ -1,0 +1,163 @@
+"""`python -m core history | show | rerun | delete | export`: the generation history from the
+command line. The database and image store come from BACKDROP_DATA_DIR / BACKDROP_DATABASE_URL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from storage.models import STATUSES
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("history", help="list recorded generations, newest first")
+    _add_filters(p)
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many (paging)")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+    p.set_defaults(func=_history)
+
+    p = subparsers.add_parser("show", help="show one generation: parameters, outputs, timings, lineage")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_show)
+
+    p = subparsers.add_parser("rerun", help="run a stored generation again (same seed: the same image)",
+                              description="Run generation ID again from its stored request, input and mask, "
+                              "recorded as its child. --seed or --prompt make it a remix.")
+    p.add_argument("id", type=int)
+    p.add_argument("--seed", type=int, help="a new seed (remix)")
+    p.add_argument("--prompt", help="a new prompt (remix)")
+    p.add_argument("-o", "--output", metavar="OUTPUT.png", help="also write the result here (variants: OUTPUT-2, ...)")
+    p.set_defaults(func=_rerun)
+
+    p = subparsers.add_parser("delete", help="delete a generation and the files only it used")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_delete)
+
+    p = subparsers.add_parser("export", help="write generations (ids, or a filtered set) to a zip with a JSON of their records")
+    p.add_argument("ids", type=int, nargs="*", metavar="ID")
+    _add_filters(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.zip")
+    p.set_defaults(func=_export)
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--search", metavar="TEXT", help="text in the prompt")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--background", metavar="KIND", help="ai, color, gradient, blur, image, transparent")
+    p.add_argument("--favourite", action="store_true", default=None, help="favourites only")
+
+
+def _filters(args: argparse.Namespace) -> dict:
+    return {"search": args.search, "status": args.status, "background": args.background, "favourite": args.favourite}
+
+
+def _history(args: argparse.Namespace) -> int:
+    from storage import history
+
+    views = history.list_generations(limit=args.limit, offset=args.offset, **_filters(args))
+    if args.json:
+        print(json.dumps([v.to_dict() for v in views], indent=2))
+        return 0
+    if not views:
+        print("no generations recorded", file=sys.stderr)
+        return 0
+    print(f"{'ID':>6}  {'CREATED (UTC)':19}  {'STATUS':9}  {'BACKGROUND':10}  {'SEED':>10}  PROMPT")
+    for v in views:
+        prompt = v.prompt if len(v.prompt) <= 50 else v.prompt[:49] + "…"
+        fav = "*" if v.favourite else " "
+        print(f"{v.id:>6}{fav} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.status:9}  {v.background_kind:10}  "
+              f"{v.request.get('seed', ''):>10}  {prompt}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from storage import history
+
+    v = history.get(args.id)
+    if args.json:
+        print(json.dumps(v.to_dict(), indent=2))
+        return 0
+    print(f"generation {v.id}: {v.status}" + (f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == "running" else ""))
+    if v.error:
+        print(f"error: {v.error}")
+    print(f"created {v.created_at.isoformat()}, finished {v.finished_at.isoformat() if v.finished_at else '-'}, "
+          f"device {v.device or '-'}, favourite {'yes' if v.favourite else 'no'}")
+    if v.ancestors or v.children:
+        print(f"lineage: ancestors {v.ancestors or '-'}, children {v.children or '-'}")
+    print("request:")
+    for key, value in v.request.items():
+        print(f"  {key}: {value}")
+    if v.models:
+        print("models: " + ", ".join(f"{slot}={m.get('id')}@{m.get('revision') or '-'}" for slot, m in v.models.items()))
+    if v.timings:
+        print("timings: " + ", ".join(f"{k} {t:.3f}s" for k, t in v.timings.items()))
+    for w in v.warnings:
+        print(f"warning: {w}")
+    for o in v.outputs:
+        print(f"{o.kind}[{o.index}]: {o.path} ({o.width}x{o.height} {o.format})")
+    return 0
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    from core.imaging import save_png_atomic
+    from storage import history, service
+    from storage.images import png_text_info
+
+    changes = {k: v for k, v in (("seed", args.seed), ("prompt", args.prompt)) if v is not None}
+    if args.output:
+        from core.cli import _check_output_folder
+
+        _check_output_folder(Path(args.output))
+    generation_id, _result = service.rerun(args.id, **changes)
+    new, old = history.get(generation_id), history.get(args.id)
+    print(f"generation {generation_id} (re-run of {args.id}{', remix' if changes else ''})")
+    if not changes and old.results:
+        same = all(_pixels_equal(a.path, b.path) for a, b in zip(old.results, new.results))
+        print(f"identical to generation {args.id}: {'yes' if same else 'no'}")
+    if args.output:
+        from core.cli import variant_paths
+
+        for out, path in zip(new.results, variant_paths(args.output, len(new.results))):
+            image = _load_png(out.path)
+            save_png_atomic(image, path, pnginfo=png_text_info(image))
+            print(path)
+    else:
+        for out in new.results:
+            print(out.path)
+    return 0
+
+
+def _load_png(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image
+
+
+def _pixels_equal(a: Path, b: Path) -> bool:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(a) as x, Image.open(b) as y:
+        return x.size == y.size and x.mode == y.mode and np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from storage import history
+
+    removed = history.delete(args.id)
+    print(f"deleted generation {args.id}; removed {len(removed)} file(s) nothing else used")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from storage import history
+
+    path, count = history.export(args.output, ids=args.ids or None, **_filters(args))
+    print(f"{path}: {count} generation(s)")
+    return 0

@@ -1,0 +1,301 @@
+"""Generation records: create, fetch with outputs and lineage, list/search/filter, favourite,
+delete (with the files only that generation used) and export as a zip.
+
+Every function takes ``db=None`` (the shared database from the environment) and returns plain
+``GenerationView`` objects, so callers never hold an ORM session.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image as PILImage
+from sqlalchemy import Select, delete as sql_delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, selectinload
+
+from core.errors import BackdropError
+from core.request import GenerationRequest
+from storage.db import Database, get_database, utcnow
+from storage.images import StoredImage
+from storage.models import STATUSES, Generation, Image, Output
+
+MAX_LINEAGE = 1000  # guards the ancestor walk against a corrupted cycle
+
+
+class NotFound(BackdropError):
+    """No generation with that id."""
+
+
+@dataclass(frozen=True)
+class OutputView:
+    kind: str
+    index: int
+    sha256: str
+    format: str
+    width: int
+    height: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class GenerationView:
+    id: int
+    request: dict[str, Any]
+    prompt: str
+    background_kind: str
+    status: str
+    progress_stage: str
+    progress_step: int
+    progress_total: int
+    cancel_requested: bool
+    error: str | None
+    timings: dict[str, Any]
+    device: str | None
+    versions: dict[str, Any]
+    models: dict[str, Any]
+    warnings: list[Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    favourite: bool
+    parent_id: int | None
+    input_sha256: str
+    mask_sha256: str | None
+    user_mask_sha256: str | None
+    outputs: list[OutputView] = field(default_factory=list)
+    ancestors: list[int] = field(default_factory=list)  # parent first
+    children: list[int] = field(default_factory=list)
+
+    def generation_request(self) -> GenerationRequest:
+        return GenerationRequest.from_dict(self.request)
+
+    def output(self, kind: str = "result", index: int = 0) -> OutputView | None:
+        return next((o for o in self.outputs if o.kind == kind and o.index == index), None)
+
+    @property
+    def results(self) -> list[OutputView]:
+        return [o for o in self.outputs if o.kind == "result"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe record (times as ISO 8601 UTC, paths as text)."""
+        data = asdict(self)
+        for key in ("created_at", "started_at", "finished_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        for out in data["outputs"]:
+            out["path"] = str(out["path"])
+        return data
+
+
+def _db(db: Database | None) -> Database:
+    return db or get_database()
+
+
+def store_image(session: Session, db: Database, source: PILImage.Image | bytes | str | Path,
+                pnginfo: dict[str, str] | None = None) -> StoredImage:
+    """Put an image in the file store and its row in ``images`` (idempotent under concurrency).
+    Bytes and paths are kept as given; PIL images are stored as PNG."""
+    if isinstance(source, PILImage.Image):
+        stored = db.images.put_image(source, pnginfo)
+    else:
+        stored = db.images.put_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(Image)
+        .values(sha256=stored.sha256, format=stored.format, width=stored.width, height=stored.height,
+                bytes=stored.bytes, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["sha256"])
+    )
+    return stored
+
+
+def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Path,
+           mask: PILImage.Image | bytes | str | Path | None = None, parent_id: int | None = None,
+           status: str = "queued", worker: str | None = None, db: Database | None = None) -> int:
+    """Record a generation with its input (and user mask); returns its id. ``status="running"``
+    with ``worker`` records a run that starts at once (service.generate_and_record)."""
+    db = _db(db)
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    with db.session() as session:
+        if parent_id is not None and session.get(Generation, parent_id) is None:
+            raise NotFound(f"no generation {parent_id} to use as parent")
+        input_sha = store_image(session, db, image).sha256
+        mask_sha = store_image(session, db, mask).sha256 if mask is not None else ""
+        request = request.replace(input_sha256=input_sha, mask_sha256=mask_sha)
+        now = utcnow()
+        row = Generation(
+            request=request.to_dict(), prompt=request.prompt, background_kind=request.background_spec.kind,
+            input_sha256=input_sha, mask_sha256=mask_sha or None, user_mask_sha256=mask_sha or None,
+            status=status, worker=worker, parent_id=parent_id, created_at=now,
+            started_at=now if status == "running" else None, heartbeat_at=now if status == "running" else None,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _view(db: Database, row: Generation, ancestors: list[int] | None = None, children: list[int] | None = None) -> GenerationView:
+    outputs = [
+        OutputView(o.kind, o.index, o.image_sha256, o.image.format, o.image.width, o.image.height,
+                   db.images.path(o.image_sha256))
+        for o in row.outputs
+    ]
+    return GenerationView(
+        id=row.id, request=dict(row.request), prompt=row.prompt, background_kind=row.background_kind,
+        status=row.status, progress_stage=row.progress_stage, progress_step=row.progress_step,
+        progress_total=row.progress_total, cancel_requested=row.cancel_requested, error=row.error,
+        timings=dict(row.timings or {}), device=row.device, versions=dict(row.versions or {}),
+        models=dict(row.models or {}), warnings=list(row.warnings or []), created_at=row.created_at,
+        started_at=row.started_at, finished_at=row.finished_at, favourite=row.favourite,
+        parent_id=row.parent_id, input_sha256=row.input_sha256, mask_sha256=row.mask_sha256,
+        user_mask_sha256=row.user_mask_sha256, outputs=outputs, ancestors=ancestors or [], children=children or [],
+    )
+
+
+def get(generation_id: int, db: Database | None = None) -> GenerationView:
+    """One generation with its outputs, its ancestors (parent first) and its children."""
+    db = _db(db)
+    with db.Session() as session:
+        row = session.get(Generation, generation_id, options=[selectinload(Generation.outputs)])
+        if row is None:
+            raise NotFound(f"no generation {generation_id}")
+        ancestors: list[int] = []
+        parent = row.parent_id
+        while parent is not None and parent not in ancestors and len(ancestors) < MAX_LINEAGE:
+            ancestors.append(parent)
+            parent = session.scalar(select(Generation.parent_id).where(Generation.id == parent))
+        children = list(session.scalars(select(Generation.id).where(Generation.parent_id == row.id).order_by(Generation.id)))
+        return _view(db, row, ancestors, children)
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filtered(query: Select, search: str | None = None, status: str | list[str] | None = None,
+              background: str | None = None, favourite: bool | None = None,
+              since: datetime | None = None, until: datetime | None = None) -> Select:
+    if search:
+        pattern = f"%{escape_like(search)}%"
+        query = query.where(Generation.prompt.ilike(pattern, escape="\\"))
+    if status:
+        query = query.where(Generation.status.in_([status] if isinstance(status, str) else status))
+    if background:
+        query = query.where(Generation.background_kind == background)
+    if favourite is not None:
+        query = query.where(Generation.favourite.is_(favourite))
+    if since is not None:
+        query = query.where(Generation.created_at >= since)
+    if until is not None:
+        query = query.where(Generation.created_at < until)
+    return query
+
+
+def list_generations(limit: int = 50, offset: int = 0, db: Database | None = None, **filters: Any) -> list[GenerationView]:
+    """Newest first. Filters: search (text in the prompt), status (one or a list), background
+    (kind), favourite (bool), since/until (aware datetimes, until exclusive)."""
+    db = _db(db)
+    query = _filtered(select(Generation), **filters).options(selectinload(Generation.outputs))
+    query = query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit).offset(offset)
+    with db.Session() as session:
+        return [_view(db, row) for row in session.scalars(query)]
+
+
+def count_generations(db: Database | None = None, **filters: Any) -> int:
+    db = _db(db)
+    with db.Session() as session:
+        return session.scalar(_filtered(select(func.count(Generation.id)), **filters)) or 0
+
+
+def set_favourite(generation_id: int, value: bool = True, db: Database | None = None) -> None:
+    with _db(db).session() as session:
+        row = session.get(Generation, generation_id)
+        if row is None:
+            raise NotFound(f"no generation {generation_id}")
+        row.favourite = value
+
+
+def _referenced(session: Session, sha: str) -> bool:
+    return bool(
+        session.scalar(select(func.count()).select_from(Output).where(Output.image_sha256 == sha))
+        or session.scalar(select(func.count()).select_from(Generation).where(
+            or_(Generation.input_sha256 == sha, Generation.mask_sha256 == sha, Generation.user_mask_sha256 == sha)))
+    )
+
+
+def delete(generation_id: int, db: Database | None = None) -> list[str]:
+    """Delete a generation and its outputs; remove the files that nothing else references and
+    keep the rest. Children keep existing with no parent. Returns the removed files' hashes."""
+    db = _db(db)
+    with db.session() as session:
+        row = session.get(Generation, generation_id, options=[selectinload(Generation.outputs)])
+        if row is None:
+            raise NotFound(f"no generation {generation_id}")
+        if row.status == "running":
+            raise BackdropError(f"generation {generation_id} is running: cancel it first")
+        shas = {row.input_sha256, row.mask_sha256, row.user_mask_sha256} | {o.image_sha256 for o in row.outputs}
+        session.delete(row)
+        session.flush()
+        unused = sorted(sha for sha in shas if sha and not _referenced(session, sha))
+        if unused:
+            session.execute(sql_delete(Image).where(Image.sha256.in_(unused)))
+    removed = []
+    with db.Session() as session:
+        for sha in unused:
+            # a generation created meanwhile with the same bytes re-added the row: keep the file
+            if session.get(Image, sha) is None:
+                db.images.delete(sha)
+                removed.append(sha)
+    return removed
+
+
+def _select_for_export(db: Database, ids: list[int] | None, filters: dict[str, Any]) -> list[GenerationView]:
+    if ids:
+        return [get(i, db=db) for i in ids]
+    return list_generations(limit=1_000_000, db=db, **filters)
+
+
+def export(path: str | Path, ids: list[int] | None = None, db: Database | None = None, **filters: Any) -> tuple[Path, int]:
+    """Write a zip: ``generation-ID/{input,mask,result-N,cutout}.EXT`` plus ``records.json`` (each
+    record with a ``files`` map). ``ids`` picks generations, else the filters do (as in
+    ``list_generations``). Returns the path and the number of generations."""
+    db = _db(db)
+    views = _select_for_export(db, ids, filters)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".zip")
+    os.close(fd)
+    records = []
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for view in views:
+                files: dict[str, str] = {}
+                entries = [("input", view.input_sha256)]
+                entries += [(f"{o.kind}-{o.index}" if o.kind == "result" else o.kind, o.sha256) for o in view.outputs]
+                if view.user_mask_sha256:
+                    entries.append(("user_mask", view.user_mask_sha256))
+                with db.Session() as session:
+                    for name, sha in entries:
+                        fmt = session.scalar(select(Image.format).where(Image.sha256 == sha)) or "bin"
+                        arcname = f"generation-{view.id}/{name}.{fmt}"
+                        archive.write(db.images.path(sha), arcname)
+                        files[name] = arcname
+                record = view.to_dict()
+                record["files"] = files
+                records.append(record)
+            archive.writestr("records.json", json.dumps(records, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path, len(views)

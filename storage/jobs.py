@@ -1,0 +1,194 @@
+"""Persisted job queue in the generations table, and the worker thread that serves it.
+
+``JobQueue.submit`` records a queued generation and returns its id at once. A ``Worker`` (one per
+device: a diffusers pipeline is not thread-safe) claims the oldest queued job with a conditional
+``UPDATE ... WHERE status = 'queued'`` whose row count says whether this worker won it; the same
+statement is atomic on SQLite (one writer at a time) and PostgreSQL (the losing UPDATE re-checks
+the row after the winner commits and matches nothing). The job then runs through
+``storage.service.execute``: progress and the cancel flag go through its row.
+
+A process killed mid-job leaves its row ``running``; ``recover_stale`` (run by every worker when
+it starts) marks such rows failed, or queues them again, so no job stays stuck. Finished results
+are written in one transaction, so a crash never loses or half-records them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+
+from PIL import Image as PILImage
+from sqlalchemy import select, update
+
+from core.request import GenerationRequest
+from storage import history, service
+from storage.db import Database, get_database, utcnow
+from storage.models import Generation
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: the worker stopped mid-job"
+STALE_AFTER = timedelta(minutes=15)  # a worker on another host silent this long is taken for dead
+
+
+class JobQueue:
+    def __init__(self, db: Database | None = None):
+        self.db = db or get_database()
+
+    def submit(self, request: GenerationRequest, image: PILImage.Image | bytes | str | os.PathLike,
+               mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None) -> int:
+        """Queue a generation; returns its id at once. Unreadable images raise InputError here."""
+        from core.imaging import load_image
+
+        if not isinstance(image, PILImage.Image):
+            load_image(image)  # fail now, in the caller, not later in the worker
+        return history.create(request, image, mask, parent_id, status="queued", db=self.db)
+
+    def get(self, generation_id: int) -> history.GenerationView:
+        return history.get(generation_id, db=self.db)
+
+    def cancel(self, generation_id: int) -> str:
+        """Cancel a queued job at once, or ask a running one to stop at its next step. Returns the
+        status the job now has (or will reach: 'cancelled' for a running one asked to stop)."""
+        with self.db.session() as session:
+            queued = session.execute(
+                update(Generation).where(Generation.id == generation_id, Generation.status == "queued")
+                .values(status="cancelled", finished_at=utcnow(), error="cancelled before it started")
+            ).rowcount
+            if queued:
+                return "cancelled"
+            running = session.execute(
+                update(Generation).where(Generation.id == generation_id, Generation.status == "running")
+                .values(cancel_requested=True)
+            ).rowcount
+            if running:
+                return "cancelled"
+            status = session.scalar(select(Generation.status).where(Generation.id == generation_id))
+        if status is None:
+            raise history.NotFound(f"no generation {generation_id}")
+        return status
+
+    def claim(self, worker: str) -> int | None:
+        """Take the oldest queued job for ``worker``; None when the queue is empty."""
+        while True:
+            with self.db.session() as session:
+                candidate = session.scalar(
+                    select(Generation.id).where(Generation.status == "queued").order_by(Generation.id).limit(1))
+                if candidate is None:
+                    return None
+                now = utcnow()
+                won = session.execute(
+                    update(Generation).where(Generation.id == candidate, Generation.status == "queued")
+                    .values(status="running", worker=worker, started_at=now, heartbeat_at=now)
+                ).rowcount
+            if won == 1:
+                return candidate
+
+    def pending(self) -> int:
+        return history.count_generations(db=self.db, status=["queued", "running"])
+
+    def recover_stale(self, requeue: bool = False, stale_after: timedelta = STALE_AFTER) -> list[int]:
+        """Jobs left ``running`` by a worker that is gone: failed with INTERRUPTED (or queued again
+        with ``requeue``). Gone means: this host and its process is dead (or it is this process and
+        no such worker is alive here), or another host and no heartbeat for ``stale_after``."""
+        with self.db.Session() as session:
+            rows = session.execute(
+                select(Generation.id, Generation.worker, Generation.heartbeat_at).where(Generation.status == "running")
+            ).all()
+        recovered = []
+        for generation_id, worker, heartbeat in rows:
+            if not _worker_gone(worker, heartbeat, stale_after):
+                continue
+            values = (dict(status="queued", worker=None, started_at=None, progress_step=0, progress_stage="")
+                      if requeue else dict(status="failed", error=INTERRUPTED, finished_at=utcnow()))
+            with self.db.session() as session:
+                changed = session.execute(
+                    update(Generation).where(Generation.id == generation_id, Generation.status == "running",
+                                             Generation.worker.is_(None) if worker is None else Generation.worker == worker)
+                    .values(cancel_requested=False, **values)
+                ).rowcount
+            if changed:
+                recovered.append(generation_id)
+        if recovered:
+            log.warning("recovered %d interrupted job(s): %s", len(recovered), recovered)
+        return recovered
+
+
+def _worker_gone(worker: str | None, heartbeat, stale_after: timedelta) -> bool:
+    host, _, rest = (worker or "").partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == os.getpid():
+            with service._live_lock:
+                return worker not in service.LIVE_WORKERS
+        return not _pid_alive(pid)
+    return heartbeat is None or utcnow() - heartbeat > stale_after
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Worker(threading.Thread):
+    """Serves the queue in a daemon thread: claim, run, record, repeat; waits ``poll_interval``
+    seconds (or until ``wake()``) when the queue is empty. ``run_fn`` defaults to
+    core.pipeline.run; the registry is the shared model cache."""
+
+    def __init__(self, queue: JobQueue | None = None, run_fn=None, registry=None, poll_interval: float = 0.5,
+                 recover: bool = True):
+        super().__init__(name="backdrop-worker", daemon=True)
+        self.queue = queue or JobQueue()
+        self.run_fn = run_fn
+        self.registry = registry
+        self.poll_interval = poll_interval
+        self.recover = recover
+        self.identity = service.worker_identity()
+        self._stop_event = threading.Event()
+        self._wake = threading.Event()
+        self.current: int | None = None
+
+    def run(self) -> None:
+        service.set_live(self.identity, True)
+        try:
+            if self.recover:
+                self.queue.recover_stale()
+            while not self._stop_event.is_set():
+                if not self.run_once():
+                    self._wake.wait(self.poll_interval)
+                    self._wake.clear()
+        finally:
+            service.set_live(self.identity, False)
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when there was none."""
+        service.set_live(self.identity, True)
+        generation_id = self.queue.claim(self.identity)
+        if generation_id is None:
+            return False
+        self.current = generation_id
+        try:
+            service.execute(generation_id, db=self.queue.db, run=self.run_fn, registry=self.registry)
+        except Exception:  # recorded on the row by execute; the worker goes on with the next job
+            log.info("generation %s did not finish", generation_id, exc_info=True)
+        finally:
+            self.current = None
+        return True
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the current job (cancel it first to stop sooner)."""
+        self._stop_event.set()
+        self._wake.set()
+        self.join(timeout)

@@ -1,0 +1,89 @@
+"""Typed ORM models. The schema here must equal the Alembic head (tests compare them).
+
+JSON columns are plain ``JSON``: code always assigns a whole new dict/list, never mutates one
+in place, so SQLAlchemy sees every change on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from storage.db import UTCDateTime, utcnow
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class Image(Base):
+    """One file in the content-addressed store (inputs, masks, outputs)."""
+
+    __tablename__ = "images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    format: Mapped[str] = mapped_column(String(8))  # file extension: png, jpg, webp...
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        Index("ix_generations_status_id", "status", "id"),
+        Index("ix_generations_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # GenerationRequest.to_dict()
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    background_kind: Mapped[str] = mapped_column(String(16), index=True)
+    input_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"), index=True)
+    mask_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # the mask used
+    user_mask_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # the mask given
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    progress_stage: Mapped[str] = mapped_column(String(32), default="")
+    progress_step: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(200))  # host:pid:token of the claiming worker
+    error: Mapped[str | None] = mapped_column(Text)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    device: Mapped[str | None] = mapped_column(String(16))
+    versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    warnings: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    favourite: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
+
+    outputs: Mapped[list[Output]] = relationship(
+        back_populates="generation", cascade="all, delete-orphan", order_by="(Output.kind, Output.index)"
+    )
+
+
+class Output(Base):
+    """One image a generation produced: ``result`` per variant, ``cutout``, ``mask``."""
+
+    __tablename__ = "outputs"
+    __table_args__ = (UniqueConstraint("generation_id", "kind", "index", name="uq_outputs_generation_kind_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    index: Mapped[int] = mapped_column(Integer, default=0)
+    image_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"), index=True)
+
+    generation: Mapped[Generation] = relationship(back_populates="outputs")
+    image: Mapped[Image] = relationship(lazy="joined")
