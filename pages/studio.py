@@ -75,6 +75,8 @@ def photo_section() -> None:
     upload = st.file_uploader(
         f"Photo (JPEG, PNG or WebP, up to {limit} MB)", type=["jpg", "jpeg", "png", "webp"], key="studio_upload"
     )
+    if state.get("studio_photo") is not None and upload is None:
+        st.caption(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
     if upload is not None and upload.file_id != state.get("studio_upload_id"):
         state.studio_upload_id = upload.file_id
         try:
@@ -89,7 +91,8 @@ def mask_section() -> None:
     tools = st.columns([2, 3, 1, 1, 2], vertical_alignment="bottom")
     mode = tools[0].segmented_control(
         "Brush", ["add", "erase"], key="studio_brush_mode", default="add",
-        format_func=lambda m: "Add to subject" if m == "add" else "Erase from subject",
+        format_func=lambda m: "Add" if m == "add" else "Erase",
+        help="Add paints into the subject (kept), Erase paints into the background (replaced)",
     ) or "add"
     brush = tools[1].slider("Brush size", 4, 120, 30, key="studio_brush_size")
     tools[2].button("Undo", on_click=undo, icon=":material/undo:", key="studio_undo")
@@ -100,7 +103,7 @@ def mask_section() -> None:
 
     if CANVAS_KEY not in state:  # a fresh canvas (first view, or back from another page)
         state.studio_canvas_init = state.get("studio_drawing") or {"objects": []}
-    left, right = st.columns(2)
+    left, right = st.columns([3, 2])
     with left:
         st.caption("Paint on the photo: green adds to the subject, red removes. Tinted = background.")
         result = st_canvas(
@@ -115,7 +118,7 @@ def mask_section() -> None:
     state.studio_mask = corrected
     with right:
         st.caption("Corrected mask: this is what will be kept")
-        st.image(ui.mask_overlay(photo, corrected, size), width=size[0])
+        st.image(ui.mask_overlay(photo, corrected, size), width="stretch")
 
 
 def overlay_jpeg(size: tuple[int, int]) -> bytes:
@@ -158,7 +161,7 @@ def generate_section() -> None:
 def job_panel(generation_id: int) -> None:
     view = ui.worker().queue.get(generation_id)
     if view.status in ("queued", "running"):
-        job_progress(generation_id)
+        ui.job_progress(generation_id, key="studio")
     elif view.status == "done":
         st.success(f"Generation {generation_id} done in {view.timings.get('total', 0):.1f} s.")
         ui.show_outputs(view, key="studio")
@@ -166,21 +169,6 @@ def job_panel(generation_id: int) -> None:
         st.info(f"Generation {generation_id} was cancelled.")
     else:
         st.error(f"Generation {generation_id} failed: {view.error}")
-
-
-@st.fragment(run_every=0.5)
-def job_progress(generation_id: int) -> None:
-    """Polls the job's row; when it has finished, reruns the page so the results show."""
-    view = ui.worker().queue.get(generation_id)
-    if view.status not in ("queued", "running"):
-        st.rerun()
-    fraction, label = ui.progress_text(view)
-    st.progress(fraction, text=label)
-    if view.cancel_requested:
-        st.caption("Stopping at the next step...")
-    elif st.button("Cancel", key="studio_cancel", icon=":material/cancel:"):
-        ui.worker().queue.cancel(generation_id)
-        st.rerun(scope="fragment")
 
 
 st.title("Studio")

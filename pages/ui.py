@@ -18,8 +18,8 @@ from PIL import Image
 from core import settings as user_settings
 from core.request import BACKGROUND_KINDS, MAX_STEPS, MAX_VARIANTS, SCHEDULERS, GenerationRequest
 
-CANVAS_MAX_WIDTH = 640
-CANVAS_MAX_HEIGHT = 640
+CANVAS_MAX_WIDTH = 540  # fits the wider of two columns on a 1366 px wide screen
+CANVAS_MAX_HEIGHT = 600
 MAX_UI_SEED = 2**53 - 1  # browsers hold numbers as doubles: larger seeds would be rounded
 STROKE_ALPHA = 0.55  # strokes are see-through so the photo stays visible under them
 ADD_RGB = (0, 230, 64)
@@ -329,6 +329,22 @@ def progress_text(view) -> tuple[float, str]:
     stage = view.progress_stage or "starting"
     label = f"{stage}: step {step} of {total}" if total > 1 else f"{stage}..."
     return step / total, label
+
+
+@st.fragment(run_every=0.5)
+def job_progress(generation_id: int, key: str) -> None:
+    """Polls a queued or running job's row with a progress bar and a cancel button; when it has
+    finished, reruns the page so the caller shows the outcome."""
+    view = worker().queue.get(generation_id)
+    if view.status not in ("queued", "running"):
+        st.rerun()
+    fraction, label = progress_text(view)
+    st.progress(fraction, text=label)
+    if view.cancel_requested:
+        st.caption("Stopping at the next step...")
+    elif st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:"):
+        worker().queue.cancel(generation_id)
+        st.rerun(scope="fragment")
 
 
 def show_outputs(view, key: str) -> None:

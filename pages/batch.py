@@ -1,0 +1,130 @@
+"""Batch: many photos, one recipe. Each photo becomes a queued generation with the automatic
+mask; the queue view follows them; the results download as one zip.
+
+Photos come from the uploader, or from a folder on the server named on the command line
+(``streamlit run streamlit_app.py -- --batch-dir DIR``).
+"""
+
+import io
+import zipfile
+from pathlib import Path
+
+import streamlit as st
+
+from core.errors import BackdropError
+from pages import ui
+from storage import history
+
+state = st.session_state
+FORM = "batch_f_"
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def server_photos(folder: str | None) -> list[Path]:
+    if not folder:
+        return []
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        st.error(f"The batch folder given on the command line does not exist: {root}")
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+
+def collect_sources() -> list[tuple[str, bytes]]:
+    limit = st.get_option("server.maxUploadSize")
+    uploads = st.file_uploader(f"Photos (JPEG, PNG or WebP, up to {limit} MB each)", type=sorted(s[1:] for s in SUFFIXES),
+                               accept_multiple_files=True, key="batch_uploads")
+    sources = [(u.name, u.getvalue()) for u in uploads or []]
+    folder = ui.batch_dir_argument()
+    photos = server_photos(folder)
+    if photos and st.checkbox(f"Include the {len(photos)} photo(s) in {folder}", value=True, key="batch_use_dir"):
+        sources += [(p.name, p.read_bytes()) for p in photos]
+    return sources
+
+
+def start(sources: list[tuple[str, bytes]], request) -> None:
+    jobs = []
+    for name, data in sources:
+        try:
+            jobs.append({"name": name, "id": ui.submit(request, data), "error": None})
+        except BackdropError as error:
+            jobs.append({"name": name, "id": None, "error": str(error)})
+    state.batch_jobs = jobs
+
+
+def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
+    rows, views = [], []
+    for job in jobs:
+        if job["id"] is None:
+            rows.append({"photo": job["name"], "generation": None, "status": "refused", "detail": job["error"]})
+            continue
+        view = history.get(job["id"])
+        fraction, label = ui.progress_text(view) if view.status in ("queued", "running") else (1.0, view.error or "")
+        rows.append({"photo": job["name"], "generation": view.id, "status": view.status,
+                     "progress": round(fraction * 100), "detail": label})
+        views.append((job["name"], view))
+    return rows, views
+
+
+def queue_table(rows: list[dict]) -> None:
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100)})
+
+
+@st.fragment(run_every=1.0)
+def live_queue() -> None:
+    """Refreshes the table while jobs run; reruns the page once they have all finished."""
+    rows, views = queue_rows(state.batch_jobs)
+    active = [v for _, v in views if v.status in ("queued", "running")]
+    if not active:
+        st.rerun()
+    queue_table(rows)
+    st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
+    if st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:"):
+        for view in active:
+            ui.worker().queue.cancel(view.id)
+
+
+def finished_queue() -> None:
+    rows, views = queue_rows(state.batch_jobs)
+    queue_table(rows)
+    done = [(name, v) for name, v in views if v.status == "done"]
+    st.caption(f"{len(done)} of {len(rows)} done")
+    if done:
+        st.download_button("Download results (zip)", results_zip(done), file_name="backdrop-batch.zip",
+                           mime="application/zip", key="batch_zip", on_click="ignore", icon=":material/folder_zip:")
+
+
+def results_zip(done: list[tuple[str, object]]) -> bytes:
+    """One PNG per result, named after its photo (``-2``, ``-3``... for more variants)."""
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, view in done:
+            stem = Path(name).stem
+            for output in view.results:
+                arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
+                while arcname in used:  # two photos with the same name
+                    arcname = f"{Path(arcname).stem}-{view.id}.png"
+                used.add(arcname)
+                archive.write(output.path, arcname)
+    return buffer.getvalue()
+
+
+st.title("Batch")
+st.caption("Every photo gets the same background recipe and its automatic cut-out.")
+sources = collect_sources()
+ui.keep_form_state(FORM)
+request, reason = ui.background_form(FORM, ui.base_request())
+if reason:
+    st.caption(f"Cannot start yet: {reason}.")
+if st.button(f"Process {len(sources)} photo(s)", type="primary", disabled=request is None or not sources,
+             key="batch_start", icon=":material/play_arrow:"):
+    start(sources, request)
+if state.get("batch_jobs"):
+    st.subheader("Queue")
+    statuses = [history.get(j["id"]).status for j in state.batch_jobs if j["id"] is not None]
+    if any(status in ("queued", "running") for status in statuses):
+        live_queue()
+    else:
+        finished_queue()

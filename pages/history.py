@@ -1,0 +1,197 @@
+"""History: every generation, newest first, with search and filters; a detail view with the
+images, parameters, timings, models and lineage; re-run, remix, favourite, delete, export.
+
+Prompts and errors are user text: they are shown with st.text / st.code / st.json, never as
+Markdown or HTML.
+"""
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from core.errors import BackdropError
+from core.request import BACKGROUND_KINDS
+from pages import ui
+from storage import history
+from storage.db import get_database
+from storage.models import STATUSES
+
+state = st.session_state
+PAGE_SIZE = 12
+COLUMNS = 4
+
+
+def filters() -> dict:
+    search_col, status_col, kind_col, fav_col, date_col = st.columns([3, 2, 2, 1, 2], vertical_alignment="bottom")
+    values: dict = {}
+    values["search"] = search_col.text_input("Search prompts", key="history_search").strip() or None
+    values["status"] = status_col.multiselect("Status", STATUSES, key="history_status") or None
+    values["background"] = kind_col.selectbox("Background", [None, *BACKGROUND_KINDS], key="history_kind",
+                                              format_func=lambda k: "any" if k is None else ui.KIND_LABELS[k])
+    values["favourite"] = True if fav_col.checkbox("Favourites", key="history_fav") else None
+    dates = date_col.date_input("Dates", value=(), key="history_dates", format="YYYY-MM-DD")
+    if len(dates) >= 1:
+        values["since"] = dt.datetime.combine(dates[0], dt.time(), tzinfo=dt.timezone.utc)
+    if len(dates) == 2:
+        values["until"] = dt.datetime.combine(dates[1] + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def thumbnail(view) -> str | None:
+    output = view.output("result") or None
+    sha = output.sha256 if output else view.input_sha256
+    try:
+        return str(get_database().images.thumbnail(sha))
+    except (OSError, ValueError):
+        return None
+
+
+def gallery(chosen: dict) -> None:
+    total = history.count_generations(**chosen)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(state.get("history_page", 0), pages - 1)
+    views = history.list_generations(limit=PAGE_SIZE, offset=page * PAGE_SIZE, **chosen)
+    st.caption(f"{total} generation(s); page {page + 1} of {pages}")
+    if not views:
+        st.info("Nothing here yet: generations made in the Studio or the Batch page appear here.")
+    columns = st.columns(COLUMNS)
+    for i, view in enumerate(views):
+        with columns[i % COLUMNS]:
+            path = thumbnail(view)
+            if path:
+                st.image(path, width="stretch")
+            star = " ★" if view.favourite else ""
+            st.text(f"#{view.id} {ui.KIND_LABELS.get(view.background_kind, view.background_kind)} · {view.status}{star}")
+            if view.prompt:
+                st.text(view.prompt[:80] + ("..." if len(view.prompt) > 80 else ""))
+            st.button("Open", key=f"history_open_{view.id}", on_click=select, args=(view.id,))
+    prev_col, next_col = st.columns(2)
+    prev_col.button("Newer", disabled=page == 0, on_click=state.__setitem__, args=("history_page", page - 1),
+                    key="history_prev", icon=":material/arrow_back:")
+    next_col.button("Older", disabled=page >= pages - 1, on_click=state.__setitem__,
+                    args=("history_page", page + 1), key="history_next", icon=":material/arrow_forward:")
+
+
+def select(generation_id: int | None) -> None:
+    state.history_selected = generation_id
+    state.history_confirm_delete = False
+    state.pop("history_export", None)
+
+
+def detail(generation_id: int) -> None:
+    try:
+        view = history.get(generation_id)
+    except history.NotFound:
+        st.warning(f"Generation {generation_id} no longer exists.")
+        select(None)
+        return
+    st.button("Back to all generations", on_click=select, args=(None,), icon=":material/arrow_back:",
+              key="history_back")
+    st.subheader(f"Generation #{view.id}")
+    st.text(f"{view.status} · {ui.KIND_LABELS.get(view.background_kind, view.background_kind)} · "
+            f"created {view.created_at:%Y-%m-%d %H:%M:%S} UTC" + (" · favourite" if view.favourite else ""))
+    actions(view)
+    if view.status in ("queued", "running"):
+        ui.job_progress(view.id, key="history")
+    elif view.status == "done":
+        ui.show_outputs(view, key=f"history_{view.id}")
+    elif view.error:
+        st.code(view.error, language=None)
+    request = view.request
+    if request.get("prompt") or request.get("negative_prompt"):
+        st.caption("Prompt")
+        st.code(request.get("prompt", ""), language=None, wrap_lines=True)
+        st.caption("Negative prompt")
+        st.code(request.get("negative_prompt", ""), language=None, wrap_lines=True)
+    left, right = st.columns(2)
+    with left:
+        st.caption("Input photo")
+        st.image(str(get_database().images.thumbnail(view.input_sha256, 512)))
+        st.caption("Every parameter")
+        st.json(request, expanded=False)
+    with right:
+        st.caption("Timings (seconds)")
+        st.dataframe([{"stage": k, "seconds": round(float(v), 3)} for k, v in view.timings.items()],
+                     hide_index=True)
+        st.caption(f"Models (device: {view.device or 'n/a'})")
+        st.json(view.models, expanded=True)
+        st.caption("Library versions")
+        st.json(view.versions, expanded=False)
+        lineage(view)
+
+
+def lineage(view) -> None:
+    st.caption("Lineage")
+    if not view.ancestors and not view.children:
+        st.text("An original: not a re-run or remix, and nothing made from it yet.")
+    for label, ids in (("Made from", view.ancestors[:1]), ("Earlier ancestors", view.ancestors[1:]),
+                       ("Re-runs and remixes of it", view.children)):
+        if ids:
+            st.text(label)
+            cols = st.columns(min(len(ids), 6))
+            for i, other in enumerate(ids):
+                cols[i % len(cols)].button(f"#{other}", key=f"history_lineage_{view.id}_{other}",
+                                           on_click=select, args=(other,))
+
+
+def actions(view) -> None:
+    rerun_col, remix_col, fav_col, export_col, delete_col = st.columns(5)
+    if rerun_col.button("Re-run", key="history_rerun", icon=":material/replay:",
+                        help="Same photo, mask and settings (same seed gives the same image)"):
+        from storage.service import rerun_inputs
+
+        try:
+            request, image, mask = rerun_inputs(view.id)
+            select(ui.submit(request, image, mask, parent_id=view.id))
+            st.rerun()
+        except BackdropError as error:
+            st.error(str(error))
+    if remix_col.button("Remix in Studio", key="history_remix", icon=":material/tune:",
+                        help="Open this photo and its settings in the Studio to change them"):
+        state.studio_remix = view.id
+        st.switch_page("pages/studio.py")
+    fav_col.button("Unfavourite" if view.favourite else "Favourite", key="history_fav_toggle",
+                   icon=":material/star:", on_click=history.set_favourite, args=(view.id, not view.favourite))
+    if export_col.button("Export zip", key="history_export_btn", icon=":material/folder_zip:"):
+        state.history_export = export([view.id])
+    if state.get("history_export"):
+        export_col.download_button("Download zip", state.history_export, file_name=f"backdrop-{view.id}.zip",
+                                   mime="application/zip", key="history_export_dl", on_click="ignore")
+    if not state.get("history_confirm_delete"):
+        delete_col.button("Delete", key="history_delete", icon=":material/delete:",
+                          on_click=state.__setitem__, args=("history_confirm_delete", True))
+    else:
+        st.warning(f"Delete generation #{view.id} and its images? This cannot be undone.")
+        yes, no = st.columns(2)
+        if yes.button("Yes, delete", type="primary", key="history_delete_yes"):
+            try:
+                history.delete(view.id)
+                select(None)
+                st.rerun()
+            except BackdropError as error:
+                st.error(str(error))
+        no.button("Keep it", key="history_delete_no", on_click=state.__setitem__,
+                  args=("history_confirm_delete", False))
+
+
+def export(ids: list[int] | None, **chosen) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path, _ = history.export(Path(folder) / "export.zip", ids=ids, **chosen)
+        return path.read_bytes()
+
+
+st.title("History")
+if state.get("history_selected"):
+    detail(state.history_selected)
+else:
+    chosen = filters()
+    if chosen != state.get("history_filters"):
+        state.history_filters, state.history_page = chosen, 0
+    gallery(chosen)
+    if st.button("Export these generations as a zip", key="history_export_all", icon=":material/folder_zip:"):
+        state.history_export_all = export(None, **chosen)
+    if state.get("history_export_all"):
+        st.download_button("Download zip", state.history_export_all, file_name="backdrop-history.zip",
+                           mime="application/zip", key="history_export_all_dl", on_click="ignore")
