@@ -1,0 +1,325 @@
+"""The quality report: ``python -m core eval DIR``.
+
+For every ``NAME.png`` with a ground-truth matte ``NAME_alpha*.png`` in DIR, and for every
+segmenter whose weights are installed, with and without matting refinement, it measures the
+mask (IoU at alpha 0.5, SAD, MSE, gradient error in the edge band, seconds) and the composite
+over a colour that contrasts with the photo's old background:
+
+- ``fg_maxdiff``: max difference of the opaque pixels from the photo (must be 0: harmony off);
+- ``halo``: mean colour distance (RGB, 0-255) between the composite and the new background
+  in a thin band just outside the true subject, where a perfect composite shows only the new
+  background (old-background fringe and alpha bleeding outward raise it);
+- ``edge_err``: mean colour distance in the edge band between the composite and a reference
+  composite built from the true alpha (a tight hard cut-out can score a low halo because it
+  cuts the fur off: this shows it).
+Each composite measure is given for the real composite (soft alpha, spill removal), the same
+without spill removal (``nospill``) and a naive hard cut-out pasted at alpha 0.5 (``hard``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+from core.errors import InputError
+
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_ALPHA = re.compile(r"^(?P<name>.+)_alpha[^/]*\.png$", re.IGNORECASE)
+EDGE_BAND = 10  # px each side of the true contour where the gradient error is measured
+HALO_BAND = 4  # px just outside the true subject where the halo is measured
+OUTSIDE = 0.05  # ground-truth alpha below this counts as old background
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    photo: Path
+    alpha: Path
+
+
+def find_samples(folder: Path) -> list[Sample]:
+    """Pairs of NAME.(png|jpg|webp) + NAME_alpha*.png (e.g. lemur.png + lemur_alpha_fba.png)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    samples = []
+    for alpha in sorted(folder.iterdir()):
+        match = _ALPHA.match(alpha.name)
+        if not match:
+            continue
+        name = match["name"]
+        photo = next((folder / f"{name}{s}" for s in PHOTO_SUFFIXES if (folder / f"{name}{s}").is_file()), None)
+        if photo is not None:
+            samples.append(Sample(name, photo, alpha))
+    if not samples:
+        raise InputError(f"no NAME.png + NAME_alpha.png pairs in {folder}")
+    return samples
+
+
+def available_segmenters() -> list[str]:
+    """rembg models whose weights are installed (no download happens in an evaluation)."""
+    from rembg.sessions import sessions_class
+
+    from core.models import u2net_home
+
+    home = u2net_home()
+    return sorted(cls.name() for cls in sessions_class if (home / f"{cls.name()}.onnx").is_file())
+
+
+# ---- alpha metrics (alpha arrays are float in 0..1) -------------------------------------
+
+
+def iou(alpha: np.ndarray, truth: np.ndarray) -> float:
+    pred, true = alpha >= 0.5, truth >= 0.5
+    union = (pred | true).sum()
+    return float((pred & true).sum() / union) if union else 1.0
+
+
+def sad(alpha: np.ndarray, truth: np.ndarray) -> float:
+    """Sum of absolute differences, in thousands (the matting literature's unit)."""
+    return float(np.abs(alpha - truth).sum() / 1000.0)
+
+
+def mse(alpha: np.ndarray, truth: np.ndarray) -> float:
+    return float(((alpha - truth) ** 2).mean())
+
+
+def edge_band(truth: np.ndarray, width: int = EDGE_BAND) -> np.ndarray:
+    """Pixels within ``width`` px of the true 0.5 contour, plus the true soft pixels."""
+    inside = truth >= 0.5
+    band = ndi.binary_dilation(inside, iterations=width) & ~ndi.binary_erosion(inside, iterations=width, border_value=1)
+    return band | ((truth > 0.0) & (truth < 1.0))
+
+
+def gradient_error(alpha: np.ndarray, truth: np.ndarray, band: np.ndarray) -> float:
+    """Squared difference of gradient magnitudes (Gaussian derivatives, sigma 1.4, alpha in
+    0..1) summed over the edge band: how far the edge's sharpness and shape are from the truth."""
+
+    def magnitude(a: np.ndarray) -> np.ndarray:
+        return np.hypot(ndi.gaussian_filter(a, 1.4, order=(0, 1)), ndi.gaussian_filter(a, 1.4, order=(1, 0)))
+
+    return float((((magnitude(alpha) - magnitude(truth)) ** 2)[band]).sum())
+
+
+# ---- composite checks ---------------------------------------------------------------------
+
+
+def foreground_preservation(photo: Image.Image, alpha: Image.Image, result: Image.Image) -> int:
+    """Max abs difference between the photo and the composite over the opaque (255) pixels."""
+    opaque = np.asarray(alpha.convert("L")) == 255
+    if not opaque.any():
+        return 0
+    diff = np.abs(np.asarray(photo.convert("RGB"), dtype=np.int16) - np.asarray(result.convert("RGB"), dtype=np.int16))
+    return int(diff[opaque].max())
+
+
+def halo_band(truth: np.ndarray, width: int = HALO_BAND) -> np.ndarray:
+    """A thin band just outside the true subject (its alpha-0.5 contour), where a composite
+    should show mostly the new background: old-background fringe shows up here."""
+    subject = truth >= 0.5
+    return ndi.binary_dilation(subject, iterations=width) & ~subject
+
+
+def edge_halo(result: Image.Image | np.ndarray, background: Image.Image, band: np.ndarray) -> float:
+    """Mean RGB distance (0-255) between the composite and the new background over ``band``.
+    Fine hair legitimately adds some: the reference composite's own score is the floor."""
+    if not band.any():
+        return 0.0
+    diff = np.asarray(result, dtype=np.float64)[..., :3] - np.asarray(background.convert("RGB"), dtype=np.float64)
+    return float(np.sqrt((diff**2).sum(-1))[band].mean())
+
+
+def contrasting_color(photo: Image.Image, truth: np.ndarray) -> tuple[int, int, int]:
+    """The saturated primary or secondary colour farthest from both the old background and the
+    subject (their mean colours), so a fringe of either shows (magenta for the lemur on green).
+    Black and white are left out: they hide dark or light fur whatever the means say."""
+    rgb = np.asarray(photo.convert("RGB"), dtype=np.float64)
+    means = [rgb[part].mean(0) for part in (truth < OUTSIDE, truth >= 0.5) if part.any()]
+    corners = [np.array(c, dtype=np.float64) for c in np.ndindex(2, 2, 2) if 0 < sum(c) < 3]
+    best = max(corners, key=lambda c: min((np.linalg.norm(c * 255 - m) for m in means), default=0.0))
+    return tuple(int(v) * 255 for v in best)  # type: ignore[return-value]
+
+
+def reference_composite(photo: Image.Image, truth: np.ndarray, background: Image.Image) -> np.ndarray:
+    """What a perfect composite would look like (float RGB): the foreground colours estimated
+    with the TRUE alpha, over the new background with the true alpha."""
+    from pymatting import estimate_foreground_ml
+
+    fg = estimate_foreground_ml(np.asarray(photo.convert("RGB"), dtype=np.float64) / 255.0, truth) * 255.0
+    t = truth[..., None]
+    return fg * t + np.asarray(background.convert("RGB"), dtype=np.float64) * (1.0 - t)
+
+
+def edge_error(result: Image.Image, reference: np.ndarray, band: np.ndarray) -> float:
+    """Mean RGB distance (0-255) between a composite and the reference composite over ``band``:
+    wrong alpha, a hard edge and old-background spill all raise it."""
+    diff = np.asarray(result.convert("RGB"), dtype=np.float64) - reference
+    return float(np.sqrt((diff**2).sum(-1))[band].mean())
+
+
+def hard_composite(photo: Image.Image, alpha: Image.Image, background: Image.Image) -> Image.Image:
+    """The usual open-source result: a binary cut-out at alpha 0.5 pasted on the background."""
+    return Image.composite(photo.convert("RGB"), background, alpha.point(lambda v: 255 if v >= 128 else 0))
+
+
+# ---- the report ---------------------------------------------------------------------------
+
+COMPOSITES = ("spill", "nospill", "hard")
+
+
+def _warm_up(segmenter: str, refine: bool) -> None:
+    """Load the model and compile pymatting's kernels outside the timed part: the report's
+    seconds are the per-image cost of a warm process, as in the app and a batch run."""
+    from core.composite import composite
+    from core.matting import refine_alpha
+    from core.request import GenerationRequest
+    from core.segment import automatic_mask
+
+    yy, xx = np.mgrid[:64, :64]
+    disc = Image.fromarray(np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 400, 255, 0).astype(np.uint8), "L")
+    photo = Image.fromarray(np.dstack([np.asarray(disc)] * 3), "RGB")
+    automatic_mask(photo, segmenter)
+    soft = disc.resize((16, 16), Image.BILINEAR).resize((64, 64), Image.BILINEAR)
+    composite(photo, soft, photo, GenerationRequest())
+    if refine:
+        refine_alpha(photo, disc)
+
+
+def evaluate_sample(sample: Sample, segmenter: str, refine: bool) -> dict:
+    from core.composite import composite
+    from core.matting import refine_alpha
+    from core.request import GenerationRequest
+    from core.segment import automatic_mask
+
+    photo = Image.open(sample.photo).convert("RGB")
+    truth_img = Image.open(sample.alpha).convert("L")
+    if truth_img.size != photo.size:
+        raise InputError(f"{sample.alpha.name} is {truth_img.size}, {sample.photo.name} is {photo.size}")
+    truth = np.asarray(truth_img, dtype=np.float64) / 255.0
+
+    started = time.perf_counter()
+    mask = automatic_mask(photo, segmenter)
+    segment_s = time.perf_counter() - started
+    refine_s = 0.0
+    if refine:
+        started = time.perf_counter()
+        mask = refine_alpha(photo, mask)
+        refine_s = time.perf_counter() - started
+    alpha = np.asarray(mask, dtype=np.float64) / 255.0
+
+    rgb = contrasting_color(photo, truth)
+    request = GenerationRequest(background="color:#%02x%02x%02x" % rgb, segmenter=segmenter)
+    background = Image.new("RGB", photo.size, rgb)
+    started = time.perf_counter()
+    results = {"spill": composite(photo, mask, background, request)}
+    composite_s = time.perf_counter() - started
+    results["nospill"] = composite(photo, mask, background, request.replace(spill_removal=False))
+    results["hard"] = hard_composite(photo, mask, background)
+    reference = reference_composite(photo, truth, background)
+    row = {
+        "image": sample.name,
+        "segmenter": segmenter,
+        "refine": refine,
+        "size": list(photo.size),
+        "iou": iou(alpha, truth),
+        "sad": sad(alpha, truth),
+        "mse": mse(alpha, truth),
+        "grad": gradient_error(alpha, truth, edge_band(truth)),
+        "segment_s": segment_s,
+        "refine_s": refine_s,
+        "composite_s": composite_s,
+        "seconds": segment_s + refine_s + composite_s,
+        "background": "#%02x%02x%02x" % rgb,
+        "fg_maxdiff": foreground_preservation(photo, mask, results["spill"]),
+        "halo_truth": edge_halo(reference, background, halo_band(truth)),
+    }
+    for name, result in results.items():
+        row[f"halo_{name}"] = edge_halo(result, background, halo_band(truth))
+        row[f"edge_err_{name}"] = edge_error(result, reference, edge_band(truth))
+    return row
+
+
+METRICS = ("iou", "sad", "mse", "grad", "seconds", "segment_s", "refine_s", "composite_s", "fg_maxdiff", "halo_truth") + tuple(
+    f"{m}_{c}" for m in ("halo", "edge_err") for c in COMPOSITES
+)
+
+
+def evaluate(folder: Path, segmenters: list[str] | None = None, refine: str = "both") -> dict:
+    """Per-image rows and, per (segmenter, refine), the mean of each metric (max for
+    fg_maxdiff: one changed opaque pixel anywhere is a failure)."""
+    samples = find_samples(Path(folder))
+    segmenters = segmenters or available_segmenters()
+    if not segmenters:
+        raise InputError("no segmenter weights installed: run `python -m core models fetch --embedded-only`")
+    modes = {"off": [False], "on": [True], "both": [False, True]}[refine]
+    rows = []
+    for seg in segmenters:
+        for r in modes:
+            _warm_up(seg, r)
+            rows.extend(evaluate_sample(s, seg, r) for s in samples)
+    overall = []
+    for seg in segmenters:
+        for r in modes:
+            group = [row for row in rows if row["segmenter"] == seg and row["refine"] == r]
+            summary = {"image": "all", "segmenter": seg, "refine": r, "images": len(group)}
+            for key in METRICS:
+                values = [row[key] for row in group]
+                summary[key] = max(values) if key == "fg_maxdiff" else float(np.mean(values))
+            overall.append(summary)
+    return {"folder": str(folder), "images": rows, "overall": overall}
+
+
+_COLUMNS = (
+    ("image", "{}"), ("segmenter", "{}"), ("refine", "{}"),
+    ("iou", "{:.4f}"), ("sad", "{:.2f}"), ("mse", "{:.5f}"), ("grad", "{:.1f}"),
+    ("seconds", "{:.2f}"), ("refine_s", "{:.2f}"), ("fg_maxdiff", "{}"),
+    ("halo_spill", "{:.1f}"), ("halo_nospill", "{:.1f}"), ("halo_hard", "{:.1f}"), ("halo_truth", "{:.1f}"),
+    ("edge_err_spill", "{:.1f}"), ("edge_err_nospill", "{:.1f}"), ("edge_err_hard", "{:.1f}"),
+)
+
+
+def format_table(report: dict) -> str:
+    """Per-image rows, then the overall means, one column per metric."""
+    widths = [max(len(name), 8) for name, _ in _COLUMNS]
+    lines = []
+    for title, rows in (("per image", report["images"]), ("overall (mean over images)", report["overall"])):
+        lines += [title, "  ".join(name.rjust(w) for (name, _), w in zip(_COLUMNS, widths))]
+        for row in rows:
+            cells = [fmt.format("on" if name == "refine" and row[name] else "off" if name == "refine" else row[name]) for name, fmt in _COLUMNS]
+            lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+        lines.append("")
+    lines += [
+        "iou at alpha 0.5; sad = sum |alpha - truth| / 1000; grad = gradient error in the edge band;",
+        "seconds = segment + refine + composite per image (warm); fg_maxdiff must be 0;",
+        "halo = mean RGB distance to the new background in 4 px just outside the true subject (lower = less",
+        "fringe; halo_truth = the same for a reference composite from the true alpha: the floor hair allows);",
+        "edge_err = mean RGB distance to that reference composite in the edge band (10 px each side);",
+        "spill = the real composite (spill removal on), nospill = without it, hard = binary cut-out at 0.5.",
+    ]
+    return "\n".join(lines)
+
+
+def add_cli(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="quality report on photos with ground-truth alpha mattes")
+    parser.add_argument("folder", type=Path, help="folder of NAME.png + NAME_alpha*.png pairs")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    parser.add_argument("--segmenter", action="append", help="rembg model to evaluate (repeatable; default: every installed one)")
+    parser.add_argument("--refine", choices=("off", "on", "both"), default="both", help="matting refinement (default: both)")
+    parser.set_defaults(func=_cli_eval)
+
+
+def _cli_eval(args) -> int:
+    report = evaluate(args.folder, args.segmenter, args.refine)
+    print(format_table(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0

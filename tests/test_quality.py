@@ -1,0 +1,175 @@
+"""Quality features: presets, harmony, shadows, matting refinement and the eval report."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import color
+
+from core.errors import InputError
+from core.harmony import default_harmony, harmonize, ring_mask
+from core.presets import PRESETS, QUALITY_NEGATIVE, full_negative_prompt, get_preset
+from core.request import GenerationRequest
+from core.shadows import apply_shadows
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def test_presets_cover_the_issue_list_and_each_has_a_negative():
+    for name in ("studio", "marble", "beach_sunset", "city_night", "forest", "kitchen"):
+        preset = get_preset(name)
+        assert preset.prompt and preset.negative and preset.label
+    assert len(PRESETS) >= 8
+    with pytest.raises(InputError, match="studio"):
+        get_preset("moon")
+
+
+def test_quality_negative_is_added_unless_turned_off():
+    request = GenerationRequest(negative_prompt="people, ")
+    assert full_negative_prompt(request) == "people, " + QUALITY_NEGATIVE
+    assert full_negative_prompt(request.replace(quality_negative=False)) == "people"
+    assert full_negative_prompt(GenerationRequest()) == QUALITY_NEGATIVE
+    assert full_negative_prompt(GenerationRequest(quality_negative=False)) == ""
+
+
+def test_harmony_default_is_on_for_scenes_only():
+    assert default_harmony("ai") > 0 and default_harmony("image") > 0
+    for kind in ("color", "gradient", "blur", "transparent"):
+        assert default_harmony(kind) == 0.0
+
+
+def _subject_scene(size=(120, 100)):
+    """A grey-blue subject disc on a photo, alpha with a soft rim, and a warm orange scene."""
+    w, h = size
+    yy, xx = np.mgrid[:h, :w]
+    dist = np.hypot(yy - h / 2, xx - w / 2)
+    alpha = np.clip((30 - dist) / 3, 0, 1)
+    rng = np.random.default_rng(0)
+    photo = np.clip(np.array([90, 110, 160]) + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    scene = np.clip(np.array([230, 150, 60]) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+    return (
+        Image.fromarray(photo),
+        Image.fromarray(np.round(alpha * 255).astype(np.uint8)),
+        Image.fromarray(scene),
+    )
+
+
+def test_harmony_off_keeps_every_pixel_and_on_moves_the_subject_toward_the_scene():
+    photo, alpha, scene = _subject_scene()
+    before = np.asarray(photo).copy()
+    assert harmonize(photo, alpha, scene, 0.0) is photo
+
+    shifted = harmonize(photo, alpha, scene, 1.0)
+    assert np.array_equal(np.asarray(photo), before)  # the original is never touched
+    a = np.asarray(alpha)
+    subject = a == 255
+    lab_before = color.rgb2lab(before[subject][None])[0].mean(0)
+    lab_after = color.rgb2lab(np.asarray(shifted)[subject][None])[0].mean(0)
+    lab_scene = color.rgb2lab(np.asarray(scene)[ring_mask(a / 255.0)][None])[0].mean(0)
+    assert np.linalg.norm(lab_after - lab_scene) < np.linalg.norm(lab_before - lab_scene) - 5
+    assert lab_after[2] > lab_before[2] + 3  # warmer (more yellow) under an orange scene
+    outside = a == 0
+    assert np.array_equal(np.asarray(shifted)[outside], before[outside])
+    weaker = harmonize(photo, alpha, scene, 0.3)
+    lab_weak = color.rgb2lab(np.asarray(weaker)[subject][None])[0].mean(0)
+    assert np.linalg.norm(lab_weak - lab_before) < np.linalg.norm(lab_after - lab_before)
+
+
+def _standing_subject(size=(200, 160)):
+    """A box standing with its base at row 120, centred, on a uniform light background."""
+    w, h = size
+    alpha = np.zeros((h, w), np.uint8)
+    alpha[60:121, 85:116] = 255
+    return Image.fromarray(alpha), Image.new("RGB", size, (220, 220, 220))
+
+
+def test_contact_shadow_darkens_only_around_the_base():
+    alpha, background = _standing_subject()
+    out = np.asarray(apply_shadows(background, alpha, GenerationRequest(contact_shadow=0.8)), dtype=int)
+    assert out[122:126, 90:111].mean() < 200  # just below the base: dark
+    assert (out[:50] == 220).all()  # above the subject: untouched
+    assert (out[:, :60] == 220).all() and (out[:, 141:] == 220).all()  # far to the sides
+    assert out[90, 100].mean() == 220  # mid-height behind the subject: no contact shadow
+    off = apply_shadows(background, alpha, GenerationRequest())
+    assert off is background
+
+
+def test_cast_shadow_falls_in_its_direction_with_softness():
+    alpha, background = _standing_subject()
+    request = GenerationRequest(cast_shadow=0.7, shadow_angle=135, shadow_softness=0.3)
+    out = np.asarray(apply_shadows(background, alpha, request), dtype=int)[..., 0]
+    left_back = out[90:118, 40:84]  # up-left of the base: where a 135-degree shadow lies
+    right_back = out[90:118, 125:160]  # clear of the base corner, where the blur may reach
+    assert left_back.min() < 190 and (right_back == 220).all()
+    assert (out[126:] == 220).all()  # nothing in front of the base (past its penumbra)
+    mirrored = np.asarray(apply_shadows(background, alpha, request.replace(shadow_angle=45)), dtype=int)[..., 0]
+    assert mirrored[90:118, 117:160].min() < 190 and (mirrored[90:118, 40:76] == 220).all()
+    sharp = np.asarray(apply_shadows(background, alpha, request.replace(shadow_softness=0.0)), dtype=int)[..., 0]
+    soft = np.asarray(apply_shadows(background, alpha, request.replace(shadow_softness=1.0)), dtype=int)[..., 0]
+    assert np.abs(np.diff(soft[80:118, 30:84], axis=1)).max() < np.abs(np.diff(sharp[80:118, 30:84], axis=1)).max()
+
+
+@pytest.fixture(scope="module")
+def lemur_photo(lemur_path):
+    return Image.open(lemur_path).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def lemur_mask(lemur_photo):
+    from core.segment import automatic_mask
+
+    return automatic_mask(lemur_photo, "u2netp")
+
+
+def test_refinement_agrees_better_with_the_reference_matte_and_keeps_fur_soft(lemur_photo, lemur_mask, lemur_alpha):
+    from core.evaluate import iou, sad
+    from core.matting import refine_alpha
+
+    truth = lemur_alpha / 255.0
+    refined = np.asarray(refine_alpha(lemur_photo, lemur_mask))
+    raw = np.asarray(lemur_mask) / 255.0
+    assert refined.shape == raw.shape
+    assert iou(refined / 255.0, truth) >= iou(raw, truth)
+    assert sad(refined / 255.0, truth) < sad(raw, truth)
+    soft = (refined > 0) & (refined < 255)
+    assert soft.sum() > 2000  # fur edges stay soft: thousands of partial pixels
+    assert soft.mean() < 0.2  # but only along the edge; interior and background are exact
+    assert (refined[:20, :20] == 0).all()
+
+
+def test_eval_cli_on_the_lemur_writes_table_and_json(tmp_path, capsys):
+    from core.cli import main
+
+    out = tmp_path / "report.json"
+    assert main(["eval", str(Path(__file__).parent / "data" / "lemur"), "--json", str(out), "--segmenter", "u2netp"]) == 0
+    table = capsys.readouterr().out
+    assert "lemur" in table and "iou" in table and "halo_spill" in table
+    report = json.loads(out.read_text())
+    rows = {row["refine"]: row for row in report["images"]}
+    assert set(rows) == {False, True} and len(report["overall"]) == 2
+    raw, refined = rows[False], rows[True]
+    for row in (raw, refined):
+        assert row["image"] == "lemur" and row["fg_maxdiff"] == 0
+        assert 0.95 < row["iou"] <= 1.0 and row["seconds"] > 0
+        assert row["edge_err_spill"] < row["edge_err_nospill"] < row["edge_err_hard"]
+        assert row["halo_spill"] < row["halo_nospill"]
+    assert refined["refine_s"] > 0 and raw["refine_s"] == 0
+    assert refined["sad"] < raw["sad"] and refined["grad"] < raw["grad"]
+    assert refined["halo_spill"] < raw["halo_spill"] and refined["edge_err_spill"] < raw["edge_err_spill"]
+
+
+def test_eval_pairs_photos_with_alpha_suffixes(tmp_path):
+    from core.evaluate import find_samples
+
+    for name in ("a.png", "a_alpha.png", "b.jpg", "b_alpha_fba.png", "c_trimap.png", "d_alpha.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert [(s.name, s.photo.name, s.alpha.name) for s in find_samples(tmp_path)] == [
+        ("a", "a.png", "a_alpha.png"),
+        ("b", "b.jpg", "b_alpha_fba.png"),
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no NAME.png"):
+        find_samples(empty)
