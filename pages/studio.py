@@ -59,14 +59,14 @@ def reset_to_automatic() -> None:
 
 def open_remix() -> None:
     """History's Remix put a generation id here: load its photo, mask and settings."""
-    from storage import history
+    from storage.service import rerun_inputs
 
     generation_id = state.pop("studio_remix")
-    view = history.get(generation_id)
-    set_photo(history.load_input(view), f"generation {generation_id}")
-    if view.user_mask_sha256:
-        state.studio_base_mask = history.load_mask(view)
-    ui.prefill(FORM, view.generation_request())
+    request, image, mask = rerun_inputs(generation_id)
+    set_photo(image, f"generation {generation_id}")
+    if mask is not None:
+        state.studio_base_mask = mask
+    ui.prefill(FORM, request)
     state.studio_parent = generation_id
 
 

@@ -7,7 +7,6 @@ numpy/PIL so tests can check them without a browser.
 
 from __future__ import annotations
 
-import io
 import random
 import sys
 
@@ -83,12 +82,6 @@ def corrected_mask(base: Image.Image, strokes: np.ndarray | None) -> Image.Image
     values[add] = 255
     values[erase] = 0
     return Image.fromarray(values)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------- settings, arguments

@@ -1,0 +1,292 @@
+"""The Streamlit app's logic through streamlit.testing's AppTest (no browser): each page, the
+brush-mask arithmetic, settings persistence. The canvas is an unknown element here, so brush
+strokes are injected as the RGBA drawing the canvas would return (``studio_strokes``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import settings as user_settings
+from pages import ui
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+WHITE = (255, 255, 255)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """One data folder for the module: the app's worker is one per process (st.cache_resource)
+    and keeps the database it started with."""
+    patch = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("app-data")
+    patch.setenv("BACKDROP_DATA_DIR", str(folder))
+    patch.delenv("BACKDROP_DATABASE_URL", raising=False)
+    ui.worker.clear()
+    yield folder
+    ui.worker().stop(timeout=30)
+    ui.worker.clear()
+    patch.undo()
+
+
+def app(page: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload_lemur(at, lemur_path):
+    at.file_uploader(key="studio_upload").set_value(("lemur.png", lemur_path.read_bytes(), "image/png")).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wait_done(at, generation_id: int, timeout: float = 40):
+    from storage import history
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = history.get(generation_id)
+        if view.status not in ("queued", "running"):
+            at.run()
+            return view
+        time.sleep(0.2)
+    raise AssertionError(f"generation {generation_id} still {view.status} after {timeout} s")
+
+
+def strokes(size, add_box=None, erase_box=None) -> np.ndarray:
+    """An RGBA drawing like the canvas returns: see-through green (add) and red (erase) paint."""
+    drawing = np.zeros((size[1], size[0], 4), np.uint8)
+    alpha = round(ui.STROKE_ALPHA * 255)
+    for box, rgb in ((add_box, ui.ADD_RGB), (erase_box, ui.ERASE_RGB)):
+        if box:
+            x0, y0, x1, y1 = box
+            drawing[y0:y1, x0:x1] = (*rgb, alpha)
+    return drawing
+
+
+# ---------------------------------------------------------------- pure functions
+
+def test_strokes_set_and_clear_the_mask_and_later_strokes_win():
+    base = Image.fromarray(np.full((100, 200), 128, np.uint8))
+    drawing = strokes((100, 50), add_box=(0, 0, 50, 50), erase_box=(40, 0, 100, 25))
+    mask = np.asarray(ui.corrected_mask(base, drawing))  # drawn at half size, scaled up
+    assert mask[80, 20] == 255  # added only
+    assert mask[20, 150] == 0  # erased only
+    assert mask[80, 150] == 128  # untouched
+    # red painted over green: the canvas composites later strokes on top, the erase wins there
+    assert mask[20, 90] == 0
+    over = drawing.copy()
+    over[0:25, 40:50] = (235, 200, 30, 200)  # a mixed edge pixel, red still dominating
+    assert np.asarray(ui.corrected_mask(base, over))[20, 90] == 0
+    assert ui.corrected_mask(base, None) is base
+
+
+def test_display_size_keeps_aspect_and_limits():
+    assert ui.display_size(1080, 1920) == (338, 600)
+    assert ui.display_size(4000, 1000) == (540, 135)
+    assert ui.display_size(300, 200) == (300, 200)  # never enlarged
+
+
+def test_batch_dir_argument():
+    assert ui.batch_dir_argument(["--batch-dir", "/photos"]) == "/photos"
+    assert ui.batch_dir_argument(["--batch-dir=/p q"]) == "/p q"
+    assert ui.batch_dir_argument(["--other"]) is None
+
+
+def test_settings_precedence_atomic_write_and_damaged_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "env/inpaint")
+    monkeypatch.delenv("BACKDROP_DEVICE", raising=False)
+    assert user_settings.load_settings(tmp_path)["inpaint_model"] == "env/inpaint"
+    assert user_settings.load_settings(tmp_path)["device"] == "auto"
+    saved = user_settings.save_settings({"inpaint_model": "mine/inpaint", "device": "cpu"}, tmp_path)
+    assert saved["inpaint_model"] == "mine/inpaint" and saved["device"] == "cpu"
+    assert json.loads((tmp_path / "settings.json").read_text()) == {"device": "cpu", "inpaint_model": "mine/inpaint"}
+    assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]  # no temporary file left
+    assert user_settings.save_settings({"inpaint_model": ""}, tmp_path)["inpaint_model"] == "env/inpaint"
+    with pytest.raises(Exception, match="device must be one of"):
+        user_settings.save_settings({"device": "tpu"}, tmp_path)
+    with pytest.raises(Exception, match="unknown setting"):
+        user_settings.save_settings({"colour": "red"}, tmp_path)
+    (tmp_path / "settings.json").write_text("{not json")
+    assert user_settings.load_settings(tmp_path)["device"] == "auto"
+
+
+# ---------------------------------------------------------------- pages
+
+def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
+    from storage import history
+
+    at = upload_lemur(app(), lemur_path)
+    photo = at.session_state["studio_photo"]
+    auto = np.asarray(at.session_state["studio_auto_mask"])
+    assert auto.shape == (photo.height, photo.width)
+    assert (auto == 255).mean() > 0.2 and (auto == 0).mean() > 0.2  # a real subject and background
+    assert len(at.get("image")) == 1  # the corrected-mask preview
+    size = ui.display_size(*photo.size)
+    # add a block of the top-left background, erase a block of the subject's centre
+    sx, sy = photo.width / size[0], photo.height / size[1]
+    add_box = (0, 0, 40, 40)
+    cx, cy = np.argwhere(auto == 255).mean(axis=0)[::-1] / (sx, sy)
+    erase_box = (int(cx) - 10, int(cy) - 10, int(cx) + 10, int(cy) + 10)
+    assert auto[5, 5] == 0 and auto[int(cy * sy), int(cx * sx)] == 255
+    at.session_state["studio_strokes"] = strokes(size, add_box, erase_box)
+    at.run()
+    mask = np.asarray(at.session_state["studio_mask"])
+    assert mask[5, 5] == 255 and mask[int(cy * sy), int(cx * sx)] == 0
+
+    at.radio(key="studio_f_kind").set_value("color").run()
+    at.color_picker(key="studio_f_color").set_value("#ff0000").run()
+    assert not at.button(key="studio_generate").disabled
+    at.button(key="studio_generate").click().run()
+    generation_id = at.session_state["studio_job"]
+    view = wait_done(at, generation_id)
+    assert view.status == "done", view.error
+    assert view.user_mask_sha256  # the corrected mask was sent and recorded
+    result = np.asarray(Image.open(view.results[0].path).convert("RGB"))
+    original = np.asarray(photo)
+    assert tuple(result[5, 5]) == tuple(original[5, 5])  # added by the brush: the photo kept
+    assert tuple(result[int(cy * sy), int(cx * sx)]) == (255, 0, 0)  # erased: the red background
+    assert any(s.value.startswith(f"Generation {generation_id} done") for s in at.success)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download result PNG", "Download cut-out PNG (transparent)", "Download mask PNG"]
+    assert history.get(generation_id).background_kind == "color"
+
+
+def test_drawing_survives_page_switch_and_undo_clear_reset(data_dir, lemur_path):
+    at = upload_lemur(app(), lemur_path)
+    size = ui.display_size(*at.session_state["studio_photo"].size)
+    drawing = {"objects": [{"type": "Path", "id": 1}, {"type": "Path", "id": 2}]}
+    at.session_state["studio_drawing"] = drawing
+    at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
+    at.run()
+    changed = np.asarray(at.session_state["studio_mask"]).copy()
+    for page in ("history", "batch", "studio"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), changed)
+    assert at.session_state["studio_canvas_init"]["objects"] == drawing["objects"]  # handed back to the canvas
+
+    at.button(key="studio_undo").click().run()
+    init = at.session_state["studio_canvas_init"]
+    assert init["objects"] == [{"type": "Path", "id": 1}]
+    at.button(key="studio_clear").click().run()
+    assert at.session_state["studio_canvas_init"]["objects"] == []
+    assert at.session_state["studio_canvas_init"]["backdrop_nonce"] != init["backdrop_nonce"]
+    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), np.asarray(at.session_state["studio_auto_mask"]))
+
+    at.session_state["studio_base_mask"] = Image.new("L", at.session_state["studio_photo"].size, 255)
+    at.run()
+    assert np.asarray(at.session_state["studio_mask"]).min() == 255
+    at.button(key="studio_reset").click().run()
+    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), np.asarray(at.session_state["studio_auto_mask"]))
+
+
+def test_ai_option_explains_missing_weights_other_kinds_work(data_dir, lemur_path, monkeypatch, tmp_path):
+    missing = tmp_path / "no-such-inpaint-model"
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", str(missing))
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    warning = " ".join(w.value for w in at.warning)
+    assert "cannot run" in warning and str(missing) in warning and "inpaint" in warning
+    assert at.button(key="studio_generate").disabled
+    for kind in ("color", "gradient", "blur", "transparent"):
+        at.radio(key="studio_f_kind").set_value(kind).run()
+        assert not at.button(key="studio_generate").disabled, kind
+        assert not at.warning
+
+
+def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
+    from core.request import GenerationRequest
+    from storage import history
+
+    prompt = "<b>bold</b> **not markdown** <script>alert(1)</script>"
+    request = GenerationRequest(background="gradient:#102030,#a0b0c0", prompt=prompt, seed=7)
+    at = app("history")
+    generation_id = ui.submit(request, lemur_path.read_bytes())
+    wait_done(at, generation_id)
+    at.text_input(key="history_search").set_value("not markdown").run()
+    assert any(t.value.startswith(f"#{generation_id} ") for t in at.text)
+    at.button(key=f"history_open_{generation_id}").click().run()
+    assert not at.exception, at.exception
+    assert [c.value for c in at.code][:1] == [prompt]  # shown verbatim as text
+    assert not any("<b>" in m.value or "not markdown" in m.value for m in at.markdown)
+    assert any(j.value and "gradient:#102030,#a0b0c0" in j.value for j in at.json)
+
+    at.button(key="history_fav_toggle").click().run()
+    assert history.get(generation_id).favourite
+    at.button(key="history_rerun").click().run()
+    child = at.session_state["history_selected"]
+    assert child != generation_id and history.get(child).parent_id == generation_id
+    child_view = wait_done(at, child)
+    assert child_view.status == "done"
+    first = np.asarray(Image.open(history.get(generation_id).results[0].path))
+    assert np.array_equal(np.asarray(Image.open(child_view.results[0].path)), first)  # same request, same image
+
+    at.button(key="history_delete").click().run()
+    assert history.get(child)  # asked, not yet deleted
+    at.button(key="history_delete_yes").click().run()
+    with pytest.raises(history.NotFound):
+        history.get(child)
+
+    at.button(key=f"history_open_{generation_id}").click().run()
+    at.button(key="history_remix").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["studio_parent"] == generation_id
+    assert at.radio(key="studio_f_kind").value == "gradient"
+    assert at.color_picker(key="studio_f_grad_top").value == "#102030"
+    assert at.session_state["studio_f_prompt"] == prompt
+
+
+def test_batch_uploads_and_server_folder(data_dir, lemur_path, astronaut, tmp_path, monkeypatch):
+    from storage import history
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    astronaut.save(folder / "astronaut.png")
+    (folder / "notes.txt").write_text("not a photo")
+    monkeypatch.setattr("sys.argv", ["streamlit_app.py", "--batch-dir", str(folder)])
+    at = app("batch")
+    assert at.checkbox(key="batch_use_dir").label.startswith("Include the 1 photo(s)")
+    at.file_uploader(key="batch_uploads").set_value([("lemur.png", lemur_path.read_bytes(), "image/png")]).run()
+    at.radio(key="batch_f_kind").set_value("transparent").run()
+    at.button(key="batch_start").click().run()
+    jobs = at.session_state["batch_jobs"]
+    assert [j["name"] for j in jobs] == ["lemur.png", "astronaut.png"]
+    for job in jobs:
+        assert wait_done(at, job["id"]).status == "done"
+    at.run()
+    assert not at.exception, at.exception
+    assert [b.label for b in at.get("download_button")] == ["Download results (zip)"]
+    view = history.get(jobs[0]["id"])
+    assert Image.open(view.results[0].path).mode == "RGBA"  # transparent background kept
+
+
+def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_models):
+    monkeypatch.setenv("BACKDROP_DEPTH_MODEL", str(tiny_models["depth"]))
+    at = app("models")
+    table = at.dataframe[0].value
+    assert list(table["slot"]) == ["Cut-out (rembg)", "Inpainting (Stable Diffusion)", "Depth ControlNet", "Depth estimator"]
+    assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
+    assert any("runs on cpu, precision float32" in t.value for t in at.text)
+    at.text_input[1].set_value(str(tiny_models["inpaint"]))
+    at.selectbox[0].set_value("cpu")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    saved = json.loads((data_dir / "settings.json").read_text())
+    assert saved["inpaint_model"] == str(tiny_models["inpaint"]) and saved["device"] == "cpu"
+    table = at.dataframe[0].value
+    assert table.loc[table["slot"] == "Inpainting (Stable Diffusion)", "present"].item() == "yes"
+    assert at.success
+    (data_dir / "settings.json").unlink()
+
