@@ -1,0 +1,237 @@
+"""`python -m core`: replace a photo's background, write its mask, and the other subcommands.
+
+Every user-caused failure (BackdropError) prints ``error: <message>`` on stderr and exits 2, and
+no output file is written: outputs are only written, atomically, once everything succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from core.errors import BackdropError
+from core.request import (
+    DEFAULT_CONTROLNET_MODEL,
+    DEFAULT_DEPTH_MODEL,
+    DEFAULT_INPAINT_MODEL,
+    DEFAULT_SEGMENTER,
+    SCHEDULERS,
+    GenerationRequest,
+)
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BackdropError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Backdrop: replace the background of a photo.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_replace(subparsers)
+    _add_mask(subparsers)
+    _add_optional_subcommands(subparsers)
+    return parser
+
+
+def _add_optional_subcommands(subparsers) -> None:
+    """Subcommands owned by other modules register themselves through their ``add_cli``.
+    Guarded while those modules are being written; the lead turns these into plain imports."""
+    import importlib
+
+    for module in ("core.models", "storage.cli", "core.evaluate"):
+        try:
+            add_cli = importlib.import_module(module).add_cli
+        except (ImportError, AttributeError):
+            continue
+        add_cli(subparsers)
+
+
+# ---- argument types: argparse reports these as usage errors (exit 2) -------------------------
+
+def _int_range(low: int, high: int):
+    return _in_range(int, "a whole number", low, high)
+
+
+def _float_range(low: float, high: float):
+    return _in_range(float, "a number", low, high)
+
+
+def _in_range(convert, kind: str, low, high):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind} (got {text!r})") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g} (got {text})")
+        return value
+
+    return parse
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _add_replace(subparsers) -> None:
+    p = subparsers.add_parser(
+        "replace",
+        help="replace the background of a photo",
+        description="Cut out the subject of INPUT and put it on a new background; writes OUTPUT "
+        "(PNG, the input's full size). With --variants N the outputs are OUTPUT, then OUTPUT-2, "
+        "OUTPUT-3, ... (e.g. out.png, out-2.png).",
+    )
+    p.add_argument("input", metavar="INPUT", help="the photo (JPEG, PNG, WebP, ...)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT.png", help="where to write the result (PNG)")
+    p.add_argument("--background", "-b", default="color:#ffffff",
+                   help="ai | color:#RRGGBB | gradient:#RRGGBB,#RRGGBB | blur | image:PATH | transparent "
+                   "(RGBA output) (default: color:#ffffff)")
+    p.add_argument("--prompt", default="", help="what the AI background shows")
+    p.add_argument("--negative-prompt", default="", help="what the AI background must not show")
+    p.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0, help="random seed (default 0)")
+    p.add_argument("--steps", type=_int_range(1, 150), default=25, help="diffusion steps (default 25)")
+    p.add_argument("--guidance", type=_float_range(0, 30), default=7.5, help="prompt guidance (default 7.5)")
+    p.add_argument("--control-scale", type=_float_range(0, 2), default=0.8,
+                   help="depth-control strength, 0 disables depth (default 0.8)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="dpmpp",
+                   help="dpmpp (DPM-Solver++, default), ddim (the reference pipeline's, eta 1), euler_a")
+    p.add_argument("--variants", type=_int_range(1, 8), default=1, help="number of AI backgrounds (default 1)")
+    p.add_argument("--mask", metavar="MASK.png", help="use this mask (white = subject) instead of the automatic one")
+    p.add_argument("--no-spill-removal", dest="spill_removal", action="store_false",
+                   help="keep the edge pixels' original colours")
+    _add_model_options(p)
+    p.add_argument("--json", action="store_true", help="print the request, the outputs and per-stage timings as JSON")
+    p.set_defaults(func=_replace)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--segmenter", default=_env("BACKDROP_SEGMENTER", DEFAULT_SEGMENTER),
+                   help="rembg model name (default u2netp, or $BACKDROP_SEGMENTER)")
+    p.add_argument("--inpaint-model", default=_env("BACKDROP_INPAINT_MODEL", DEFAULT_INPAINT_MODEL),
+                   help="SD1.5 inpainting model: Hugging Face id or local folder")
+    p.add_argument("--controlnet-model", default=_env("BACKDROP_CONTROLNET_MODEL", DEFAULT_CONTROLNET_MODEL),
+                   help="depth ControlNet: Hugging Face id or local folder")
+    p.add_argument("--depth-model", default=_env("BACKDROP_DEPTH_MODEL", DEFAULT_DEPTH_MODEL),
+                   help="depth estimator: Hugging Face id or local folder")
+    p.add_argument("--device", default=_env("BACKDROP_DEVICE", "auto"), help="auto | cpu | cuda | cuda:N | mps")
+
+
+def _add_mask(subparsers) -> None:
+    p = subparsers.add_parser("mask", help="write the automatic subject mask",
+                              description="Write the automatic mask of INPUT: 8-bit PNG, the input's size, "
+                              "255 on the subject, 0 on the background, soft only along the edge.")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, metavar="MASK.png")
+    p.add_argument("--segmenter", default=_env("BACKDROP_SEGMENTER", DEFAULT_SEGMENTER), help="rembg model name")
+    p.set_defaults(func=_mask)
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+def variant_paths(output: str | Path, count: int) -> list[Path]:
+    """OUTPUT, OUTPUT-2, OUTPUT-3, ... (the suffix goes before the extension)."""
+    output = Path(output)
+    return [output] + [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(2, count + 1)]
+
+
+def _replace(args: argparse.Namespace) -> int:
+    from core.imaging import load_image, load_mask
+
+    request = GenerationRequest(
+        background=args.background, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, control_scale=args.control_scale, scheduler=args.scheduler,
+        variants=args.variants, segmenter=args.segmenter, inpaint_model=args.inpaint_model,
+        controlnet_model=args.controlnet_model, depth_model=args.depth_model, device=args.device,
+        spill_removal=args.spill_removal,
+    )
+    outputs = variant_paths(args.output, request.variants if request.background_spec.kind == "ai" else 1)
+    _check_output_folder(outputs[0])
+    start = time.perf_counter()
+    image = load_image(args.input)
+    mask = load_mask(args.mask, image.size) if args.mask else None
+    load_seconds = time.perf_counter() - start
+    result = _generate(image, request, mask)
+    start = time.perf_counter()
+    _save_all(list(zip(result.images, outputs)))
+    result.timings["load"] = load_seconds
+    result.timings["save"] = time.perf_counter() - start
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "request": result.request.to_dict(), "outputs": [str(p) for p in outputs],
+            "timings": {k: round(v, 4) for k, v in result.timings.items()}, "device": result.device,
+            "models": result.models, "warnings": result.warnings,
+        }, indent=2))
+    else:
+        for path in outputs:
+            print(path)
+    return 0
+
+
+def _generate(image, request, mask):
+    """The one call site of the pipeline; storage records every generation (``history``) and
+    the results come back as the recorded PNGs, with their parameters text chunks."""
+    from storage.service import generate_and_record, stored_results
+
+    generation_id, result = generate_and_record(image, request, mask, progress=_progress_printer())
+    result.images = stored_results(generation_id)
+    return result
+
+
+def _progress_printer():
+    """Diffusion steps on stderr when it is a terminal; silent otherwise."""
+    if not sys.stderr.isatty():
+        return None
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if total > 1:
+            print(f"\r{stage}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _mask(args: argparse.Namespace) -> int:
+    from core.imaging import check_mask, load_image
+    from core.segment import automatic_mask
+
+    _check_output_folder(Path(args.output))
+    image = load_image(args.input)
+    mask = automatic_mask(image, args.segmenter)
+    check_mask(mask)
+    _save_all([(mask, Path(args.output))])
+    print(args.output)
+    return 0
+
+
+def _check_output_folder(path: Path) -> None:
+    from core.errors import InputError
+    from core.imaging import output_folder
+
+    output_folder(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"output must be a .png file (got {str(path)!r})")
+
+
+def _save_all(pairs) -> None:
+    from core.imaging import save_png_atomic
+    from storage.images import png_text_info
+
+    for image, path in pairs:
+        save_png_atomic(image, path, pnginfo=png_text_info(image))

@@ -1,0 +1,124 @@
+"""One generation, stage by stage: prepare, segment, (depth, generate), composite.
+
+The generator only ever provides the background: the final image is always the ORIGINAL
+full-resolution photo composited over it with the soft alpha, so the subject's pixels survive
+the VAE round trip untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageFilter
+
+from core.backgrounds import render_background
+from core.composite import composite, cutout
+from core.errors import Cancelled, ModelMissingError
+from core.imaging import check_mask, fit_mask, to_rgb, working_size
+from core.request import GenerationRequest
+from core.segment import automatic_mask
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]  # one per variant, the input's size (RGBA for transparent)
+    mask: Image.Image  # 'L', the input's size: the mask that was used
+    cutout: Image.Image  # RGBA, the input's size
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    device: str = "cpu"
+    warnings: list[str] = field(default_factory=list)
+    models: dict[str, dict] = field(default_factory=dict)  # {slot: {"id": ..., "revision": ...}}
+    request: GenerationRequest | None = None  # with sizes (and revisions) filled in
+
+
+def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None = None,
+        progress=None, cancel=None, registry=None) -> GenerationResult:
+    """Replace the background of ``image`` as ``request`` says.
+
+    ``mask`` ('L', white = subject) replaces the automatic one; it must have the image's size
+    or its working size. ``progress(stage, done, total)`` reports stages (and diffusion steps);
+    ``cancel()`` returning True stops the run with Cancelled between stages and steps.
+    """
+    timings: dict[str, float] = {}
+    notify = progress or (lambda stage, done, total: None)
+
+    @contextmanager
+    def stage(name: str):
+        if cancel is not None and cancel():
+            raise Cancelled(f"cancelled before {name}")
+        notify(name, 0, 1)
+        start = time.perf_counter()
+        yield
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        notify(name, 1, 1)
+
+    with stage("prepare"):
+        photo = to_rgb(image)
+        work_size = working_size(*photo.size)
+        request = request.replace(
+            input_width=photo.size[0], input_height=photo.size[1], work_width=work_size[0], work_height=work_size[1]
+        )
+        background = request.background_spec
+    with stage("segment"):
+        if mask is not None:
+            alpha = fit_mask(mask, photo.size)
+        else:
+            alpha = automatic_mask(photo, request.segmenter)
+            check_mask(alpha)
+    models = {"segmenter": {"id": request.segmenter if mask is None else "user mask", "revision": ""}}
+    result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, request=request, models=models)
+
+    if background.kind == "ai":
+        backgrounds = _ai_backgrounds(photo, alpha, result, stage, notify, cancel, registry)
+    else:
+        with stage("background"):
+            backgrounds = [render_background(background, photo, alpha)]
+    with stage("composite"):
+        result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
+        result.images = [composite(photo, alpha, bg, request, cut=result.cutout) for bg in backgrounds]
+    result.timings["total"] = sum(timings.values())
+    return result
+
+
+def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.Image:
+    """What the generator repaints ('L', 255 = repaint) at working ``size``: the background,
+    grown ``grow`` px into the subject so the old background's fringe is repainted too."""
+    subject = alpha.resize(size, Image.Resampling.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
+    if grow > 0:
+        subject = subject.filter(ImageFilter.MinFilter(2 * grow + 1))
+    return subject.point(lambda v: 255 - v)
+
+
+def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cancel, registry) -> list[Image.Image]:
+    """Depth (unless disabled or missing), then the generated backgrounds at working size,
+    enlarged to the photo's size."""
+    from core.depth import estimate_depth
+    from core.generate import generate_backgrounds
+    from core.models import get_registry, resolve_device
+
+    registry = registry or get_registry()
+    request = result.request
+    result.device = resolve_device(request.device)
+    size = (request.work_width, request.work_height)
+    with stage("resize"):
+        work = photo.resize(size, Image.Resampling.LANCZOS)
+        repaint = inpaint_mask(alpha, size, request.mask_grow)
+    depth = None
+    if request.control_scale > 0:
+        with stage("depth"):
+            try:
+                depth = estimate_depth(work, request.depth_model, result.device, registry=registry)
+                result.models["depth"] = registry.record(request.depth_model)
+            except ModelMissingError as exc:
+                result.warnings.append(f"running without depth control: {exc}")
+    with stage("generate"):
+        generated = generate_backgrounds(work, repaint, depth, request, progress=notify, cancel=cancel,
+                                         registry=registry, warnings=result.warnings)
+    result.models["inpaint"] = registry.record(request.inpaint_model)
+    if depth is not None and request.control_scale > 0 and registry.revision(request.controlnet_model):
+        result.models["controlnet"] = registry.record(request.controlnet_model)
+    result.request = request.replace(model_revisions={slot: m["revision"] for slot, m in result.models.items() if m["revision"]})
+    with stage("upscale"):
+        return [image.convert("RGB").resize(photo.size, Image.Resampling.LANCZOS) for image in generated]

@@ -1,0 +1,78 @@
+"""Automatic subject mask with rembg, post-processed so the subject's interior is exactly opaque.
+
+Raw u2netp output sits at 250-254 inside the subject; composited as is, the subject's own pixels
+would be mixed with the new background. A linear remap (LOW -> 0, HIGH -> 255) makes the
+confident interior exactly 255 and the confident background exactly 0, and leaves the soft
+ramp only along the edge.
+"""
+
+from __future__ import annotations
+
+import threading
+from unittest import mock
+
+from PIL import Image
+
+from core.errors import InputError, ModelMissingError
+
+LOW, HIGH = 24, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
+MODEL_SIDE = 1024  # the photo is shrunk to this before the model (models resize to 320-1024)
+
+_REMAP = [int(round(min(max((v - LOW) / (HIGH - LOW), 0.0), 1.0) * 255)) for v in range(256)]
+_sessions: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def automatic_mask(image: Image.Image, model: str = "u2netp") -> Image.Image:
+    """The subject's mask ('L', the image's size): 255 = subject, 0 = background."""
+    session = get_session(model)
+    small = image.convert("RGB")
+    if max(small.size) > MODEL_SIDE:
+        small = small.copy()
+        small.thumbnail((MODEL_SIDE, MODEL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    with _lock:  # onnxruntime sessions are thread-safe, but two runs on 2 cores only thrash
+        raw = session.predict(small)[0].convert("L")
+    return refine(raw, image.size)
+
+
+def refine(raw: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize a raw soft mask to ``size`` and remap it to exact 0 / 255 outside the edge ramp."""
+    if raw.size != size:
+        raw = raw.resize(size, Image.Resampling.BILINEAR)
+    return raw.point(_REMAP)
+
+
+def get_session(model: str):
+    """One rembg session per model name, created once per process; never downloads."""
+    with _lock:
+        if model not in _sessions:
+            _sessions[model] = _new_session(model)
+        return _sessions[model]
+
+
+def _new_session(model: str):
+    import rembg
+    from rembg.sessions import sessions_class
+
+    classes = {cls.name(): cls for cls in sessions_class}
+    if model not in classes:
+        raise InputError(f"unknown segmenter {model!r}: use one of {', '.join(sorted(classes))}")
+    if not classes[model].is_local() or classes[model].requires_credentials():
+        raise InputError(f"segmenter {model!r} sends photos to a remote service; choose a local model")
+
+    def refuse_download(*args, **kwargs):
+        raise ModelMissingError(
+            f"segmenter weights for {model!r} are not installed; run `python -m core models fetch` "
+            "(u2netp is installed offline, other models need a network)"
+        )
+
+    # rembg downloads missing weights with pooch; here a missing file must be an error, not a
+    # silent download (or a hang without a network).
+    with mock.patch("pooch.retrieve", refuse_download):
+        try:
+            return rembg.new_session(model)
+        except ModelMissingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the *_custom models need a model_path
+            raise InputError(f"segmenter {model!r} cannot be loaded: {exc}") from None
+
