@@ -14,6 +14,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from core.harmony import harmonize
+from core.shadows import apply_shadows
+
 SPILL_PIXELS = 150_000  # the band's bounding box is solved at most this large (~0.3 s)
 SPILL_MARGIN = 8  # px of context around the band's bounding box
 
@@ -21,6 +24,9 @@ SPILL_MARGIN = 8  # px of context around the band's bounding box
 def composite(photo: Image.Image, alpha: Image.Image, background: Image.Image | None, request,
               cut: Image.Image | None = None) -> Image.Image:
     """RGB photo over ``background`` (RGB, photo size), or the RGBA cut-out when it is None.
+
+    The request's shadows are darkened into the background first, then (harmony > 0) a copy
+    of the subject is colour-matched to it; with harmony 0 opaque pixels are the photo's.
 
     ``cut`` is this photo's ``cutout`` when the caller already has it (several variants share
     one spill estimate).
@@ -31,6 +37,10 @@ def composite(photo: Image.Image, alpha: Image.Image, background: Image.Image | 
         return cut
     if background.size != photo.size:
         raise ValueError(f"background is {background.size}, photo is {photo.size}")
+    background = apply_shadows(background, alpha, request)  # under the subject, from the mask
+    strength = float(getattr(request, "harmony", 0.0))
+    if strength > 0:  # on a copy: the cut-out and the photo stay as they are
+        cut = harmonize(cut.convert("RGB"), alpha, background, strength)
     # Pillow's masked paste is exact at the ends: alpha 255 copies the cut-out's pixel (the
     # photo's own there), alpha 0 keeps the background's, and it runs in C.
     out = background.convert("RGB")

@@ -173,3 +173,24 @@ def test_eval_pairs_photos_with_alpha_suffixes(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError, match="no NAME.png"):
         find_samples(empty)
+
+
+def test_composite_puts_shadows_under_the_subject_and_harmony_only_when_asked():
+    from core.composite import composite
+    from core.evaluate import foreground_preservation
+
+    alpha, background = _standing_subject()
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (160, 200, 3), dtype=np.uint8))
+    request = GenerationRequest(contact_shadow=0.8, cast_shadow=0.5)
+    plain = composite(photo, alpha, background, request)
+    assert foreground_preservation(photo, alpha, plain) == 0  # harmony off: subject untouched
+    out = np.asarray(plain, dtype=int)
+    assert out[122:125, 90:111].mean() < 200 and (out[:40] == 220).all()  # shadow at the base only
+    assert np.asarray(background).min() == 220  # the caller's background is not modified
+
+    warm = Image.new("RGB", background.size, (240, 150, 40))
+    tinted = composite(photo, alpha, warm, request.replace(harmony=1.0, contact_shadow=0.0, cast_shadow=0.0))
+    assert foreground_preservation(photo, alpha, tinted) > 0
+    subject = np.asarray(alpha) == 255
+    assert np.asarray(tinted, dtype=int)[subject][:, 2].mean() < np.asarray(photo, dtype=int)[subject][:, 2].mean()
