@@ -17,6 +17,7 @@ from core.backgrounds import render_background
 from core.composite import composite, cutout
 from core.errors import Cancelled, ModelMissingError
 from core.imaging import check_mask, fit_mask, to_rgb, working_size
+from core.matting import refine_alpha
 from core.request import GenerationRequest
 from core.segment import automatic_mask
 
@@ -67,6 +68,9 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         else:
             alpha = automatic_mask(photo, request.segmenter)
             check_mask(alpha)
+    if request.refine_matting:
+        with stage("refine"):
+            alpha = refine_alpha(photo, alpha)
     models = {"segmenter": {"id": request.segmenter if mask is None else "user mask", "revision": ""}}
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, request=request, models=models)
 

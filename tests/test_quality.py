@@ -194,3 +194,15 @@ def test_composite_puts_shadows_under_the_subject_and_harmony_only_when_asked():
     assert foreground_preservation(photo, alpha, tinted) > 0
     subject = np.asarray(alpha) == 255
     assert np.asarray(tinted, dtype=int)[subject][:, 2].mean() < np.asarray(photo, dtype=int)[subject][:, 2].mean()
+
+
+def test_pipeline_refines_the_mask_when_asked_and_times_it(lemur_photo):
+    from core.pipeline import run
+
+    request = GenerationRequest(background="color:#ff00ff", contact_shadow=0.5)
+    plain = run(lemur_photo, request)
+    refined = run(lemur_photo, request.replace(refine_matting=True))
+    assert "refine" not in plain.timings and refined.timings["refine"] > 0
+    assert refined.mask.size == lemur_photo.size == refined.images[0].size
+    assert not np.array_equal(np.asarray(refined.mask), np.asarray(plain.mask))
+    assert np.array_equal(np.asarray(refined.cutout)[..., 3], np.asarray(refined.mask))
