@@ -115,9 +115,47 @@ def _add_replace(subparsers) -> None:
     p.add_argument("--mask", metavar="MASK.png", help="use this mask (white = subject) instead of the automatic one")
     p.add_argument("--no-spill-removal", dest="spill_removal", action="store_false",
                    help="keep the edge pixels' original colours")
+    _add_quality_options(p)
     _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the request, the outputs and per-stage timings as JSON")
     p.set_defaults(func=_replace)
+
+
+def _add_quality_options(p: argparse.ArgumentParser) -> None:
+    from core.presets import PRESETS
+
+    p.add_argument("--preset", choices=sorted(PRESETS), help="prompt and negative prompt of a preset "
+                   "(--prompt / --negative-prompt replace its texts)")
+    p.add_argument("--no-quality-negative", dest="quality_negative", action="store_false",
+                   help="do not append the standard quality negative prompt")
+    p.add_argument("--refine", dest="refine_matting", action="store_true",
+                   help="refine the mask's edge with alpha matting (hair, fur; adds about 0.5-1.5 s on a CPU)")
+    p.add_argument("--harmony", type=_float_range(0, 1), default=None, metavar="X",
+                   help="match the subject's colour to the new background, 0-1 (default 0.5 for ai and image "
+                   "backgrounds, 0 otherwise; 0 leaves the subject's pixels untouched)")
+    p.add_argument("--contact-shadow", type=_float_range(0, 1), default=0.0, metavar="X", help="contact shadow opacity 0-1 (default 0)")
+    p.add_argument("--cast-shadow", type=_float_range(0, 1), default=0.0, metavar="X", help="cast shadow opacity 0-1 (default 0)")
+    p.add_argument("--shadow-angle", type=_float_range(-360, 360), default=135.0, metavar="DEG",
+                   help="direction the cast shadow falls, degrees counter-clockwise from right (default 135: back left)")
+    p.add_argument("--shadow-softness", type=_float_range(0, 1), default=0.5, metavar="X", help="cast shadow blur 0-1 (default 0.5)")
+
+
+def _quality_fields(args: argparse.Namespace) -> dict:
+    """Request fields of the quality options; a preset fills the prompts the user left empty."""
+    from core.harmony import default_harmony
+    from core.presets import get_preset
+    from core.request import Background
+
+    prompt, negative = args.prompt, args.negative_prompt
+    if args.preset:
+        preset = get_preset(args.preset)
+        prompt, negative = prompt or preset.prompt, negative or preset.negative
+    harmony = args.harmony if args.harmony is not None else default_harmony(Background.parse(args.background).kind)
+    return dict(
+        prompt=prompt, negative_prompt=negative, quality_negative=args.quality_negative,
+        refine_matting=args.refine_matting, harmony=harmony, contact_shadow=args.contact_shadow,
+        cast_shadow=args.cast_shadow, shadow_angle=args.shadow_angle, shadow_softness=args.shadow_softness,
+    )
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -154,11 +192,11 @@ def _replace(args: argparse.Namespace) -> int:
     from core.imaging import load_image, load_mask
 
     request = GenerationRequest(
-        background=args.background, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+        background=args.background, seed=args.seed,
         steps=args.steps, guidance=args.guidance, control_scale=args.control_scale, scheduler=args.scheduler,
         variants=args.variants, segmenter=args.segmenter, inpaint_model=args.inpaint_model,
         controlnet_model=args.controlnet_model, depth_model=args.depth_model, device=args.device,
-        spill_removal=args.spill_removal,
+        spill_removal=args.spill_removal, **_quality_fields(args),
     )
     outputs = variant_paths(args.output, request.variants if request.background_spec.kind == "ai" else 1)
     _check_output_folder(outputs[0])
