@@ -193,6 +193,10 @@ class ModelRegistry:
         """Revision of a model this registry has loaded ("" if it has not)."""
         return self._revisions.get(model_id, "")
 
+    def record(self, model_id: str) -> dict[str, str]:
+        """What a generation stores about a model it used: {"id", "revision"}."""
+        return {"id": model_id, "revision": self.revision(model_id)}
+
     def loaded(self) -> list[tuple]:
         return list(self._cache)
 

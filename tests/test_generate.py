@@ -1,0 +1,209 @@
+"""The AI path with tiny random models loaded through the real loader (core.models): depth,
+generation (schedulers, seeds, variants, control on/off, progress, cancel, warnings) and the
+whole pipeline end to end on a real photo."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.depth import estimate_depth
+from core.errors import Cancelled, ModelMissingError
+from core.generate import generate_backgrounds, prompt_truncation_warning
+from core.models import ModelRegistry
+from core.request import GenerationRequest
+
+SIZE = (128, 96)  # working size: multiples of 8, not square
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine torch's spinning
+    worker threads made these tests 10x slower (measured: 0.4 s vs 5 s CPU per generation)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return ModelRegistry()
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut) -> Image.Image:
+    return astronaut.resize(SIZE, Image.Resampling.LANCZOS)
+
+
+@pytest.fixture(scope="module")
+def repaint() -> Image.Image:
+    mask = Image.new("L", SIZE, 255)
+    mask.paste(0, (40, 20, 90, 96))  # the "subject" the generator keeps
+    return mask
+
+
+@pytest.fixture(scope="module")
+def request_(tiny_models) -> GenerationRequest:
+    return GenerationRequest(
+        background="ai", prompt="a photo of a beach at sunset", seed=7, steps=3, device="cpu",
+        inpaint_model=tiny_models["inpaint"], controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"],
+    )
+
+
+@pytest.fixture(scope="module")
+def depth(photo, request_, registry) -> Image.Image:
+    return estimate_depth(photo, request_.depth_model, "cpu", registry=registry)
+
+
+def arrays(images):
+    return [np.asarray(im) for im in images]
+
+
+def test_depth_map_is_image_sized_and_deterministic(photo, depth, request_, registry, astronaut):
+    assert depth.mode == "L" and depth.size == photo.size
+    values = np.asarray(depth)
+    assert values.min() == 0 and values.max() == 255  # stretched to the full range
+    again = estimate_depth(photo, request_.depth_model, "cpu", registry=registry)
+    assert np.array_equal(values, np.asarray(again))
+    other = estimate_depth(astronaut.crop((0, 0, 300, 200)), request_.depth_model, "cpu", registry=registry)
+    assert other.size == (300, 200) and not np.array_equal(np.asarray(other.resize(SIZE)), values)
+
+
+def test_variants_seeded_and_reproducible(photo, repaint, depth, request_, registry):
+    request = request_.replace(variants=2)
+    first = generate_backgrounds(photo, repaint, depth, request, registry=registry)
+    assert [im.size for im in first] == [SIZE, SIZE] and all(im.mode == "RGB" for im in first)
+    a, b = arrays(first)
+    assert a.std() > 1  # an image, not a flat fill
+    assert not np.array_equal(a, b)  # variants differ
+    again = arrays(generate_backgrounds(photo, repaint, depth, request, registry=registry))
+    assert np.array_equal(again[0], a) and np.array_equal(again[1], b)  # same seed, same images
+    other_seed = arrays(generate_backgrounds(photo, repaint, depth, request.replace(seed=8), registry=registry))
+    assert not np.array_equal(other_seed[0], a)
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp", "ddim", "euler_a"])
+def test_schedulers_run_and_are_deterministic(scheduler, photo, repaint, depth, request_, registry):
+    request = request_.replace(scheduler=scheduler)
+    first, second = (arrays(generate_backgrounds(photo, repaint, depth, request, registry=registry))[0] for _ in range(2))
+    assert first.shape == (SIZE[1], SIZE[0], 3) and np.array_equal(first, second)
+
+
+def test_schedulers_differ(photo, repaint, depth, request_, registry):
+    outputs = {
+        name: arrays(generate_backgrounds(photo, repaint, depth, request_.replace(scheduler=name), registry=registry))[0]
+        for name in ("dpmpp", "ddim")
+    }
+    assert not np.array_equal(outputs["dpmpp"], outputs["ddim"])
+
+
+def test_depth_control_changes_output_and_off_means_no_controlnet(photo, repaint, depth, request_, tiny_models):
+    registry = ModelRegistry()
+    warnings: list[str] = []
+    controlled = arrays(generate_backgrounds(photo, repaint, depth, request_, registry=registry, warnings=warnings))[0]
+    assert warnings == []
+    plain_warnings: list[str] = []
+    plain = arrays(generate_backgrounds(photo, repaint, None, request_, registry=registry, warnings=plain_warnings))[0]
+    assert any("without depth control" in w for w in plain_warnings)
+    assert not np.array_equal(controlled, plain)
+    off_warnings: list[str] = []
+    off = arrays(generate_backgrounds(photo, repaint, depth, request_.replace(control_scale=0.0), registry=registry, warnings=off_warnings))[0]
+    assert np.array_equal(off, plain)  # scale 0 is the plain inpainting pipeline, same seed
+    assert any("control scale 0" in w for w in off_warnings)
+    # one set of inpainting weights served both pipelines
+    assert [key[0] for key in registry.loaded()] == ["inpaint", "controlnet"]
+
+
+def test_missing_controlnet_falls_back_with_warning(photo, repaint, depth, request_, registry, tmp_path):
+    warnings: list[str] = []
+    request = request_.replace(controlnet_model=str(tmp_path / "no-controlnet"))
+    images = generate_backgrounds(photo, repaint, depth, request, registry=registry, warnings=warnings)
+    assert len(images) == 1 and any("ControlNet unavailable" in w and "no-controlnet" in w for w in warnings)
+
+
+def test_missing_inpaint_model_fails_fast(photo, repaint, request_, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelMissingError, match="nobody/no-inpainting.*python -m core models fetch"):
+        generate_backgrounds(photo, repaint, None, request_.replace(inpaint_model="nobody/no-inpainting"), registry=ModelRegistry())
+
+
+def test_progress_and_cancel(photo, repaint, depth, request_, registry):
+    calls = []
+    generate_backgrounds(photo, repaint, depth, request_.replace(steps=4), progress=lambda *a: calls.append(a), registry=registry)
+    assert calls == [("generate", i, 4) for i in range(1, 5)]
+
+    steps_seen = []
+
+    def cancel_after_two():
+        return len(steps_seen) >= 2
+
+    with pytest.raises(Cancelled, match="step 2 of 4"):
+        generate_backgrounds(photo, repaint, depth, request_.replace(steps=4), registry=registry,
+                             progress=lambda *a: steps_seen.append(a), cancel=cancel_after_two)
+    assert len(steps_seen) == 2  # the remaining steps were skipped
+    with pytest.raises(Cancelled):
+        generate_backgrounds(photo, repaint, depth, request_, registry=registry, cancel=lambda: True)
+
+
+def test_long_prompt_warns(photo, repaint, request_, registry):
+    pipe = registry.inpaint_pipeline(request_.inpaint_model, None, "cpu")
+    assert prompt_truncation_warning(pipe.tokenizer, "a photo of a beach") is None
+    long_prompt = ", ".join(["sunset beach"] * 40) + ", unusual tail words"
+    message = prompt_truncation_warning(pipe.tokenizer, long_prompt)
+    assert message and "75" in message and "tail" in message
+    warnings: list[str] = []
+    generate_backgrounds(photo, repaint, None, request_.replace(prompt=long_prompt, quality_negative=False), registry=registry, warnings=warnings)
+    assert sum("prompt is" in w for w in warnings) == 1
+
+
+def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
+    """core.pipeline.run with background "ai": automatic u2netp mask, depth on the photo, tiny
+    ControlNet inpainting, composite at the input's (odd) size."""
+    from core.pipeline import run
+
+    photo = astronaut.resize((203, 150), Image.Resampling.LANCZOS)
+    request = GenerationRequest(
+        background="ai", prompt="a photo of a forest", seed=3, steps=2, variants=2, device="cpu",
+        inpaint_model=tiny_models["inpaint"], controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"],
+    )
+    stages = []
+    result = run(photo, request, progress=lambda stage, done, total: stages.append(stage), registry=registry)
+    assert len(result.images) == 2 and all(im.size == photo.size and im.mode == "RGB" for im in result.images)
+    assert result.request.work_width % 8 == 0 and result.request.work_height % 8 == 0
+    assert {"segment", "depth", "generate", "composite"} <= set(result.timings)
+    assert "generate" in stages and set(result.models) >= {"inpaint", "controlnet", "depth"}
+
+    alpha = np.asarray(result.mask)
+    opaque, clear = alpha == 255, alpha == 0
+    assert opaque.mean() > 0.05 and clear.mean() > 0.05  # a real subject and a real background
+    source = np.asarray(photo)
+    first, second = arrays(result.images)
+    assert np.array_equal(first[opaque], source[opaque])  # the subject's pixels are the input's
+    assert not np.array_equal(first[clear], source[clear])  # the background was replaced
+    assert not np.array_equal(first[clear], second[clear])  # variants differ
+
+    for slot in ("inpaint", "controlnet", "depth"):  # what storage records with the generation
+        assert result.models[slot]["revision"].startswith("local:")
+        assert result.request.model_revisions[slot] == result.models[slot]["revision"]
+
+    again = run(photo, request, registry=registry)
+    assert all(np.array_equal(x, y) for x, y in zip(arrays(result.images), arrays(again.images)))
+
+
+def test_pipeline_without_depth_weights_warns_and_cancel_stops_it(astronaut, request_, registry, tmp_path):
+    from core.pipeline import run
+
+    photo = astronaut.resize((160, 120), Image.Resampling.LANCZOS)
+    request = request_.replace(depth_model=str(tmp_path / "no-depth-model"), steps=1)
+    result = run(photo, request, registry=registry)
+    assert result.images[0].size == photo.size
+    assert any("no-depth-model" in w for w in result.warnings)
+    assert any("without depth control" in w for w in result.warnings)
+    assert "controlnet" not in result.models and "depth" not in result.models
+
+    steps = []
+    with pytest.raises(Cancelled):
+        run(photo, request, registry=registry, cancel=lambda: len(steps) >= 1,
+            progress=lambda stage, done, total: steps.append(done) if stage == "generate" and done else None)
