@@ -8,6 +8,7 @@ parameters in their PNG text chunks; the row ends done, failed (with the error) 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -72,8 +73,9 @@ def parameters_text(request: GenerationRequest, generation_id: int, width: int, 
 
 
 def _a1111_value(value: Any) -> str:
+    """Quoted as AUTOMATIC1111 quotes: JSON string when the value holds a comma, colon or newline."""
     text = str(value)
-    return '"' + text.replace('"', '\\"') + '"' if ("," in text or ":" in text) and not text.isdigit() else text
+    return json.dumps(text) if any(c in text for c in ",:\n") else text
 
 
 def pnginfo_for(request: GenerationRequest, generation_id: int, image: PILImage.Image) -> dict[str, str]:
@@ -196,6 +198,13 @@ def generate_and_record(image: PILImage.Image | bytes | str | os.PathLike, reque
     finally:
         set_live(identity, False)
     return generation_id, result
+
+
+def stored_results(generation_id: int, db: Database | None = None) -> list[PILImage.Image]:
+    """The recorded result PNGs, loaded: each carries its ``parameters`` text in ``image.text``
+    (write it again with ``storage.images.png_text_info(image)``)."""
+    db = db or get_database()
+    return [db.images.open(o.sha256) for o in history.get(generation_id, db=db).results]
 
 
 def rerun_inputs(generation_id: int, db: Database | None = None, **changes: Any):

@@ -33,3 +33,14 @@ def tiny_models(tmp_path_factory) -> dict:
     from tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_data_dir(tmp_path_factory):
+    """Generations the tests record (``python -m core replace`` records every one) go to a
+    temporary data directory and SQLite, never to ./data or a configured database."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("BACKDROP_DATA_DIR", str(tmp_path_factory.mktemp("backdrop-data")))
+    patch.delenv("BACKDROP_DATABASE_URL", raising=False)
+    yield
+    patch.undo()

@@ -1,0 +1,577 @@
+"""Storage: records, image store, job queue, migrations, re-run, export, CLI.
+
+Every database test runs on SQLite and on a real PostgreSQL server that this module starts itself
+(initdb into a temporary folder, a Unix socket only, as the unprivileged ``nobody`` user when run
+as root since initdb refuses root). Without PostgreSQL's binaries those runs are skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import text, update
+
+from core.errors import Cancelled
+from core.pipeline import GenerationResult
+from core.request import GenerationRequest
+from storage import history, jobs, service
+from storage.db import Database
+from storage.models import Generation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- PostgreSQL server, started by the tests -------------------------------------------------
+
+def _pg_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin: "
+                    "install the Debian package postgresql (scripts/system-deps.sh does)")
+    root = Path(tempfile.mkdtemp(prefix="backdrop-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            shutil.rmtree(root)
+            pytest.skip("running as root and no runuser to start PostgreSQL as an unprivileged user")
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        as_user = [runuser, "-u", "nobody", "--"]
+    datadir, port = root / "pgdata", _free_port()
+    run = lambda *cmd: subprocess.run(as_user + [str(c) for c in cmd], cwd=root, check=True,  # noqa: E731
+                                      capture_output=True, timeout=120)
+    try:
+        run(bindir / "initdb", "-D", datadir, "-U", "backdrop", "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync")
+        run(bindir / "pg_ctl", "-D", datadir, "-l", root / "server.log", "-w", "-t", "60", "-o",
+            f"-p {port} -k {root} -c listen_addresses='' -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c max_connections=200", "start")
+    except subprocess.CalledProcessError as exc:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL: {exc.stderr.decode(errors='replace')}\n{log}")
+    yield {"host": str(root), "port": port, "user": "backdrop"}
+    subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+                   cwd=root, capture_output=True, timeout=60)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    """'' for SQLite in the data directory, else a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return ""
+    return _new_pg_database(request.getfixturevalue("postgres_server"))
+
+
+def _new_pg_database(server) -> str:
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=server["host"], port=server["port"], user=server["user"], dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://{server['user']}@/{name}?host={server['host']}&port={server['port']}"
+
+
+@pytest.fixture
+def db(database_url, tmp_path):
+    database = Database(database_url or None, tmp_path / "data")
+    yield database
+    database.dispose()
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _photo(seed: int = 0, size=(96, 64)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _box_mask(size=(96, 64)) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (size[0] // 4, size[1] // 4, 3 * size[0] // 4, 3 * size[1] // 4))
+    return mask
+
+
+def fake_run(image, request, mask=None, progress=None, cancel=None, registry=None):
+    """Stands in for core.pipeline.run where a test is about the queue, not the pixels."""
+    if progress:
+        progress("generate", 1, 2)
+    if request.prompt.startswith("fail"):
+        raise RuntimeError("the generator exploded")
+    return GenerationResult(images=[image.convert("RGB")], mask=mask or Image.new("L", image.size, 255),
+                            cutout=image.convert("RGBA"), timings={"generate": 0.01}, device="cpu",
+                            models={"inpaint": {"id": "fake", "revision": None}}, request=request)
+
+
+def _wait(predicate, timeout=20.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"))
+
+
+# ---- records: CRUD, paging, search, filters, lineage -----------------------------------------
+
+def test_crud_paging_search_filters(db):
+    photo = _photo()
+    prompts = ["a beach at dusk", "100% cotton_shirt", "snowy MOUNTAIN", "beach hut"]
+    ids = []
+    for i in range(20):
+        request = GenerationRequest(background="ai" if i % 2 else "color:#102030", prompt=prompts[i % 4], seed=i)
+        ids.append(history.create(request, photo, db=db))
+    views = history.list_generations(limit=7, db=db)
+    assert [v.id for v in views] == ids[::-1][:7], "newest first"
+    pages = [v.id for off in range(0, 20, 7) for v in history.list_generations(limit=7, offset=off, db=db)]
+    assert sorted(pages) == sorted(ids) and len(set(pages)) == 20, "paging returns every row exactly once"
+
+    assert history.count_generations(search="beach", db=db) == 10
+    assert history.count_generations(search="mountain", db=db) == 5, "search is case-insensitive"
+    assert history.count_generations(search="100%", db=db) == 5
+    assert history.count_generations(search="0% c", db=db) == 5
+    assert history.count_generations(search="y_m", db=db) == 0, "_ is a literal, not a wildcard"
+    assert history.count_generations(search="%", db=db) == 5, "% is a literal, not a wildcard"
+    assert history.count_generations(background="ai", db=db) == 10
+    assert {v.background_kind for v in history.list_generations(background="color", db=db)} == {"color"}
+
+    history.set_favourite(ids[3], db=db)
+    with db.session() as s:
+        s.execute(update(Generation).where(Generation.id == ids[4]).values(status="failed"))
+        s.execute(update(Generation).where(Generation.id == ids[0]).values(
+            created_at=datetime.now(timezone.utc) - timedelta(days=10)))
+    assert [v.id for v in history.list_generations(favourite=True, db=db)] == [ids[3]]
+    assert [v.id for v in history.list_generations(status="failed", db=db)] == [ids[4]]
+    old = history.list_generations(until=datetime.now(timezone.utc) - timedelta(days=1), db=db)
+    assert [v.id for v in old] == [ids[0]]
+    assert history.count_generations(since=datetime.now(timezone.utc) - timedelta(days=1), db=db) == 19
+    assert history.count_generations(search="beach", background="ai", status="queued", db=db) == 5
+
+    view = history.get(ids[5], db=db)
+    assert view.status == "queued" and view.request["seed"] == 5 and view.input_sha256
+    assert GenerationRequest.from_dict(view.request).prompt == prompts[1]
+    assert view.created_at.tzinfo is not None and view.created_at.utcoffset() == timedelta(0)
+    with pytest.raises(history.NotFound):
+        history.get(10**6, db=db)
+
+
+def test_lineage_and_utc_round_trip(db):
+    photo = _photo()
+    a = history.create(GenerationRequest(), photo, db=db)
+    b = history.create(GenerationRequest(seed=1), photo, parent_id=a, db=db)
+    c = history.create(GenerationRequest(seed=2), photo, parent_id=b, db=db)
+    d = history.create(GenerationRequest(seed=3), photo, parent_id=a, db=db)
+    assert history.get(c, db=db).ancestors == [b, a]
+    assert history.get(a, db=db).children == [b, d]
+    stamp = datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=5)))
+    with db.session() as s:
+        s.execute(update(Generation).where(Generation.id == a).values(finished_at=stamp))
+    finished = history.get(a, db=db).finished_at
+    assert finished == stamp and finished.tzinfo == timezone.utc and finished.hour == 20
+    history.delete(b, db=db)
+    assert history.get(c, db=db).parent_id is None, "children of a deleted generation lose only the link"
+
+
+# ---- image store: dedup, thumbnails, delete keeps shared files --------------------------------
+
+def test_content_addressed_dedup_and_delete_keeps_shared_files(db):
+    photo, mask = _photo(1), _box_mask()
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    first, _ = service.generate_and_record(jpeg, GenerationRequest(background="color:#00ff00"), mask, db=db)
+    second, _ = service.generate_and_record(jpeg, GenerationRequest(background="color:#0000ff"), mask, db=db)
+    a, b = history.get(first, db=db), history.get(second, db=db)
+    assert a.input_sha256 == b.input_sha256 and db.images.read(a.input_sha256) == jpeg, "input kept byte for byte"
+    files = sorted(p for p in db.images.root.rglob("*") if p.is_file())
+    assert not [p for p in files if p.name.startswith(".tmp")]
+    shared = {a.input_sha256, a.mask_sha256, a.user_mask_sha256, a.output("cutout").sha256}
+    assert {b.output("cutout").sha256, b.mask_sha256} <= shared, "the same cut-out and mask are one file"
+    own = a.output("result").sha256
+    assert own != b.output("result").sha256
+    thumb = db.images.thumbnail(own)
+    with Image.open(thumb) as t:
+        assert t.format == "WEBP" and max(t.size) <= 256
+    removed = history.delete(first, db=db)
+    assert removed == [own] and not db.images.path(own).exists() and not thumb.exists()
+    for sha in shared:
+        assert db.images.path(sha).exists(), "files the other generation uses stay"
+    assert history.get(second, db=db).output("result").path.exists()
+    removed = history.delete(second, db=db)
+    assert set(removed) == shared | {b.output("result").sha256}
+    assert not [p for p in db.images.root.rglob("*") if p.is_file()], "nothing left once nothing references it"
+    with db.Session() as s:
+        assert s.scalar(text("SELECT count(*) FROM images")) == 0
+
+
+# ---- job queue -------------------------------------------------------------------------------
+
+def test_eight_threads_submit_and_read_concurrently(db):
+    queue = jobs.JobQueue(db)
+    photo = _photo(2)
+    submitted: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        try:
+            for k in range(5):
+                gid = queue.submit(GenerationRequest(prompt=f"client {n} job {k}", seed=n * 100 + k), photo)
+                assert queue.get(gid).request["seed"] == n * 100 + k
+                history.list_generations(limit=10, db=db)
+                with lock:
+                    submitted.append(gid)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(submitted) == 40 and len(set(submitted)) == 40
+    rows = history.list_generations(limit=100, db=db)
+    assert sorted(v.id for v in rows) == sorted(submitted)
+    assert sorted(v.request["seed"] for v in rows) == sorted(n * 100 + k for n in range(8) for k in range(5))
+
+    # two workers racing for the same queue: each job runs exactly once, oldest first per worker
+    ran: list[int] = []
+
+    def counting_run(image, request, **kw):
+        with lock:
+            ran.append(request.seed)
+        return fake_run(image, request, **kw)
+
+    workers = [jobs.Worker(queue, run_fn=counting_run, poll_interval=0.05) for _ in range(2)]
+    for w in workers:
+        w.start()
+    _wait(lambda: queue.pending() == 0, 60, "the queue to drain")
+    for w in workers:
+        w.stop(5)
+    assert sorted(ran) == sorted(v.request["seed"] for v in rows) and len(ran) == 40, "no job lost or run twice"
+    assert history.count_generations(status="done", db=db) == 40
+
+
+def test_worker_runs_in_order_and_records_failure(db):
+    queue = jobs.JobQueue(db)
+    ok = queue.submit(GenerationRequest(prompt="first"), _photo(3))
+    bad = queue.submit(GenerationRequest(prompt="fail please"), _photo(3))
+    worker = jobs.Worker(queue, run_fn=fake_run)
+    assert worker.run_once() and history.get(ok, db=db).status == "done", "oldest job first"
+    assert worker.run_once() and not worker.run_once()
+    failed = history.get(bad, db=db)
+    assert failed.status == "failed" and failed.error == "RuntimeError: the generator exploded"
+    assert failed.finished_at is not None and failed.outputs == []
+    done = history.get(ok, db=db)
+    assert done.timings == {"generate": 0.01} and done.models["inpaint"]["id"] == "fake"
+    assert done.versions["sqlalchemy"] and done.versions["python"]
+    assert [o.kind for o in done.outputs] == ["cutout", "mask", "result"]
+
+
+def test_real_pipeline_failure_is_recorded_with_its_error(db):
+    """A mask of the wrong size makes the real pipeline raise InputError inside the worker."""
+    queue = jobs.JobQueue(db)
+    gid = queue.submit(GenerationRequest(background="color:#ffffff"), _photo(4), mask=_box_mask((50, 50)))
+    jobs.Worker(queue).run_once()
+    view = history.get(gid, db=db)
+    assert view.status == "failed" and "mask" in view.error and "size" in view.error, view.error
+
+
+def test_cancel_queued_and_running(db):
+    queue = jobs.JobQueue(db)
+    started = threading.Event()
+
+    def slow_run(image, request, mask=None, progress=None, cancel=None, registry=None):
+        for step in range(2000):
+            progress("generate", step, 2000)
+            started.set()
+            if cancel():
+                raise Cancelled("cancelled at step %d" % step)
+            time.sleep(0.01)
+        raise AssertionError("never cancelled")
+
+    running = queue.submit(GenerationRequest(prompt="slow"), _photo(5))
+    queued = queue.submit(GenerationRequest(prompt="waiting"), _photo(5))
+    worker = jobs.Worker(queue, run_fn=slow_run, poll_interval=0.05)
+    worker.start()
+    try:
+        assert started.wait(20)
+        _wait(lambda: history.get(running, db=db).progress_step > 0, what="progress in the database")
+        view = history.get(running, db=db)
+        assert view.status == "running" and view.progress_total == 2000 and view.progress_stage == "generate"
+        assert queue.recover_stale() == [], "a live worker's job is not stale"
+        assert queue.cancel(queued) == "cancelled"
+        assert history.get(queued, db=db).status == "cancelled"
+        assert queue.cancel(running) == "cancelled"
+        _wait(lambda: history.get(running, db=db).status == "cancelled", what="the running job to stop")
+        assert "cancelled at step" in history.get(running, db=db).error
+    finally:
+        worker.stop(10)
+    assert history.get(queued, db=db).started_at is None, "a cancelled queued job never runs"
+    assert queue.cancel(running) == "cancelled"
+
+
+KILLED_WORKER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[3])
+    from tests.test_storage import fake_run
+    from storage.db import Database
+    from storage.jobs import JobQueue, Worker
+
+    def run(image, request, **kw):
+        if request.prompt == "hang":
+            kw["progress"]("generate", 3, 10)
+            time.sleep(600)
+        return fake_run(image, request, **kw)
+
+    worker = Worker(JobQueue(Database(sys.argv[1] or None, sys.argv[2])), run_fn=run, recover=False)
+    worker.run_once()
+    worker.run_once()
+""")
+
+
+def test_killed_worker_is_recovered_and_finished_results_kept(db, database_url):
+    queue = jobs.JobQueue(db)
+    finished = queue.submit(GenerationRequest(prompt="quick"), _photo(6))
+    hung = queue.submit(GenerationRequest(prompt="hang"), _photo(7))
+    waiting = queue.submit(GenerationRequest(prompt="later"), _photo(8))
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, database_url, str(db.data_dir), str(ROOT)],
+                             cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: history.get(hung, db=db).progress_step == 3 or child.poll() is not None, 60, "the hung job")
+        assert child.poll() is None, child.stderr.read().decode()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert history.get(hung, db=db).status == "running", "the killed process left its job running"
+    assert queue.recover_stale() == [hung]
+    view = history.get(hung, db=db)
+    assert view.status == "failed" and view.error == jobs.INTERRUPTED
+    done = history.get(finished, db=db)
+    assert done.status == "done" and all(o.path.exists() for o in done.outputs), "finished results kept"
+    assert history.get(waiting, db=db).status == "queued"
+    assert jobs.Worker(queue, run_fn=fake_run).run_once() and history.get(waiting, db=db).status == "done"
+
+    # requeue instead of failing: a job whose worker (a finished process here) is gone
+    again = queue.submit(GenerationRequest(prompt="again"), _photo(9))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert queue.claim(f"{socket.gethostname()}:{int(gone.stdout)}:worker-x") == again
+    assert queue.recover_stale(requeue=True) == [again]
+    assert history.get(again, db=db).status == "queued"
+
+
+# ---- migrations ------------------------------------------------------------------------------
+
+def test_upgrade_from_first_revision_keeps_rows(database_url, tmp_path):
+    old = Database(database_url or None, tmp_path / "data", migrate=False)
+    old.upgrade("0001")
+    assert old.current_revision() == "0001"
+    photo = old.images.put_image(_photo(10))
+    with old.engine.begin() as conn:
+        conn.execute(text("INSERT INTO images (sha256, format, width, height, bytes, created_at) "
+                          "VALUES (:s, 'png', 96, 64, :b, :t)"),
+                     {"s": photo.sha256, "b": photo.bytes, "t": datetime(2026, 1, 2, 3, 4, 5)})
+        for i in range(3):
+            request = GenerationRequest(prompt=f"old row {i}", seed=i, input_sha256=photo.sha256).to_dict()
+            conn.execute(text(
+                "INSERT INTO generations (request, prompt, background_kind, input_sha256, status, progress_stage, "
+                "progress_step, progress_total, cancel_requested, timings, versions, models, created_at, favourite) "
+                "VALUES (:r, :p, 'color', :s, 'done', '', 0, 0, :f, '{}', '{}', '{}', :t, :f)"),
+                {"r": json.dumps(request), "p": f"old row {i}", "s": photo.sha256, "f": i == 1,
+                 "t": datetime(2026, 1, 2, 3, 4, 5 + i)})
+        conn.execute(text("INSERT INTO outputs (generation_id, kind, \"index\", image_sha256) "
+                          "SELECT id, 'result', 0, :s FROM generations"), {"s": photo.sha256})
+    old.dispose()
+
+    new = Database(database_url or None, tmp_path / "data")
+    assert new.current_revision() == "0002"
+    rows = history.list_generations(db=new)
+    assert [v.prompt for v in rows] == ["old row 2", "old row 1", "old row 0"]
+    assert [v.favourite for v in rows] == [False, True, False]
+    assert [(v.warnings, [o.sha256 for o in v.outputs]) for v in rows] == [([], [photo.sha256])] * 3
+    assert rows[0].generation_request().seed == 2
+    gid = history.create(GenerationRequest(prompt="new row"), _photo(11), db=new)
+    assert history.get(gid, db=new).prompt == "new row"
+    new.dispose()
+
+
+def test_models_match_migration_head(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from storage.models import Base
+
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+# ---- re-run, PNG parameters, export ----------------------------------------------------------
+
+def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path):
+    request = GenerationRequest(background="gradient:#203040,#c0d0e0", prompt="studio backdrop",
+                                negative_prompt="blurry", seed=42)
+    gid, result = service.generate_and_record(lemur_path.read_bytes(), request, db=db)
+    view = history.get(gid, db=db)
+    assert view.status == "done" and view.user_mask_sha256 is None and view.mask_sha256
+    assert view.request["input_width"] == 680 and view.request["input_sha256"] == view.input_sha256
+    with Image.open(view.output("result").path) as png:
+        assert png.text["backdrop_generation_id"] == str(gid)
+        lines = png.text["parameters"].split("\n")
+    assert lines[0] == "studio backdrop" and lines[1] == "Negative prompt: blurry"
+    assert "Size: 680x440" in lines[2] and lines[2].endswith(f"Backdrop generation: {gid}")
+    assert np.array_equal(_pixels(view.output("result").path), np.asarray(result.images[0].convert("RGBA")))
+
+    again, _ = service.rerun(gid, db=db)
+    rerun = history.get(again, db=db)
+    assert rerun.parent_id == gid and history.get(gid, db=db).children == [again]
+    assert np.array_equal(_pixels(rerun.output("result").path), _pixels(view.output("result").path))
+    assert rerun.mask_sha256 == view.mask_sha256
+
+    remix, _ = service.rerun(gid, db=db, background="color:#ff0000")
+    changed = history.get(remix, db=db)
+    assert changed.request["background"] == "color:#ff0000" and changed.ancestors == [gid]
+    assert not np.array_equal(_pixels(changed.output("result").path), _pixels(view.output("result").path))
+
+    ai = GenerationRequest(background="ai", prompt='a "quoted", prompt', steps=20, seed=7, scheduler="ddim")
+    text_ai = service.parameters_text(ai, 99, 512, 768)
+    assert text_ai.split("\n")[2].startswith("Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 7, Size: 512x768, Model: ")
+
+
+def test_export_zip(db):
+    a, _ = service.generate_and_record(_photo(12), GenerationRequest(prompt="export me"), _box_mask(), db=db, run=fake_run)
+    b, _ = service.generate_and_record(_photo(13), GenerationRequest(prompt="other"), db=db, run=fake_run)
+    path, count = history.export(db.data_dir / "out" / "one.zip", ids=[a], db=db)
+    assert count == 1
+    with zipfile.ZipFile(path) as z:
+        records = json.loads(z.read("records.json"))
+        assert [r["id"] for r in records] == [a]
+        files = records[0]["files"]
+        assert set(files) == {"input", "result-0", "cutout", "mask", "user_mask"}
+        view = history.get(a, db=db)
+        assert z.read(files["result-0"]) == view.output("result").path.read_bytes()
+        assert z.read(files["input"]) == db.images.read(view.input_sha256)
+        assert records[0]["request"]["prompt"] == "export me" and records[0]["status"] == "done"
+    path, count = history.export(db.data_dir / "all.zip", db=db, search="o")
+    assert count == 2
+    with zipfile.ZipFile(path) as z:
+        assert {r["id"] for r in json.loads(z.read("records.json"))} == {a, b}
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+def _cli(*args, env):
+    proc = subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _main(capsys, *args) -> tuple[int, str, str]:
+    """The same parser and handlers in this process: a subprocess costs seconds of imports."""
+    from core.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_replace_history_show_rerun_delete_export(tmp_path, lemur_path, lemur_alpha, capsys, monkeypatch):
+    """The 'done when' of issue 3, on SQLite: three generations from the command line, listed,
+    one re-run to the identical image, one deleted with its unshared files. ``replace`` and
+    ``rerun`` run as real subprocesses; the listing commands in-process."""
+    env = {**os.environ, "BACKDROP_DATA_DIR": str(tmp_path / "data"), "BACKDROP_DATABASE_URL": ""}
+    monkeypatch.setenv("BACKDROP_DATA_DIR", env["BACKDROP_DATA_DIR"])
+    Image.fromarray(lemur_alpha).save(tmp_path / "mask.png")
+    for i, colour in enumerate(["#ff0000", "#00ff00", "#0000ff"]):
+        mask = ["--mask", tmp_path / "mask.png"] if i != 1 else []  # one automatic mask, to re-run
+        _cli("replace", lemur_path, "-o", tmp_path / f"out{i}.png", "-b", f"color:{colour}", "--prompt", f"shot {i}",
+             *mask, env=env)
+    code, out, _ = _main(capsys, "history", "--json")
+    listed = json.loads(out)
+    assert code == 0 and [r["prompt"] for r in listed] == ["shot 2", "shot 1", "shot 0"]
+    assert all(r["status"] == "done" for r in listed)
+    with Image.open(tmp_path / "out1.png") as png:
+        assert png.text["backdrop_generation_id"] == str(listed[1]["id"])
+        assert 'Background: "color:#00ff00"' in png.text["parameters"]
+    table = _main(capsys, "history", "--search", "shot 1", "--limit", "5")[1]
+    assert "shot 1" in table and "shot 2" not in table
+    shown = _main(capsys, "show", listed[1]["id"])[1]
+    assert "background: color:#00ff00" in shown and "result[0]:" in shown
+    assert json.loads(_main(capsys, "show", listed[1]["id"], "--json")[1])["id"] == listed[1]["id"]
+
+    out = _cli("rerun", listed[1]["id"], "-o", tmp_path / "again.png", env=env)
+    assert f"identical to generation {listed[1]['id']}: yes" in out
+    assert np.array_equal(_pixels(tmp_path / "again.png"), _pixels(tmp_path / "out1.png"))
+    with Image.open(tmp_path / "again.png") as png:
+        assert png.text["backdrop_generation_id"] != str(listed[1]["id"])
+
+    result = next(o for o in listed[0]["outputs"] if o["kind"] == "result")
+    assert _main(capsys, "delete", listed[0]["id"])[0] == 0
+    assert not Path(result["path"]).exists(), "its own result file is gone"
+    kept = history.get(listed[2]["id"], db=Database(None, tmp_path / "data"))
+    assert kept.user_mask_sha256 == listed[0]["user_mask_sha256"] and kept.output("mask").path.exists(), \
+        "the mask both used stays"
+    code, _, err = _main(capsys, "show", listed[0]["id"])
+    assert code == 2 and "no generation" in err
+
+    assert _main(capsys, "export", "--search", "shot 1", "-o", tmp_path / "e.zip")[0] == 0
+    with zipfile.ZipFile(tmp_path / "e.zip") as z:
+        assert sorted(r["prompt"] for r in json.loads(z.read("records.json"))) == ["shot 1", "shot 1"]
+
+
+def test_cli_reads_postgresql(postgres_server, tmp_path):
+    """history/show/export against PostgreSQL through BACKDROP_DATABASE_URL."""
+    url = _new_pg_database(postgres_server)
+    db = Database(url, tmp_path / "data")
+    gid, _ = service.generate_and_record(_photo(14), GenerationRequest(prompt="on postgres"), db=db, run=fake_run)
+    db.dispose()
+    env = {**os.environ, "BACKDROP_DATA_DIR": str(tmp_path / "data"), "BACKDROP_DATABASE_URL": url}
+    listed = json.loads(_cli("history", "--json", "--status", "done", env=env))
+    assert [(r["id"], r["prompt"]) for r in listed] == [(gid, "on postgres")]
+    _cli("export", gid, "-o", tmp_path / "pg.zip", env=env)
+    with zipfile.ZipFile(tmp_path / "pg.zip") as z:
+        assert json.loads(z.read("records.json"))[0]["id"] == gid
