@@ -5,7 +5,8 @@ set -euo pipefail
 need=()
 check() { command -v "$1" >/dev/null 2>&1 || need+=("${@:2}"); }
 check chromium chromium              # (browser tests)
-# check pg_ctl postgresql            # (storage tests on PostgreSQL)
+# (storage tests on PostgreSQL) Debian keeps pg_ctl off PATH, in /usr/lib/postgresql/N/bin
+command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
   echo "missing system packages: ${need[*]} (install them with apt-get)" >&2; exit 1
