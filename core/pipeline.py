@@ -96,8 +96,9 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
 
 
 def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cancel, registry) -> list[Image.Image]:
-    """Depth (unless disabled or missing), then the generated backgrounds at working size,
-    enlarged to the photo's size."""
+    """Depth on the unmasked photo (unless control is off or its weights are missing), the
+    generated backgrounds at working size, enlarged to the photo's size. Fills in the models'
+    revisions (result.models and result.request.model_revisions)."""
     from core.depth import estimate_depth
     from core.generate import generate_backgrounds
     from core.models import get_registry, resolve_device
@@ -114,15 +115,17 @@ def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cance
         with stage("depth"):
             try:
                 depth = estimate_depth(work, request.depth_model, result.device, registry=registry)
-                result.models["depth"] = registry.record(request.depth_model)
             except ModelMissingError as exc:
                 result.warnings.append(f"running without depth control: {exc}")
+    used = {"inpaint": request.inpaint_model}
+    if depth is not None:
+        used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):
         generated = generate_backgrounds(work, repaint, depth, request, progress=notify, cancel=cancel,
                                          registry=registry, warnings=result.warnings)
-    result.models["inpaint"] = registry.record(request.inpaint_model)
-    if depth is not None and request.control_scale > 0 and registry.revision(request.controlnet_model):
-        result.models["controlnet"] = registry.record(request.controlnet_model)
-    result.request = request.replace(model_revisions={slot: m["revision"] for slot, m in result.models.items() if m["revision"]})
+    result.models.update({slot: registry.record(model_id) for slot, model_id in used.items()})
+    result.request = request.replace(
+        model_revisions={**request.model_revisions, **{slot: result.models[slot]["revision"] for slot in used}}
+    )
     with stage("upscale"):
         return [image.convert("RGB").resize(photo.size, Image.Resampling.LANCZOS) for image in generated]
