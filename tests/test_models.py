@@ -209,4 +209,7 @@ def test_cli_fetch_reports_each_model_and_fails_when_one_fails(capsys, u2net_hom
     assert _cli(["models", "fetch", "--json"]) == 1
     results = {r["slot"]: r for r in json.loads(capsys.readouterr().out)}
     assert results["segmenter"]["ok"] and results["controlnet"]["ok"]
-    assert not results["inpaint"]["ok"] and models.default_model_ids()["inpaint"] in results["inpaint"]["error"]
+    assert not results["inpaint"]["ok"] and "offline" in results["inpaint"]["error"]
+    assert _cli(["models", "fetch"]) == 1
+    table = capsys.readouterr().out
+    assert f"inpaint     {models.default_model_ids()['inpaint']}: FAILED" in table
