@@ -33,45 +33,46 @@ def build_trimap(alpha: np.ndarray, radius: int) -> np.ndarray:
 
 def refine_alpha(photo: Image.Image, alpha: Image.Image) -> Image.Image:
     """Refined alpha ('L', photo size). Pixels outside the unknown band become exactly 0 or 255;
-    inside it the closed-form matte decides, so soft hair edges stay soft."""
+    inside it the closed-form matte decides, so soft hair edges stay soft.
+
+    Trimap, crop and solve all happen at the solve resolution (long side at most
+    MAX_SOLVE_SIDE); only the final paste is at full size, so a 24 MP photo costs about what
+    a 1 MP one does.
+    """
     from pymatting import estimate_alpha_cf  # heavy import (numba), only when refining
 
-    a = np.asarray(alpha.convert("L"), dtype=np.float64) / 255.0
-    h, w = a.shape
-    scale = min(1.0, MAX_SOLVE_SIDE / max(h, w))
-    radius = int(np.clip(round(BAND_FRACTION * max(h, w) * scale), MIN_BAND, MAX_BAND))
-    full_radius = max(1, round(radius / scale))
-    trimap = build_trimap(a, full_radius)
+    mask = alpha.convert("L")
+    w, h = mask.size
+    scale = min(1.0, MAX_SOLVE_SIDE / max(w, h))
+    sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
+    small = mask.resize((sw, sh), Image.BILINEAR) if scale < 1 else mask
+    radius = int(np.clip(round(BAND_FRACTION * max(sw, sh)), MIN_BAND, MAX_BAND))
+    trimap = build_trimap(np.asarray(small, dtype=np.float64) / 255.0, radius)
     unknown = trimap == 0.5
-    if not unknown.any() or unknown.all():
-        return alpha.convert("L").copy()
+    if not unknown.any() or not ((trimap == 1.0).any() and (trimap == 0.0).any()):
+        return mask.copy()  # nothing to refine, or no known pixels to anchor the solve
 
     # crop around the band with a margin of known pixels the solver needs as constraints
     ys, xs = np.nonzero(unknown)
-    margin = full_radius + 2
-    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
-    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
-    crop_rgb = photo.convert("RGB").crop((x0, y0, x1, y1))
-    crop_tri = trimap[y0:y1, x0:x1]
-    cw, ch = x1 - x0, y1 - y0
-    sw, sh = max(8, round(cw * scale)), max(8, round(ch * scale))
-    if (sw, sh) != (cw, ch):
-        small_rgb = np.asarray(crop_rgb.resize((sw, sh), Image.LANCZOS), dtype=np.float64) / 255.0
-        small_tri = _resize_float(crop_tri, (sw, sh), Image.NEAREST)
-    else:
-        small_rgb = np.asarray(crop_rgb, dtype=np.float64) / 255.0
-        small_tri = crop_tri
-    if not ((small_tri == 1.0).any() and (small_tri == 0.0).any()):
-        return alpha.convert("L").copy()  # no known pixels to anchor the solve (tiny subject)
-    solved = np.clip(estimate_alpha_cf(small_rgb, small_tri), 0.0, 1.0)
-    if (sw, sh) != (cw, ch):
-        solved = np.clip(_resize_float(solved, (cw, ch), Image.BILINEAR), 0.0, 1.0)
-
-    out = trimap.copy()
-    band = unknown[y0:y1, x0:x1]
-    out[y0:y1, x0:x1][band] = solved[band]
-    return Image.fromarray(np.round(out * 255.0).astype(np.uint8), "L")
-
-
-def _resize_float(values: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(values.astype(np.float32), "F").resize(size, resample), dtype=np.float64)
+    margin = radius + 2
+    y0, y1 = max(0, ys.min() - margin), min(sh, ys.max() + 1 + margin)
+    x0, x1 = max(0, xs.min() - margin), min(sw, xs.max() + 1 + margin)
+    fx0, fy0 = round(x0 * w / sw), round(y0 * h / sh)  # the same box at full size
+    fx1, fy1 = round(x1 * w / sw), round(y1 * h / sh)
+    crop = photo.convert("RGB").crop((fx0, fy0, fx1, fy1))
+    if crop.size != (x1 - x0, y1 - y0):
+        crop = crop.resize((x1 - x0, y1 - y0), Image.LANCZOS)
+    solved = trimap.copy()
+    box_tri = trimap[y0:y1, x0:x1]
+    box_solved = np.clip(estimate_alpha_cf(np.asarray(crop, dtype=np.float64) / 255.0, box_tri), 0.0, 1.0)
+    solved[y0:y1, x0:x1] = np.where(box_tri == 0.5, box_solved, box_tri)
+    out = Image.fromarray(np.round(solved * 255.0).astype(np.uint8), "L")
+    if scale < 1:
+        # enlarge the matte (8-bit, cheap at 24 MP); the full-size band is where the enlarged
+        # trimap is unknown, elsewhere the enlarged trimap's exact 0 / 255
+        tri8 = Image.fromarray(np.round(trimap * 254.0).astype(np.uint8), "L").resize((w, h), Image.NEAREST)
+        known = np.asarray(tri8)
+        band = known == 127
+        known = np.where(known == 254, np.uint8(255), known)
+        out = Image.fromarray(np.where(band, np.asarray(out.resize((w, h), Image.BILINEAR)), known), "L")
+    return out

@@ -139,6 +139,23 @@ def test_refinement_agrees_better_with_the_reference_matte_and_keeps_fur_soft(le
     assert (refined[:20, :20] == 0).all()
 
 
+def test_refinement_of_a_photo_larger_than_the_solve_size(lemur_photo, lemur_mask, lemur_alpha):
+    """Above MAX_SOLVE_SIDE the matte is solved small and enlarged: full size out, still
+    closer to the reference than the raw mask."""
+    from core.evaluate import sad
+    from core.matting import MAX_SOLVE_SIDE, refine_alpha
+
+    size = (MAX_SOLVE_SIDE + 400, round((MAX_SOLVE_SIDE + 400) * lemur_photo.height / lemur_photo.width))
+    photo = lemur_photo.resize(size, Image.LANCZOS)
+    mask = lemur_mask.resize(size, Image.BILINEAR)
+    truth = np.asarray(Image.fromarray(lemur_alpha).resize(size, Image.BILINEAR)) / 255.0
+    refined = refine_alpha(photo, mask)
+    assert refined.size == size
+    values = np.asarray(refined)
+    assert sad(values / 255.0, truth) < sad(np.asarray(mask) / 255.0, truth)
+    assert ((values > 0) & (values < 255)).sum() > 4000
+
+
 def test_eval_cli_on_the_lemur_writes_table_and_json(tmp_path, capsys):
     from core.cli import main
 
