@@ -223,6 +223,13 @@ def test_pipeline_refines_the_mask_when_asked_and_times_it(lemur_photo):
     assert refined.mask.size == lemur_photo.size == refined.images[0].size
     assert not np.array_equal(np.asarray(refined.mask), np.asarray(plain.mask))
     assert np.array_equal(np.asarray(refined.cutout)[..., 3], np.asarray(refined.mask))
+    # for a person to look at: the fur at 100%, plain mask (left) and refined (right)
+    box = (230, 40, 480, 200)
+    sheet = Image.new("RGB", (2 * 250 + 10, 160), (128, 128, 128))
+    sheet.paste(plain.images[0].crop(box), (0, 0))
+    sheet.paste(refined.images[0].crop(box), (260, 0))
+    ARTIFACTS.mkdir(exist_ok=True)
+    sheet.save(ARTIFACTS / "lemur_fur_plain_vs_refined_100pct.png")
 
 
 def test_replace_cli_quality_options_build_the_request():
