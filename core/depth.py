@@ -9,16 +9,24 @@ from __future__ import annotations
 
 from PIL import Image
 
+from core.cache import get_cache, image_digest
 from core.models import ModelRegistry, get_registry, resolve_device
 
 
 def estimate_depth(image: Image.Image, model_id: str, device: str = "auto", registry: ModelRegistry | None = None) -> Image.Image:
     """Relative depth as an 8-bit 'L' image at ``image``'s size, near = bright (the convention
-    the SD1.5 depth ControlNet was trained on), stretched to the full 0-255 range."""
+    the SD1.5 depth ControlNet was trained on), stretched to the full 0-255 range. Cached per
+    (pixels, model, revision, device): a re-run or remix of the same photo skips it."""
+    registry = registry or get_registry()
+    device = resolve_device(device)
+    processor, model = registry.depth(model_id, device)
+    key = (image_digest(image), model_id, registry.revision(model_id), device, str(model.dtype))
+    return get_cache().get_or_compute("depth", key, lambda: _predict(image, processor, model, device))
+
+
+def _predict(image: Image.Image, processor, model, device: str) -> Image.Image:
     import torch
 
-    device = resolve_device(device)
-    processor, model = (registry or get_registry()).depth(model_id, device)
     inputs = processor(images=image.convert("RGB"), return_tensors="pt")
     pixels = inputs["pixel_values"].to(device=device, dtype=model.dtype)
     with torch.inference_mode():

@@ -15,6 +15,7 @@ from typing import Callable
 
 from PIL import Image
 
+from core.cache import get_cache
 from core.errors import Cancelled, InputError, ModelMissingError
 from core.models import ModelRegistry, get_registry, resolve_device
 from core.presets import full_negative_prompt
@@ -107,9 +108,10 @@ def generate_backgrounds(
             p._interrupt = True  # diffusers skips the remaining steps
         return tensors
 
+    prompt_embeds, negative_embeds = _text_embeddings(pipe, request, negative, device, registry)
     kwargs = dict(
-        prompt=request.prompt,
-        negative_prompt=negative or None,
+        prompt_embeds=prompt_embeds,
+        negative_prompt_embeds=negative_embeds,
         image=image.convert("RGB"),
         mask_image=inpaint_mask.convert("L"),
         height=height,
@@ -131,3 +133,19 @@ def generate_backgrounds(
     if stopped_at:
         raise Cancelled(f"generation cancelled at step {stopped_at[0]} of {request.steps}")
     return [im.convert("RGB") for im in images]
+
+
+def _text_embeddings(pipe, request, negative: str, device: str, registry: ModelRegistry):
+    """CLIP embeddings of the prompt pair (negative None without guidance), cached per model,
+    revision, device, dtype and text, so re-runs and remixes with the same text skip the encoder."""
+    import torch
+
+    guided = request.guidance > 1  # diffusers' rule for classifier-free guidance
+
+    def encode():
+        with torch.inference_mode():
+            return pipe.encode_prompt(request.prompt, device, 1, guided, negative_prompt=negative or None)
+
+    key = (request.inpaint_model, registry.revision(request.inpaint_model), device, str(pipe.text_encoder.dtype),
+           request.prompt, negative if guided else None)
+    return get_cache().get_or_compute("text", key, encode)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.cache import get_cache
 from core.depth import estimate_depth
 from core.errors import Cancelled, ModelMissingError
 from core.generate import generate_backgrounds, prompt_truncation_warning
@@ -65,6 +66,11 @@ def test_depth_map_is_image_sized_and_deterministic(photo, depth, request_, regi
     assert depth.mode == "L" and depth.size == photo.size
     values = np.asarray(depth)
     assert values.min() == 0 and values.max() == 255  # stretched to the full range
+    cache = get_cache()
+    hits = cache.hits.get("depth", 0)
+    cached = estimate_depth(photo, request_.depth_model, "cpu", registry=registry)
+    assert cache.hits.get("depth", 0) == hits + 1 and np.array_equal(values, np.asarray(cached))
+    cache.clear()  # computed afresh: the same map
     again = estimate_depth(photo, request_.depth_model, "cpu", registry=registry)
     assert np.array_equal(values, np.asarray(again))
     other = estimate_depth(astronaut.crop((0, 0, 300, 200)), request_.depth_model, "cpu", registry=registry)
@@ -80,8 +86,19 @@ def test_variants_seeded_and_reproducible(photo, repaint, depth, request_, regis
     assert not np.array_equal(a, b)  # variants differ
     again = arrays(generate_backgrounds(photo, repaint, depth, request, registry=registry))
     assert np.array_equal(again[0], a) and np.array_equal(again[1], b)  # same seed, same images
+    get_cache().clear()  # text embeddings computed afresh: still the same images
+    fresh = arrays(generate_backgrounds(photo, repaint, depth, request, registry=registry))
+    assert np.array_equal(fresh[0], a) and np.array_equal(fresh[1], b)
     other_seed = arrays(generate_backgrounds(photo, repaint, depth, request.replace(seed=8), registry=registry))
     assert not np.array_equal(other_seed[0], a)
+
+
+def test_unguided_and_prompt_changes(photo, repaint, depth, request_, registry):
+    base = arrays(generate_backgrounds(photo, repaint, depth, request_, registry=registry))[0]
+    unguided = generate_backgrounds(photo, repaint, depth, request_.replace(guidance=1.0), registry=registry)
+    assert unguided[0].size == SIZE and not np.array_equal(np.asarray(unguided[0]), base)
+    other_prompt = arrays(generate_backgrounds(photo, repaint, depth, request_.replace(prompt="a city street at night"), registry=registry))[0]
+    assert not np.array_equal(other_prompt, base)
 
 
 @pytest.mark.parametrize("scheduler", ["dpmpp", "ddim", "euler_a"])
