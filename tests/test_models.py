@@ -213,3 +213,28 @@ def test_cli_fetch_reports_each_model_and_fails_when_one_fails(capsys, u2net_hom
     assert _cli(["models", "fetch"]) == 1
     table = capsys.readouterr().out
     assert f"inpaint     {models.default_model_ids()['inpaint']}: FAILED" in table
+
+
+def test_hub_id_loads_from_the_local_cache_offline(tiny_models, tmp_path, monkeypatch, offline):
+    """A hub id whose snapshot is in the Hugging Face cache loads without a network, and its
+    revision is the snapshot's commit hash."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny--controlnet"
+    shutil.copytree(tiny_models["controlnet"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    registry = ModelRegistry()
+    registry.controlnet("tiny/controlnet", "cpu")
+    assert registry.record("tiny/controlnet") == {"id": "tiny/controlnet", "revision": commit}
+    row = {r["slot"]: r for r in model_status(_request(controlnet_model="tiny/controlnet"))}["controlnet"]
+    assert row["present"] and row["resolved"].endswith(commit)
+
+
+def _request(**fields):
+    from core.request import GenerationRequest
+
+    return GenerationRequest(**fields)
