@@ -122,7 +122,7 @@ def download_snapshot(model_id: str) -> Path:
     return Path(snapshot_download(model_id, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
 
 
-def resolve_model(model_id: str, allow_download: bool = True) -> Path:
+def resolve_model(model_id: str) -> Path:
     """A local folder for ``model_id``: the folder itself, the cached hub snapshot, or (when a
     network is allowed) a fresh download. ModelMissingError otherwise."""
     if not model_id:
@@ -135,7 +135,7 @@ def resolve_model(model_id: str, allow_download: bool = True) -> Path:
     folder = cached_snapshot(model_id)
     if folder is not None and _has_weights(folder):
         return folder
-    if not allow_download or _offline():
+    if _offline():
         raise _missing(model_id, "not in the Hugging Face cache and offline")
     try:
         return download_snapshot(model_id)
