@@ -113,6 +113,8 @@ def _add_replace(subparsers) -> None:
                    help="dpmpp (DPM-Solver++, default), ddim (the reference pipeline's, eta 1), euler_a")
     p.add_argument("--variants", type=_int_range(1, 8), default=1, help="number of AI backgrounds (default 1)")
     p.add_argument("--mask", metavar="MASK.png", help="use this mask (white = subject) instead of the automatic one")
+    p.add_argument("--save-mask", metavar="MASK.png", help="also write the mask that was used (8-bit, full size)")
+    p.add_argument("--save-cutout", metavar="CUTOUT.png", help="also write the cut-out subject (RGBA, full size)")
     p.add_argument("--no-spill-removal", dest="spill_removal", action="store_false",
                    help="keep the edge pixels' original colours")
     _add_quality_options(p)
@@ -199,14 +201,17 @@ def _replace(args: argparse.Namespace) -> int:
         spill_removal=args.spill_removal, **_quality_fields(args),
     )
     outputs = variant_paths(args.output, request.variants if request.background_spec.kind == "ai" else 1)
-    _check_output_folder(outputs[0])
+    extras = {name: Path(path) for name, path in (("mask", args.save_mask), ("cutout", args.save_cutout)) if path}
+    for path in [outputs[0], *extras.values()]:
+        _check_output_folder(path)
     start = time.perf_counter()
     image = load_image(args.input)
     mask = load_mask(args.mask, image.size) if args.mask else None
     load_seconds = time.perf_counter() - start
     result = _generate(image, request, mask)
     start = time.perf_counter()
-    _save_all(list(zip(result.images, outputs)))
+    extra_images = {"mask": result.mask, "cutout": result.cutout}
+    _save_all([*zip(result.images, outputs), *((extra_images[name], path) for name, path in extras.items())])
     result.timings["load"] = load_seconds
     result.timings["save"] = time.perf_counter() - start
     for warning in result.warnings:
@@ -214,6 +219,7 @@ def _replace(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "request": result.request.to_dict(), "outputs": [str(p) for p in outputs],
+            **{name: str(path) for name, path in extras.items()},
             "timings": {k: round(v, 4) for k, v in result.timings.items()}, "device": result.device,
             "models": result.models, "warnings": result.warnings,
         }, indent=2))

@@ -51,47 +51,43 @@ def composite(photo: Image.Image, alpha: Image.Image, background: Image.Image | 
 
 def cutout(photo: Image.Image, alpha: Image.Image, spill_removal: bool = True) -> Image.Image:
     """The subject as RGBA: the photo's pixels with ``alpha``; soft-band colours spill-removed."""
-    a = np.asarray(alpha.convert("L"))
-    box = _soft_box(a) if spill_removal else None
-    if box is not None:
-        rgb = np.array(photo.convert("RGB"))
-        _remove_spill(rgb, a, box)
-        cut = Image.fromarray(rgb, "RGB")
-    else:
-        cut = photo.convert("RGB").copy()
-    cut.putalpha(alpha.convert("L"))
+    alpha = alpha.convert("L")
+    cut = photo.convert("RGB").copy()
+    if spill_removal:
+        a = np.asarray(alpha)
+        box = _soft_box(a)
+        if box is not None:
+            top, bottom, left, right = box
+            cut.paste(_spill_free(cut.crop((left, top, right, bottom)), a[top:bottom, left:right]), (left, top))
+    cut.putalpha(alpha)
     return cut
 
 
-def _remove_spill(rgb: np.ndarray, a: np.ndarray, box: tuple[int, int, int, int]) -> None:
-    """Replace the soft band's colours in ``rgb`` (in place, inside ``box``) by spill-free
-    foreground colours.
+def _spill_free(crop: Image.Image, a: np.ndarray) -> Image.Image:
+    """``crop`` with its soft pixels' colours replaced by spill-free foreground colours.
 
-    The solver runs on the band's bounding box shrunk to at most SPILL_PIXELS; its correction
-    (estimated foreground minus observed colour) is interpolated at each band pixel and added
-    to the full-resolution colour, which keeps the pixels' texture.
+    The solver runs on the crop shrunk to at most SPILL_PIXELS; its correction (estimated
+    foreground minus observed colour) is interpolated at each soft pixel and added to the
+    full-resolution colour, which keeps the pixels' texture.
     """
     from pymatting import estimate_foreground_ml
 
-    top, bottom, left, right = box
-    crop = Image.fromarray(rgb[top:bottom, left:right])
-    crop_alpha = Image.fromarray(a[top:bottom, left:right])
-    scale = min(1.0, (SPILL_PIXELS / (crop.size[0] * crop.size[1])) ** 0.5)
-    small = (max(1, round(crop.size[0] * scale)), max(1, round(crop.size[1] * scale)))
-    if small != crop.size:
-        crop = crop.resize(small, Image.Resampling.BOX)
-        crop_alpha = crop_alpha.resize(small, Image.Resampling.BOX)
-    observed = np.asarray(crop, dtype=np.float64) / 255.0
-    estimated = estimate_foreground_ml(observed, np.asarray(crop_alpha, dtype=np.float64) / 255.0)
+    width, height = crop.size
+    scale = min(1.0, (SPILL_PIXELS / (width * height)) ** 0.5)
+    small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    crop_small = crop.resize(small, Image.Resampling.BOX) if small != crop.size else crop
+    alpha_small = Image.fromarray(a).resize(small, Image.Resampling.BOX) if small != crop.size else Image.fromarray(a)
+    observed = np.asarray(crop_small, dtype=np.float64) / 255.0
+    estimated = estimate_foreground_ml(observed, np.asarray(alpha_small, dtype=np.float64) / 255.0)
     correction = (estimated - observed) * 255.0
-    band = a[top:bottom, left:right]
-    ys, xs = np.nonzero((band > 0) & (band < 255))
-    # band pixel centres in the small grid's coordinates
-    sy = (ys + 0.5) * (small[1] / (bottom - top)) - 0.5
-    sx = (xs + 0.5) * (small[0] / (right - left)) - 0.5
+    ys, xs = np.nonzero((a > 0) & (a < 255))
+    # soft pixel centres in the small grid's coordinates
+    sy = (ys + 0.5) * (small[1] / height) - 0.5
+    sx = (xs + 0.5) * (small[0] / width) - 0.5
+    rgb = np.array(crop)
     shift = np.stack([ndimage.map_coordinates(correction[..., c], [sy, sx], order=1, mode="nearest") for c in range(3)], axis=-1)
-    fy, fx = ys + top, xs + left
-    rgb[fy, fx] = np.clip(np.rint(rgb[fy, fx].astype(np.float64) + shift), 0, 255).astype(np.uint8)
+    rgb[ys, xs] = np.clip(np.rint(rgb[ys, xs] + shift), 0, 255).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
 
 
 def _soft_box(a: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -35,10 +35,13 @@ def _core(*args: str) -> subprocess.CompletedProcess:
 
 def test_replace_on_white_subprocess(rotated_jpeg, tmp_path):
     out = tmp_path / "out.png"
-    proc = _core("replace", str(rotated_jpeg), "-o", str(out), "--background", "color:#ffffff", "--json")
+    mask, cut = tmp_path / "mask.png", tmp_path / "cut.png"
+    proc = _core("replace", str(rotated_jpeg), "-o", str(out), "--background", "color:#ffffff", "--json",
+                 "--save-mask", str(mask), "--save-cutout", str(cut))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["outputs"] == [str(out)]
+    assert report["outputs"] == [str(out)] and report["mask"] == str(mask) and report["cutout"] == str(cut)
+    assert Image.open(mask).mode == "L" and Image.open(cut).mode == "RGBA" and Image.open(cut).size == (360, 480)
     assert report["request"]["input_width"] == 360 and report["request"]["input_height"] == 480
     assert {"load", "segment", "composite", "save"} <= set(report["timings"])
     image = Image.open(out)
@@ -156,3 +159,21 @@ def test_bad_input_subprocess(tmp_path):
     proc = _core("replace", source, "-o", str(out))
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_replace_ai_with_local_model_folders(tiny_models, astronaut, tmp_path, capsys):
+    """The AI path from the command line: tiny local models, two variants, JSON report."""
+    photo = tmp_path / "photo.png"
+    astronaut.resize((160, 120)).save(photo)
+    out = tmp_path / "ai.png"
+    code = main(["replace", str(photo), "-o", str(out), "-b", "ai", "--prompt", "a beach", "--steps", "1",
+                 "--variants", "2", "--seed", "5", "--device", "cpu", "--json",
+                 "--inpaint-model", tiny_models["inpaint"], "--controlnet-model", tiny_models["controlnet"],
+                 "--depth-model", tiny_models["depth"]])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"] == [str(out), str(tmp_path / "ai-2.png")]
+    assert {"depth", "generate"} <= set(report["timings"]) and report["device"] == "cpu"
+    assert report["request"]["model_revisions"]["inpaint"].startswith("local:")
+    first, second = (np.asarray(Image.open(p)) for p in report["outputs"])
+    assert first.shape == second.shape == (120, 160, 3) and not np.array_equal(first, second)
