@@ -163,7 +163,12 @@ class Worker(threading.Thread):
             if self.recover:
                 self.queue.recover_stale()
             while not self._stop_event.is_set():
-                if not self.run_once():
+                try:
+                    busy = self.run_once()
+                except Exception:  # e.g. the database briefly unreachable: keep serving
+                    log.exception("job worker: claiming or recording failed; retrying")
+                    busy = False
+                if not busy:
                     self._wake.wait(self.poll_interval)
                     self._wake.clear()
         finally:

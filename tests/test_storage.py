@@ -450,12 +450,14 @@ def test_models_match_migration_head(db):
 
 # ---- re-run, PNG parameters, export ----------------------------------------------------------
 
-def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path):
+def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path, lemur_alpha):
+    """With the user's mask (the CLI test re-runs one with the automatic mask)."""
     request = GenerationRequest(background="gradient:#203040,#c0d0e0", prompt="studio backdrop",
                                 negative_prompt="blurry", seed=42)
-    gid, result = service.generate_and_record(lemur_path.read_bytes(), request, db=db)
+    mask = Image.fromarray(lemur_alpha)
+    gid, result = service.generate_and_record(lemur_path.read_bytes(), request, mask, db=db)
     view = history.get(gid, db=db)
-    assert view.status == "done" and view.user_mask_sha256 is None and view.mask_sha256
+    assert view.status == "done" and view.user_mask_sha256 and view.mask_sha256
     assert view.request["input_width"] == 680 and view.request["input_sha256"] == view.input_sha256
     with Image.open(view.output("result").path) as png:
         assert png.text["backdrop_generation_id"] == str(gid)
@@ -478,6 +480,40 @@ def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path):
     ai = GenerationRequest(background="ai", prompt='a "quoted", prompt', steps=20, seed=7, scheduler="ddim")
     text_ai = service.parameters_text(ai, 99, 512, 768)
     assert text_ai.split("\n")[2].startswith("Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 7, Size: 512x768, Model: ")
+
+
+def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
+    """Tiny AI models: a job run by the worker, then re-run synchronously from its record, gives
+    the same pixels."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared CPU
+    db = Database(None, tmp_path / "data")
+    try:
+        request = GenerationRequest(
+            background="ai", prompt="a photo of a forest", negative_prompt="people", seed=5, steps=2,
+            scheduler="ddim", device="cpu", inpaint_model=tiny_models["inpaint"],
+            controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"])
+        queue = jobs.JobQueue(db)
+        gid = queue.submit(request, astronaut.resize((160, 120)), mask=_box_mask((160, 120)))
+        assert jobs.Worker(queue).run_once()
+        first = history.get(gid, db=db)
+        assert first.status == "done", first.error
+        assert len(first.results) == 1 and first.progress_stage and first.timings.get("generate", 0) > 0
+        assert first.models["inpaint"]["revision"] and first.request["model_revisions"]["inpaint"]
+        with Image.open(first.results[0].path) as png:
+            params = png.text["parameters"].split("\n")
+        assert params[:2] == ["a photo of a forest", "Negative prompt: people"]
+        assert params[2].startswith("Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 160x120, Model: ")
+
+        again, _ = service.rerun(gid, db=db)
+        second = history.get(again, db=db)
+        assert second.parent_id == gid and second.device == first.device == "cpu"
+        assert np.array_equal(_pixels(second.results[0].path), _pixels(first.results[0].path))
+    finally:
+        torch.set_num_threads(threads)
+        db.dispose()
 
 
 def test_export_zip(db):
