@@ -205,20 +205,19 @@ def _replace(args: argparse.Namespace) -> int:
     for path in [outputs[0], *extras.values()]:
         _check_output_folder(path)
     start = time.perf_counter()
-    image = load_image(args.input)
+    image = load_image(args.input)  # refuses a bad file before anything is recorded
     mask = load_mask(args.mask, image.size) if args.mask else None
     load_seconds = time.perf_counter() - start
-    result = _generate(image, request, mask)
+    generation_id, result, stored = _generate(Path(args.input), request, mask)
     start = time.perf_counter()
-    extra_images = {"mask": result.mask, "cutout": result.cutout}
-    _save_all([*zip(result.images, outputs), *((extra_images[name], path) for name, path in extras.items())])
+    _copy_all([*zip(stored["result"], outputs), *((stored[name][0], path) for name, path in extras.items())])
     result.timings["load"] = load_seconds
     result.timings["save"] = time.perf_counter() - start
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({
-            "request": result.request.to_dict(), "outputs": [str(p) for p in outputs],
+            "generation_id": generation_id, "request": result.request.to_dict(), "outputs": [str(p) for p in outputs],
             **{name: str(path) for name, path in extras.items()},
             "timings": {k: round(v, 4) for k, v in result.timings.items()}, "device": result.device,
             "models": result.models, "warnings": result.warnings,
@@ -229,14 +228,18 @@ def _replace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(image, request, mask):
-    """The one call site of the pipeline; storage records every generation (``history``) and
-    the results come back as the recorded PNGs, with their parameters text chunks."""
-    from storage.service import generate_and_record, stored_results
+def _generate(source: Path, request, mask):
+    """The one call site of the pipeline: storage records every generation (``history``), the
+    input kept as its original bytes. Returns (generation id, result, {kind: [stored PNG paths]})
+    so the outputs are copies of the recorded PNGs, with their parameters text chunks."""
+    from storage import history
+    from storage.service import generate_and_record
 
-    generation_id, result = generate_and_record(image, request, mask, progress=_progress_printer())
-    result.images = stored_results(generation_id)
-    return result
+    generation_id, result = generate_and_record(source, request, mask, progress=_progress_printer())
+    stored: dict[str, list[Path]] = {}
+    for output in history.get(generation_id).outputs:
+        stored.setdefault(output.kind, []).append(output.path)
+    return generation_id, result, stored
 
 
 def _progress_printer():
@@ -252,14 +255,14 @@ def _progress_printer():
 
 
 def _mask(args: argparse.Namespace) -> int:
-    from core.imaging import check_mask, load_image
+    from core.imaging import check_mask, load_image, save_png_atomic
     from core.segment import automatic_mask
 
     _check_output_folder(Path(args.output))
     image = load_image(args.input)
     mask = automatic_mask(image, args.segmenter)
     check_mask(mask)
-    _save_all([(mask, Path(args.output))])
+    save_png_atomic(mask, args.output)
     print(args.output)
     return 0
 
@@ -273,9 +276,10 @@ def _check_output_folder(path: Path) -> None:
         raise InputError(f"output must be a .png file (got {str(path)!r})")
 
 
-def _save_all(pairs) -> None:
-    from core.imaging import save_png_atomic
-    from storage.images import png_text_info
+def _copy_all(pairs) -> None:
+    """Copy stored files to the user's paths, each atomically (no re-encoding)."""
+    from core.imaging import write_atomic
 
-    for image, path in pairs:
-        save_png_atomic(image, path, pnginfo=png_text_info(image))
+    for source, path in pairs:
+        data = Path(source).read_bytes()
+        write_atomic(path, lambda stream, data=data: stream.write(data))
