@@ -238,7 +238,8 @@ def delete(generation_id: int, db: Database | None = None) -> list[str]:
     keep the rest. Children keep existing with no parent. Returns the removed files' hashes."""
     db = _db(db)
     with db.session() as session:
-        row = session.get(Generation, generation_id, options=[selectinload(Generation.outputs)])
+        # locked (PostgreSQL) so a worker cannot claim it between this check and the delete
+        row = session.get(Generation, generation_id, options=[selectinload(Generation.outputs)], with_for_update=True)
         if row is None:
             raise NotFound(f"no generation {generation_id}")
         if row.status == "running":

@@ -58,11 +58,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def parameters_text(request: GenerationRequest, generation_id: int, width: int, height: int) -> str:
-    """The AUTOMATIC1111 ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs."""
+def parameters_text(request: GenerationRequest, generation_id: int, width: int, height: int, variant: int = 0) -> str:
+    """The AUTOMATIC1111 ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs.
+    Variant i was generated with seed + i (core.generate), written as A1111 writes batch seeds."""
     fields = [
         ("Steps", request.steps), ("Sampler", SAMPLERS.get(request.scheduler, request.scheduler)),
-        ("CFG scale", request.guidance), ("Seed", request.seed), ("Size", f"{width}x{height}"),
+        ("CFG scale", request.guidance), ("Seed", request.seed + variant), ("Size", f"{width}x{height}"),
         ("Model", request.inpaint_model), ("ControlNet", f"{request.controlnet_model} ({request.control_scale})"),
         ("Background", request.background), ("Backdrop generation", generation_id),
     ]
@@ -78,9 +79,9 @@ def _a1111_value(value: Any) -> str:
     return json.dumps(text) if any(c in text for c in ",:\n") else text
 
 
-def pnginfo_for(request: GenerationRequest, generation_id: int, image: PILImage.Image) -> dict[str, str]:
+def pnginfo_for(request: GenerationRequest, generation_id: int, image: PILImage.Image, variant: int = 0) -> dict[str, str]:
     return {
-        "parameters": parameters_text(request, generation_id, image.width, image.height),
+        "parameters": parameters_text(request, generation_id, image.width, image.height, variant),
         "backdrop_generation_id": str(generation_id),
     }
 
@@ -165,7 +166,7 @@ def record_result(db: Database, generation_id: int, result) -> None:
         request = (result.request or GenerationRequest.from_dict(row.request)).replace(
             input_sha256=row.input_sha256, mask_sha256=row.user_mask_sha256 or "")
         for index, image in enumerate(result.images):
-            stored = history.store_image(session, db, image, pnginfo_for(request, generation_id, image))
+            stored = history.store_image(session, db, image, pnginfo_for(request, generation_id, image, index))
             session.add(Output(generation_id=generation_id, kind="result", index=index, image_sha256=stored.sha256))
         cutout = history.store_image(session, db, result.cutout)  # untagged: equal cut-outs share a file
         session.add(Output(generation_id=generation_id, kind="cutout", index=0, image_sha256=cutout.sha256))

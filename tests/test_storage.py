@@ -31,7 +31,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text, update
 
-from core.errors import Cancelled
+from core.errors import BackdropError, Cancelled
 from core.pipeline import GenerationResult
 from core.request import GenerationRequest
 from storage import history, jobs, service
@@ -343,6 +343,8 @@ def test_cancel_queued_and_running(db):
         view = history.get(running, db=db)
         assert view.status == "running" and view.progress_total == 2000 and view.progress_stage == "generate"
         assert queue.recover_stale() == [], "a live worker's job is not stale"
+        with pytest.raises(BackdropError, match="running"):
+            history.delete(running, db=db)
         assert queue.cancel(queued) == "cancelled"
         assert history.get(queued, db=db).status == "cancelled"
         assert queue.cancel(running) == "cancelled"
@@ -478,8 +480,9 @@ def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path, 
     assert not np.array_equal(_pixels(changed.output("result").path), _pixels(view.output("result").path))
 
     ai = GenerationRequest(background="ai", prompt='a "quoted", prompt', steps=20, seed=7, scheduler="ddim")
-    text_ai = service.parameters_text(ai, 99, 512, 768)
-    assert text_ai.split("\n")[2].startswith("Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 7, Size: 512x768, Model: ")
+    text_ai = service.parameters_text(ai, 99, 512, 768, variant=2)
+    assert text_ai.split("\n")[0] == 'a "quoted", prompt'
+    assert text_ai.split("\n")[2].startswith("Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 9, Size: 512x768, Model: ")
 
 
 def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
