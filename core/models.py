@@ -169,6 +169,26 @@ def segmenter_path(name: str) -> Path:
     return u2net_home() / f"{name}.onnx"
 
 
+_SEGMENTER_MD5: dict[tuple, str] = {}
+
+
+def segmenter_revision(name: str) -> str:
+    """``md5:<hex>`` of the rembg model file (rembg itself pins its files by md5), or "" when
+    absent; hashed once per file version (path, size, mtime), as large models take seconds."""
+    path = segmenter_path(name)
+    if not path.is_file():
+        return ""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SEGMENTER_MD5:
+        digest = hashlib.md5()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SEGMENTER_MD5[key] = "md5:" + digest.hexdigest()
+    return _SEGMENTER_MD5[key]
+
+
 class ModelRegistry:
     """Loaded models keyed by (kind, ids, device, dtype), plus each model's resolved revision.
 

@@ -18,6 +18,7 @@ from core.composite import composite, cutout
 from core.errors import Cancelled, ModelMissingError
 from core.imaging import check_mask, fit_mask, to_rgb, working_size
 from core.matting import refine_alpha
+from core.models import segmenter_revision
 from core.request import GenerationRequest
 from core.segment import automatic_mask
 
@@ -71,7 +72,8 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     if request.refine_matting:
         with stage("refine"):
             alpha = refine_alpha(photo, alpha)
-    models = {"segmenter": {"id": request.segmenter if mask is None else "user mask", "revision": ""}}
+    models = {"segmenter": {"id": request.segmenter, "revision": segmenter_revision(request.segmenter)}
+              if mask is None else {"id": "user mask", "revision": ""}}
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, request=request, models=models)
 
     if background.kind == "ai":

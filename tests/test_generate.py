@@ -10,7 +10,7 @@ from core.cache import get_cache
 from core.depth import estimate_depth
 from core.errors import Cancelled, ModelMissingError
 from core.generate import generate_backgrounds, prompt_truncation_warning
-from core.models import ModelRegistry
+from core.models import EMBEDDED_MD5, ModelRegistry
 from core.request import GenerationRequest
 
 SIZE = (128, 96)  # working size: multiples of 8, not square
@@ -201,6 +201,7 @@ def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
     assert not np.array_equal(first[clear], source[clear])  # the background was replaced
     assert not np.array_equal(first[clear], second[clear])  # variants differ
 
+    assert result.models["segmenter"] == {"id": "u2netp", "revision": "md5:" + EMBEDDED_MD5}
     for slot in ("inpaint", "controlnet", "depth"):  # what storage records with the generation
         assert result.models[slot]["revision"].startswith("local:")
         assert result.request.model_revisions[slot] == result.models[slot]["revision"]

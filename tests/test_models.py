@@ -238,3 +238,10 @@ def _request(**fields):
     from core.request import GenerationRequest
 
     return GenerationRequest(**fields)
+
+
+def test_segmenter_revision_is_the_file_md5(u2net_home):
+    assert models.segmenter_revision("u2netp") == ""
+    u2net_home.mkdir()
+    (u2net_home / "u2netp.onnx").write_bytes(b"model bytes")
+    assert models.segmenter_revision("u2netp") == "md5:" + hashlib.md5(b"model bytes").hexdigest()
