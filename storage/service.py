@@ -155,7 +155,11 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
     except BaseException as exc:
         finish(db, generation_id, "failed", error_text(exc))
         raise
-    record_result(db, generation_id, result)
+    try:
+        record_result(db, generation_id, result)
+    except BaseException as exc:  # e.g. a full disk: the row must not stay "running"
+        finish(db, generation_id, "failed", f"recording the result failed: {error_text(exc)}")
+        raise
     return result
 
 
