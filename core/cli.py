@@ -94,7 +94,7 @@ def _add_replace(subparsers) -> None:
         "replace",
         help="replace the background of a photo",
         description="Cut out the subject of INPUT and put it on a new background; writes OUTPUT "
-        "(PNG, the input's full size). With --variants N the outputs are OUTPUT, then OUTPUT-2, "
+        "(PNG, the input's full size). With --background ai --variants N the outputs are OUTPUT, then OUTPUT-2, "
         "OUTPUT-3, ... (e.g. out.png, out-2.png).",
     )
     p.add_argument("input", metavar="INPUT", help="the photo (JPEG, PNG, WebP, ...)")

@@ -23,6 +23,7 @@ MAX_PIXELS = 80_000_000  # larger images are refused before decoding (decompress
 MIN_SIDE = 16  # px; thinner strips have no subject to cut out
 MAX_WORK_SIDE = 1024  # the models' working resolution, per side
 MIN_WORK_SIDE = 512  # small photos are worked on upscaled: SD1.5 degrades below 512 px
+MIN_WORK_SHORT_SIDE = 64  # px: the UNet halves the 1/8 latent three times
 PNG_COMPRESS_LEVEL = 1  # a 12 MP PNG writes in ~0.7 s at level 1, ~3.8 s at the default 6
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp makes 0600 files, outputs get the usual permissions
@@ -117,11 +118,12 @@ def _open(source: str | Path | bytes, what: str) -> Image.Image:
 
 def working_size(width: int, height: int) -> tuple[int, int]:
     """The size the models see: long side between 512 and 1024 px (never more than 1024),
-    both sides multiples of 8, aspect ratio kept as closely as multiples of 8 allow."""
+    both sides multiples of 8, aspect ratio kept as closely as multiples of 8 allow; only
+    extreme strips get a wider short side (MIN_WORK_SHORT_SIDE), which the UNet needs."""
     long_side = max(width, height)
     target = min(max(long_side, MIN_WORK_SIDE), MAX_WORK_SIDE)
     scale = target / long_side
-    return tuple(max(8, int(round(side * scale / 8)) * 8) for side in (width, height))  # type: ignore[return-value]
+    return tuple(max(MIN_WORK_SHORT_SIDE, int(round(side * scale / 8)) * 8) for side in (width, height))  # type: ignore[return-value]
 
 
 def load_mask(source: str | Path | bytes, size: tuple[int, int]) -> Image.Image:

@@ -136,7 +136,7 @@ def test_missing_file_and_folder(tmp_path):
 @pytest.mark.parametrize(
     "size, expected",
     [((4000, 3000), (1024, 768)), ((3000, 4000), (768, 1024)), ((1024, 1024), (1024, 1024)),
-     ((256, 192), (512, 384)), ((16, 5000), (8, 1024)), ((1001, 999), (1000, 1000))],
+     ((256, 192), (512, 384)), ((16, 5000), (64, 1024)), ((1001, 999), (1000, 1000))],
 )
 def test_working_size(size, expected):
     work = working_size(*size)
