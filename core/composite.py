@@ -43,16 +43,15 @@ def composite(photo: Image.Image, alpha: Image.Image, background: Image.Image | 
         cut = harmonize(cut.convert("RGB"), alpha, background, strength)
     # Pillow's masked paste is exact at the ends: alpha 255 copies the cut-out's pixel (the
     # photo's own there), alpha 0 keeps the background's, and it runs in C.
-    out = background.convert("RGB")
-    out = out.copy() if out is background else out
-    out.paste(cut.convert("RGB"), mask=alpha.convert("L"))
+    out = background.convert("RGB")  # a copy: the caller's background is not changed
+    out.paste(cut, mask=alpha.convert("L"))
     return out
 
 
 def cutout(photo: Image.Image, alpha: Image.Image, spill_removal: bool = True) -> Image.Image:
     """The subject as RGBA: the photo's pixels with ``alpha``; soft-band colours spill-removed."""
     alpha = alpha.convert("L")
-    cut = photo.convert("RGB").copy()
+    cut = photo.copy() if photo.mode == "RGB" else photo.convert("RGB")
     if spill_removal:
         a = np.asarray(alpha)
         box = _soft_box(a)

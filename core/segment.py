@@ -26,10 +26,11 @@ _lock = threading.Lock()
 def automatic_mask(image: Image.Image, model: str = "u2netp") -> Image.Image:
     """The subject's mask ('L', the image's size): 255 = subject, 0 = background."""
     session = get_session(model)
-    small = image.convert("RGB")
+    small = image if image.mode == "RGB" else image.convert("RGB")
     if max(small.size) > MODEL_SIDE:
-        small = small.copy()
-        small.thumbnail((MODEL_SIDE, MODEL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        scale = MODEL_SIDE / max(small.size)
+        size = (max(1, round(small.width * scale)), max(1, round(small.height * scale)))
+        small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     with _lock:  # onnxruntime sessions are thread-safe, but two runs on 2 cores only thrash
         raw = session.predict(small)[0].convert("L")
     return refine(raw, image.size)
