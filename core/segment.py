@@ -16,7 +16,7 @@ from PIL import Image
 from core.errors import InputError, ModelMissingError
 
 LOW, HIGH = 24, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
-MODEL_SIDE = 1024  # the photo is shrunk to this before the model (models resize to 320-1024)
+MODEL_SIDE = 1024  # the photo is shrunk to at most this before the model (models resize to 320-1024)
 
 _REMAP = [int(round(min(max((v - LOW) / (HIGH - LOW), 0.0), 1.0) * 255)) for v in range(256)]
 _sessions: dict[str, object] = {}
@@ -27,10 +27,9 @@ def automatic_mask(image: Image.Image, model: str = "u2netp") -> Image.Image:
     """The subject's mask ('L', the image's size): 255 = subject, 0 = background."""
     session = get_session(model)
     small = image if image.mode == "RGB" else image.convert("RGB")
-    if max(small.size) > MODEL_SIDE:
-        scale = MODEL_SIDE / max(small.size)
-        size = (max(1, round(small.width * scale)), max(1, round(small.height * scale)))
-        small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    factor = -(-max(small.size) // MODEL_SIDE)  # ceil: a box-filter reduce is ~8x cheaper than a resize
+    if factor > 1:
+        small = small.reduce(factor)
     with _lock:  # onnxruntime sessions are thread-safe, but two runs on 2 cores only thrash
         raw = session.predict(small)[0].convert("L")
     return refine(raw, image.size)
