@@ -177,3 +177,13 @@ def test_replace_ai_with_local_model_folders(tiny_models, astronaut, tmp_path, c
     assert report["request"]["model_revisions"]["inpaint"].startswith("local:")
     first, second = (np.asarray(Image.open(p)) for p in report["outputs"])
     assert first.shape == second.shape == (120, 160, 3) and not np.array_equal(first, second)
+
+
+def test_missing_segmenter_weights(rotated_jpeg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    monkeypatch.setenv("REMBG_HOME", str(tmp_path))
+    out = tmp_path / "out.png"
+    assert main(["replace", str(rotated_jpeg), "-o", str(out), "--segmenter", "isnet-general-use"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "python -m core models fetch" in err and "isnet-general-use" in err
+    assert not out.exists()
