@@ -20,6 +20,7 @@ from core.request import (
     DEFAULT_DEPTH_MODEL,
     DEFAULT_INPAINT_MODEL,
     DEFAULT_SEGMENTER,
+    SAMPLER_PRESETS,
     SCHEDULERS,
     GenerationRequest,
 )
@@ -111,6 +112,9 @@ def _add_replace(subparsers) -> None:
                    help="depth-control strength, 0 disables depth (default 0.8)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="dpmpp",
                    help="dpmpp (DPM-Solver++, default), ddim (the reference pipeline's, eta 1), euler_a")
+    p.add_argument("--sampler-preset", choices=sorted(SAMPLER_PRESETS),
+                   help="default: dpmpp 25 steps; reference: the reference pipeline's DDIM 42 steps, eta 1 "
+                   "(sets --scheduler and --steps)")
     p.add_argument("--variants", type=_int_range(1, 8), default=1, help="number of AI backgrounds (default 1)")
     p.add_argument("--mask", metavar="MASK.png", help="use this mask (white = subject) instead of the automatic one")
     p.add_argument("--save-mask", metavar="MASK.png", help="also write the mask that was used (8-bit, full size)")
@@ -190,16 +194,22 @@ def variant_paths(output: str | Path, count: int) -> list[Path]:
     return [output] + [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(2, count + 1)]
 
 
-def _replace(args: argparse.Namespace) -> int:
-    from core.imaging import load_image, load_mask
-
-    request = GenerationRequest(
-        background=args.background, seed=args.seed,
-        steps=args.steps, guidance=args.guidance, control_scale=args.control_scale, scheduler=args.scheduler,
+def request_from_args(args: argparse.Namespace) -> GenerationRequest:
+    """The GenerationRequest that ``replace``'s options describe (a sampler preset wins over
+    --scheduler and --steps)."""
+    sampler = SAMPLER_PRESETS[args.sampler_preset] if args.sampler_preset else {"scheduler": args.scheduler, "steps": args.steps}
+    return GenerationRequest(
+        background=args.background, seed=args.seed, guidance=args.guidance, control_scale=args.control_scale, **sampler,
         variants=args.variants, segmenter=args.segmenter, inpaint_model=args.inpaint_model,
         controlnet_model=args.controlnet_model, depth_model=args.depth_model, device=args.device,
         spill_removal=args.spill_removal, **_quality_fields(args),
     )
+
+
+def _replace(args: argparse.Namespace) -> int:
+    from core.imaging import load_image, load_mask
+
+    request = request_from_args(args)
     outputs = variant_paths(args.output, request.variants if request.background_spec.kind == "ai" else 1)
     extras = {name: Path(path) for name, path in (("mask", args.save_mask), ("cutout", args.save_cutout)) if path}
     for path in [outputs[0], *extras.values()]:

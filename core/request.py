@@ -20,6 +20,12 @@ DEFAULT_CONTROLNET_MODEL = "lllyasviel/control_v11f1p_sd15_depth"
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 
 SCHEDULERS = ("dpmpp", "ddim", "euler_a")
+# Sampler presets: the product's default, and the reference pipeline's DDIM 42 steps (eta 1,
+# which core.generate applies to every DDIM run) for side-by-side comparisons.
+SAMPLER_PRESETS = {
+    "default": {"scheduler": "dpmpp", "steps": 25},
+    "reference": {"scheduler": "ddim", "steps": 42},
+}
 BACKGROUND_KINDS = ("ai", "color", "gradient", "blur", "image", "transparent")
 MAX_VARIANTS = 8
 MAX_STEPS = 150

@@ -187,3 +187,14 @@ def test_missing_segmenter_weights(rotated_jpeg, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "python -m core models fetch" in err and "isnet-general-use" in err
     assert not out.exists()
+
+
+def test_sampler_presets_set_scheduler_and_steps():
+    from core.cli import build_parser, request_from_args
+
+    def request(*extra):
+        return request_from_args(build_parser(full=False).parse_args(["replace", "in.jpg", "-o", "o.png", *extra]))
+
+    assert (request().scheduler, request().steps) == ("dpmpp", 25)
+    assert (request("--sampler-preset", "reference").scheduler, request("--sampler-preset", "reference").steps) == ("ddim", 42)
+    assert request("--scheduler", "euler_a", "--steps", "9").steps == 9
