@@ -86,6 +86,13 @@ def baseline_color(path: Path, out: Path, session) -> None:
     canvas.save(out, format="PNG")
 
 
+def _short_paths(line: str) -> str:
+    """Profile lines without this machine's folders (the repo and the Python install)."""
+    for prefix in sorted({str(ROOT), sys.prefix, sys.base_prefix}, key=len, reverse=True):
+        line = line.replace(prefix + os.sep, "")
+    return line
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler.runcall(product_color, big, out, args.segmenter)
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
-            report["profile_top"] = text.getvalue().splitlines()[:80]
+            report["profile_top"] = [_short_paths(line) for line in text.getvalue().splitlines()[:80]]
             print(text.getvalue())
     report["load_average_end"] = load_average()
     mask_s = report["mask_1024"]["product"]["median_s"]
