@@ -202,7 +202,7 @@ class Reference:
         self.pipe.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
         self.depth_processor = DPTImageProcessor.from_pretrained(paths["dpt_large"])
-        self.depth_model = DPTForDepthEstimation.from_pretrained(paths["dpt_large"], torch_dtype=dtype).to(device).eval()
+        self.depth_model = DPTForDepthEstimation.from_pretrained(paths["dpt_large"], dtype=dtype).to(device).eval()
         self.session = rembg.new_session(segmenter)
         self.remove = rembg.remove
 
