@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny models on CPU: checks the code paths, measures nothing")
     parser.add_argument("--device", default=None, help="default: cuda, or cpu with --smoke")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--repeats", type=int, default=None, help="timed warm runs per size (default 5, 2 with --smoke)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed warm runs per size (default 5, 1 with --smoke)")
     parser.add_argument("--segmenter", default="u2netp", help="rembg model for both pipelines (must be installed)")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "bench" / ".models")
     parser.add_argument("--skip", nargs="*", default=[], choices=["reference", "product", "cold"])
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here: run with --smoke for the CPU check, or on a GPU machine")
-    repeats = args.repeats or (2 if args.smoke else 5)
+    repeats = args.repeats or (1 if args.smoke else 5)
     dtype = torch.float32 if args.smoke else torch.float16
     table = SMOKE_SIZES if args.smoke else SIZES
     sizes = {k: table[k] for k in args.sizes}
