@@ -348,7 +348,11 @@ def bench_product(paths, sizes, device, segmenter, repeats, smoke) -> dict:
         def once(request=request, fresh=True):
             _reset_peak(device)
             result, seconds, step_ms = run_product(photo, request, device, fresh)
-            return {"seconds": seconds, "stages_s": dict(result.timings), "step_ms": step_ms,
+            stages = dict(result.timings)
+            if step_ms and "generate" in stages:  # split generate: denoise = steps x step time, the rest
+                stages["denoise_est"] = step_ms * request.steps / 1000  # is text encode + VAE + setup
+                stages["generate_other_est"] = stages["generate"] - stages["denoise_est"]
+            return {"seconds": seconds, "stages_s": stages, "step_ms": step_ms,
                     "work_size": [result.request.work_width, result.request.work_height],
                     "peak_mem_gb": _peak_gb(device), "image": result.images[0], "warnings": result.warnings}
 
