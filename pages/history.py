@@ -93,33 +93,36 @@ def detail(generation_id: int) -> None:
     st.text(f"{view.status} · {ui.KIND_LABELS.get(view.background_kind, view.background_kind)} · "
             f"created {view.created_at:%Y-%m-%d %H:%M:%S} UTC" + (" · favourite" if view.favourite else ""))
     actions(view)
-    if view.status in ("queued", "running"):
-        ui.job_progress(view.id, key="history")
-    elif view.status == "done":
-        ui.show_outputs(view, key=f"history_{view.id}")
-    elif view.error:
-        st.code(view.error, language=None)
+    left, right = st.columns([3, 2])
+    with left:
+        if view.status in ("queued", "running"):
+            ui.job_progress(view.id, key="history")
+        elif view.status == "done":
+            ui.show_outputs(view, key=f"history_{view.id}")
+        elif view.error:
+            st.code(view.error, language=None, wrap_lines=True)
+    with right:
+        st.caption("Input photo")
+        st.image(str(get_database().images.thumbnail(view.input_sha256, 512)))
+        st.caption("Timings (seconds)")
+        st.dataframe([{"stage": k, "seconds": round(float(v), 3)} for k, v in view.timings.items()],
+                     hide_index=True)
+        st.caption(f"Models (device: {view.device or 'n/a'})")
+        st.json(view.models, expanded=True)
+        lineage(view)
     request = view.request
     if request.get("prompt") or request.get("negative_prompt"):
         st.caption("Prompt")
         st.code(request.get("prompt", ""), language=None, wrap_lines=True)
         st.caption("Negative prompt")
         st.code(request.get("negative_prompt", ""), language=None, wrap_lines=True)
-    left, right = st.columns(2)
-    with left:
-        st.caption("Input photo")
-        st.image(str(get_database().images.thumbnail(view.input_sha256, 512)))
+    params, versions = st.columns(2)
+    with params:
         st.caption("Every parameter")
         st.json(request, expanded=False)
-    with right:
-        st.caption("Timings (seconds)")
-        st.dataframe([{"stage": k, "seconds": round(float(v), 3)} for k, v in view.timings.items()],
-                     hide_index=True)
-        st.caption(f"Models (device: {view.device or 'n/a'})")
-        st.json(view.models, expanded=True)
+    with versions:
         st.caption("Library versions")
         st.json(view.versions, expanded=False)
-        lineage(view)
 
 
 def lineage(view) -> None:

@@ -105,12 +105,12 @@ def mask_section() -> None:
         state.studio_canvas_init = state.get("studio_drawing") or {"objects": []}
     left, right = st.columns([3, 2])
     with left:
-        st.caption("Paint on the photo: green adds to the subject, red removes. Tinted = background.")
         result = st_canvas(
             stroke_width=brush, stroke_color=ui.stroke_color(mode), background_image=overlay_jpeg(size),
             width=size[0], height=size[1], drawing_mode="freedraw", initial_drawing=state.studio_canvas_init,
             return_image_data=True, key=CANVAS_KEY,
         )
+        st.caption("Paint on the photo: green adds to the subject, red removes. Tinted = background.")
     if result.image_data is not None:
         state.studio_strokes = result.image_data
         state.studio_drawing = result.json_data

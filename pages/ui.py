@@ -220,9 +220,10 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
             st.caption("The text encoder reads about 77 tokens (roughly 55 words): the end of this "
                        "prompt will be cut off.")
         fields["negative_prompt"] = st.text_input("Avoid (negative prompt)", key=f"{prefix}negative_prompt")
-        seed_col, dice_col = st.columns([5, 1], vertical_alignment="bottom")
+        seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
         fields["seed"] = int(seed_col.number_input("Seed", 0, MAX_UI_SEED, step=1, key=f"{prefix}seed"))
-        dice_col.button("🎲", key=f"{prefix}dice", help="New random seed", on_click=_roll_seed, args=(prefix,))
+        dice_col.button("Roll", key=f"{prefix}dice", help="New random seed", icon=":material/casino:",
+                        on_click=_roll_seed, args=(prefix,))
         fields["variants"] = st.slider("Variants", 1, MAX_VARIANTS, key=f"{prefix}variants")
         with st.expander("Advanced settings"):
             fields["steps"] = st.slider("Steps", 1, MAX_STEPS, key=f"{prefix}steps")
@@ -353,9 +354,9 @@ def show_outputs(view, key: str) -> None:
                 file_name=f"backdrop-{view.id}-result-{output.index + 1}.png", mime="image/png",
                 key=f"{key}_dl_result_{output.index}", on_click="ignore", icon=":material/download:",
             )
-    extra_cols = st.columns(4)
+    extra_cols = st.columns(2)
     for col, (kind, output) in zip(extra_cols, extras):
-        label = "Download cut-out PNG (transparent)" if kind == "cutout" else "Download mask PNG"
+        label = "Cut-out PNG (transparent)" if kind == "cutout" else "Mask PNG"
         col.download_button(
             label, output.path.read_bytes(), file_name=f"backdrop-{view.id}-{kind}.png",
             mime="image/png", key=f"{key}_dl_{kind}", on_click="ignore", icon=":material/download:",
@@ -367,10 +368,15 @@ def show_outputs(view, key: str) -> None:
 def sidebar() -> None:
     """Shown on every page: what the worker is doing and where data lives."""
     with st.sidebar:
-        job_worker = worker()
-        pending = job_worker.queue.pending()
-        if job_worker.current is not None:
-            st.caption(f"Worker: generating #{job_worker.current}; {pending} job(s) queued or running")
-        else:
-            st.caption(f"Worker: idle; {pending} job(s) waiting")
+        worker_status()
         st.caption(f"Data folder: {user_settings.data_dir().resolve()}")
+
+
+@st.fragment(run_every=3.0)
+def worker_status() -> None:
+    job_worker = worker()
+    pending = job_worker.queue.pending()
+    if job_worker.current is not None:
+        st.caption(f"Worker: generating #{job_worker.current}; {pending} job(s) queued or running")
+    else:
+        st.caption(f"Worker: idle; {pending} job(s) waiting")

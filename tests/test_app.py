@@ -159,7 +159,7 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
     assert tuple(result[int(cy * sy), int(cx * sx)]) == (255, 0, 0)  # erased: the red background
     assert any(s.value.startswith(f"Generation {generation_id} done") for s in at.success)
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["Download result PNG", "Download cut-out PNG (transparent)", "Download mask PNG"]
+    assert labels == ["Download result PNG", "Cut-out PNG (transparent)", "Mask PNG"]
     assert history.get(generation_id).background_kind == "color"
 
 
