@@ -194,7 +194,7 @@ else:
         state.history_filters, state.history_page = chosen, 0
     gallery(chosen)
     if st.button("Export these generations as a zip", key="history_export_all", icon=":material/folder_zip:"):
-        state.history_export_all = export(None, **chosen)
-    if state.get("history_export_all"):
-        st.download_button("Download zip", state.history_export_all, file_name="backdrop-history.zip",
+        state.history_zip_all = export(None, **chosen)
+    if state.get("history_zip_all"):
+        st.download_button("Download zip", state.history_zip_all, file_name="backdrop-history.zip",
                            mime="application/zip", key="history_export_all_dl", on_click="ignore")

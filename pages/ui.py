@@ -283,6 +283,7 @@ def _background_image_upload(prefix: str) -> str | None:
         target = user_settings.data_dir() / "backgrounds" / f"{hashlib.sha256(data).hexdigest()}.png"
         try:
             if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
                 save_png_atomic(load_image(data, what=upload.name), target)
             st.session_state[f"{prefix}bg_path"] = str(target.resolve())
         except InputError as error:

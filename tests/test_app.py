@@ -4,6 +4,7 @@ strokes are injected as the RGBA drawing the canvas would return (``studio_strok
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -290,3 +291,90 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     assert at.success
     (data_dir / "settings.json").unlink()
 
+
+
+def test_unreadable_upload_is_refused_with_a_message(data_dir):
+    at = app()
+    at.file_uploader(key="studio_upload").set_value(("holiday.png", b"not an image at all", "image/png")).run()
+    assert not at.exception, at.exception
+    assert any("holiday.png" in e.value for e in at.error)
+    assert "studio_photo" not in at.session_state  # nothing half-loaded kept
+    assert any("Upload a photo to start" in i.value for i in at.info)
+
+
+def test_cancel_stops_a_running_ai_generation(data_dir, lemur_path, tiny_models, monkeypatch):
+    from storage import history
+
+    for slot, var in (("inpaint", "BACKDROP_INPAINT_MODEL"), ("controlnet", "BACKDROP_CONTROLNET_MODEL"),
+                      ("depth", "BACKDROP_DEPTH_MODEL")):
+        monkeypatch.setenv(var, str(tiny_models[slot]))
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    assert not at.warning  # the tiny models are present: nothing to explain
+    at.text_area(key="studio_f_prompt").set_value("a beach").run()
+    at.slider(key="studio_f_steps").set_value(150).run()
+    at.button(key="studio_generate").click().run()
+    generation_id = at.session_state["studio_job"]
+    deadline = time.monotonic() + 60
+    while history.get(generation_id).progress_stage != "generate" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    at.run()
+    assert at.button(key="studio_cancel")  # the progress panel offers to cancel
+    at.button(key="studio_cancel").click().run()
+    view = wait_done(at, generation_id)
+    assert view.status == "cancelled" and view.progress_step < 150
+    assert any("was cancelled" in i.value for i in at.info)
+
+
+def test_two_sessions_share_one_worker(data_dir, lemur_path, astronaut):
+    from storage import history
+
+    first, second = app(), app()
+    assert ui.worker() is ui.worker()  # st.cache_resource: one worker per process
+    ids = [ui.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes()) for i in range(3)]
+    ids.append(ui.submit(ui.base_request().replace(background="blur"), astronaut))
+    for generation_id in ids:
+        assert wait_done(first, generation_id).status == "done"
+    second.run()
+    assert not first.exception and not second.exception
+    assert {history.get(i).status for i in ids} == {"done"}
+
+
+def test_history_paging_filters_and_export(data_dir, lemur_path):
+    from core.request import GenerationRequest
+    from storage import history
+
+    ids = [history.create(GenerationRequest(background="blur", prompt=f"paged {i}"), lemur_path.read_bytes(),
+                          status="failed") for i in range(14)]
+    at = app("history")
+    at.selectbox(key="history_kind").set_value("blur").run()
+    at.multiselect(key="history_status").set_value(["failed"]).run()
+    assert any(c.value.startswith("14 generation(s); page 1 of 2") for c in at.caption)
+    assert f"#{ids[-1]} Blurred original · failed" in [t.value for t in at.text]  # newest first
+    at.button(key="history_next").click().run()
+    assert any(c.value.startswith("14 generation(s); page 2 of 2") for c in at.caption)
+    assert f"#{ids[0]} Blurred original · failed" in [t.value for t in at.text]
+    at.text_input(key="history_search").set_value("paged 13").run()
+    assert any(c.value.startswith("1 generation(s); page 1 of 1") for c in at.caption)
+    at.button(key="history_export_all").click().run()
+    assert [b.label for b in at.get("download_button")] == ["Download zip"]
+    at.checkbox(key="history_fav").check().run()
+    assert any("Nothing here yet" in i.value for i in at.info)
+
+
+def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
+    from storage import history
+
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("image").run()
+    assert at.button(key="studio_generate").disabled  # no picture yet
+    buffer = io.BytesIO()
+    astronaut.save(buffer, format="PNG")
+    at.file_uploader(key="studio_f_bg_upload").set_value(("space.png", buffer.getvalue(), "image/png")).run()
+    assert not at.button(key="studio_generate").disabled
+    at.button(key="studio_generate").click().run()
+    view = wait_done(at, at.session_state["studio_job"])
+    assert view.status == "done", view.error
+    assert view.request["background"].startswith("image:")
+    assert Path(view.request["background"][6:]).is_file()  # kept under the data folder for re-runs
+    assert history.get(view.id).results
