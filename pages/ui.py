@@ -297,13 +297,21 @@ def _background_image_upload(prefix: str) -> str | None:
 # ---------------------------------------------------------------- jobs and results
 
 @st.cache_resource
+def model_registry():
+    """The loaded-model cache, shared by every session (and the same object the CLI uses)."""
+    from core.models import get_registry
+
+    return get_registry()
+
+
+@st.cache_resource(validate=lambda job_worker: job_worker.is_alive())
 def worker():
     """The one job worker of this process: every session submits to its queue, so the
-    (not thread-safe) diffusers pipeline only ever runs in this thread, one job at a time."""
-    from core.models import get_registry
+    (not thread-safe) diffusers pipeline only ever runs in this thread, one job at a time.
+    A worker thread that died is replaced on the next call."""
     from storage.jobs import JobQueue, Worker
 
-    job_worker = Worker(JobQueue(), registry=get_registry())
+    job_worker = Worker(JobQueue(), registry=model_registry())
     job_worker.start()
     return job_worker
 

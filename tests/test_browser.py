@@ -219,3 +219,12 @@ def journey(page, url, lemur_path, tmp_path):
     page.get_by_text(re.compile(r"^done · AI scene")).wait_for()
     page.get_by_text("Made from").wait_for()
     shot(page, "09-rerun-done")
+
+    # the other pages render in the browser too
+    page.get_by_role("link", name="Models").click()
+    page.get_by_text("Depth ControlNet").wait_for()
+    page.get_by_text("runs on cpu, precision float32").wait_for()
+    shot(page, "10-models")
+    page.get_by_role("link", name="Batch").click()
+    page.get_by_text("Every photo gets the same background recipe").wait_for()
+    shot(page, "11-batch")
