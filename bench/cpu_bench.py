@@ -45,16 +45,21 @@ def make_photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(photo, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
 
 
-def timed(fn, repeats: int, warmup: int = 1) -> dict:
-    """Median, min and max seconds of ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    runs = []
+def timed_pair(product, baseline, repeats: int) -> tuple[dict, dict]:
+    """Median, min and max seconds of ``repeats`` calls each after one untimed warm-up each,
+    the two alternating, so load from other processes falls on both sides alike."""
+    product()
+    baseline()
+    runs: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(runs), "min_s": min(runs), "max_s": max(runs), "runs_s": [round(r, 4) for r in runs]}
+        for fn, out in ((product, runs[0]), (baseline, runs[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return tuple(  # type: ignore[return-value]
+        {"median_s": statistics.median(r), "min_s": min(r), "max_s": max(r), "runs_s": [round(v, 4) for v in r]}
+        for r in runs
+    )
 
 
 def product_color(path: Path, out: Path, segmenter: str) -> dict[str, float]:
@@ -124,20 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photo_1024 = make_photo((1024, 768))
-        report["mask_1024"] = {
-            "product": timed(lambda: automatic_mask(photo_1024, args.segmenter), args.repeats),
-            "baseline_rembg_remove": timed(lambda: rembg.remove(photo_1024, session=session, only_mask=True), args.repeats),
-        }
+        product, baseline = timed_pair(lambda: automatic_mask(photo_1024, args.segmenter),
+                                       lambda: rembg.remove(photo_1024, session=session, only_mask=True), args.repeats)
+        report["mask_1024"] = {"product": product, "baseline_rembg_remove": baseline}
         big = tmp / "photo-4000x3000.jpg"
         make_photo((4000, 3000), seed=1).save(big, format="JPEG", quality=90)
         out = tmp / "out.png"
         stages: list[dict[str, float]] = []
-        product = timed(lambda: stages.append(product_color(big, out, args.segmenter)), args.repeats)
+        product, baseline = timed_pair(lambda: stages.append(product_color(big, out, args.segmenter)),
+                                       lambda: baseline_color(big, tmp / "base.png", session), args.repeats)
         mid = sorted(stages[1:], key=lambda s: sum(s.values()))[len(stages[1:]) // 2]  # skip the warm-up's stages
         report["color_4000x3000"] = {
             "product": {**product, "stages_s_median_run": {k: round(v, 4) for k, v in mid.items()},
                         "png_bytes": out.stat().st_size},
-            "baseline_rembg_paste_save": timed(lambda: baseline_color(big, tmp / "base.png", session), args.repeats),
+            "baseline_rembg_paste_save": baseline,
         }
         report["color_4000x3000"]["baseline_rembg_paste_save"]["png_bytes"] = (tmp / "base.png").stat().st_size
         if args.profile:
