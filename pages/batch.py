@@ -114,7 +114,6 @@ def results_zip(done: list[tuple[str, object]]) -> bytes:
 st.title("Batch")
 st.caption("Every photo gets the same background recipe and its automatic cut-out.")
 sources = collect_sources()
-ui.keep_form_state(FORM)
 request, reason = ui.background_form(FORM, ui.base_request())
 if reason:
     st.caption(f"Cannot start yet: {reason}.")

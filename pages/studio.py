@@ -90,11 +90,11 @@ def mask_section() -> None:
     size = ui.display_size(*photo.size)
     tools = st.columns([2, 3, 1, 1, 2], vertical_alignment="bottom")
     mode = tools[0].segmented_control(
-        "Brush", ["add", "erase"], key="studio_brush_mode", default="add",
+        "Brush", ["add", "erase"], key="studio_brush_mode", default="add", persist_state="session",
         format_func=lambda m: "Add" if m == "add" else "Erase",
         help="Add paints into the subject (kept), Erase paints into the background (replaced)",
     ) or "add"
-    brush = tools[1].slider("Brush size", 4, 120, 30, key="studio_brush_size")
+    brush = tools[1].slider("Brush size", 4, 120, 30, key="studio_brush_size", persist_state="session")
     tools[2].button("Undo", on_click=undo, icon=":material/undo:", key="studio_undo")
     tools[3].button("Clear", on_click=clear, icon=":material/ink_eraser:", key="studio_clear",
                     help="Remove all brush strokes")
@@ -143,7 +143,6 @@ def user_mask():
 def generate_section() -> None:
     form, output = st.columns([2, 3])
     with form:
-        ui.keep_form_state(FORM)
         request, reason = ui.background_form(FORM, ui.base_request())
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")

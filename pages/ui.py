@@ -134,14 +134,6 @@ def prefill(prefix: str, request: GenerationRequest) -> None:
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
 
 
-def keep_form_state(prefix: str) -> None:
-    """Streamlit forgets a widget's value when its page is not shown; re-storing the values on
-    every run keeps the form filled in across page switches."""
-    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix)]:
-        if key.split(prefix, 1)[1] in FORM_FIELDS + ("kind", "color", "grad_top", "grad_bottom", "bg_path", "preset"):
-            st.session_state[key] = st.session_state[key]
-
-
 def ai_readiness(request: GenerationRequest) -> tuple[list[dict], list[dict]]:
     """(blocking, degraded): model rows without weights here. The inpainting model (and the
     depth ControlNet while depth control is on) block an AI background; a missing depth
@@ -198,7 +190,7 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
     for name in FORM_FIELDS:
         state.setdefault(f"{prefix}{name}", getattr(base, name))
     kind = st.radio(
-        "Background", BACKGROUND_KINDS, key=f"{prefix}kind", horizontal=True,
+        "Background", BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
         format_func=lambda k: KIND_LABELS[k],
     )
     fields: dict = {}
@@ -211,39 +203,40 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
         elif degraded:
             st.info(explain_missing(degraded, blocking=False))
         st.selectbox(
-            "Start from a preset", [""] + list(PRESETS), key=f"{prefix}preset", on_change=_apply_preset,
+            "Start from a preset", [""] + list(PRESETS), persist_state="session", key=f"{prefix}preset", on_change=_apply_preset,
             args=(prefix,), format_func=lambda n: PRESETS[n].label if n else "(none - write your own)",
         )
-        fields["prompt"] = st.text_area("Describe the new background", key=f"{prefix}prompt",
+        fields["prompt"] = st.text_area("Describe the new background", persist_state="session", key=f"{prefix}prompt",
                                         placeholder="on a marble table in a bright kitchen")
         if len(fields["prompt"].split()) > 55:
             st.caption("The text encoder reads about 77 tokens (roughly 55 words): the end of this "
                        "prompt will be cut off.")
-        fields["negative_prompt"] = st.text_input("Avoid (negative prompt)", key=f"{prefix}negative_prompt")
+        fields["negative_prompt"] = st.text_input("Avoid (negative prompt)", persist_state="session", key=f"{prefix}negative_prompt")
         seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
-        fields["seed"] = int(seed_col.number_input("Seed", 0, MAX_UI_SEED, step=1, key=f"{prefix}seed"))
+        fields["seed"] = int(seed_col.number_input("Seed", 0, MAX_UI_SEED, step=1, persist_state="session", key=f"{prefix}seed"))
         dice_col.button("Roll", key=f"{prefix}dice", help="New random seed", icon=":material/casino:",
                         on_click=_roll_seed, args=(prefix,))
-        fields["variants"] = st.slider("Variants", 1, MAX_VARIANTS, key=f"{prefix}variants")
+        fields["variants"] = st.slider("Variants", 1, MAX_VARIANTS, persist_state="session", key=f"{prefix}variants")
         with st.expander("Advanced settings"):
-            fields["steps"] = st.slider("Steps", 1, MAX_STEPS, key=f"{prefix}steps")
-            fields["guidance"] = st.slider("Guidance (prompt strength)", 0.0, 30.0, key=f"{prefix}guidance", step=0.5)
+            fields["steps"] = st.slider("Steps", 1, MAX_STEPS, persist_state="session", key=f"{prefix}steps")
+            fields["guidance"] = st.slider("Guidance (prompt strength)", 0.0, 30.0, persist_state="session", key=f"{prefix}guidance", step=0.5)
             fields["control_scale"] = st.slider("Depth-control strength (0 = off)", 0.0, 2.0,
-                                                key=f"{prefix}control_scale", step=0.05)
-            fields["scheduler"] = st.selectbox("Scheduler", SCHEDULERS, key=f"{prefix}scheduler")
+                                                persist_state="session", key=f"{prefix}control_scale", step=0.05)
+            fields["scheduler"] = st.selectbox("Scheduler", SCHEDULERS, persist_state="session", key=f"{prefix}scheduler")
             fields["quality_negative"] = st.checkbox("Add the standard quality negative prompt",
-                                                     key=f"{prefix}quality_negative")
+                                                     persist_state="session", key=f"{prefix}quality_negative")
             fields["mask_grow"] = st.slider("Repaint this far into the subject's edge (px)", 0, 64,
-                                            key=f"{prefix}mask_grow")
+                                            persist_state="session", key=f"{prefix}mask_grow")
     elif kind == "color":
         state.setdefault(f"{prefix}color", "#ffffff")
-        fields["background"] = f"color:{st.color_picker('Colour', key=f'{prefix}color')}"
+        colour = st.color_picker("Colour", persist_state="session", key=f"{prefix}color")
+        fields["background"] = f"color:{colour}"
     elif kind == "gradient":
         state.setdefault(f"{prefix}grad_top", "#dfe9f3")
         state.setdefault(f"{prefix}grad_bottom", "#7a8ca3")
         top_col, bottom_col = st.columns(2)
-        top = top_col.color_picker("Top", key=f"{prefix}grad_top")
-        bottom = bottom_col.color_picker("Bottom", key=f"{prefix}grad_bottom")
+        top = top_col.color_picker("Top", persist_state="session", key=f"{prefix}grad_top")
+        bottom = bottom_col.color_picker("Bottom", persist_state="session", key=f"{prefix}grad_bottom")
         fields["background"] = f"gradient:{top},{bottom}"
     elif kind == "image":
         path = _background_image_upload(prefix)
@@ -253,14 +246,14 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
             reason = "upload a background image first"
     fields.setdefault("background", kind)
     with st.expander("Edges, colour match and shadows"):
-        fields["spill_removal"] = st.checkbox("Remove colour spill at the edges", key=f"{prefix}spill_removal")
-        fields["refine_matting"] = st.checkbox("Refine hair and fine edges (slower)", key=f"{prefix}refine_matting")
+        fields["spill_removal"] = st.checkbox("Remove colour spill at the edges", persist_state="session", key=f"{prefix}spill_removal")
+        fields["refine_matting"] = st.checkbox("Refine hair and fine edges (slower)", persist_state="session", key=f"{prefix}refine_matting")
         fields["harmony"] = st.slider("Match the subject's colours to the background", 0.0, 1.0,
-                                      key=f"{prefix}harmony", step=0.05)
-        fields["contact_shadow"] = st.slider("Contact shadow", 0.0, 1.0, key=f"{prefix}contact_shadow", step=0.05)
-        fields["cast_shadow"] = st.slider("Cast shadow", 0.0, 1.0, key=f"{prefix}cast_shadow", step=0.05)
+                                      persist_state="session", key=f"{prefix}harmony", step=0.05)
+        fields["contact_shadow"] = st.slider("Contact shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}contact_shadow", step=0.05)
+        fields["cast_shadow"] = st.slider("Cast shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}cast_shadow", step=0.05)
         if fields["cast_shadow"] > 0:
-            fields["shadow_angle"] = st.slider("Shadow direction (degrees)", 0.0, 360.0, key=f"{prefix}shadow_angle",
+            fields["shadow_angle"] = st.slider("Shadow direction (degrees)", 0.0, 360.0, persist_state="session", key=f"{prefix}shadow_angle",
                                                step=5.0)
     if reason:
         return None, reason

@@ -171,10 +171,14 @@ def test_drawing_survives_page_switch_and_undo_clear_reset(data_dir, lemur_path)
     at.session_state["studio_drawing"] = drawing
     at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
     at.run()
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    at.text_area(key="studio_f_prompt").set_value("a quiet harbour").run()
     changed = np.asarray(at.session_state["studio_mask"]).copy()
-    for page in ("history", "batch", "studio"):
+    for page in ("history", "batch", "models", "studio"):
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, at.exception
+    assert at.radio(key="studio_f_kind").value == "ai"  # the form is kept too
+    assert at.text_area(key="studio_f_prompt").value == "a quiet harbour"
     assert np.array_equal(np.asarray(at.session_state["studio_mask"]), changed)
     assert at.session_state["studio_canvas_init"]["objects"] == drawing["objects"]  # handed back to the canvas
 

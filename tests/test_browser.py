@@ -113,6 +113,16 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+def painted_pixels(page) -> int:
+    """Non-transparent pixels on the canvas's drawing layers (Playwright's locators reach into
+    the component's shadow DOM; the photo is on a separate background canvas)."""
+    return page.locator(".dc-container canvas:not(.dc-background-canvas)").evaluate_all(
+        """canvases => canvases.reduce((n, c) => {
+               const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+               for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+               return n; }, 0)""")
+
+
 def image_at(page, img) -> np.ndarray:
     """The pixels an <img> on the page shows, fetched from the app's media endpoint."""
     response = page.request.get(img.get_attribute("src"))
@@ -134,7 +144,9 @@ def test_user_journey_in_chromium(server, page, lemur_path, tmp_path):
         raise
 
 
-def journey(page, url, lemur_path, tmp_path):
+def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's story, step by step
+    from playwright.sync_api import expect
+
     page.goto(url)
     page.get_by_text("Upload a photo to start").wait_for()
     shot(page, "01-start")
@@ -147,6 +159,7 @@ def journey(page, url, lemur_path, tmp_path):
     canvas = page.locator("canvas.dc-canvas").first
     canvas.wait_for()
     shot(page, "02-mask")
+    assert painted_pixels(page) == 0
     before = image_at(page, preview)
     tinted_background = before[5, 5].copy()
 
@@ -228,3 +241,15 @@ def journey(page, url, lemur_path, tmp_path):
     page.get_by_role("link", name="Batch").click()
     page.get_by_text("Every photo gets the same background recipe").wait_for()
     shot(page, "11-batch")
+
+    # back in the Studio the brush stroke is still there: on the canvas and in the mask
+    page.get_by_role("link", name="Studio").click()
+    page.locator("canvas.dc-canvas").first.wait_for()
+    expect(page.get_by_label("Describe the new background")).to_have_value("a sunny beach at golden hour")
+    deadline = time.monotonic() + 30
+    while painted_pixels(page) == 0:
+        assert time.monotonic() < deadline, "the brush stroke is gone from the canvas after switching pages"
+        page.wait_for_timeout(250)
+    shot(page, "12-studio-again")
+    again = image_at(page, page.locator('[data-testid="stImage"] img').first)
+    assert np.abs(again - after).max() <= 2, "the corrected mask changed after switching pages"
