@@ -167,7 +167,8 @@ def job_panel(generation_id: int) -> None:
     elif view.status == "cancelled":
         st.info(f"Generation {generation_id} was cancelled.")
     else:
-        st.error(f"Generation {generation_id} failed: {view.error}")
+        st.error(f"Generation {generation_id} failed:")
+        st.code(view.error or "", language=None, wrap_lines=True)
 
 
 st.title("Studio")

@@ -363,8 +363,8 @@ def show_outputs(view, key: str) -> None:
             label, output.path.read_bytes(), file_name=f"backdrop-{view.id}-{kind}.png",
             mime="image/png", key=f"{key}_dl_{kind}", on_click="ignore", icon=":material/download:",
         )
-    for warning in view.warnings:
-        st.warning(str(warning))
+    for warning in view.warnings:  # may quote the prompt: plain text, never Markdown
+        st.text(f"Warning: {warning}")
 
 
 def sidebar() -> None:
