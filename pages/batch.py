@@ -5,8 +5,6 @@ Photos come from the uploader, or from a folder on the server named on the comma
 (``streamlit run streamlit_app.py -- --batch-dir DIR``).
 """
 
-import io
-import zipfile
 from pathlib import Path
 
 import streamlit as st
@@ -91,24 +89,8 @@ def finished_queue() -> None:
     done = [(name, v) for name, v in views if v.status == "done"]
     st.caption(f"{len(done)} of {len(rows)} done")
     if done:
-        st.download_button("Download results (zip)", results_zip(done), file_name="backdrop-batch.zip",
+        st.download_button("Download results (zip)", ui.results_zip(done), file_name="backdrop-batch.zip",
                            mime="application/zip", key="batch_zip", on_click="ignore", icon=":material/folder_zip:")
-
-
-def results_zip(done: list[tuple[str, object]]) -> bytes:
-    """One PNG per result, named after its photo (``-2``, ``-3``... for more variants)."""
-    buffer = io.BytesIO()
-    used: set[str] = set()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, view in done:
-            stem = Path(name).stem
-            for output in view.results:
-                arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
-                while arcname in used:  # two photos with the same name
-                    arcname = f"{Path(arcname).stem}-{view.id}.png"
-                used.add(arcname)
-                archive.write(output.path, arcname)
-    return buffer.getvalue()
 
 
 st.title("Batch")

@@ -7,8 +7,11 @@ numpy/PIL so tests can check them without a browser.
 
 from __future__ import annotations
 
+import io
 import random
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -382,3 +385,19 @@ def worker_status() -> None:
         st.caption(f"Worker: generating #{job_worker.current}; {pending} job(s) queued or running")
     else:
         st.caption(f"Worker: idle; {pending} job(s) waiting")
+
+
+def results_zip(done: list[tuple[str, object]]) -> bytes:
+    """One PNG per result, named after its photo (``-2``, ``-3``... for more variants)."""
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, view in done:
+            stem = Path(name).stem
+            for output in view.results:
+                arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
+                while arcname in used:  # two photos with the same name
+                    arcname = f"{Path(arcname).stem}-{view.id}.png"
+                used.add(arcname)
+                archive.write(output.path, arcname)
+    return buffer.getvalue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 import time
 from pathlib import Path
 
@@ -275,6 +276,10 @@ def test_batch_uploads_and_server_folder(data_dir, lemur_path, astronaut, tmp_pa
     assert [b.label for b in at.get("download_button")] == ["Download results (zip)"]
     view = history.get(jobs[0]["id"])
     assert Image.open(view.results[0].path).mode == "RGBA"  # transparent background kept
+    done = [(job["name"], history.get(job["id"])) for job in jobs] + [("lemur.jpg", view)]
+    with zipfile.ZipFile(io.BytesIO(ui.results_zip(done))) as archive:
+        assert archive.namelist() == ["lemur.png", "astronaut.png", f"lemur-{view.id}.png"]
+        assert archive.read("lemur.png") == view.results[0].path.read_bytes()
 
 
 def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_models):
