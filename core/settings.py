@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from core.imaging import write_atomic
 from core.request import (
     DEFAULT_CONTROLNET_MODEL,
     DEFAULT_DEPTH_MODEL,
@@ -81,14 +81,6 @@ def save_settings(values: dict[str, Any], root: Path | None = None) -> dict[str,
             merged.pop(name, None)
     path = settings_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(merged, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(merged, indent=2, sort_keys=True)
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
     return load_settings(root)
