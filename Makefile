@@ -10,6 +10,8 @@ $(STAMP): requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.13.0
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	@echo "compiling pymatting's numba kernels once (about a minute; otherwise the first generation pays it)"
+	$(PY) -c "import pymatting"
 	touch $(STAMP)
 
 setup: $(STAMP)
