@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile one end-to-end product run and print the top")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    # Every timed run is a new photo: the stage cache (core/cache.py) would otherwise serve the
+    # mask from memory after the first run.
+    os.environ["BACKDROP_CACHE_MB"] = "0"
 
     import onnxruntime
     import rembg

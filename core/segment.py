@@ -13,7 +13,9 @@ from unittest import mock
 
 from PIL import Image
 
+from core.cache import get_cache, image_digest
 from core.errors import InputError, ModelMissingError
+from core.models import segmenter_revision
 
 LOW, HIGH = 24, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
 MODEL_SIDE = 1024  # the photo is shrunk to at most this before the model (models resize to 320-1024)
@@ -24,15 +26,23 @@ _lock = threading.Lock()
 
 
 def automatic_mask(image: Image.Image, model: str = "u2netp") -> Image.Image:
-    """The subject's mask ('L', the image's size): 255 = subject, 0 = background."""
-    session = get_session(model)
+    """The subject's mask ('L', the image's size): 255 = subject, 0 = background.
+
+    Cached per pixels, size and model file (core.cache): the Studio computes it at upload and
+    the generation, its variants and its re-runs then reuse it instead of running u2netp again."""
     small = image if image.mode == "RGB" else image.convert("RGB")
     factor = -(-max(small.size) // MODEL_SIDE)  # ceil: a box-filter reduce is ~8x cheaper than a resize
     if factor > 1:
         small = small.reduce(factor)
+    key = (image_digest(small), image.size, model, segmenter_revision(model))
+    return get_cache().get_or_compute("mask", key, lambda: _predict(small, image.size, model))
+
+
+def _predict(small: Image.Image, size: tuple[int, int], model: str) -> Image.Image:
+    session = get_session(model)
     with _lock:  # onnxruntime sessions are thread-safe, but two runs on 2 cores only thrash
         raw = session.predict(small)[0].convert("L")
-    return refine(raw, image.size)
+    return refine(raw, size)
 
 
 def refine(raw: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -78,3 +78,20 @@ def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
 def test_unusable_segmenters(name, message):
     with pytest.raises(InputError, match=message):
         segment._new_session(name)
+
+
+def test_mask_is_computed_once_per_photo_and_model(astronaut):
+    from core.cache import get_cache
+
+    cache = get_cache()
+    cache.clear()
+    first = automatic_mask(astronaut)
+    again = automatic_mask(astronaut.copy())  # same pixels, another object: served from the cache
+    assert cache.misses["mask"] == 1 and cache.hits["mask"] == 1
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    again.paste(0, (0, 0, 50, 50))  # a caller's edit does not reach the cached mask
+    assert np.array_equal(np.asarray(automatic_mask(astronaut)), np.asarray(first))
+    other = astronaut.copy()
+    other.putpixel((0, 0), (1, 2, 3))
+    automatic_mask(other)  # other pixels: computed afresh
+    assert cache.misses["mask"] == 2
