@@ -135,6 +135,7 @@ def prefill(prefix: str, request: GenerationRequest) -> None:
     for name in FORM_FIELDS:
         state[f"{prefix}{name}"] = getattr(request, name)
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
+    state[f"{prefix}harmony_chosen"] = True  # the stored value is kept when the kind changes
 
 
 def ai_readiness(request: GenerationRequest) -> tuple[list[dict], list[dict]]:
@@ -171,6 +172,20 @@ def _apply_preset(prefix: str) -> None:
         st.session_state[f"{prefix}negative_prompt"] = PRESETS[name].negative
 
 
+def _kind_changed(prefix: str) -> None:
+    """Colour match follows the background kind (on for AI and picture backgrounds, which bring
+    their own light) until the user sets the slider themselves."""
+    from core.harmony import default_harmony
+
+    state = st.session_state
+    if not state.get(f"{prefix}harmony_chosen"):
+        state[f"{prefix}harmony"] = default_harmony(state[f"{prefix}kind"])
+
+
+def _harmony_chosen(prefix: str) -> None:
+    st.session_state[f"{prefix}harmony_chosen"] = True
+
+
 def _roll_seed(prefix: str) -> None:
     st.session_state[f"{prefix}seed"] = new_seed()
 
@@ -194,7 +209,7 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
         state.setdefault(f"{prefix}{name}", getattr(base, name))
     kind = st.radio(
         "Background", BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
-        format_func=lambda k: KIND_LABELS[k],
+        format_func=lambda k: KIND_LABELS[k], on_change=_kind_changed, args=(prefix,),
     )
     fields: dict = {}
     reason = None
@@ -252,7 +267,8 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
         fields["spill_removal"] = st.checkbox("Remove colour spill at the edges", persist_state="session", key=f"{prefix}spill_removal")
         fields["refine_matting"] = st.checkbox("Refine hair and fine edges (slower)", persist_state="session", key=f"{prefix}refine_matting")
         fields["harmony"] = st.slider("Match the subject's colours to the background", 0.0, 1.0,
-                                      persist_state="session", key=f"{prefix}harmony", step=0.05)
+                                      persist_state="session", key=f"{prefix}harmony", step=0.05,
+                                      on_change=_harmony_chosen, args=(prefix,))
         fields["contact_shadow"] = st.slider("Contact shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}contact_shadow", step=0.05)
         fields["cast_shadow"] = st.slider("Cast shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}cast_shadow", step=0.05)
         if fields["cast_shadow"] > 0:

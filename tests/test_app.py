@@ -372,9 +372,13 @@ def test_history_paging_filters_and_export(data_dir, lemur_path):
 
 
 def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
+    from core.cache import get_cache
     from storage import history
 
+    cache = get_cache()
+    cache.clear()
     at = upload_lemur(app(), lemur_path)
+    assert cache.misses.get("mask") == 1  # computed at upload, for the overlay
     at.radio(key="studio_f_kind").set_value("image").run()
     assert at.button(key="studio_generate").disabled  # no picture yet
     buffer = io.BytesIO()
@@ -384,6 +388,19 @@ def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
     at.button(key="studio_generate").click().run()
     view = wait_done(at, at.session_state["studio_job"])
     assert view.status == "done", view.error
+    assert cache.misses.get("mask") == 1 and cache.hits.get("mask") == 1  # the job reused it
     assert view.request["background"].startswith("image:")
     assert Path(view.request["background"][6:]).is_file()  # kept under the data folder for re-runs
     assert history.get(view.id).results
+
+
+def test_colour_match_follows_the_background_kind_until_the_user_sets_it(data_dir, lemur_path):
+    at = upload_lemur(app(), lemur_path)
+    assert at.radio(key="studio_f_kind").value == "color" and at.slider(key="studio_f_harmony").value == 0.0
+    at.radio(key="studio_f_kind").set_value("image").run()
+    assert at.slider(key="studio_f_harmony").value == 0.5  # a picture brings its own light
+    at.radio(key="studio_f_kind").set_value("gradient").run()
+    assert at.slider(key="studio_f_harmony").value == 0.0
+    at.slider(key="studio_f_harmony").set_value(0.2).run()
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    assert at.slider(key="studio_f_harmony").value == 0.2  # the user's choice is kept
