@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from core.errors import InputError
 
@@ -27,20 +27,50 @@ MIN_WORK_SHORT_SIDE = 64  # px: the UNet halves the 1/8 latent three times
 PNG_COMPRESS_LEVEL = 1  # a 12 MP PNG writes in ~0.7 s at level 1, ~3.8 s at the default 6
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp makes 0600 files, outputs get the usual permissions
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def load_image(source: str | Path | bytes, what: str = "image") -> Image.Image:
     """Decode a photo to an RGB image, upright (EXIF orientation applied).
 
     Transparent inputs are flattened onto white; CMYK, 16-bit, greyscale and palette images are
-    converted; animations give their first frame. ``what`` names the file in error messages.
+    converted; photos tagged with another colour space are converted to sRGB; animations give
+    their first frame. ``what`` names the file in error messages.
     """
-    image = _open(source, what)
+    return to_rgb(upright_srgb(_open(source, what)))
+
+
+def upright_srgb(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: EXIF orientation applied, colours in sRGB (its mode
+    otherwise kept). Thumbnails use it too, so they match what the pipeline sees."""
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - a corrupt EXIF block must not lose the photo
         pass
-    return to_rgb(image)
+    return to_srgb(image)
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """Pixels in sRGB when the file's ICC profile says they are in another space (Adobe RGB,
+    Display P3, a CMYK press profile). The models, the colour pickers and the untagged PNGs we
+    write all mean sRGB: read as sRGB, an Adobe RGB subject would come out dull in every viewer.
+    sRGB-tagged and untagged images are returned as they are; a profile littlecms cannot use
+    leaves the pixels as they are (like a corrupt EXIF block, it must not lose the photo)."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if ImageCms.getProfileDescription(source).strip().startswith("sRGB"):
+            return image
+        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+        colour = image.convert(image.mode[:-1]) if alpha is not None else image
+        converted = ImageCms.profileToProfile(colour, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

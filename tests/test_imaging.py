@@ -70,6 +70,31 @@ def test_cmyk_jpeg(photo):
     assert np.abs(np.asarray(loaded, dtype=int) - np.asarray(photo, dtype=int)).mean() < 8
 
 
+def test_adobe_rgb_photo_is_converted_to_srgb():
+    import skimage
+    from PIL import ImageCms
+
+    path = Path(skimage.__file__).parent / "data" / "rocket.jpg"  # a real photo tagged Adobe RGB (1998)
+    raw = Image.open(path)
+    assert "Adobe RGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(raw.info["icc_profile"])))
+    plain = np.asarray(raw.convert("RGB"), dtype=int)
+    loaded = np.asarray(load_image(path), dtype=int)
+
+    def chroma(a):
+        return (a.max(axis=2) - a.min(axis=2)).mean()
+
+    assert chroma(loaded) > 1.2 * chroma(plain)  # read as sRGB, Adobe RGB values look dull
+    # the same pixels with transparency: colours converted alike, the alpha kept (then flattened)
+    rgba = raw.convert("RGBA")
+    rgba.paste((0, 0, 0, 0), (0, 0, 100, 100))
+    flat = np.asarray(load_image(_bytes(rgba, "PNG", icc_profile=raw.info["icc_profile"])), dtype=int)
+    assert (flat[:100, :100] == 255).all() and np.array_equal(flat[100:], loaded[100:])
+    # tagged sRGB, or with a profile littlecms cannot read: the pixels exactly as they are
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for icc in (srgb, b"not a profile"):
+        assert np.array_equal(np.asarray(load_image(_bytes(raw, "PNG", icc_profile=icc))), plain)
+
+
 def test_16_bit_greyscale_png_is_scaled_not_clipped(photo):
     grey16 = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
     image = Image.fromarray(grey16)
