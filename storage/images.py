@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from PIL import PngImagePlugin
 
 from core.errors import InputError
-from core.imaging import PNG_COMPRESS_LEVEL, write_atomic
+from core.imaging import PNG_COMPRESS_LEVEL, upright_srgb, write_atomic
 
 THUMBNAIL_SIZE = 256
 _FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
@@ -98,7 +98,7 @@ class ImageStore:
         """A cached WebP thumbnail at most ``size`` px on its longer side (alpha kept)."""
         target = self.thumbs / sha256[:2] / f"{sha256}-{size}.webp"
         if not target.exists():
-            image = self.open(sha256)
+            image = upright_srgb(self.open(sha256))
             if image.mode not in ("RGB", "RGBA"):
                 image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
             image.thumbnail((size, size), PILImage.Resampling.LANCZOS)

@@ -246,6 +246,18 @@ def test_content_addressed_dedup_and_delete_keeps_shared_files(db):
         assert s.scalar(text("SELECT count(*) FROM images")) == 0
 
 
+def test_thumbnails_show_photos_upright(db):
+    photo = _photo(2, size=(120, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo stored sideways, to be shown rotated 90 degrees clockwise
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", exif=exif)
+    stored = db.images.put_bytes(buffer.getvalue())
+    assert (stored.width, stored.height) == (120, 60)  # the file is kept as it came
+    with Image.open(db.images.thumbnail(stored.sha256)) as t:
+        assert t.size == (60, 120)  # shown upright, as the Studio and the pipeline see it
+
+
 # ---- job queue -------------------------------------------------------------------------------
 
 def test_eight_threads_submit_and_read_concurrently(db):
