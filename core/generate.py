@@ -37,6 +37,9 @@ def make_scheduler(name: str, config):
     raise InputError(f"unknown scheduler {name!r}: use dpmpp, ddim or euler_a")
 
 
+NO_DEPTH_CONTROL = "without depth control"  # in every warning that says the depth map is not used
+
+
 def prompt_truncation_warning(tokenizer, prompt: str, what: str = "prompt") -> str | None:
     """CLIP reads at most 77 tokens (75 of text); the tokenizer silently drops the rest, so the
     user is told which words were ignored."""
@@ -62,7 +65,8 @@ def generate_backgrounds(
 ) -> list[Image.Image]:
     """``request.variants`` RGB images at ``image``'s (working) size; the mask is 255 where the
     background is repainted. Depth None or control scale 0 runs without the ControlNet; that,
-    a missing ControlNet and an over-long prompt are appended to ``warnings``."""
+    a missing ControlNet and an over-long prompt are appended to ``warnings`` (the missing depth
+    map only when no warning there already says so)."""
     import torch
 
     width, height = image.size
@@ -79,13 +83,13 @@ def generate_backgrounds(
     use_control = depth is not None and request.control_scale > 0
     if request.control_scale == 0:
         warnings.append("depth control is off (control scale 0)")
-    elif depth is None:
-        warnings.append("no depth map: the background was generated without depth control")
+    elif depth is None and not any(NO_DEPTH_CONTROL in w for w in warnings):  # said once, with its cause
+        warnings.append(f"no depth map: the background was generated {NO_DEPTH_CONTROL}")
     if use_control:
         try:
             registry.controlnet(request.controlnet_model, device)
         except ModelMissingError as exc:
-            warnings.append(f"depth ControlNet unavailable, generated without depth control: {exc}")
+            warnings.append(f"depth ControlNet unavailable, generated {NO_DEPTH_CONTROL}: {exc}")
             use_control = False
     pipe = registry.inpaint_pipeline(request.inpaint_model, request.controlnet_model if use_control else None, device)
     pipe.scheduler = make_scheduler(request.scheduler, pipe.scheduler.config)

@@ -104,7 +104,7 @@ def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cance
     generated backgrounds at working size, enlarged to the photo's size. Fills in the models'
     revisions (result.models and result.request.model_revisions)."""
     from core.depth import estimate_depth
-    from core.generate import generate_backgrounds
+    from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
     from core.models import get_registry, resolve_device
 
     registry = registry or get_registry()
@@ -120,7 +120,7 @@ def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cance
             try:
                 depth = estimate_depth(work, request.depth_model, result.device, registry=registry)
             except ModelMissingError as exc:
-                result.warnings.append(f"running without depth control: {exc}")
+                result.warnings.append(f"running {NO_DEPTH_CONTROL}: {exc}")
     used = {"inpaint": request.inpaint_model}
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
