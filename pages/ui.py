@@ -265,7 +265,9 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
     fields.setdefault("background", kind)
     with st.expander("Edges, colour match and shadows"):
         fields["spill_removal"] = st.checkbox("Remove colour spill at the edges", persist_state="session", key=f"{prefix}spill_removal")
-        fields["refine_matting"] = st.checkbox("Refine hair and fine edges (slower)", persist_state="session", key=f"{prefix}refine_matting")
+        fields["refine_matting"] = st.checkbox("Refine hair and fine edges (slower)", persist_state="session", key=f"{prefix}refine_matting",
+                                              help="For hair, fur and feathers: removes the old background's fringe. "
+                                                   "Leave off for products: hard, shiny edges can turn streaky.")
         fields["harmony"] = st.slider("Match the subject's colours to the background", 0.0, 1.0,
                                       persist_state="session", key=f"{prefix}harmony", step=0.05,
                                       on_change=_harmony_chosen, args=(prefix,))
