@@ -19,6 +19,7 @@ from core.cache import get_cache
 from core.errors import Cancelled, InputError, ModelMissingError
 from core.models import ModelRegistry, get_registry, resolve_device
 from core.presets import full_negative_prompt
+from core.prompts import encode_prompt_pair, truncation_warning
 
 # eta=1 makes DDIM stochastic like the reference pipeline's sampler (DDIM, 42 steps, eta 1)
 DDIM_ETA = 1.0
@@ -38,19 +39,6 @@ def make_scheduler(name: str, config):
 
 
 NO_DEPTH_CONTROL = "without depth control"  # in every warning that says the depth map is not used
-
-
-def prompt_truncation_warning(tokenizer, prompt: str, what: str = "prompt") -> str | None:
-    """CLIP reads at most 77 tokens (75 of text); the tokenizer silently drops the rest, so the
-    user is told which words were ignored."""
-    if not prompt:
-        return None
-    limit = tokenizer.model_max_length
-    ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
-    if len(ids) <= limit:
-        return None
-    dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
-    return f"{what} is {len(ids) - 2} tokens; CLIP reads only the first {limit - 2}, so this part is ignored: {dropped!r}"
 
 
 def generate_backgrounds(
@@ -96,7 +84,7 @@ def generate_backgrounds(
 
     negative = full_negative_prompt(request)
     for text, what in ((request.prompt, "prompt"), (negative, "negative prompt")):
-        message = prompt_truncation_warning(pipe.tokenizer, text, what)
+        message = truncation_warning(pipe.tokenizer, text, what)
         if message:
             warnings.append(message)
 
@@ -148,7 +136,7 @@ def _text_embeddings(pipe, request, negative: str, device: str, registry: ModelR
 
     def encode():
         with torch.inference_mode():
-            return pipe.encode_prompt(request.prompt, device, 1, guided, negative_prompt=negative or None)
+            return encode_prompt_pair(pipe.tokenizer, pipe.text_encoder, request.prompt, negative, guided, device)
 
     key = (request.inpaint_model, registry.revision(request.inpaint_model), device, str(pipe.text_encoder.dtype),
            request.prompt, negative if guided else None)

@@ -9,7 +9,8 @@ from PIL import Image
 from core.cache import get_cache
 from core.depth import estimate_depth
 from core.errors import Cancelled, ModelMissingError
-from core.generate import generate_backgrounds, prompt_truncation_warning
+from core.generate import generate_backgrounds
+from core.prompts import truncation_warning
 from core.models import EMBEDDED_MD5, ModelRegistry
 from core.request import GenerationRequest
 
@@ -166,9 +167,9 @@ def test_progress_and_cancel(photo, repaint, depth, request_, registry):
 
 def test_long_prompt_warns(photo, repaint, request_, registry):
     pipe = registry.inpaint_pipeline(request_.inpaint_model, None, "cpu")
-    assert prompt_truncation_warning(pipe.tokenizer, "a photo of a beach") is None
+    assert truncation_warning(pipe.tokenizer, "a photo of a beach") is None
     long_prompt = ", ".join(["sunset beach"] * 40) + ", unusual tail words"
-    message = prompt_truncation_warning(pipe.tokenizer, long_prompt)
+    message = truncation_warning(pipe.tokenizer, long_prompt)
     assert message and "75" in message and "tail" in message
     warnings: list[str] = []
     generate_backgrounds(photo, repaint, None, request_.replace(prompt=long_prompt, quality_negative=False), registry=registry, warnings=warnings)
