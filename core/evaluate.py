@@ -65,12 +65,9 @@ def find_samples(folder: Path) -> list[Sample]:
 
 def available_segmenters() -> list[str]:
     """rembg models whose weights are installed (no download happens in an evaluation)."""
-    from rembg.sessions import sessions_class
+    from core import rembg_weights
 
-    from core.models import u2net_home
-
-    home = u2net_home()
-    return sorted(cls.name() for cls in sessions_class if (home / f"{cls.name()}.onnx").is_file())
+    return [name for name in rembg_weights.names() if rembg_weights.model_file(name) is not None]
 
 
 # ---- alpha metrics (alpha arrays are float in 0..1) -------------------------------------
@@ -257,7 +254,7 @@ def evaluate(folder: Path, segmenters: list[str] | None = None, refine: str = "b
     samples = find_samples(Path(folder))
     segmenters = segmenters or available_segmenters()
     if not segmenters:
-        raise InputError("no segmenter weights installed: run `python -m core models fetch --embedded-only`")
+        raise InputError("no segmenter weights installed: run `backdrop models fetch u2netp`")
     modes = {"off": [False], "on": [True], "both": [False, True]}[refine]
     rows = []
     for seg in segmenters:

@@ -17,7 +17,8 @@ from PIL import Image
 
 from core.cache import get_cache
 from core.errors import Cancelled, InputError, ModelMissingError
-from core.models import ModelRegistry, get_registry, resolve_device
+from core.device import resolve_device
+from core.models import ModelRegistry, get_registry
 from core.presets import full_negative_prompt
 from core.prompts import encode_prompt_pair, truncation_warning
 

@@ -20,7 +20,7 @@ from core.composite import composite, cutout
 from core.errors import Cancelled, ModelMissingError
 from core.imaging import check_mask, fit_mask, to_rgb, working_size
 from core.matting import refine_alpha
-from core.models import segmenter_revision
+from core.rembg_weights import revision as segmenter_revision
 from core.request import GenerationRequest
 from core.segment import automatic_mask
 
@@ -105,7 +105,8 @@ def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cance
     revisions (result.models and result.request.model_revisions)."""
     from core.depth import estimate_depth
     from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
-    from core.models import get_registry, resolve_device
+    from core.device import resolve_device
+    from core.models import get_registry
 
     registry = registry or get_registry()
     request = result.request

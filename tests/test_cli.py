@@ -185,7 +185,7 @@ def test_missing_segmenter_weights(rotated_jpeg, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out.png"
     assert main(["replace", str(rotated_jpeg), "-o", str(out), "--segmenter", "isnet-general-use"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "python -m core models fetch" in err and "isnet-general-use" in err
+    assert err.startswith("error: ") and "backdrop models fetch isnet-general-use" in err and "isnet-general-use" in err
     assert not out.exists()
 
 
