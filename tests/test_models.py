@@ -222,7 +222,7 @@ def test_pip_download_failure_is_clear(tmp_path, monkeypatch):
 
 
 def _cli(argv):
-    from core.cli import build_parser
+    from backdrop.cli import build_parser
 
     args = build_parser().parse_args(argv)
     return args.func(args)
