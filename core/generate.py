@@ -20,7 +20,9 @@ from core.errors import Cancelled, InputError, ModelMissingError
 from core.device import resolve_device
 from core.models import ModelRegistry, get_registry
 from core.presets import full_negative_prompt
-from core.prompts import encode_prompt_pair, truncation_warning
+from core.request import SCHEDULERS
+from core.prompts import encode_prompt_pair, token_count, truncation_warning
+from core.record import note
 
 # eta=1 makes DDIM stochastic like the reference pipeline's sampler (DDIM, 42 steps, eta 1)
 DDIM_ETA = 1.0
@@ -36,7 +38,7 @@ def make_scheduler(name: str, config):
         return DDIMScheduler.from_config(config)
     if name == "euler_a":
         return EulerAncestralDiscreteScheduler.from_config(config)
-    raise InputError(f"unknown scheduler {name!r}: use dpmpp, ddim or euler_a")
+    raise InputError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
 
 
 NO_DEPTH_CONTROL = "without depth control"  # in every warning that says the depth map is not used
@@ -51,11 +53,13 @@ def generate_backgrounds(
     cancel: Callable[[], bool] | None = None,
     registry: ModelRegistry | None = None,
     warnings: list[str] | None = None,
+    record: dict | None = None,
 ) -> list[Image.Image]:
     """``request.variants`` RGB images at ``image``'s (working) size; the mask is 255 where the
     background is repainted. Depth None or control scale 0 runs without the ControlNet; that,
     a missing ControlNet and an over-long prompt are appended to ``warnings`` (the missing depth
-    map only when no warning there already says so)."""
+    map only when no warning there already says so). What ran (the texts encoded, their token
+    counts, eta, depth control) is noted in ``record`` (core.record)."""
     import torch
 
     width, height = image.size
@@ -119,6 +123,9 @@ def generate_backgrounds(
     )
     if request.scheduler == "ddim":
         kwargs["eta"] = DDIM_ETA
+    note(record, prompt=request.prompt, negative_prompt=negative, depth_control=use_control,
+         prompt_tokens=token_count(pipe.tokenizer, request.prompt),
+         negative_prompt_tokens=token_count(pipe.tokenizer, negative), **({"eta": kwargs["eta"]} if "eta" in kwargs else {}))
     if use_control:
         kwargs.update(control_image=depth.convert("RGB"), controlnet_conditioning_scale=request.control_scale)
     with torch.inference_mode():

@@ -17,9 +17,10 @@ from scipy import ndimage
 
 from core.backgrounds import render_background
 from core.composite import composite, cutout
-from core.errors import Cancelled, ModelMissingError
+from core.errors import Cancelled, InputError, ModelMissingError
 from core.imaging import check_mask, fit_mask, to_rgb, working_size
 from core.matting import refine_alpha
+from core.record import note
 from core.rembg_weights import revision as segmenter_revision
 from core.request import GenerationRequest
 from core.segment import automatic_mask
@@ -34,15 +35,15 @@ class GenerationResult:
     device: str = "cpu"
     warnings: list[str] = field(default_factory=list)
     models: dict[str, dict] = field(default_factory=dict)  # {slot: {"id": ..., "revision": ...}}
-    request: GenerationRequest | None = None  # with sizes (and revisions) filled in
+    record: dict = field(default_factory=dict)  # what ran (core.record): sizes, texts, eta...
 
 
 def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None = None,
-        progress=None, cancel=None, registry=None) -> GenerationResult:
+        progress=None, cancel=None, registry=None, picture: Image.Image | None = None) -> GenerationResult:
     """Replace the background of ``image`` as ``request`` says.
 
     ``mask`` ('L', white = subject) replaces the automatic one; it must have the image's size
-    or its working size. ``progress(stage, done, total)`` reports stages (and diffusion steps);
+    or its working size. ``picture`` is the background picture of an ``image`` background. ``progress(stage, done, total)`` reports stages (and diffusion steps);
     ``cancel()`` returning True stops the run with Cancelled between stages and steps.
     """
     timings: dict[str, float] = {}
@@ -60,11 +61,11 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
 
     with stage("prepare"):
         photo = to_rgb(image)
-        work_size = working_size(*photo.size)
-        request = request.replace(
-            input_width=photo.size[0], input_height=photo.size[1], work_width=work_size[0], work_height=work_size[1]
-        )
         background = request.background_spec
+        if background.kind == "image" and picture is None:
+            raise InputError("an image background needs its picture")
+        record: dict = {}
+        note(record, input_size=photo.size, work_size=working_size(*photo.size))
     with stage("segment"):
         if mask is not None:
             alpha = fit_mask(mask, photo.size)
@@ -76,13 +77,13 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
             alpha = refine_alpha(photo, alpha)
     models = {"segmenter": {"id": request.segmenter, "revision": segmenter_revision(request.segmenter)}
               if mask is None else {"id": "user mask", "revision": ""}}
-    result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, request=request, models=models)
+    result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record)
 
     if background.kind == "ai":
-        backgrounds = _ai_backgrounds(photo, alpha, result, stage, notify, cancel, registry)
+        backgrounds = _ai_backgrounds(photo, alpha, request, result, stage, notify, cancel, registry)
     else:
         with stage("background"):
-            backgrounds = [render_background(background, photo, alpha)]
+            backgrounds = [render_background(background, photo, alpha, picture)]
     with stage("composite"):
         result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
         result.images = [composite(photo, alpha, bg, request, cut=result.cutout) for bg in backgrounds]
@@ -99,19 +100,19 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
     return Image.fromarray(np.where(subject, 0, 255).astype(np.uint8), "L")
 
 
-def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cancel, registry) -> list[Image.Image]:
+def _ai_backgrounds(photo, alpha, request: GenerationRequest, result: GenerationResult, stage, notify, cancel,
+                    registry) -> list[Image.Image]:
     """Depth on the unmasked photo (unless control is off or its weights are missing), the
-    generated backgrounds at working size, enlarged to the photo's size. Fills in the models'
-    revisions (result.models and result.request.model_revisions)."""
+    generated backgrounds at working size, enlarged to the photo's size. Records the models
+    used with their revisions (result.models)."""
     from core.depth import estimate_depth
     from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
     from core.device import resolve_device
     from core.models import get_registry
 
     registry = registry or get_registry()
-    request = result.request
     result.device = resolve_device(request.device)
-    size = (request.work_width, request.work_height)
+    size = tuple(result.record["work_size"])
     with stage("resize"):
         work = photo.resize(size, Image.Resampling.LANCZOS)
         repaint = inpaint_mask(alpha, size, request.mask_grow)
@@ -127,10 +128,7 @@ def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cance
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):
         generated = generate_backgrounds(work, repaint, depth, request, progress=notify, cancel=cancel,
-                                         registry=registry, warnings=result.warnings)
+                                         registry=registry, warnings=result.warnings, record=result.record)
     result.models.update({slot: registry.record(model_id) for slot, model_id in used.items()})
-    result.request = request.replace(
-        model_revisions={**request.model_revisions, **{slot: result.models[slot]["revision"] for slot in used}}
-    )
     with stage("upscale"):
         return [image.convert("RGB").resize(photo.size, Image.Resampling.LANCZOS) for image in generated]

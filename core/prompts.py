@@ -35,3 +35,8 @@ def truncation_warning(tokenizer, prompt: str, what: str = "prompt") -> str | No
         return None
     dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
     return f"{what} is {len(ids) - 2} tokens; CLIP reads only the first {limit - 2}, so this part is ignored: {dropped!r}"
+
+
+def token_count(tokenizer, text: str) -> int:
+    """CLIP tokens of ``text``, without the start and end tokens."""
+    return len(tokenizer(text, truncation=False, verbose=False).input_ids) - 2 if text else 0

@@ -62,11 +62,11 @@ def open_remix() -> None:
     from storage.service import rerun_inputs
 
     generation_id = state.pop("studio_remix")
-    request, image, mask = rerun_inputs(generation_id)
-    set_photo(image, f"generation {generation_id}")
-    if mask is not None:
-        state.studio_base_mask = mask
-    ui.prefill(FORM, request)
+    inputs = rerun_inputs(generation_id)
+    set_photo(inputs.image, f"generation {generation_id}")
+    if inputs.mask is not None:
+        state.studio_base_mask = inputs.mask
+    ui.prefill(FORM, inputs.request, inputs.picture)
     state.studio_parent = generation_id
 
 
@@ -143,13 +143,17 @@ def user_mask():
 def generate_section() -> None:
     form, output = st.columns([2, 3])
     with form:
-        request, reason = ui.background_form(FORM, ui.base_request())
+        if state.get(f"{FORM}base") is not None and state.get("studio_parent"):
+            st.caption(f"Models and device as in generation #{state.studio_parent}.")
+            st.button("Use the Models page's defaults", key="studio_forget_base", on_click=ui.forget_base, args=(FORM,))
+        request, picture, reason = ui.background_form(FORM, ui.form_base(FORM))
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")
         if st.button("Generate", type="primary", disabled=request is None, key="studio_generate",
                      icon=":material/auto_awesome:"):
             try:
-                state.studio_job = ui.submit(request, state.studio_photo_bytes, user_mask(), state.get("studio_parent"))
+                state.studio_job = ui.submit(request, state.studio_photo_bytes, user_mask(), state.get("studio_parent"),
+                                             picture=picture)
             except BackdropError as error:
                 st.error(str(error))
     with output:

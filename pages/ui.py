@@ -17,8 +17,8 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from core import settings as user_settings
-from core.request import BACKGROUND_KINDS, MAX_STEPS, MAX_VARIANTS, SCHEDULERS, GenerationRequest
+from core.request import BACKGROUND_KINDS, FIELD, FIELDS, GenerationRequest
+from storage import settings as user_settings
 
 CANVAS_MAX_WIDTH = 540  # fits the wider of two columns on a 1366 px wide screen
 CANVAS_MAX_HEIGHT = 600
@@ -110,19 +110,19 @@ def new_seed() -> int:
 
 # ---------------------------------------------------------------- the background form
 
-FORM_FIELDS = (
-    "prompt", "negative_prompt", "seed", "steps", "guidance", "control_scale", "scheduler", "variants",
-    "mask_grow", "spill_removal", "refine_matting", "harmony", "contact_shadow", "cast_shadow",
-    "shadow_angle", "quality_negative",
-)
+# The form draws one widget per request field of these groups, from its declaration
+# (core.request.FIELDS); the models and the device come from the base request.
+FORM_FIELDS = tuple(spec for spec in FIELDS if spec.group in ("ai", "advanced", "look"))
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % rgb
 
 
-def prefill(prefix: str, request: GenerationRequest) -> None:
-    """Put a stored request's values into the form's widgets (before they are drawn)."""
+def prefill(prefix: str, request: GenerationRequest, picture: bytes | None = None) -> None:
+    """Put a stored request into the form (before its widgets are drawn): every field's widget,
+    the background's, and the request itself as the form's base, so what has no widget (the
+    models, the device) is the stored generation's too."""
     state = st.session_state
     spec = request.background_spec
     state[f"{prefix}kind"] = spec.kind
@@ -130,12 +130,21 @@ def prefill(prefix: str, request: GenerationRequest) -> None:
         state[f"{prefix}color"] = _hex(spec.colors[0])
     elif spec.kind == "gradient":
         state[f"{prefix}grad_top"], state[f"{prefix}grad_bottom"] = (_hex(c) for c in spec.colors)
-    elif spec.kind == "image":
-        state[f"{prefix}bg_path"] = spec.path
-    for name in FORM_FIELDS:
-        state[f"{prefix}{name}"] = getattr(request, name)
+    state[f"{prefix}picture"] = picture
+    for field in FORM_FIELDS:
+        state[f"{prefix}{field.name}"] = getattr(request, field.name)
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
     state[f"{prefix}harmony_chosen"] = True  # the stored value is kept when the kind changes
+    state[f"{prefix}base"] = request
+
+
+def form_base(prefix: str) -> GenerationRequest:
+    """The request the form starts from: a remixed generation's, else the saved settings'."""
+    return st.session_state.get(f"{prefix}base") or base_request()
+
+
+def forget_base(prefix: str) -> None:
+    st.session_state.pop(f"{prefix}base", None)
 
 
 def ai_readiness(request: GenerationRequest) -> tuple[list[dict], list[dict]]:
@@ -192,27 +201,63 @@ def _roll_seed(prefix: str) -> None:
 
 def base_request() -> GenerationRequest:
     """A request carrying the user's saved default models and device."""
-    values = settings()
-    return GenerationRequest(**{k: values[k] for k in ("segmenter", "inpaint_model", "controlnet_model", "depth_model", "device")})
+    return GenerationRequest(**settings())
 
 
-def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationRequest | None, str | None]:
-    """Draw the background choice and its parameters; returns (request, None) when the choice
-    can run, or (None, reason) when it cannot (missing weights, no background image...)."""
+def field_widget(prefix: str, spec, **extra):
+    """The widget of one request field, made from its declaration: label, help, range, step,
+    choices and type decide the kind of widget. Returns its value."""
+    common = dict(key=f"{prefix}{spec.name}", persist_state="session", help=spec.help, **extra)
+    if spec.type is bool:
+        return st.checkbox(spec.label, **common)
+    if spec.choices:
+        return st.selectbox(spec.label, list(spec.choices), format_func=lambda v: spec.choices[v], **common)
+    if spec.name == "prompt":
+        return st.text_area(spec.label, placeholder="on a marble table in a bright kitchen", **common)
+    if spec.type is str:
+        return st.text_input(spec.label, **common)
+    if spec.name == "seed":  # browsers hold numbers as doubles: the widget stops at 2^53 - 1
+        return int(st.number_input(spec.label, int(spec.low), MAX_UI_SEED, step=1, **common))
+    if spec.type is int:
+        return st.slider(spec.label, int(spec.low), int(spec.high), **common)
+    return st.slider(spec.label, float(spec.low), float(spec.high), step=spec.step, **common)
+
+
+def _group(prefix: str, group: str) -> None:
+    """Every form field of ``group``; a field with ``shown_if`` only while that field is above 0."""
+    state = st.session_state
+    for spec in FORM_FIELDS:
+        if spec.group != group or (spec.shown_if and not state[f"{prefix}{spec.shown_if}"] > 0):
+            continue
+        if spec.name == "seed":
+            seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
+            with seed_col:
+                field_widget(prefix, spec)
+            dice_col.button("Roll", key=f"{prefix}dice", help="New random seed", icon=":material/casino:",
+                            on_click=_roll_seed, args=(prefix,))
+        elif spec.name == "harmony":
+            field_widget(prefix, spec, on_change=_harmony_chosen, args=(prefix,))
+        else:
+            field_widget(prefix, spec)
+
+
+def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationRequest | None, bytes | None, str | None]:
+    """Draw the background choice and every parameter's widget; returns (request, picture,
+    None) when the choice can run (``picture``: an image background's bytes), or (None, None,
+    reason) when it cannot (missing weights, no background picture...)."""
     from core.errors import InputError
     from core.presets import PRESETS
 
     state = st.session_state
     state.setdefault(f"{prefix}kind", "color")
     state.setdefault(f"{prefix}seed", new_seed())
-    for name in FORM_FIELDS:
-        state.setdefault(f"{prefix}{name}", getattr(base, name))
+    for spec in FORM_FIELDS:
+        state.setdefault(f"{prefix}{spec.name}", getattr(base, spec.name))
     kind = st.radio(
-        "Background", BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
+        FIELD["background"].label, BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
         format_func=lambda k: KIND_LABELS[k], on_change=_kind_changed, args=(prefix,),
     )
-    fields: dict = {}
-    reason = None
+    background, picture, reason = kind, None, None
     if kind == "ai":
         blocking, degraded = ai_readiness(base.replace(control_scale=state[f"{prefix}control_scale"]))
         if blocking:
@@ -224,88 +269,54 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
             "Start from a preset", [""] + list(PRESETS), persist_state="session", key=f"{prefix}preset", on_change=_apply_preset,
             args=(prefix,), format_func=lambda n: PRESETS[n].label if n else "(none - write your own)",
         )
-        fields["prompt"] = st.text_area("Describe the new background", persist_state="session", key=f"{prefix}prompt",
-                                        placeholder="on a marble table in a bright kitchen")
-        if len(fields["prompt"].split()) > 55:
-            st.caption("The text encoder reads about 77 tokens (roughly 55 words): the end of this "
-                       "prompt will be cut off.")
-        fields["negative_prompt"] = st.text_input("Avoid (negative prompt)", persist_state="session", key=f"{prefix}negative_prompt")
-        seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
-        fields["seed"] = int(seed_col.number_input("Seed", 0, MAX_UI_SEED, step=1, persist_state="session", key=f"{prefix}seed"))
-        dice_col.button("Roll", key=f"{prefix}dice", help="New random seed", icon=":material/casino:",
-                        on_click=_roll_seed, args=(prefix,))
-        fields["variants"] = st.slider("Variants", 1, MAX_VARIANTS, persist_state="session", key=f"{prefix}variants")
+        _group(prefix, "ai")
         with st.expander("Advanced settings"):
-            fields["steps"] = st.slider("Steps", 1, MAX_STEPS, persist_state="session", key=f"{prefix}steps")
-            fields["guidance"] = st.slider("Guidance (prompt strength)", 0.0, 30.0, persist_state="session", key=f"{prefix}guidance", step=0.5)
-            fields["control_scale"] = st.slider("Depth-control strength (0 = off)", 0.0, 2.0,
-                                                persist_state="session", key=f"{prefix}control_scale", step=0.05)
-            fields["scheduler"] = st.selectbox("Scheduler", SCHEDULERS, persist_state="session", key=f"{prefix}scheduler")
-            fields["quality_negative"] = st.checkbox("Add the standard quality negative prompt",
-                                                     persist_state="session", key=f"{prefix}quality_negative")
-            fields["mask_grow"] = st.slider("Repaint this far into the subject's edge (px)", 0, 64,
-                                            persist_state="session", key=f"{prefix}mask_grow")
+            _group(prefix, "advanced")
     elif kind == "color":
         state.setdefault(f"{prefix}color", "#ffffff")
-        colour = st.color_picker("Colour", persist_state="session", key=f"{prefix}color")
-        fields["background"] = f"color:{colour}"
+        background = f"color:{st.color_picker('Colour', persist_state='session', key=f'{prefix}color')}"
     elif kind == "gradient":
         state.setdefault(f"{prefix}grad_top", "#dfe9f3")
         state.setdefault(f"{prefix}grad_bottom", "#7a8ca3")
         top_col, bottom_col = st.columns(2)
         top = top_col.color_picker("Top", persist_state="session", key=f"{prefix}grad_top")
         bottom = bottom_col.color_picker("Bottom", persist_state="session", key=f"{prefix}grad_bottom")
-        fields["background"] = f"gradient:{top},{bottom}"
+        background = f"gradient:{top},{bottom}"
     elif kind == "image":
-        path = _background_image_upload(prefix)
-        if path:
-            fields["background"] = f"image:{path}"
-        else:
+        picture = _background_picture(prefix)
+        if picture is None:
             reason = "upload a background image first"
-    fields.setdefault("background", kind)
     with st.expander("Edges, colour match and shadows"):
-        fields["spill_removal"] = st.checkbox("Remove colour spill at the edges", persist_state="session", key=f"{prefix}spill_removal")
-        fields["refine_matting"] = st.checkbox("Refine hair and fine edges (slower)", persist_state="session", key=f"{prefix}refine_matting",
-                                              help="For hair, fur and feathers: removes the old background's fringe. "
-                                                   "Leave off for products: hard, shiny edges can turn streaky.")
-        fields["harmony"] = st.slider("Match the subject's colours to the background", 0.0, 1.0,
-                                      persist_state="session", key=f"{prefix}harmony", step=0.05,
-                                      on_change=_harmony_chosen, args=(prefix,))
-        fields["contact_shadow"] = st.slider("Contact shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}contact_shadow", step=0.05)
-        fields["cast_shadow"] = st.slider("Cast shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}cast_shadow", step=0.05)
-        if fields["cast_shadow"] > 0:
-            fields["shadow_angle"] = st.slider("Shadow direction (degrees)", 0.0, 360.0, persist_state="session", key=f"{prefix}shadow_angle",
-                                               step=5.0)
+        _group(prefix, "look")
     if reason:
-        return None, reason
+        return None, None, reason
+    groups = ("ai", "advanced", "look") if kind == "ai" else ("look",)  # the others: as in the base
+    values = {spec.name: state[f"{prefix}{spec.name}"] for spec in FORM_FIELDS if spec.group in groups}
     try:
-        return base.replace(**fields), None
+        return base.replace(background=background, **values), picture, None
     except InputError as error:
-        return None, str(error)
+        return None, None, str(error)
 
 
-def _background_image_upload(prefix: str) -> str | None:
-    """Store an uploaded background picture under the data folder; returns its path."""
-    import hashlib
-
+def _background_picture(prefix: str) -> bytes | None:
+    """The uploaded background picture's bytes, checked to decode (they are stored with the
+    generation, by hash, like the photo)."""
     from core.errors import InputError
-    from core.imaging import load_image, save_png_atomic
+    from core.imaging import load_image
 
     upload = st.file_uploader("Background picture", type=["jpg", "jpeg", "png", "webp"], key=f"{prefix}bg_upload")
-    if upload is not None:
+    if upload is not None and upload.file_id != st.session_state.get(f"{prefix}bg_upload_id"):
+        st.session_state[f"{prefix}bg_upload_id"] = upload.file_id
         data = upload.getvalue()
-        target = user_settings.data_dir() / "backgrounds" / f"{hashlib.sha256(data).hexdigest()}.png"
         try:
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                save_png_atomic(load_image(data, what=upload.name), target)
-            st.session_state[f"{prefix}bg_path"] = str(target.resolve())
+            load_image(data, what=upload.name)
+            st.session_state[f"{prefix}picture"] = data
         except InputError as error:
             st.error(str(error))
-    path = st.session_state.get(f"{prefix}bg_path")
-    if path:
-        st.image(path, caption="Background picture", width=160)
-    return path
+    picture = st.session_state.get(f"{prefix}picture")
+    if picture:
+        st.image(picture, caption="Background picture", width=160)
+    return picture
 
 
 # ---------------------------------------------------------------- jobs and results
@@ -330,9 +341,9 @@ def worker():
     return job_worker
 
 
-def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None) -> int:
+def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:
     job_worker = worker()
-    generation_id = job_worker.queue.submit(request, image, mask, parent_id=parent_id)
+    generation_id = job_worker.queue.submit(request, image, mask, parent_id=parent_id, picture=picture)
     job_worker.wake()
     return generation_id
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import settings as user_settings
+from storage import settings as user_settings
 from pages import ui
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,9 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     assert not at.exception, at.exception
     assert [c.value for c in at.code][:1] == [prompt]  # shown verbatim as text
     assert not any("<b>" in m.value or "not markdown" in m.value for m in at.markdown)
-    assert any(j.value and "gradient:#102030,#a0b0c0" in j.value for j in at.json)
+    parameters = next(d.value for d in at.dataframe if "parameter" in d.value.columns)
+    assert parameters.loc[parameters["parameter"] == "Background", "value"].item() == "gradient:#102030,#a0b0c0"
+    assert parameters.loc[parameters["parameter"] == "Seed", "changed"].item()
 
     at.button(key="history_fav_toggle").click().run()
     assert history.get(generation_id).favourite
@@ -286,7 +288,7 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", str(tiny_models["depth"]))
     at = app("models")
     table = at.dataframe[0].value
-    assert list(table["slot"]) == ["Cut-out (rembg)", "Inpainting (Stable Diffusion)", "Depth ControlNet", "Depth estimator"]
+    assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
     at.text_input[1].set_value(str(tiny_models["inpaint"]))
@@ -296,7 +298,7 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     saved = json.loads((data_dir / "settings.json").read_text())
     assert saved["inpaint_model"] == str(tiny_models["inpaint"]) and saved["device"] == "cpu"
     table = at.dataframe[0].value
-    assert table.loc[table["slot"] == "Inpainting (Stable Diffusion)", "present"].item() == "yes"
+    assert table.loc[table["slot"] == "Inpainting model", "present"].item() == "yes"
     assert at.success
     (data_dir / "settings.json").unlink()
 
@@ -374,6 +376,7 @@ def test_history_paging_filters_and_export(data_dir, lemur_path):
 def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
     from core.cache import get_cache
     from storage import history
+    from storage.db import get_database
 
     cache = get_cache()
     cache.clear()
@@ -389,8 +392,8 @@ def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
     view = wait_done(at, at.session_state["studio_job"])
     assert view.status == "done", view.error
     assert cache.misses.get("mask") == 1 and cache.hits.get("mask") == 1  # the job reused it
-    assert view.request["background"].startswith("image:")
-    assert Path(view.request["background"][6:]).is_file()  # kept under the data folder for re-runs
+    assert view.request["background"] == "image" and view.background_sha256  # in the image store, by hash
+    assert get_database().images.read(view.background_sha256) == buffer.getvalue()
     assert history.get(view.id).results
 
 

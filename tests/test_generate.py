@@ -190,7 +190,9 @@ def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
     stages = []
     result = run(photo, request, progress=lambda stage, done, total: stages.append(stage), registry=registry)
     assert len(result.images) == 2 and all(im.size == photo.size and im.mode == "RGB" for im in result.images)
-    assert result.request.work_width % 8 == 0 and result.request.work_height % 8 == 0
+    assert all(side % 8 == 0 for side in result.record["work_size"]) and result.record["input_size"] == [203, 150]
+    assert result.record["negative_prompt"].startswith("lowres") and result.record["prompt"] == request.prompt
+    assert result.record["depth_control"] is True and "eta" not in result.record  # DPM++: no eta
     assert {"segment", "depth", "generate", "composite"} <= set(result.timings)
     assert "generate" in stages and set(result.models) >= {"inpaint", "controlnet", "depth"}
 
@@ -206,7 +208,6 @@ def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
     assert result.models["segmenter"] == {"id": "u2netp", "revision": "md5:" + EMBEDDED_MD5}
     for slot in ("inpaint", "controlnet", "depth"):  # what storage records with the generation
         assert result.models[slot]["revision"].startswith("local:")
-        assert result.request.model_revisions[slot] == result.models[slot]["revision"]
 
     again = run(photo, request, registry=registry)
     assert all(np.array_equal(x, y) for x, y in zip(arrays(result.images), arrays(again.images)))

@@ -234,23 +234,23 @@ def test_pipeline_refines_the_mask_when_asked_and_times_it(lemur_photo):
 
 def test_replace_cli_quality_options_build_the_request():
     from backdrop.cli import build_parser
-    from backdrop.replace import _quality_fields
+    from backdrop.replace import request_from_args
 
     def fields(*argv):
-        return _quality_fields(build_parser().parse_args(["replace", "in.png", "-o", "out.png", *argv]))
+        request, _ = request_from_args(build_parser().parse_args(["replace", "in.png", "-o", "out.png", *argv]))
+        return request
 
     marble = get_preset("marble")
     f = fields("-b", "ai", "--preset", "marble", "--contact-shadow", "0.6", "--cast-shadow", "0.3",
                "--shadow-angle", "45", "--shadow-softness", "0.2", "--refine", "--no-quality-negative")
-    assert (f["prompt"], f["negative_prompt"]) == (marble.prompt, marble.negative)
-    assert f["harmony"] == default_harmony("ai") > 0  # not set: on for AI backgrounds
-    assert (f["contact_shadow"], f["cast_shadow"], f["shadow_angle"], f["shadow_softness"]) == (0.6, 0.3, 45.0, 0.2)
-    assert f["refine_matting"] is True and f["quality_negative"] is False
-    edited = fields("-b", "ai", "--preset", "marble", "--prompt", "on black marble", "--harmony", "0")
-    assert edited["prompt"] == "on black marble" and edited["negative_prompt"] == marble.negative
-    assert edited["harmony"] == 0.0  # an explicit 0 stays off
+    assert (f.prompt, f.negative_prompt) == (marble.prompt, marble.negative)
+    assert f.harmony == 0.0  # the subject's pixels stay the photo's unless asked
+    assert (f.contact_shadow, f.cast_shadow, f.shadow_angle, f.shadow_softness) == (0.6, 0.3, 45.0, 0.2)
+    assert f.refine_matting is True and f.quality_negative is False
+    edited = fields("-b", "ai", "--preset", "marble", "--prompt", "on black marble", "--harmony", "0.4")
+    assert edited.prompt == "on black marble" and edited.negative_prompt == marble.negative
+    assert edited.harmony == 0.4
     plain = fields("-b", "color:#00ff00")
-    assert plain["harmony"] == 0.0 and plain["refine_matting"] is False and plain["quality_negative"] is True
-    assert GenerationRequest(background="ai", **edited).harmony == 0.0
+    assert plain.harmony == 0.0 and plain.refine_matting is False and plain.quality_negative is True
     with pytest.raises(SystemExit):
         fields("--harmony", "1.5")
