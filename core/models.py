@@ -280,6 +280,20 @@ class ModelRegistry:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def step_runner(self, inpaint_id: str, controlnet_id: str | None, device: str):
+        """How the guided step of these models runs on ``device`` (core.runner): kept here so
+        its CUDA graphs and compiled code live as long as the models."""
+        dtype = torch_dtype(device)
+
+        def load():
+            from core.runner import StepRunner
+
+            base = self.inpaint_base(inpaint_id, device)
+            controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
+            return StepRunner(base.unet, controlnet, device)
+
+        return self._get(("step", inpaint_id, controlnet_id, device, str(dtype)), load)
+
     def depth(self, model_id: str, device: str):
         """(image processor, depth model) for any transformers depth-estimation checkpoint."""
         dtype = torch_dtype(device)

@@ -18,7 +18,8 @@ from scipy import ndimage
 from core.backgrounds import render_background
 from core.composite import composite, cutout
 from core.errors import Cancelled, ModelMissingError
-from core.imaging import check_mask, fit_mask, to_rgb, working_size
+from core.buckets import crop, pad, placement
+from core.imaging import check_mask, fit_mask, to_rgb
 from core.matting import refine_alpha
 from core.models import segmenter_revision
 from core.request import GenerationRequest
@@ -35,6 +36,7 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
     models: dict[str, dict] = field(default_factory=dict)  # {slot: {"id": ..., "revision": ...}}
     request: GenerationRequest | None = None  # with sizes (and revisions) filled in
+    record: dict = field(default_factory=dict)  # what ran beyond the request: bucket, step kind, decode...
 
 
 def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None = None,
@@ -60,9 +62,9 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
 
     with stage("prepare"):
         photo = to_rgb(image)
-        work_size = working_size(*photo.size)
+        place = placement(*photo.size)
         request = request.replace(
-            input_width=photo.size[0], input_height=photo.size[1], work_width=work_size[0], work_height=work_size[1]
+            input_width=photo.size[0], input_height=photo.size[1], work_width=place.bucket[0], work_height=place.bucket[1]
         )
         background = request.background_spec
     with stage("segment"):
@@ -79,7 +81,7 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, request=request, models=models)
 
     if background.kind == "ai":
-        backgrounds = _ai_backgrounds(photo, alpha, result, stage, notify, cancel, registry)
+        backgrounds = _ai_backgrounds(photo, alpha, place, result, stage, notify, cancel, registry)
     else:
         with stage("background"):
             backgrounds = [render_background(background, photo, alpha)]
@@ -99,10 +101,11 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
     return Image.fromarray(np.where(subject, 0, 255).astype(np.uint8), "L")
 
 
-def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cancel, registry) -> list[Image.Image]:
+def _ai_backgrounds(photo, alpha, place, result: GenerationResult, stage, notify, cancel, registry) -> list[Image.Image]:
     """Depth on the unmasked photo (unless control is off or its weights are missing), the
-    generated backgrounds at working size, enlarged to the photo's size. Fills in the models'
-    revisions (result.models and result.request.model_revisions)."""
+    backgrounds generated in the photo's bucket (core.buckets), cropped and enlarged to the
+    photo's size. Fills in the models' revisions (result.models and result.request.model_revisions)
+    and what ran (result.record)."""
     from core.depth import estimate_depth
     from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
     from core.models import get_registry, resolve_device
@@ -110,26 +113,28 @@ def _ai_backgrounds(photo, alpha, result: GenerationResult, stage, notify, cance
     registry = registry or get_registry()
     request = result.request
     result.device = resolve_device(request.device)
-    size = (request.work_width, request.work_height)
+    result.record.update(bucket=place.name, content=list(place.content))
     with stage("resize"):
-        work = photo.resize(size, Image.Resampling.LANCZOS)
-        repaint = inpaint_mask(alpha, size, request.mask_grow)
+        work = photo.resize(place.content, Image.Resampling.LANCZOS)
+        repaint = inpaint_mask(alpha, place.content, request.mask_grow)
     depth = None
     if request.control_scale > 0:
         with stage("depth"):
             try:
-                depth = estimate_depth(work, request.depth_model, result.device, registry=registry)
+                depth = pad(estimate_depth(work, request.depth_model, result.device, registry=registry), place)
             except ModelMissingError as exc:
                 result.warnings.append(f"running {NO_DEPTH_CONTROL}: {exc}")
     used = {"inpaint": request.inpaint_model}
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):
-        generated = generate_backgrounds(work, repaint, depth, request, progress=notify, cancel=cancel,
-                                         registry=registry, warnings=result.warnings)
+        # the bucket's strips outside the photo are repainted like the rest of the background
+        generated = generate_backgrounds(pad(work, place, fill=(0, 0, 0)), pad(repaint, place, fill=255), depth,
+                                         request, progress=notify, cancel=cancel, registry=registry,
+                                         warnings=result.warnings, record=result.record)
     result.models.update({slot: registry.record(model_id) for slot, model_id in used.items()})
     result.request = request.replace(
         model_revisions={**request.model_revisions, **{slot: result.models[slot]["revision"] for slot in used}}
     )
     with stage("upscale"):
-        return [image.convert("RGB").resize(photo.size, Image.Resampling.LANCZOS) for image in generated]
+        return [crop(image, place).resize(photo.size, Image.Resampling.LANCZOS) for image in generated]
