@@ -1,21 +1,24 @@
 # `make run`: set up and start the app. `make test`: set up and run the whole test suite.
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
 .PHONY: setup run test
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q torch==2.13.0
-	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	$(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.txt -r requirements-test.txt
+	@echo "installing this project (the backdrop command) without resolving its dependencies again"
+	$(PIP) install --no-deps --no-build-isolation -e .
 	@echo "compiling pymatting's numba kernels once (about a minute; otherwise the first generation pays it)"
 	$(PY) -c "import pymatting"
 	touch $(STAMP)
 
 setup: $(STAMP)
-	$(PY) -m core models fetch --embedded-only
+	$(VENV)/bin/backdrop models fetch u2netp
 
 run: setup
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)

@@ -1,4 +1,4 @@
-"""The quality report: ``python -m core eval DIR``.
+"""The quality report (``backdrop eval DIR``).
 
 For every ``NAME.png`` with a ground-truth matte ``NAME_alpha*.png`` in DIR, and for every
 segmenter whose weights are installed, with and without matting refinement, it measures the
@@ -18,7 +18,6 @@ without spill removal (``nospill``) and a naive hard cut-out pasted at alpha 0.5
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -65,12 +64,9 @@ def find_samples(folder: Path) -> list[Sample]:
 
 def available_segmenters() -> list[str]:
     """rembg models whose weights are installed (no download happens in an evaluation)."""
-    from rembg.sessions import sessions_class
+    from core import rembg_weights
 
-    from core.models import u2net_home
-
-    home = u2net_home()
-    return sorted(cls.name() for cls in sessions_class if (home / f"{cls.name()}.onnx").is_file())
+    return [name for name in rembg_weights.names() if rembg_weights.model_file(name) is not None]
 
 
 # ---- alpha metrics (alpha arrays are float in 0..1) -------------------------------------
@@ -257,7 +253,7 @@ def evaluate(folder: Path, segmenters: list[str] | None = None, refine: str = "b
     samples = find_samples(Path(folder))
     segmenters = segmenters or available_segmenters()
     if not segmenters:
-        raise InputError("no segmenter weights installed: run `python -m core models fetch --embedded-only`")
+        raise InputError("no segmenter weights installed: run `backdrop models fetch u2netp`")
     modes = {"off": [False], "on": [True], "both": [False, True]}[refine]
     rows = []
     for seg in segmenters:
@@ -305,21 +301,3 @@ def format_table(report: dict) -> str:
     ]
     return "\n".join(lines)
 
-
-def add_cli(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="quality report on photos with ground-truth alpha mattes")
-    parser.add_argument("folder", type=Path, help="folder of NAME.png + NAME_alpha*.png pairs")
-    parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
-    parser.add_argument("--segmenter", action="append", help="rembg model to evaluate (repeatable; default: every installed one)")
-    parser.add_argument("--refine", choices=("off", "on", "both"), default="both", help="matting refinement (default: both)")
-    parser.set_defaults(func=_cli_eval)
-
-
-def _cli_eval(args) -> int:
-    report = evaluate(args.folder, args.segmenter, args.refine)
-    print(format_table(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0

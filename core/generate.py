@@ -25,7 +25,8 @@ from core import conditioning, sampler
 from core.cache import get_cache
 from core.decode import decode
 from core.errors import Cancelled, InputError, ModelMissingError
-from core.models import ModelRegistry, get_registry, resolve_device
+from core.device import resolve_device
+from core.models import ModelRegistry, get_registry
 from core.presets import full_negative_prompt
 from core.prompts import encode_prompt_pair, truncation_warning
 

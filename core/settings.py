@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.imaging import write_atomic
+from core.files import write_atomic
 from core.request import (
     DEFAULT_CONTROLNET_MODEL,
     DEFAULT_DEPTH_MODEL,

@@ -5,7 +5,8 @@ import streamlit as st
 
 from core import settings as user_settings
 from core.errors import BackdropError
-from core.models import model_status, resolve_device, torch_dtype
+from core.device import resolve_device, torch_dtype
+from core.weights import model_status
 from pages import ui
 
 SLOT_LABELS = {

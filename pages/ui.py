@@ -142,7 +142,7 @@ def ai_readiness(request: GenerationRequest) -> tuple[list[dict], list[dict]]:
     """(blocking, degraded): model rows without weights here. The inpainting model (and the
     depth ControlNet while depth control is on) block an AI background; a missing depth
     estimator only means it runs without depth control (core.pipeline says so in a warning)."""
-    from core.models import model_status
+    from core.weights import model_status
 
     missing = [row for row in model_status(request) if row["slot"] != "segmenter" and not row["present"]]
     needed = {"inpaint"} | ({"controlnet"} if request.control_scale > 0 else set())

@@ -7,10 +7,7 @@ Every function takes ``db=None`` (the shared database from the environment) and 
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -24,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from core.errors import BackdropError
+from core.files import write_atomic
 from core.request import GenerationRequest
 from storage.db import Database, get_database, utcnow
 from storage.images import StoredImage
@@ -272,13 +270,10 @@ def export(path: str | Path, ids: list[int] | None = None, db: Database | None =
     ``list_generations``). Returns the path and the number of generations."""
     db = _db(db)
     views = _select_for_export(db, ids, filters)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".zip")
-    os.close(fd)
     records = []
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+
+    def write(stream) -> None:
+        with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
             for view in views:
                 files: dict[str, str] = {}
                 entries = [("input", view.input_sha256)]
@@ -295,8 +290,5 @@ def export(path: str | Path, ids: list[int] | None = None, db: Database | None =
                 record["files"] = files
                 records.append(record)
             archive.writestr("records.json", json.dumps(records, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path, len(views)
+
+    return write_atomic(path, write, make_folder=True), len(views)

@@ -17,7 +17,8 @@ from PIL import Image as PILImage
 from PIL import PngImagePlugin
 
 from core.errors import InputError
-from core.imaging import PNG_COMPRESS_LEVEL, upright_srgb, write_atomic
+from core.files import write_atomic
+from core.imaging import PNG_COMPRESS_LEVEL, upright_srgb
 
 THUMBNAIL_SIZE = 256
 _FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
@@ -82,7 +83,7 @@ class ImageStore:
         sha = hashlib.sha256(data).hexdigest()
         target = self.path(sha)
         if not target.exists():
-            _write_atomic(target, data)
+            write_atomic(target, lambda stream: stream.write(data), make_folder=True)
         return StoredImage(sha, fmt, width, height, len(data))
 
     def read(self, sha256: str) -> bytes:
@@ -104,7 +105,8 @@ class ImageStore:
             image.thumbnail((size, size), PILImage.Resampling.LANCZOS)
             buffer = io.BytesIO()
             image.save(buffer, format="WEBP", quality=85)
-            _write_atomic(target, buffer.getvalue())
+            data = buffer.getvalue()
+            write_atomic(target, lambda stream: stream.write(data), make_folder=True)
         return target
 
     def delete(self, sha256: str) -> bool:
@@ -116,7 +118,3 @@ class ImageStore:
         path.unlink(missing_ok=True)
         return existed
 
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, lambda stream: stream.write(data))

@@ -1,6 +1,6 @@
 """Run the pipeline for a recorded generation and record its outcome.
 
-One code path for the job worker (storage.jobs) and synchronous callers (``python -m core
+One code path for the job worker (storage.jobs) and synchronous callers (``backdrop
 replace``, re-runs): the input comes back from the image store, so a re-run sees exactly the
 bytes the first run saw; results, cutout and mask go to the store with the generation's
 parameters in their PNG text chunks; the row ends done, failed (with the error) or cancelled.

@@ -49,7 +49,7 @@ def one_torch_thread():
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_data_dir(tmp_path_factory):
-    """Generations the tests record (``python -m core replace`` records every one) go to a
+    """Generations the tests record (``backdrop replace`` records every one) go to a
     temporary data directory and SQLite, never to ./data or a configured database."""
     patch = pytest.MonkeyPatch()
     patch.setenv("BACKDROP_DATA_DIR", str(tmp_path_factory.mktemp("backdrop-data")))

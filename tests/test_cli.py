@@ -1,9 +1,8 @@
-"""`python -m core replace` and `mask` on real photos, and every bad input: a clear
+"""`backdrop replace` and `mask` on real photos, and every bad input: a clear
 ``error:`` message, exit status 2 and no output file."""
 
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.cli import main, variant_paths
+from backdrop.cli import main, variant_paths
 from test_imaging import bomb_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,15 +27,16 @@ def rotated_jpeg(tmp_path_factory, astronaut) -> Path:
     return path
 
 
-def _core(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+def _backdrop(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """The installed console command (make setup installs the project into the venv)."""
+    command = Path(sys.executable).parent / "backdrop"
+    return subprocess.run([str(command), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_replace_on_white_subprocess(rotated_jpeg, tmp_path):
     out = tmp_path / "out.png"
     mask, cut = tmp_path / "mask.png", tmp_path / "cut.png"
-    proc = _core("replace", str(rotated_jpeg), "-o", str(out), "--background", "color:#ffffff", "--json",
+    proc = _backdrop("replace", str(rotated_jpeg), "-o", str(out), "--background", "color:#ffffff", "--json",
                  "--save-mask", str(mask), "--save-cutout", str(cut))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -156,7 +156,7 @@ def test_output_must_be_png_in_an_existing_folder(rotated_jpeg, tmp_path, capsys
 def test_bad_input_subprocess(tmp_path):
     source = _write(tmp_path, "photo.jpg", b"GIF89a but not really")
     out = tmp_path / "out.png"
-    proc = _core("replace", source, "-o", str(out))
+    proc = _backdrop("replace", source, "-o", str(out))
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert not out.exists()
 
@@ -185,12 +185,13 @@ def test_missing_segmenter_weights(rotated_jpeg, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out.png"
     assert main(["replace", str(rotated_jpeg), "-o", str(out), "--segmenter", "isnet-general-use"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "python -m core models fetch" in err and "isnet-general-use" in err
+    assert err.startswith("error: ") and "backdrop models fetch isnet-general-use" in err and "isnet-general-use" in err
     assert not out.exists()
 
 
 def test_sampler_presets_set_scheduler_and_steps():
-    from core.cli import build_parser, request_from_args
+    from backdrop.cli import build_parser
+    from backdrop.replace import request_from_args
 
     def request(*extra):
         return request_from_args(build_parser(full=False).parse_args(["replace", "in.jpg", "-o", "o.png", *extra]))

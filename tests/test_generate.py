@@ -11,7 +11,8 @@ from core.depth import estimate_depth
 from core.errors import Cancelled, ModelMissingError
 from core.generate import generate_backgrounds
 from core.prompts import truncation_warning
-from core.models import EMBEDDED_MD5, ModelRegistry
+from core.models import ModelRegistry
+from core.rembg_weights import EMBEDDED_MD5
 from core.request import GenerationRequest
 
 SIZE = (128, 96)  # working size: multiples of 8, not square
@@ -136,7 +137,7 @@ def test_missing_controlnet_falls_back_with_warning(photo, repaint, depth, reque
 
 def test_missing_inpaint_model_fails_fast(photo, repaint, request_, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelMissingError, match="nobody/no-inpainting.*python -m core models fetch"):
+    with pytest.raises(ModelMissingError, match="nobody/no-inpainting.*backdrop models fetch"):
         generate_backgrounds(photo, repaint, None, request_.replace(inpaint_model="nobody/no-inpainting"), registry=ModelRegistry())
 
 

@@ -212,3 +212,21 @@ def test_save_png_atomic_leaves_nothing_on_failure(tmp_path, photo):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
     with pytest.raises(InputError, match="does not exist"):
         save_png_atomic(photo, Path(tmp_path / "missing" / "out.png"))
+
+
+def test_atomic_writes_follow_the_umask_without_changing_it(tmp_path):
+    """Written files get the permissions any file gets under the process's umask, and the
+    umask itself is never read or changed (a process-wide side effect threads would race on)."""
+    import os
+
+    from core.files import write_atomic
+    from core.imaging import save_png_atomic
+
+    old = os.umask(0o027)
+    try:
+        save_png_atomic(Image.new("RGB", (20, 20)), tmp_path / "a.png")
+        write_atomic(tmp_path / "b.bin", lambda stream: stream.write(b"x"))
+        assert os.umask(0o027) == 0o027  # still what this test set
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"a.png": 0o640, "b.bin": 0o640}

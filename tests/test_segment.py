@@ -69,7 +69,7 @@ def test_refine_maps_thresholds_to_exact_ends():
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.setenv("REMBG_HOME", str(tmp_path))
-    with pytest.raises(ModelMissingError, match="python -m core models fetch"):
+    with pytest.raises(ModelMissingError, match="backdrop models fetch u2net` .needs a network"):
         segment._new_session("u2net")
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded
 

@@ -562,7 +562,7 @@ def _cli(*args, env):
 
 def _main(capsys, *args) -> tuple[int, str, str]:
     """The same parser and handlers in this process: a subprocess costs seconds of imports."""
-    from core.cli import main
+    from backdrop.cli import main
 
     capsys.readouterr()
     code = main([str(a) for a in args])

@@ -1,5 +1,5 @@
-"""`python -m core history | show | rerun | delete | export`: the generation history from the
-command line. The database and image store come from BACKDROP_DATA_DIR / BACKDROP_DATABASE_URL."""
+"""`backdrop history | show | rerun | delete | export`: the generation history from the command
+line. The database and image store come from BACKDROP_DATA_DIR / BACKDROP_DATABASE_URL."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import json
 import sys
 from pathlib import Path
 
+from backdrop.cli import check_output_folder, variant_paths
 from storage.models import STATUSES
 
 
-def add_cli(subparsers) -> None:
+def add_commands(subparsers) -> None:
     p = subparsers.add_parser("history", help="list recorded generations, newest first")
     _add_filters(p)
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
@@ -109,9 +110,7 @@ def _rerun(args: argparse.Namespace) -> int:
 
     changes = {k: v for k, v in (("seed", args.seed), ("prompt", args.prompt)) if v is not None}
     if args.output:
-        from core.cli import _check_output_folder
-
-        _check_output_folder(Path(args.output))
+        check_output_folder(Path(args.output))
     generation_id, _result = service.rerun(args.id, **changes)
     new, old = history.get(generation_id), history.get(args.id)
     print(f"generation {generation_id} (re-run of {args.id}{', remix' if changes else ''})")
@@ -119,8 +118,6 @@ def _rerun(args: argparse.Namespace) -> int:
         same = all(_pixels_equal(a.path, b.path) for a, b in zip(old.results, new.results))
         print(f"identical to generation {args.id}: {'yes' if same else 'no'}")
     if args.output:
-        from core.cli import variant_paths
-
         for out, path in zip(new.results, variant_paths(args.output, len(new.results))):
             image = _load_png(out.path)
             save_png_atomic(image, path, pnginfo=png_text_info(image))

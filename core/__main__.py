@@ -1,7 +1,0 @@
-"""`python -m core ...`: see core/cli.py."""
-
-import sys
-
-from core.cli import main
-
-sys.exit(main())

@@ -1,0 +1,110 @@
+"""Hugging Face models on disk: where a model id's weights are, downloading them, and their revision.
+
+A model id is a Hugging Face id or a local folder. Hub ids load from the local Hugging Face cache
+first and only then try the network (never when ``HF_HUB_OFFLINE`` is set); whatever fails becomes
+a ``ModelMissingError`` that names the model and the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from core.errors import ModelMissingError
+
+FETCH_COMMAND = "backdrop models fetch"
+# What a download takes from a hub repo: configs, tokenizer files and the full-precision
+# safetensors; not the .ckpt/.bin duplicates, fp16 copies or the safety checker we never load.
+ALLOW_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+IGNORE_PATTERNS = ["*fp16*", "*.ema.*", "*non_ema*", "safety_checker/*", "*.onnx*"]
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return bool(constants.HF_HUB_OFFLINE) or env in ("1", "true", "yes", "on")
+
+
+def looks_local(model_id: str) -> bool:
+    """A folder that exists, or text written as a path (so a typo'd path is reported as a
+    missing folder, not looked up on the hub)."""
+    return Path(model_id).expanduser().is_dir() or model_id.startswith(("/", ".", "~")) or "\\" in model_id or model_id.count("/") > 1
+
+
+def missing(model_id: str, why: str) -> ModelMissingError:
+    """The error a user sees; ``.reason`` keeps just the cause (for fetch's own report)."""
+    if looks_local(model_id):
+        error = ModelMissingError(f"model folder {model_id!r} is not usable ({why}); point to a diffusers/transformers folder saved with save_pretrained")
+    else:
+        error = ModelMissingError(f"model {model_id!r} is not available locally ({why}); download it with: {FETCH_COMMAND} {model_id}")
+    error.reason = why
+    return error
+
+
+def cached_snapshot(model_id: str) -> Path | None:
+    """The local Hugging Face cache folder for a hub id, or None if it was never downloaded."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
+    except Exception:  # not cached, or an id the hub client rejects
+        return None
+
+
+def has_weights(folder: Path) -> bool:
+    return any(folder.rglob("*.safetensors"))
+
+
+def local_folder(model_id: str) -> Path | None:
+    """The folder ``model_id`` names or the cached snapshot, if it holds weights; never downloads."""
+    folder = Path(model_id).expanduser() if looks_local(model_id) else cached_snapshot(model_id)
+    return folder if folder is not None and folder.is_dir() and has_weights(folder) else None
+
+
+def resolve_model(model_id: str) -> Path:
+    """A local folder for ``model_id``: the folder itself, the cached hub snapshot, or (when a
+    network is allowed) a fresh download. ModelMissingError otherwise."""
+    from huggingface_hub import snapshot_download
+
+    if not model_id:
+        raise ModelMissingError(f"no model given; set one or download the defaults with: {FETCH_COMMAND}")
+    if looks_local(model_id):
+        folder = Path(model_id).expanduser()
+        if not folder.is_dir():
+            raise missing(model_id, "no such folder")
+        return folder
+    folder = cached_snapshot(model_id)
+    if folder is not None and has_weights(folder):
+        return folder
+    if offline():
+        raise missing(model_id, "not in the Hugging Face cache and offline")
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
+    except Exception as exc:  # network down, unknown repo, gated repo...
+        raise missing(model_id, f"download failed: {first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (library errors can run to pages)."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
+def model_revision(model_id: str, folder: Path) -> str:
+    """The hub commit hash of a cached snapshot, or for a local folder ``local:`` + a sha256 over
+    its config files and its weight files' names and sizes (cheap, and changes when the model
+    is replaced; hashing gigabytes of weights on every load would not be)."""
+    if not looks_local(model_id) and folder.parent.name == "snapshots":
+        return folder.name
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        if path.suffix in (".json", ".txt"):
+            digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        else:
+            digest.update(f"{rel}\0{path.stat().st_size}\0".encode())
+    return "local:" + digest.hexdigest()[:16]
