@@ -1,5 +1,9 @@
 """The AI background: SD1.5 inpainting with the depth ControlNet, at the working size.
 
+This module is the policy (which models run, what the user is warned about); the work is in
+core.conditioning (prompt, mask and control tensors, starting noise), core.sampler (the
+denoising loop), core.runner (the step: eager, CUDA graph or compiled) and core.decode.
+
 Only the background comes from here. The pipeline composites the ORIGINAL photo over the
 (upscaled) result, because the VAE round trip and the 9-channel UNet also change pixels outside
 the mask; the subject's pixels therefore never depend on this module.
@@ -11,18 +15,22 @@ same request and seed give the same images on the same device.
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from PIL import Image
 
+from core import conditioning, sampler
 from core.cache import get_cache
+from core.decode import decode
 from core.errors import Cancelled, InputError, ModelMissingError
 from core.device import resolve_device
 from core.models import ModelRegistry, get_registry
 from core.presets import full_negative_prompt
-from core.request import SCHEDULERS
 from core.prompts import encode_prompt_pair, token_count, truncation_warning
 from core.record import note
+from core.request import SCHEDULERS
 
 # eta=1 makes DDIM stochastic like the reference pipeline's sampler (DDIM, 42 steps, eta 1)
 DDIM_ETA = 1.0
@@ -44,6 +52,18 @@ def make_scheduler(name: str, config):
 NO_DEPTH_CONTROL = "without depth control"  # in every warning that says the depth map is not used
 
 
+@dataclass
+class InpaintModels:
+    """The loaded modules one generation uses (shared by the registry: never modified)."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: Any
+    controlnet: Any = None
+
+
 def generate_backgrounds(
     image: Image.Image,
     inpaint_mask: Image.Image,
@@ -58,8 +78,9 @@ def generate_backgrounds(
     """``request.variants`` RGB images at ``image``'s (working) size; the mask is 255 where the
     background is repainted. Depth None or control scale 0 runs without the ControlNet; that,
     a missing ControlNet and an over-long prompt are appended to ``warnings`` (the missing depth
-    map only when no warning there already says so). What ran (the texts encoded, their token
-    counts, eta, depth control) is noted in ``record`` (core.record)."""
+    map only when no warning there already says so). ``record`` receives what ran (core.record):
+    how the step ran (eager, CUDA graph, compiled), the VAE decode mode, eta, the prompt and
+    negative prompt that were encoded and their token counts, and whether depth control ran."""
     import torch
 
     width, height = image.size
@@ -69,83 +90,77 @@ def generate_backgrounds(
         if other is not None and other.size != image.size:
             raise InputError(f"{name} is {other.width}x{other.height}, image is {width}x{height}")
     warnings = warnings if warnings is not None else []
+    record = record if record is not None else {}
     registry = registry or get_registry()
     device = resolve_device(request.device)
+    models = _models(request, depth, registry, device, warnings)
 
-    registry.inpaint_base(request.inpaint_model, device)  # no inpainting weights: fail fast
+    negative = full_negative_prompt(request)
+    for text, what in ((request.prompt, "prompt"), (negative, "negative prompt")):
+        message = truncation_warning(models.tokenizer, text, what)
+        if message:
+            warnings.append(message)
+    if cancel is not None and cancel():
+        raise Cancelled("generation cancelled before it started")
+
+    scheduler = make_scheduler(request.scheduler, models.scheduler_config)
+    guided = request.guidance > 1  # diffusers' rule for classifier-free guidance
+    eta = DDIM_ETA if request.scheduler == "ddim" else 0.0
+    generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.variants)]
+    runner = registry.step_runner(request.inpaint_model, request.controlnet_model if models.controlnet else None, device)
+    with torch.inference_mode(), _attention(device):
+        positive, negative_embeds = _text_embeddings(models, request, negative, guided, device, registry)
+        text = conditioning.text_rows(positive, negative_embeds, request.variants)
+        timesteps = sampler.set_timesteps(scheduler, request.steps, device)
+        latents, cond = conditioning.prepare(
+            models, image.convert("RGB"), inpaint_mask.convert("L"), depth if models.controlnet else None, text,
+            generators, scheduler, request.control_scale, guided, device)
+        sample_shape = (cond.rows, *latents.shape[1:])
+        predict, how = runner.predictor(sample_shape, cond)
+        latents = sampler.denoise(
+            predict, scheduler, timesteps, latents, cond, request.guidance, sampler.step_kwargs(scheduler, eta, generators),
+            progress=(lambda done, total: progress("generate", done, total)) if progress else None, cancel=cancel)
+        images, decoded = decode(models.vae, latents, conditioning.processors(conditioning.vae_scale_factor(models.vae))[0])
+    note(record, **how, vae_decode=decoded, eta=eta, prompt=request.prompt, negative_prompt=negative, guided=guided,
+         prompt_tokens=token_count(models.tokenizer, request.prompt),
+         negative_prompt_tokens=token_count(models.tokenizer, negative), depth_control=models.controlnet is not None)
+    return images
+
+
+def _models(request, depth, registry: ModelRegistry, device: str, warnings: list[str]) -> InpaintModels:
+    """The policy: which models this run uses, and the warnings that explain what it runs without."""
+    base = registry.inpaint_base(request.inpaint_model, device)  # no inpainting weights: fail fast
+    if base.unet.config.in_channels not in (4, 9):
+        raise InputError(f"{request.inpaint_model!r} has a UNet with {base.unet.config.in_channels} input channels: "
+                         "use a Stable Diffusion 1.5 inpainting (9) or base (4) model")
     use_control = depth is not None and request.control_scale > 0
     if request.control_scale == 0:
         warnings.append("depth control is off (control scale 0)")
     elif depth is None and not any(NO_DEPTH_CONTROL in w for w in warnings):  # said once, with its cause
         warnings.append(f"no depth map: the background was generated {NO_DEPTH_CONTROL}")
+    controlnet = None
     if use_control:
         try:
-            registry.controlnet(request.controlnet_model, device)
+            controlnet = registry.controlnet(request.controlnet_model, device)
         except ModelMissingError as exc:
             warnings.append(f"depth ControlNet unavailable, generated {NO_DEPTH_CONTROL}: {exc}")
-            use_control = False
-    pipe = registry.inpaint_pipeline(request.inpaint_model, request.controlnet_model if use_control else None, device)
-    pipe.scheduler = make_scheduler(request.scheduler, pipe.scheduler.config)
-
-    negative = full_negative_prompt(request)
-    for text, what in ((request.prompt, "prompt"), (negative, "negative prompt")):
-        message = truncation_warning(pipe.tokenizer, text, what)
-        if message:
-            warnings.append(message)
-
-    if cancel is not None and cancel():
-        raise Cancelled("generation cancelled before it started")
-    stopped_at: list[int] = []
-
-    def on_step_end(p, step, timestep, tensors):
-        if progress is not None:
-            progress("generate", step + 1, p.num_timesteps)
-        if cancel is not None and cancel() and not stopped_at:
-            stopped_at.append(step + 1)
-            p._interrupt = True  # diffusers skips the remaining steps
-        return tensors
-
-    prompt_embeds, negative_embeds = _text_embeddings(pipe, request, negative, device, registry)
-    kwargs = dict(
-        prompt_embeds=prompt_embeds,
-        negative_prompt_embeds=negative_embeds,
-        image=image.convert("RGB"),
-        mask_image=inpaint_mask.convert("L"),
-        height=height,
-        width=width,
-        strength=1.0,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance,
-        num_images_per_prompt=request.variants,
-        generator=[torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.variants)],
-        callback_on_step_end=on_step_end,
-        output_type="pil",
-    )
-    if request.scheduler == "ddim":
-        kwargs["eta"] = DDIM_ETA
-    note(record, prompt=request.prompt, negative_prompt=negative, depth_control=use_control,
-         prompt_tokens=token_count(pipe.tokenizer, request.prompt),
-         negative_prompt_tokens=token_count(pipe.tokenizer, negative), **({"eta": kwargs["eta"]} if "eta" in kwargs else {}))
-    if use_control:
-        kwargs.update(control_image=depth.convert("RGB"), controlnet_conditioning_scale=request.control_scale)
-    with torch.inference_mode():
-        images = pipe(**kwargs).images
-    if stopped_at:
-        raise Cancelled(f"generation cancelled at step {stopped_at[0]} of {request.steps}")
-    return [im.convert("RGB") for im in images]
+    return InpaintModels(unet=base.unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                         scheduler_config=base.scheduler.config, controlnet=controlnet)
 
 
-def _text_embeddings(pipe, request, negative: str, device: str, registry: ModelRegistry):
+def _attention(device: str):
+    """cuDNN / flash attention on CUDA (captured graphs keep the kernels chosen at capture)."""
+    if device.startswith("cuda"):
+        from core.cuda_graphs import attention_backends
+
+        return attention_backends()
+    return contextlib.nullcontext()
+
+
+def _text_embeddings(models: InpaintModels, request, negative: str, guided: bool, device: str, registry: ModelRegistry):
     """CLIP embeddings of the prompt pair (negative None without guidance), cached per model,
     revision, device, dtype and text, so re-runs and remixes with the same text skip the encoder."""
-    import torch
-
-    guided = request.guidance > 1  # diffusers' rule for classifier-free guidance
-
-    def encode():
-        with torch.inference_mode():
-            return encode_prompt_pair(pipe.tokenizer, pipe.text_encoder, request.prompt, negative, guided, device)
-
-    key = (request.inpaint_model, registry.revision(request.inpaint_model), device, str(pipe.text_encoder.dtype),
+    key = (request.inpaint_model, registry.revision(request.inpaint_model), device, str(models.text_encoder.dtype),
            request.prompt, negative if guided else None)
-    return get_cache().get_or_compute("text", key, encode)
+    return get_cache().get_or_compute(
+        "text", key, lambda: encode_prompt_pair(models.tokenizer, models.text_encoder, request.prompt, negative, guided, device))

@@ -19,9 +19,6 @@ from core.files import write_atomic
 
 MAX_PIXELS = 80_000_000  # larger images are refused before decoding (decompression bombs)
 MIN_SIDE = 16  # px; thinner strips have no subject to cut out
-MAX_WORK_SIDE = 1024  # the models' working resolution, per side
-MIN_WORK_SIDE = 512  # small photos are worked on upscaled: SD1.5 degrades below 512 px
-MIN_WORK_SHORT_SIDE = 64  # px: the UNet halves the 1/8 latent three times
 PNG_COMPRESS_LEVEL = 1  # a 12 MP PNG writes in ~0.7 s at level 1, ~3.8 s at the default 6
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
@@ -142,16 +139,6 @@ def _open(source: str | Path | bytes, what: str) -> Image.Image:
     return image
 
 
-def working_size(width: int, height: int) -> tuple[int, int]:
-    """The size the models see: long side between 512 and 1024 px (never more than 1024),
-    both sides multiples of 8, aspect ratio kept as closely as multiples of 8 allow; only
-    extreme strips get a wider short side (MIN_WORK_SHORT_SIDE), which the UNet needs."""
-    long_side = max(width, height)
-    target = min(max(long_side, MIN_WORK_SIDE), MAX_WORK_SIDE)
-    scale = target / long_side
-    return tuple(max(MIN_WORK_SHORT_SIDE, int(round(side * scale / 8)) * 8) for side in (width, height))  # type: ignore[return-value]
-
-
 def load_mask(source: str | Path | bytes, size: tuple[int, int]) -> Image.Image:
     """Read a user's mask (white = subject) for a photo of ``size``; checked by check_mask.
 
@@ -172,11 +159,14 @@ def load_mask(source: str | Path | bytes, size: tuple[int, int]) -> Image.Image:
 
 
 def fit_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Accept a mask at the photo's size, or at its working size (what the app draws on),
-    resized to the photo's size; anything else is a mismatch. Returns a checked 'L' mask."""
+    """Accept a mask at the photo's size, or at its working size (the size the generator sees
+    it at, core.buckets), resized to the photo's size; anything else is a mismatch. Returns a
+    checked 'L' mask."""
+    from core.buckets import placement
+
     mask = mask.convert("L")
     if mask.size != size:
-        if mask.size != working_size(*size):
+        if mask.size != placement(*size).content:
             raise InputError(
                 f"mask is {mask.size[0]}x{mask.size[1]} but the photo is {size[0]}x{size[1]}: "
                 "the mask must have the photo's size"

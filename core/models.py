@@ -34,15 +34,22 @@ class ModelRegistry:
         ``build(folder, dtype)`` once per (kind, id, device, dtype); a folder the library cannot
         read becomes a ModelMissingError naming the model."""
         dtype = torch_dtype(device)
-        key = (kind, model_id, device, str(dtype))
+
+        def load():
+            folder = resolve_model(model_id)
+            self._revisions[model_id] = model_revision(model_id, folder)
+            try:
+                return build(folder, dtype)
+            except (OSError, ValueError) as exc:
+                raise missing(model_id, first_line(exc)) from exc
+
+        return self._get((kind, model_id, device, str(dtype)), load)
+
+    def _get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """The cache: ``make()`` once per key, under the lock."""
         with self._lock:
             if key not in self._cache:
-                folder = resolve_model(model_id)
-                self._revisions[model_id] = model_revision(model_id, folder)
-                try:
-                    self._cache[key] = build(folder, dtype)
-                except (OSError, ValueError) as exc:
-                    raise missing(model_id, first_line(exc)) from exc
+                self._cache[key] = make()
             return self._cache[key]
 
     def revision(self, model_id: str) -> str:
@@ -95,6 +102,20 @@ class ModelRegistry:
             pipe = StableDiffusionControlNetInpaintPipeline(**parts, controlnet=self.controlnet(controlnet_id, device), **common)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def step_runner(self, inpaint_id: str, controlnet_id: str | None, device: str):
+        """How the guided step of these models runs on ``device`` (core.runner): kept here so
+        its CUDA graphs and compiled code live as long as the models."""
+        dtype = torch_dtype(device)
+
+        def load():
+            from core.runner import StepRunner
+
+            base = self.inpaint_base(inpaint_id, device)
+            controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
+            return StepRunner(base.unet, controlnet, device)
+
+        return self._get(("step", inpaint_id, controlnet_id, device, str(dtype)), load)
 
     def depth(self, model_id: str, device: str):
         """(image processor, depth model) for any transformers depth-estimation checkpoint."""

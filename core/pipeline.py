@@ -18,7 +18,8 @@ from scipy import ndimage
 from core.backgrounds import render_background
 from core.composite import composite, cutout
 from core.errors import Cancelled, InputError, ModelMissingError
-from core.imaging import check_mask, fit_mask, to_rgb, working_size
+from core.buckets import crop, pad, placement
+from core.imaging import check_mask, fit_mask, to_rgb
 from core.matting import refine_alpha
 from core.record import note
 from core.rembg_weights import revision as segmenter_revision
@@ -35,7 +36,7 @@ class GenerationResult:
     device: str = "cpu"
     warnings: list[str] = field(default_factory=list)
     models: dict[str, dict] = field(default_factory=dict)  # {slot: {"id": ..., "revision": ...}}
-    record: dict = field(default_factory=dict)  # what ran (core.record): sizes, texts, eta...
+    record: dict = field(default_factory=dict)  # what ran (core.record): sizes, bucket, texts, step kind...
 
 
 def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None = None,
@@ -61,11 +62,12 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
 
     with stage("prepare"):
         photo = to_rgb(image)
+        place = placement(*photo.size)
         background = request.background_spec
         if background.kind == "image" and picture is None:
             raise InputError("an image background needs its picture")
         record: dict = {}
-        note(record, input_size=photo.size, work_size=working_size(*photo.size))
+        note(record, input_size=photo.size)
     with stage("segment"):
         if mask is not None:
             alpha = fit_mask(mask, photo.size)
@@ -80,7 +82,7 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record)
 
     if background.kind == "ai":
-        backgrounds = _ai_backgrounds(photo, alpha, request, result, stage, notify, cancel, registry)
+        backgrounds = _ai_backgrounds(photo, alpha, request, place, result, stage, notify, cancel, registry)
     else:
         with stage("background"):
             backgrounds = [render_background(background, photo, alpha, picture)]
@@ -100,11 +102,12 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
     return Image.fromarray(np.where(subject, 0, 255).astype(np.uint8), "L")
 
 
-def _ai_backgrounds(photo, alpha, request: GenerationRequest, result: GenerationResult, stage, notify, cancel,
+def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: GenerationResult, stage, notify, cancel,
                     registry) -> list[Image.Image]:
     """Depth on the unmasked photo (unless control is off or its weights are missing), the
-    generated backgrounds at working size, enlarged to the photo's size. Records the models
-    used with their revisions (result.models)."""
+    backgrounds generated in the photo's bucket (core.buckets), cropped and enlarged to the
+    photo's size. Fills in the models used with their revisions (result.models) and what ran
+    (result.record)."""
     from core.depth import estimate_depth
     from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
     from core.device import resolve_device
@@ -112,23 +115,25 @@ def _ai_backgrounds(photo, alpha, request: GenerationRequest, result: Generation
 
     registry = registry or get_registry()
     result.device = resolve_device(request.device)
-    size = tuple(result.record["work_size"])
+    note(result.record, bucket=place.name, content=place.content)
     with stage("resize"):
-        work = photo.resize(size, Image.Resampling.LANCZOS)
-        repaint = inpaint_mask(alpha, size, request.mask_grow)
+        work = photo.resize(place.content, Image.Resampling.LANCZOS)
+        repaint = inpaint_mask(alpha, place.content, request.mask_grow)
     depth = None
     if request.control_scale > 0:
         with stage("depth"):
             try:
-                depth = estimate_depth(work, request.depth_model, result.device, registry=registry)
+                depth = pad(estimate_depth(work, request.depth_model, result.device, registry=registry), place)
             except ModelMissingError as exc:
                 result.warnings.append(f"running {NO_DEPTH_CONTROL}: {exc}")
     used = {"inpaint": request.inpaint_model}
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):
-        generated = generate_backgrounds(work, repaint, depth, request, progress=notify, cancel=cancel,
-                                         registry=registry, warnings=result.warnings, record=result.record)
+        # the bucket's strips outside the photo are repainted like the rest of the background
+        generated = generate_backgrounds(pad(work, place, fill=(0, 0, 0)), pad(repaint, place, fill=255), depth,
+                                         request, progress=notify, cancel=cancel, registry=registry,
+                                         warnings=result.warnings, record=result.record)
     result.models.update({slot: registry.record(model_id) for slot, model_id in used.items()})
     with stage("upscale"):
-        return [image.convert("RGB").resize(photo.size, Image.Resampling.LANCZOS) for image in generated]
+        return [crop(image, place).resize(photo.size, Image.Resampling.LANCZOS) for image in generated]

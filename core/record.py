@@ -6,10 +6,13 @@ counts, the sampler's eta, and whatever else a stage wants a reader of the histo
 Stages add keys with ``note``; storage keeps the record as one JSON value, so a stage adds a
 key without a schema change. Model ids and revisions are the generation's ``models``.
 
-Keys written today: ``input_size`` and ``work_size`` ([width, height]); for AI backgrounds
-``prompt``, ``negative_prompt`` (as encoded), ``prompt_tokens`` and ``negative_prompt_tokens``
-(CLIP tokens of text, without start/end), ``eta`` (DDIM's; absent for other samplers),
-``depth_control`` (whether the ControlNet ran).
+Keys written today: ``input_size`` ([width, height]); for AI backgrounds the ``bucket`` the
+sampler ran at ("768x512") and the photo's ``content`` size in it (core.buckets), ``prompt`` and
+``negative_prompt`` (as encoded), ``prompt_tokens`` and ``negative_prompt_tokens`` (CLIP tokens
+of text, without start and end), ``eta``, ``guided``, ``depth_control`` (whether the ControlNet
+ran), ``step`` and ``vae_decode`` (how the engine ran). Generations stored before the record
+existed have ``input_size``, ``work_size`` (the size they ran at) and, for a picture
+background, ``background_path`` (storage migration 0003).
 """
 
 from __future__ import annotations

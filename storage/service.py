@@ -64,17 +64,18 @@ def parameters_text(request: GenerationRequest, record: dict[str, Any], generati
                     variant: int = 0) -> str:
     """AUTOMATIC1111's ``parameters`` text of what ran: the prompt, the negative prompt the text
     encoder read (the quality negative included), then ``Key: value`` pairs. ``Size`` is the
-    size the sampler worked at (replaying it elsewhere needs that), ``Output size`` the image's.
+    size the sampler worked at, the bucket (replaying it elsewhere needs that; version-1
+    generations recorded it as ``work_size``), ``Output size`` the image's.
     Variant i was generated with seed + i, written as A1111 writes batch seeds. Backgrounds
     that are not AI have no prompt and no sampler: only their sizes and background."""
     fields: list[tuple[str, Any]] = [("Background", request.background), ("Backdrop generation", generation_id)]
     if request.background_spec.kind != "ai":
         return _a1111_pairs([("Size", f"{width}x{height}"), *fields])
-    work = record.get("work_size") or [width, height]
+    work = record["bucket"].split("x") if "bucket" in record else record.get("work_size") or [width, height]
     sampler = [("Steps", request.steps), ("Sampler", SCHEDULERS[request.scheduler]), ("CFG scale", request.guidance),
                ("Seed", request.seed + variant), ("Size", f"{work[0]}x{work[1]}"), ("Output size", f"{width}x{height}"),
                ("Model", request.inpaint_model)]
-    if "eta" in record:
+    if request.scheduler == "ddim" and "eta" in record:
         sampler.append(("Eta", record["eta"]))
     if record.get("depth_control"):
         sampler.append(("ControlNet", f"{request.controlnet_model} ({request.control_scale})"))

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from core.errors import InputError
-from core.imaging import MAX_PIXELS, load_image, load_mask, save_png_atomic, working_size
+from core.buckets import placement
+from core.imaging import MAX_PIXELS, load_image, load_mask, save_png_atomic
 
 
 @pytest.fixture(scope="module")
@@ -158,23 +159,6 @@ def test_missing_file_and_folder(tmp_path):
         load_image(tmp_path)
 
 
-@pytest.mark.parametrize(
-    "size, expected",
-    [((4000, 3000), (1024, 768)), ((3000, 4000), (768, 1024)), ((1024, 1024), (1024, 1024)),
-     ((256, 192), (512, 384)), ((16, 5000), (64, 1024)), ((1001, 999), (1000, 1000))],
-)
-def test_working_size(size, expected):
-    work = working_size(*size)
-    assert work == expected
-    assert max(work) <= 1024 and all(side % 8 == 0 for side in work)
-
-
-def test_working_size_keeps_aspect():
-    for width, height in [(4032, 3024), (1920, 1080), (640, 427), (3000, 1000)]:
-        w, h = working_size(width, height)
-        assert abs((w / h) / (width / height) - 1) < 0.015  # within rounding to multiples of 8
-
-
 def test_load_mask(tmp_path):
     mask = Image.new("L", (64, 48), 0)
     mask.paste(255, (10, 10, 40, 40))
@@ -189,7 +173,7 @@ def test_load_mask(tmp_path):
 
 
 def test_mask_at_working_size_is_enlarged(tmp_path):
-    mask = Image.new("L", working_size(2000, 1500), 0)
+    mask = Image.new("L", placement(2000, 1500).content, 0)
     mask.paste(255, (100, 100, 500, 500))
     path = tmp_path / "mask.png"
     mask.save(path)

@@ -499,7 +499,7 @@ def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path, 
     assert not np.array_equal(_pixels(changed.output("result").path), _pixels(view.output("result").path))
 
     ai = GenerationRequest(background="ai", prompt='a "quoted", prompt', steps=20, seed=7, scheduler="ddim")
-    ran = {"work_size": [512, 768], "prompt": ai.prompt, "negative_prompt": "lowres", "eta": 1.0}
+    ran = {"bucket": "512x768", "prompt": ai.prompt, "negative_prompt": "lowres", "eta": 1.0}
     text_ai = service.parameters_text(ai, ran, 99, 1024, 1536, variant=2)
     assert text_ai.split("\n")[:2] == ['a "quoted", prompt', "Negative prompt: lowres"]
     assert text_ai.split("\n")[2].startswith("Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 9, Size: 512x768, "
@@ -569,7 +569,7 @@ def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
         assert first.status == "done", first.error
         assert len(first.results) == 1 and first.progress_stage and first.timings.get("generate", 0) > 0
         assert first.models["inpaint"]["revision"] and first.record["eta"] == 1.0
-        assert first.record["work_size"] == [512, 384] and first.record["negative_prompt"].startswith("people, lowres")
+        assert first.record["bucket"] == "512x384" and first.record["negative_prompt"].startswith("people, lowres")
         with Image.open(first.results[0].path) as png:
             params = png.text["parameters"].split("\n")
         # what ran: the negative prompt with the quality terms, the size the sampler worked at
