@@ -70,3 +70,21 @@ def slot_of(name: str) -> str:
         return "segmenter"
     except InputError:
         return "hub"
+
+
+# What an AI background needs. The inpainting model is required: without it nothing is
+# generated. The depth estimator and the ControlNet are depth control: without either the
+# generator runs without depth control and says so in a warning (core.generate). The app
+# asks this before a run, the pipeline acts on the same rule during it.
+AI_REQUIRED = ("inpaint",)
+AI_DEPTH_CONTROL = ("depth", "controlnet")
+
+
+def ai_readiness(request) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(blocking, degraded): the status rows of the models an AI background with ``request``
+    lacks; blocking ones stop it, degraded ones (depth control, while it is on) only mean it
+    runs without depth control."""
+    missing = [row for row in model_status(request) if not row["present"]]
+    depth = AI_DEPTH_CONTROL if request.control_scale > 0 else ()
+    return ([row for row in missing if row["slot"] in AI_REQUIRED],
+            [row for row in missing if row["slot"] in depth])

@@ -89,7 +89,7 @@ def finished_queue() -> None:
     done = [(name, v) for name, v in views if v.status == "done"]
     st.caption(f"{len(done)} of {len(rows)} done")
     if done:
-        st.download_button("Download results (zip)", ui.results_zip(done), file_name="backdrop-batch.zip",
+        st.download_button("Download results (zip)", history.results_zip(done), file_name="backdrop-batch.zip",
                            mime="application/zip", key="batch_zip", on_click="ignore", icon=":material/folder_zip:")
 
 

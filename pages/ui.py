@@ -1,32 +1,23 @@
-"""What the pages share: the sidebar, the one job worker per process, the background form that
-builds a GenerationRequest, the brush-mask arithmetic and PNG encoding for downloads.
+"""What the pages share: the sidebar, the one job worker per process, the background form
+(one widget per request field, from its declaration) and the results with their downloads.
 
-Not a page itself (streamlit_app.py lists the pages explicitly). The mask functions are plain
-numpy/PIL so tests can check them without a browser.
+Not a page itself (streamlit_app.py lists the pages explicitly). Only widgets and calls: the
+work is in core (brush masks, readiness, colour match) and storage (jobs, history, zips).
 """
 
 from __future__ import annotations
 
-import io
 import random
 import sys
-import zipfile
-from pathlib import Path
 
-import numpy as np
 import streamlit as st
 from PIL import Image
 
 from core.request import BACKGROUND_KINDS, FIELD, FIELDS, GenerationRequest
+from core.weights import ai_readiness
 from storage import settings as user_settings
 
-CANVAS_MAX_WIDTH = 540  # fits the wider of two columns on a 1366 px wide screen
-CANVAS_MAX_HEIGHT = 600
 MAX_UI_SEED = 2**53 - 1  # browsers hold numbers as doubles: larger seeds would be rounded
-STROKE_ALPHA = 0.55  # strokes are see-through so the photo stays visible under them
-ADD_RGB = (0, 230, 64)
-ERASE_RGB = (235, 30, 30)
-TINT_RGB = (30, 40, 120)  # what the background (mask 0) is tinted with in previews
 KIND_LABELS = {
     "ai": "AI scene",
     "color": "Colour",
@@ -35,56 +26,6 @@ KIND_LABELS = {
     "image": "My image",
     "transparent": "Transparent",
 }
-
-
-# ---------------------------------------------------------------- mask and brush arithmetic
-
-def display_size(width: int, height: int, max_w: int = CANVAS_MAX_WIDTH, max_h: int = CANVAS_MAX_HEIGHT) -> tuple[int, int]:
-    """Size the photo is shown (and painted on) at: aspect kept, within max_w x max_h."""
-    scale = min(max_w / width, max_h / height, 1.0)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def mask_overlay(photo: Image.Image, mask: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
-    """The photo with everything the mask calls background darkened and tinted."""
-    size = size or photo.size
-    rgb = np.asarray(photo.convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
-    alpha = np.asarray(mask.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)[..., None] / 255
-    tinted = rgb * 0.35 + np.array(TINT_RGB, dtype=np.float32) * 0.65
-    return Image.fromarray((rgb * alpha + tinted * (1 - alpha)).round().astype(np.uint8))
-
-
-def stroke_color(mode: str) -> str:
-    r, g, b = ADD_RGB if mode == "add" else ERASE_RGB
-    return f"rgba({r}, {g}, {b}, {STROKE_ALPHA})"
-
-
-def stroke_masks(strokes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Split the canvas's RGBA drawing into (add, erase) boolean masks at ``size``.
-
-    A painted pixel is one with visible alpha; green-dominant is add, red-dominant erase. Where
-    strokes overlap, the canvas already composited the later stroke on top, so the colour that
-    dominates is the one painted last.
-    """
-    rgba = np.asarray(strokes)
-    if rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"strokes must be an RGBA array, got shape {rgba.shape}")
-    painted = rgba[..., 3] >= 48
-    green = rgba[..., 1].astype(np.int16) > rgba[..., 0].astype(np.int16)
-    add = Image.fromarray(((painted & green) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    erase = Image.fromarray(((painted & ~green) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(add) >= 128, np.asarray(erase) >= 128
-
-
-def corrected_mask(base: Image.Image, strokes: np.ndarray | None) -> Image.Image:
-    """The base mask with add strokes set to subject (255) and erase strokes to background (0)."""
-    if strokes is None:
-        return base
-    add, erase = stroke_masks(strokes, base.size)
-    values = np.asarray(base.convert("L")).copy()
-    values[add] = 255
-    values[erase] = 0
-    return Image.fromarray(values)
 
 
 # ---------------------------------------------------------------- settings, arguments
@@ -134,7 +75,6 @@ def prefill(prefix: str, request: GenerationRequest, picture: bytes | None = Non
     for field in FORM_FIELDS:
         state[f"{prefix}{field.name}"] = getattr(request, field.name)
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
-    state[f"{prefix}harmony_chosen"] = True  # the stored value is kept when the kind changes
     state[f"{prefix}base"] = request
 
 
@@ -145,17 +85,6 @@ def form_base(prefix: str) -> GenerationRequest:
 
 def forget_base(prefix: str) -> None:
     st.session_state.pop(f"{prefix}base", None)
-
-
-def ai_readiness(request: GenerationRequest) -> tuple[list[dict], list[dict]]:
-    """(blocking, degraded): model rows without weights here. The inpainting model (and the
-    depth ControlNet while depth control is on) block an AI background; a missing depth
-    estimator only means it runs without depth control (core.pipeline says so in a warning)."""
-    from core.weights import model_status
-
-    missing = [row for row in model_status(request) if row["slot"] != "segmenter" and not row["present"]]
-    needed = {"inpaint"} | ({"controlnet"} if request.control_scale > 0 else set())
-    return [r for r in missing if r["slot"] in needed], [r for r in missing if r["slot"] not in needed]
 
 
 def explain_missing(rows: list[dict], blocking: bool = True) -> str:
@@ -179,20 +108,6 @@ def _apply_preset(prefix: str) -> None:
     if name in PRESETS:
         st.session_state[f"{prefix}prompt"] = PRESETS[name].prompt
         st.session_state[f"{prefix}negative_prompt"] = PRESETS[name].negative
-
-
-def _kind_changed(prefix: str) -> None:
-    """Colour match follows the background kind (on for AI and picture backgrounds, which bring
-    their own light) until the user sets the slider themselves."""
-    from core.harmony import default_harmony
-
-    state = st.session_state
-    if not state.get(f"{prefix}harmony_chosen"):
-        state[f"{prefix}harmony"] = default_harmony(state[f"{prefix}kind"])
-
-
-def _harmony_chosen(prefix: str) -> None:
-    st.session_state[f"{prefix}harmony_chosen"] = True
 
 
 def _roll_seed(prefix: str) -> None:
@@ -235,8 +150,6 @@ def _group(prefix: str, group: str) -> None:
                 field_widget(prefix, spec)
             dice_col.button("Roll", key=f"{prefix}dice", help="New random seed", icon=":material/casino:",
                             on_click=_roll_seed, args=(prefix,))
-        elif spec.name == "harmony":
-            field_widget(prefix, spec, on_change=_harmony_chosen, args=(prefix,))
         else:
             field_widget(prefix, spec)
 
@@ -255,7 +168,7 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
         state.setdefault(f"{prefix}{spec.name}", getattr(base, spec.name))
     kind = st.radio(
         FIELD["background"].label, BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
-        format_func=lambda k: KIND_LABELS[k], on_change=_kind_changed, args=(prefix,),
+        format_func=lambda k: KIND_LABELS[k],
     )
     background, picture, reason = kind, None, None
     if kind == "ai":
@@ -395,8 +308,27 @@ def show_outputs(view, key: str) -> None:
             label, output.path.read_bytes(), file_name=f"backdrop-{view.id}-{kind}.png",
             mime="image/png", key=f"{key}_dl_{kind}", on_click="ignore", icon=":material/download:",
         )
+    colour_match_look(view)
     for warning in view.warnings:  # may quote the prompt: plain text, never Markdown
         st.text(f"Warning: {warning}")
+
+
+def colour_match_look(view) -> None:
+    """Colour match changes the subject's pixels: show the first result beside the subject as
+    photographed, so the user sees exactly what it did."""
+    from core.harmony import as_photographed
+
+    harmony = view.request.get("harmony", 0)
+    cut = view.output("cutout")
+    if not harmony or not view.results or cut is None:
+        return
+    with Image.open(view.results[0].path) as result, Image.open(cut.path) as cutout:
+        before = as_photographed(result, cutout)
+        after = result.convert("RGB")
+    st.caption(f"Colour match {harmony:g} changed the subject's pixels: before and after")
+    left, right = st.columns(2)
+    left.image(before, caption="Subject as photographed", width="stretch")
+    right.image(after, caption="With colour match", width="stretch")
 
 
 def sidebar() -> None:
@@ -414,19 +346,3 @@ def worker_status() -> None:
         st.caption(f"Worker: generating #{job_worker.current}; {pending} job(s) queued or running")
     else:
         st.caption(f"Worker: idle; {pending} job(s) waiting")
-
-
-def results_zip(done: list[tuple[str, object]]) -> bytes:
-    """One PNG per result, named after its photo (``-2``, ``-3``... for more variants)."""
-    buffer = io.BytesIO()
-    used: set[str] = set()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, view in done:
-            stem = Path(name).stem
-            for output in view.results:
-                arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
-                while arcname in used:  # two photos with the same name
-                    arcname = f"{Path(arcname).stem}-{view.id}.png"
-                used.add(arcname)
-                archive.write(output.path, arcname)
-    return buffer.getvalue()

@@ -7,6 +7,7 @@ Every function takes ``db=None`` (the shared database from the environment) and 
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -303,3 +304,20 @@ def export(path: str | Path, ids: list[int] | None = None, db: Database | None =
             archive.writestr("records.json", json.dumps(records, indent=2, sort_keys=True))
 
     return write_atomic(path, write, make_folder=True), len(views)
+
+
+def results_zip(done: list[tuple[str, GenerationView]]) -> bytes:
+    """The results of finished generations as one zip: one PNG per result, named after its
+    photo (``-2``, ``-3``... for more variants; a generation's id when two photos share a name)."""
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, view in done:
+            stem = Path(name).stem
+            for output in view.results:
+                arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
+                while arcname in used:  # two photos with the same name
+                    arcname = f"{Path(arcname).stem}-{view.id}.png"
+                used.add(arcname)
+                archive.write(output.path, arcname)
+    return buffer.getvalue()

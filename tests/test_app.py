@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from storage import settings as user_settings
+from core import brush
 from pages import ui
+from test_brush import strokes
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -66,39 +68,7 @@ def wait_done(at, generation_id: int, timeout: float = 40):
     raise AssertionError(f"generation {generation_id} still {view.status} after {timeout} s")
 
 
-def strokes(size, add_box=None, erase_box=None) -> np.ndarray:
-    """An RGBA drawing like the canvas returns: see-through green (add) and red (erase) paint."""
-    drawing = np.zeros((size[1], size[0], 4), np.uint8)
-    alpha = round(ui.STROKE_ALPHA * 255)
-    for box, rgb in ((add_box, ui.ADD_RGB), (erase_box, ui.ERASE_RGB)):
-        if box:
-            x0, y0, x1, y1 = box
-            drawing[y0:y1, x0:x1] = (*rgb, alpha)
-    return drawing
-
-
 # ---------------------------------------------------------------- pure functions
-
-def test_strokes_set_and_clear_the_mask_and_later_strokes_win():
-    base = Image.fromarray(np.full((100, 200), 128, np.uint8))
-    drawing = strokes((100, 50), add_box=(0, 0, 50, 50), erase_box=(40, 0, 100, 25))
-    mask = np.asarray(ui.corrected_mask(base, drawing))  # drawn at half size, scaled up
-    assert mask[80, 20] == 255  # added only
-    assert mask[20, 150] == 0  # erased only
-    assert mask[80, 150] == 128  # untouched
-    # red painted over green: the canvas composites later strokes on top, the erase wins there
-    assert mask[20, 90] == 0
-    over = drawing.copy()
-    over[0:25, 40:50] = (235, 200, 30, 200)  # a mixed edge pixel, red still dominating
-    assert np.asarray(ui.corrected_mask(base, over))[20, 90] == 0
-    assert ui.corrected_mask(base, None) is base
-
-
-def test_display_size_keeps_aspect_and_limits():
-    assert ui.display_size(1080, 1920) == (338, 600)
-    assert ui.display_size(4000, 1000) == (540, 135)
-    assert ui.display_size(300, 200) == (300, 200)  # never enlarged
-
 
 def test_batch_dir_argument():
     assert ui.batch_dir_argument(["--batch-dir", "/photos"]) == "/photos"
@@ -135,7 +105,7 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
     assert auto.shape == (photo.height, photo.width)
     assert (auto == 255).mean() > 0.2 and (auto == 0).mean() > 0.2  # a real subject and background
     assert len(at.get("image")) == 1  # the corrected-mask preview
-    size = ui.display_size(*photo.size)
+    size = brush.display_size(*photo.size)
     # add a block of the top-left background, erase a block of the subject's centre
     sx, sy = photo.width / size[0], photo.height / size[1]
     add_box = (0, 0, 40, 40)
@@ -167,7 +137,7 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
 
 def test_drawing_survives_page_switch_and_undo_clear_reset(data_dir, lemur_path):
     at = upload_lemur(app(), lemur_path)
-    size = ui.display_size(*at.session_state["studio_photo"].size)
+    size = brush.display_size(*at.session_state["studio_photo"].size)
     drawing = {"objects": [{"type": "Path", "id": 1}, {"type": "Path", "id": 2}]}
     at.session_state["studio_drawing"] = drawing
     at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
@@ -210,6 +180,17 @@ def test_ai_option_explains_missing_weights_other_kinds_work(data_dir, lemur_pat
         at.radio(key="studio_f_kind").set_value(kind).run()
         assert not at.button(key="studio_generate").disabled, kind
         assert not at.warning
+
+
+def test_missing_controlnet_only_warns_as_the_pipeline_runs_without_it(data_dir, lemur_path, monkeypatch, tiny_models,
+                                                                        tmp_path):
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", str(tiny_models["inpaint"]))
+    monkeypatch.setenv("BACKDROP_DEPTH_MODEL", str(tiny_models["depth"]))
+    monkeypatch.setenv("BACKDROP_CONTROLNET_MODEL", str(tmp_path / "no-controlnet"))
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    assert not at.warning and "without depth control" in " ".join(i.value for i in at.info)
+    assert not at.button(key="studio_generate").disabled
 
 
 def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
@@ -279,7 +260,7 @@ def test_batch_uploads_and_server_folder(data_dir, lemur_path, astronaut, tmp_pa
     view = history.get(jobs[0]["id"])
     assert Image.open(view.results[0].path).mode == "RGBA"  # transparent background kept
     done = [(job["name"], history.get(job["id"])) for job in jobs] + [("lemur.jpg", view)]
-    with zipfile.ZipFile(io.BytesIO(ui.results_zip(done))) as archive:
+    with zipfile.ZipFile(io.BytesIO(history.results_zip(done))) as archive:
         assert archive.namelist() == ["lemur.png", "astronaut.png", f"lemur-{view.id}.png"]
         assert archive.read("lemur.png") == view.results[0].path.read_bytes()
 
@@ -397,13 +378,17 @@ def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
     assert history.get(view.id).results
 
 
-def test_colour_match_follows_the_background_kind_until_the_user_sets_it(data_dir, lemur_path):
+def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_path, astronaut):
+    """The subject promise: every background kind starts with colour match 0; a generation made
+    with it on shows the result beside the subject as photographed."""
     at = upload_lemur(app(), lemur_path)
-    assert at.radio(key="studio_f_kind").value == "color" and at.slider(key="studio_f_harmony").value == 0.0
-    at.radio(key="studio_f_kind").set_value("image").run()
-    assert at.slider(key="studio_f_harmony").value == 0.5  # a picture brings its own light
-    at.radio(key="studio_f_kind").set_value("gradient").run()
-    assert at.slider(key="studio_f_harmony").value == 0.0
-    at.slider(key="studio_f_harmony").set_value(0.2).run()
-    at.radio(key="studio_f_kind").set_value("ai").run()
-    assert at.slider(key="studio_f_harmony").value == 0.2  # the user's choice is kept
+    for kind in ("color", "image", "ai", "gradient"):
+        at.radio(key="studio_f_kind").set_value(kind).run()
+        assert at.slider(key="studio_f_harmony").value == 0.0, kind
+    at.slider(key="studio_f_harmony").set_value(0.8).run()
+    at.button(key="studio_generate").click().run()
+    view = wait_done(at, at.session_state["studio_job"])
+    assert view.status == "done" and view.request["harmony"] == 0.8
+    assert any("changed the subject's pixels" in c.value for c in at.caption)
+    captions = [caption for element in at.get("image") for caption in element.captions]
+    assert "Subject as photographed" in captions and "With colour match" in captions

@@ -9,9 +9,9 @@ from PIL import Image
 from skimage import color
 
 from core.errors import InputError
-from core.harmony import default_harmony, harmonize, ring_mask
+from core.harmony import as_photographed, harmonize, ring_mask
 from core.presets import PRESETS, QUALITY_NEGATIVE, full_negative_prompt, get_preset
-from core.request import GenerationRequest
+from core.request import FIELD, GenerationRequest
 from core.shadows import apply_shadows
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -34,10 +34,24 @@ def test_quality_negative_is_added_unless_turned_off():
     assert full_negative_prompt(GenerationRequest(quality_negative=False)) == ""
 
 
-def test_harmony_default_is_on_for_scenes_only():
-    assert default_harmony("ai") > 0 and default_harmony("image") > 0
-    for kind in ("color", "gradient", "blur", "transparent"):
-        assert default_harmony(kind) == 0.0
+def test_colour_match_is_off_unless_asked_and_its_before_after_is_exact_where_opaque():
+    """The subject promise: harmony starts at 0 for every background, so opaque subject pixels
+    are the input's; when it is on, ``as_photographed`` puts them back for the before/after."""
+    from core.composite import composite, cutout
+    from core.evaluate import foreground_preservation
+
+    assert GenerationRequest().harmony == 0.0 and FIELD["harmony"].default == 0.0
+    photo, alpha, scene = _subject_scene()
+    for kind in ("ai", "image", "color"):
+        assert GenerationRequest(background=kind if kind != "color" else "color:#102030").harmony == 0.0
+    cut = cutout(photo, alpha)
+    matched = composite(photo, alpha, scene, GenerationRequest(harmony=1.0), cut=cut)
+    assert foreground_preservation(photo, alpha, matched) > 0  # colour match does change them
+    before = as_photographed(matched, cut)
+    plain = composite(photo, alpha, scene, GenerationRequest(), cut=cut)
+    opaque = np.asarray(alpha) == 255
+    assert np.array_equal(np.asarray(before)[opaque], np.asarray(photo)[opaque])
+    assert np.array_equal(np.asarray(before)[opaque], np.asarray(plain)[opaque])
 
 
 def _subject_scene(size=(120, 100)):
