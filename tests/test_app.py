@@ -392,3 +392,50 @@ def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_
     assert any("changed the subject's pixels" in c.value for c in at.caption)
     captions = [caption for element in at.get("image") for caption in element.captions]
     assert "Subject as photographed" in captions and "With colour match" in captions
+
+
+@pytest.mark.parametrize("kind", ["ai", "image"])
+def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut):
+    """A request with every field off its default, recorded, then remixed through the Studio's
+    own code (History's Remix button, the prefilled form, Generate) and re-run through History's
+    Re-run button: both submit exactly the stored request, models and device included."""
+    from core.request import FIELDS, GenerationRequest
+    from storage import history
+
+    values = dict(
+        background="ai" if kind == "ai" else "image", prompt="a (quiet:1.2) harbour at dawn", negative_prompt="boats",
+        seed=123456, variants=2, steps=2, guidance=5.5, control_scale=0.35, scheduler="euler_a",
+        quality_negative=False, mask_grow=9, spill_removal=False, refine_matting=True, harmony=0.3,
+        contact_shadow=0.25, cast_shadow=0.4, shadow_angle=200.0, shadow_softness=0.9, segmenter="isnet-general-use",
+        inpaint_model=str(tiny_models["inpaint"]), controlnet_model=str(tiny_models["controlnet"]),
+        depth_model=str(tiny_models["depth"]), device="cpu",
+    )
+    request = GenerationRequest(**values)
+    assert all(getattr(request, spec.name) != spec.default for spec in FIELDS)
+    picture = io.BytesIO()
+    astronaut.resize((200, 150)).save(picture, format="PNG")
+    picture = picture.getvalue() if kind == "image" else None
+    gid = history.create(request, lemur_path.read_bytes(), Image.fromarray(lemur_alpha), status="done", picture=picture)
+
+    at = app("history")
+    at.button(key=f"history_open_{gid}").click().run()
+    at.button(key="history_remix").click().run()  # st.switch_page: the Studio runs with the remix
+    assert not at.exception, at.exception
+    at.switch_page("pages/studio.py").run()  # AppTest keeps its own idea of the page: follow the switch
+    assert at.session_state["studio_f_shadow_softness"] == 0.9  # a field with no widget drawn until needed
+    assert not at.button(key="studio_generate").disabled, [c.value for c in at.caption] + [e.value for e in at.error]
+    at.button(key="studio_generate").click().run()
+    assert at.session_state["studio_job"], [e.value for e in at.error] + [c.value for c in at.caption]
+    remix = history.get(at.session_state["studio_job"])
+    assert remix.parent_id == gid and remix.request == request.to_dict()
+    assert remix.user_mask_sha256 == history.get(gid).user_mask_sha256
+    assert remix.background_sha256 == history.get(gid).background_sha256
+    wait_done(at, remix.id)
+
+    at = app("history")
+    at.button(key=f"history_open_{gid}").click().run()
+    at.button(key="history_rerun").click().run()
+    rerun = history.get(at.session_state["history_selected"])
+    assert rerun.parent_id == gid and rerun.request == request.to_dict()
+    assert rerun.background_sha256 == history.get(gid).background_sha256
+    wait_done(at, rerun.id)
