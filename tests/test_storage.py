@@ -554,7 +554,7 @@ def test_export_zip(db):
 # ---- command line ----------------------------------------------------------------------------
 
 def _cli(*args, env):
-    proc = subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "backdrop", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
