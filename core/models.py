@@ -21,7 +21,7 @@ class ModelRegistry:
 
     Loading is serialised by one lock: two sessions asking for the same weights load them
     once. The objects returned are shared; callers must not change them (the generator builds
-    a fresh pipeline object around the shared modules for each run).
+    its per-run state (scheduler, tensors) afresh for each run).
     """
 
     def __init__(self) -> None:
@@ -86,36 +86,15 @@ class ModelRegistry:
 
         return self._load("controlnet", controlnet_id, device, build)
 
-    def inpaint_pipeline(self, inpaint_id: str, controlnet_id: str | None, device: str):
-        """A ``StableDiffusionControlNetInpaintPipeline`` (or the plain inpainting pipeline when
-        ``controlnet_id`` is None) around the cached modules: a new pipeline object each call,
-        so per-run state (scheduler, interrupt flag) is never shared between runs."""
-        from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
-
-        base = self.inpaint_base(inpaint_id, device)
-        parts = {k: v for k, v in base.components.items() if k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-        parts["scheduler"] = parts["scheduler"].__class__.from_config(parts["scheduler"].config)
-        common = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        if controlnet_id is None:
-            pipe = StableDiffusionInpaintPipeline(**parts, **common)
-        else:
-            pipe = StableDiffusionControlNetInpaintPipeline(**parts, controlnet=self.controlnet(controlnet_id, device), **common)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
     def step_runner(self, inpaint_id: str, controlnet_id: str | None, device: str):
         """How the guided step of these models runs on ``device`` (core.runner): kept here so
         its CUDA graphs and compiled code live as long as the models."""
-        dtype = torch_dtype(device)
+        from core.runner import StepRunner
 
-        def load():
-            from core.runner import StepRunner
-
-            base = self.inpaint_base(inpaint_id, device)
-            controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
-            return StepRunner(base.unet, controlnet, device)
-
-        return self._get(("step", inpaint_id, controlnet_id, device, str(dtype)), load)
+        unet = self.inpaint_base(inpaint_id, device).unet
+        controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
+        key = ("step", inpaint_id, controlnet_id, device, str(torch_dtype(device)))
+        return self._get(key, lambda: StepRunner(unet, controlnet, device))
 
     def depth(self, model_id: str, device: str):
         """(image processor, depth model) for any transformers depth-estimation checkpoint."""

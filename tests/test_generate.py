@@ -160,7 +160,7 @@ def test_progress_and_cancel(photo, repaint, depth, request_, registry):
 
 
 def test_long_prompt_warns(photo, repaint, request_, registry):
-    pipe = registry.inpaint_pipeline(request_.inpaint_model, None, "cpu")
+    pipe = registry.inpaint_base(request_.inpaint_model, "cpu")
     assert truncation_warning(pipe.tokenizer, "a photo of a beach") is None
     long_prompt = ", ".join(["sunset beach"] * 40) + ", unusual tail words"
     message = truncation_warning(pipe.tokenizer, long_prompt)
