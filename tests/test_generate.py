@@ -10,7 +10,6 @@ from core.cache import get_cache
 from core.depth import estimate_depth
 from core.errors import Cancelled, ModelMissingError
 from core.generate import generate_backgrounds
-from core.prompts import truncation_warning
 from core.models import ModelRegistry
 from core.rembg_weights import EMBEDDED_MD5
 from core.request import GenerationRequest
@@ -159,15 +158,29 @@ def test_progress_and_cancel(photo, repaint, depth, request_, registry):
         generate_backgrounds(photo, repaint, depth, request_, registry=registry, cancel=lambda: True)
 
 
-def test_long_prompt_warns(photo, repaint, request_, registry):
-    pipe = registry.inpaint_base(request_.inpaint_model, "cpu")
-    assert truncation_warning(pipe.tokenizer, "a photo of a beach") is None
+def test_long_and_weighted_prompts_run_and_only_what_is_dropped_warns(photo, repaint, request_, registry):
+    """A prompt past CLIP's 75 tokens is read whole (no warning) and changes the image; a
+    weight changes it too; only text past the last chunk is dropped, and said."""
+    from core.prompts import MAX_CHUNKS
+
+    base = request_.replace(quality_negative=False, steps=2)
     long_prompt = ", ".join(["sunset beach"] * 40) + ", unusual tail words"
-    message = truncation_warning(pipe.tokenizer, long_prompt)
-    assert message and "75" in message and "tail" in message
     warnings: list[str] = []
-    generate_backgrounds(photo, repaint, None, request_.replace(prompt=long_prompt, quality_negative=False), registry=registry, warnings=warnings)
-    assert sum("prompt is" in w for w in warnings) == 1
+    first = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt=long_prompt), registry=registry,
+                                        warnings=warnings))[0]
+    assert not any("prompt is" in w for w in warnings)
+    other_tail = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt=long_prompt[:-19] + "a city street"),
+                                             registry=registry))[0]
+    assert not np.array_equal(first, other_tail)  # words past the 75th token count
+    plain = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt="a beach"), registry=registry))[0]
+    weighted = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt="a (beach:1.5)"), registry=registry))[0]
+    assert not np.array_equal(plain, weighted)
+    huge = ", ".join(["sunset beach"] * 40 * MAX_CHUNKS) + ", unusual tail words"
+    warnings = []
+    record: dict = {}
+    generate_backgrounds(photo, repaint, None, base.replace(prompt=huge), registry=registry, warnings=warnings, record=record)
+    assert sum("prompt is" in w and "tail" in w for w in warnings) == 1
+    assert record["prompt"] == huge and record["prompt_tokens"] > MAX_CHUNKS * 75
 
 
 def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):

@@ -549,6 +549,10 @@ def _a1111_parse(path) -> dict:
             "generator": info.generator.name}
 
 
+# a prompt past CLIP's 75 tokens, with AUTOMATIC1111 weights: stored and written as typed
+LONG_WEIGHTED = "a photo of a (forest:1.3), [fog], " + ", ".join(["soft warm light on a wooden table"] * 12)
+
+
 def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
     """Tiny AI models: a job run by the worker, then re-run synchronously from its record, gives
     the same pixels."""
@@ -559,7 +563,7 @@ def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
     db = Database(None, tmp_path / "data")
     try:
         request = GenerationRequest(
-            background="ai", prompt="a photo of a forest", negative_prompt="people", seed=5, steps=2,
+            background="ai", prompt=LONG_WEIGHTED, negative_prompt="people", seed=5, steps=2,
             scheduler="ddim", device="cpu", inpaint_model=tiny_models["inpaint"],
             controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"])
         queue = jobs.JobQueue(db)
@@ -573,7 +577,8 @@ def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
         with Image.open(first.results[0].path) as png:
             params = png.text["parameters"].split("\n")
         # what ran: the negative prompt with the quality terms, the size the sampler worked at
-        assert params[:2] == ["a photo of a forest", f"Negative prompt: {first.record['negative_prompt']}"]
+        assert params[:2] == [LONG_WEIGHTED, f"Negative prompt: {first.record['negative_prompt']}"]  # as typed
+        assert first.record["prompt"] == LONG_WEIGHTED and first.record["prompt_tokens"] > 75
         assert params[2].startswith("Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 512x384, "
                                     "Output size: 160x120, Model: ")
         info = _a1111_parse(first.results[0].path)
