@@ -20,9 +20,8 @@ CORE_COMMANDS = ("replace", "mask")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(full=not (argv and argv[0] in CORE_COMMANDS))
-    args = parser.parse_args(argv)
-    try:
+    try:  # building the parser reads the settings, which can be invalid too
+        args = build_parser(full=not (argv and argv[0] in CORE_COMMANDS)).parse_args(argv)
         return int(args.func(args) or 0)
     except BackdropError as exc:
         print(f"error: {exc}", file=sys.stderr)

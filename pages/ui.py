@@ -31,7 +31,14 @@ KIND_LABELS = {
 # ---------------------------------------------------------------- settings, arguments
 
 def settings() -> dict[str, str]:
-    return user_settings.load_settings()
+    """The saved settings; with an invalid environment variable, the defaults and an error."""
+    from core.errors import InputError
+
+    try:
+        return user_settings.load_settings()
+    except InputError as error:
+        st.error(str(error))
+        return {name: spec.default for name, spec in user_settings.SETTINGS.items()}
 
 
 def batch_dir_argument(argv: list[str] | None = None) -> str | None:

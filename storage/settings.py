@@ -44,9 +44,19 @@ def saved_settings(root: Path | None = None) -> dict[str, str]:
 
 
 def load_settings(root: Path | None = None) -> dict[str, str]:
-    """Effective settings: saved value, else environment, else the request's default."""
+    """Effective settings: saved value, else environment, else the request's default. An
+    environment variable with an invalid value is an InputError that names it."""
     saved = saved_settings(root)
-    return {name: saved.get(name) or os.environ.get(spec.env) or spec.default for name, spec in SETTINGS.items()}
+    values = {}
+    for name, spec in SETTINGS.items():
+        env = os.environ.get(spec.env)
+        values[name] = saved.get(name) or env or spec.default
+        if values[name] == env:
+            try:
+                spec.validate(env)
+            except InputError as exc:
+                raise InputError(f"{spec.env}={env!r}: {exc}") from None
+    return values
 
 
 def save_settings(values: dict[str, Any], root: Path | None = None) -> dict[str, str]:

@@ -293,3 +293,13 @@ def test_segmenter_revision_is_the_file_md5(u2net_home):
     u2net_home.mkdir()
     (u2net_home / "u2netp.onnx").write_bytes(b"model bytes")
     assert rembg_weights.revision("u2netp") == "md5:" + hashlib.md5(b"model bytes").hexdigest()
+
+
+def test_an_invalid_setting_from_the_environment_is_named(monkeypatch, tmp_path, capsys):
+    from backdrop.cli import main
+    from storage.settings import load_settings
+
+    monkeypatch.setenv("BACKDROP_DEVICE", "tpu")
+    with pytest.raises(InputError, match="BACKDROP_DEVICE='tpu': device must be one of"):
+        load_settings(tmp_path)
+    assert main(["models"]) == 2 and "BACKDROP_DEVICE='tpu'" in capsys.readouterr().err
