@@ -7,6 +7,7 @@ the VAE round trip untouched.
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
             input_width=photo.size[0], input_height=photo.size[1], work_width=place.bucket[0], work_height=place.bucket[1]
         )
         background = request.background_spec
+    if background.kind == "ai":  # the weights load from disk while the photo is cut out
+        _start_preload(request, registry)
     with stage("segment"):
         if mask is not None:
             alpha = fit_mask(mask, photo.size)
@@ -90,6 +93,12 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         result.images = [composite(photo, alpha, bg, request, cut=result.cutout) for bg in backgrounds]
     result.timings["total"] = sum(timings.values())
     return result
+
+
+def _start_preload(request: GenerationRequest, registry) -> None:
+    from core.generate import preload
+
+    threading.Thread(target=preload, args=(request, registry), name="backdrop-preload", daemon=True).start()
 
 
 def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.Image:
