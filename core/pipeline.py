@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -84,12 +85,18 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, request=request, models=models)
 
     if background.kind == "ai":
-        backgrounds = _ai_backgrounds(photo, alpha, place, result, stage, notify, cancel, registry)
+        # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-cutout") as pool:
+            cut = pool.submit(cutout, photo, alpha, spill_removal=request.spill_removal)
+            backgrounds = _ai_backgrounds(photo, alpha, place, result, stage, notify, cancel, registry)
+            with stage("composite"):
+                result.cutout = cut.result()
     else:
         with stage("background"):
             backgrounds = [render_background(background, photo, alpha)]
     with stage("composite"):
-        result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
+        if result.cutout is None:
+            result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
         result.images = [composite(photo, alpha, bg, request, cut=result.cutout) for bg in backgrounds]
     result.timings["total"] = sum(timings.values())
     return result
