@@ -89,12 +89,8 @@ def fake_cuda(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def inputs(astronaut):
-    photo = astronaut.resize(SIZE, Image.Resampling.LANCZOS)
-    repaint = Image.new("L", SIZE, 255)
-    repaint.paste(0, (30, 10, 70, 64))
-    depth = Image.fromarray(np.tile(np.linspace(0, 255, SIZE[0]).astype(np.uint8), (SIZE[1], 1)), "L")
-    return photo, repaint, depth
+def inputs(inpaint_inputs):
+    return inpaint_inputs
 
 
 def _graphed_registry(monkeypatch) -> ModelRegistry:

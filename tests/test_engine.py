@@ -28,12 +28,8 @@ def registry():
 
 
 @pytest.fixture(scope="module")
-def inputs(astronaut):
-    photo = astronaut.resize(SIZE, Image.Resampling.LANCZOS)
-    repaint = Image.new("L", SIZE, 255)
-    repaint.paste(0, (30, 10, 70, 64))
-    depth = Image.fromarray(np.tile(np.linspace(0, 255, SIZE[0]).astype(np.uint8), (SIZE[1], 1)), "L")
-    return photo, repaint, depth
+def inputs(inpaint_inputs):
+    return inpaint_inputs
 
 
 @pytest.fixture(scope="module")
