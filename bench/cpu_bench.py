@@ -5,6 +5,10 @@
 (2) A colour background for a 4000x3000 photo end to end (load the JPEG from disk, mask,
     composite, save the PNG) through ``core``, against a plain script: ``rembg.remove`` then
     a PIL paste and ``Image.save``.
+(3) The AI background's denoising with the tiny test models at 512x512 (tests/tiny_models.py):
+    the product's engine (core.generate) against the stock diffusers
+    StableDiffusionControlNetInpaintPipeline on the same modules and inputs, ms per step; and
+    the first AI image from a fresh process, twice (imports, model loads, first run).
 
 Usage: ``python bench/cpu_bench.py`` (``--profile`` adds a cProfile of one end-to-end run).
 Writes bench/results/cpu-<date>.json and prints a table.
@@ -91,6 +95,84 @@ def baseline_color(path: Path, out: Path, session) -> None:
     canvas.save(out, format="PNG")
 
 
+def ai_tiny(repeats: int, steps: int = 10) -> dict:
+    """(3): engine vs stock pipeline per step, alternating, and the cold first image."""
+    import subprocess
+
+    import torch
+
+    from core import generate
+    from core.models import ModelRegistry
+    from core.prompts import encode_prompt_pair
+    from core.request import GenerationRequest
+    from tests.tiny_models import build_tiny_models
+
+    folder = Path(tempfile.mkdtemp(prefix="backdrop-tiny-"))
+    paths = build_tiny_models(folder)
+    size = (512, 512)
+    photo = make_photo(size)
+    repaint = Image.new("L", size, 255)
+    repaint.paste(0, (128, 96, 384, 512))
+    depth = Image.fromarray(np.tile(np.linspace(0, 255, size[0]).astype(np.uint8), (size[1], 1)), "L")
+    request = GenerationRequest(background="ai", prompt="a photo of a beach", seed=3, steps=steps, device="cpu",
+                                inpaint_model=paths["inpaint"], controlnet_model=paths["controlnet"],
+                                depth_model=paths["depth"])
+    registry = ModelRegistry()
+    base = registry.inpaint_base(request.inpaint_model, "cpu")
+    from diffusers import StableDiffusionControlNetInpaintPipeline
+
+    stock = StableDiffusionControlNetInpaintPipeline(
+        vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
+        scheduler=generate.make_scheduler("dpmpp", base.scheduler.config),
+        controlnet=registry.controlnet(request.controlnet_model, "cpu"), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    stock.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        positive, negative = encode_prompt_pair(base.tokenizer, base.text_encoder, request.prompt,
+                                                generate.full_negative_prompt(request), True, "cpu")
+    marks: dict[str, list[float]] = {"product": [], "stock": []}
+
+    def product():
+        marks["product"].append(time.perf_counter())
+        generate.generate_backgrounds(photo, repaint, depth, request, registry=registry,
+                                      progress=lambda *a: marks["product"].append(time.perf_counter()))
+
+    def baseline():
+        marks["stock"].append(time.perf_counter())
+        with torch.inference_mode():
+            stock(prompt_embeds=positive, negative_prompt_embeds=negative, image=photo, mask_image=repaint,
+                  control_image=depth.convert("RGB"), height=size[1], width=size[0], strength=1.0,
+                  num_inference_steps=steps, controlnet_conditioning_scale=request.control_scale,
+                  generator=[torch.Generator("cpu").manual_seed(request.seed)],
+                  callback_on_step_end=lambda p, i, t, kw: marks["stock"].append(time.perf_counter()) or kw)
+
+    whole_product, whole_stock = timed_pair(product, baseline, repeats)
+
+    def step_ms(stamps: list[float]) -> float:
+        runs = [stamps[i : i + steps + 1] for i in range(0, len(stamps), steps + 1)][1:]  # skip the warm-up
+        return statistics.median(b - a for run in runs for a, b in zip(run[1:], run[2:])) * 1000
+
+    script = (
+        "import time; t=time.perf_counter(); import sys, json; sys.path.insert(0, sys.argv[1]);"
+        "from PIL import Image; from core.pipeline import run; from core.request import GenerationRequest;"
+        "p=json.loads(sys.argv[2]); r=run(Image.open(sys.argv[3]).convert('RGB').resize((512, 512)),"
+        "GenerationRequest(background='ai', prompt='a beach', steps=3, device='cpu', inpaint_model=p['inpaint'],"
+        "controlnet_model=p['controlnet'], depth_model=p['depth']));"
+        "print(json.dumps({'first_image_s': time.perf_counter()-t, 'stages': r.timings}))")
+    cold = []
+    for _ in range(2):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", script, str(ROOT), json.dumps(paths), str(PHOTO)],
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            cold.append({"error": done.stderr[-1000:]})
+            continue
+        cold.append({"wall_s": time.perf_counter() - start, **json.loads(done.stdout.strip().splitlines()[-1])})
+    return {"size": list(size), "steps": steps, "product_run": whole_product, "stock_run": whole_stock,
+            "product_step_ms": step_ms(marks["product"]), "stock_step_ms": step_ms(marks["stock"]),
+            "cold_first_image": cold}
+
+
 def _short_paths(line: str) -> str:
     """Profile lines without this machine's folders (the repo and the Python install)."""
     for prefix in sorted({str(ROOT), sys.prefix, sys.base_prefix}, key=len, reverse=True):
@@ -111,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segmenter", default="u2netp")
     parser.add_argument("--profile", action="store_true", help="cProfile one end-to-end product run and print the top")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--skip-ai", action="store_true", help="skip (3), the AI engine with tiny models")
     args = parser.parse_args(argv)
     # Every timed run is a new photo: the stage cache (core/cache.py) would otherwise serve the
     # mask from memory after the first run.
@@ -155,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
             report["profile_top"] = [_short_paths(line) for line in text.getvalue().splitlines()[:80]]
             print(text.getvalue())
+    if not args.skip_ai:
+        report["ai_tiny_512"] = ai_tiny(args.repeats)
     report["load_average_end"] = load_average()
     mask_s = report["mask_1024"]["product"]["median_s"]
     color_s = report["color_4000x3000"]["product"]["median_s"]
@@ -180,6 +265,14 @@ def print_table(report: dict) -> None:
         print(f"{name:40s} {prod['median_s']:10.3f} {base['median_s']:11.3f} {target:9.2f}  {prod['median_s'] <= target}")
     stages = report["color_4000x3000"]["product"]["stages_s_median_run"]
     print("  product stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
+    ai = report.get("ai_tiny_512")
+    if ai:
+        print(f"AI, tiny models, 512x512, {ai['steps']} steps: engine {ai['product_step_ms']:.1f} ms/step, "
+              f"stock pipeline {ai['stock_step_ms']:.1f} ms/step (whole call {ai['product_run']['median_s']:.3f} s "
+              f"vs {ai['stock_run']['median_s']:.3f} s)")
+        for i, cold in enumerate(ai["cold_first_image"], 1):
+            print(f"  first AI image, fresh process {i}: " + (f"{cold['first_image_s']:.2f} s inside, {cold['wall_s']:.2f} s wall"
+                                                             if "wall_s" in cold else cold["error"][-200:]))
 
 
 if __name__ == "__main__":

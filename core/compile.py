@@ -71,6 +71,11 @@ class CompiledStep:
         with self._lock:
             return key in self._ready
 
+    def requested(self) -> list[tuple]:
+        """Every shape asked for so far (compiling, ready or failed)."""
+        with self._lock:
+            return [*self._ready, *self._queued, *self._failed]
+
     def status(self, key: tuple) -> str:
         with self._lock:
             if key in self._ready:

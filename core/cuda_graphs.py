@@ -135,7 +135,8 @@ class StepGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: a model loading or a compile on another thread must not break this capture
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             output = run()
         torch.cuda.synchronize()
         return _Graph(graph, inputs, output, time.perf_counter() - start)

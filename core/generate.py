@@ -16,6 +16,7 @@ same request and seed give the same images on the same device.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from PIL import Image
 from core import conditioning, sampler
 from core.cache import get_cache
 from core.decode import decode
-from core.errors import Cancelled, InputError, ModelMissingError
+from core.errors import BackdropError, Cancelled, InputError, ModelMissingError
 from core.device import resolve_device
 from core.models import ModelRegistry, get_registry
 from core.presets import full_negative_prompt
@@ -125,6 +126,56 @@ def generate_backgrounds(
          prompt_tokens=token_count(models.tokenizer, request.prompt),
          negative_prompt_tokens=token_count(models.tokenizer, negative), depth_control=models.controlnet is not None)
     return images
+
+
+def preload(request, registry: ModelRegistry | None = None, present_only: bool = False) -> list[str]:
+    """Load what an AI run of ``request`` will need (inpainting weights, and the ControlNet and
+    depth estimator when depth control is on), so a run started later, or meanwhile in another
+    thread, finds them loaded. ``present_only`` skips models not already on this machine (a
+    warm-up must never start a download). Returns the slots loaded; never raises for a missing
+    model (the run itself reports it)."""
+    from core.hub import local_folder
+
+    registry = registry or get_registry()
+    device = resolve_device(request.device)
+    wanted = [("inpaint", request.inpaint_model, lambda: registry.inpaint_base(request.inpaint_model, device))]
+    if request.control_scale > 0:
+        wanted += [("controlnet", request.controlnet_model, lambda: registry.controlnet(request.controlnet_model, device)),
+                   ("depth", request.depth_model, lambda: registry.depth(request.depth_model, device))]
+    loaded = []
+    for slot, model_id, load in wanted:
+        if present_only and local_folder(model_id) is None:
+            continue
+        try:
+            load()
+        except BackdropError:
+            continue
+        loaded.append(slot)
+    return loaded
+
+
+def warm_up(request, registry: ModelRegistry | None = None) -> dict:
+    """Make a long-lived worker's first AI image fast: load the models already on this machine
+    and, on CUDA, run one step at the request's bucket so cuDNN picks its kernels and the
+    step's CUDA graph is captured. Returns what was done (for the log)."""
+    import torch
+
+    from core.buckets import placement
+
+    registry = registry or get_registry()
+    started = time.perf_counter()
+    loaded = preload(request, registry, present_only=True)
+    done: dict = {"loaded": loaded}
+    if resolve_device(request.device).startswith("cuda") and "inpaint" in loaded:
+        size = placement(512, 512).bucket
+        photo, repaint = Image.new("RGB", size, (128, 128, 128)), Image.new("L", size, 255)
+        depth = Image.new("L", size, 128) if "controlnet" in loaded else None
+        record: dict = {}
+        generate_backgrounds(photo, repaint, depth, request.replace(steps=1), registry=registry, record=record)
+        torch.cuda.synchronize()
+        done["step"] = record.get("step")
+    done["seconds"] = time.perf_counter() - started
+    return done
 
 
 def _models(request, depth, registry: ModelRegistry, device: str, warnings: list[str]) -> InpaintModels:

@@ -19,37 +19,38 @@ from core.hub import first_line, missing, model_revision, resolve_model
 class ModelRegistry:
     """Loaded models keyed by (kind, id, device, dtype), plus each model's resolved revision.
 
-    Loading is serialised by one lock: two sessions asking for the same weights load them
-    once. The objects returned are shared; callers must not change them (the generator builds
+    Each model loads under its own lock: two sessions asking for the same weights load them
+    once, while different models (the depth estimator and the inpainting weights, say) load at
+    the same time. The objects returned are shared; callers must not change them (the generator builds
     its per-run state (scheduler, tensors) afresh for each run).
     """
 
     def __init__(self) -> None:
         self._cache: dict[tuple, Any] = {}
         self._revisions: dict[str, str] = {}
-        self._lock = threading.RLock()
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()  # guards the dicts, never held while loading
+
+    def _key_lock(self, key: tuple) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(key, threading.Lock())
 
     def _load(self, kind: str, model_id: str, device: str, build: Callable[[Path, Any], Any]) -> Any:
         """The one loader: resolve ``model_id`` to a folder, record its revision and call
         ``build(folder, dtype)`` once per (kind, id, device, dtype); a folder the library cannot
         read becomes a ModelMissingError naming the model."""
         dtype = torch_dtype(device)
-
-        def load():
-            folder = resolve_model(model_id)
-            self._revisions[model_id] = model_revision(model_id, folder)
-            try:
-                return build(folder, dtype)
-            except (OSError, ValueError) as exc:
-                raise missing(model_id, first_line(exc)) from exc
-
-        return self._get((kind, model_id, device, str(dtype)), load)
-
-    def _get(self, key: tuple, make: Callable[[], Any]) -> Any:
-        """The cache: ``make()`` once per key, under the lock."""
-        with self._lock:
+        key = (kind, model_id, device, str(dtype))
+        with self._key_lock(key):
             if key not in self._cache:
-                self._cache[key] = make()
+                folder = resolve_model(model_id)
+                self._revisions[model_id] = model_revision(model_id, folder)
+                try:
+                    loaded = build(folder, dtype)
+                except (OSError, ValueError) as exc:
+                    raise missing(model_id, first_line(exc)) from exc
+                with self._lock:
+                    self._cache[key] = loaded
             return self._cache[key]
 
     def revision(self, model_id: str) -> str:
@@ -61,7 +62,8 @@ class ModelRegistry:
         return {"id": model_id, "revision": self.revision(model_id)}
 
     def loaded(self) -> list[tuple]:
-        return list(self._cache)
+        with self._lock:
+            return list(self._cache)
 
     def inpaint_base(self, inpaint_id: str, device: str):
         """The plain ``StableDiffusionInpaintPipeline``: VAE, text encoder, tokenizer, UNet, scheduler."""
@@ -94,7 +96,12 @@ class ModelRegistry:
         unet = self.inpaint_base(inpaint_id, device).unet
         controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
         key = ("step", inpaint_id, controlnet_id, device, str(torch_dtype(device)))
-        return self._get(key, lambda: StepRunner(unet, controlnet, device))
+        with self._key_lock(key):
+            if key not in self._cache:
+                runner = StepRunner(unet, controlnet, device)
+                with self._lock:
+                    self._cache[key] = runner
+            return self._cache[key]
 
     def depth(self, model_id: str, device: str):
         """(image processor, depth model) for any transformers depth-estimation checkpoint."""

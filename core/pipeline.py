@@ -7,7 +7,9 @@ the VAE round trip untouched.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -68,6 +70,8 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
             raise InputError("an image background needs its picture")
         record: dict = {}
         note(record, input_size=photo.size)
+    if background.kind == "ai":  # the weights load from disk while the photo is cut out
+        _start_preload(request, registry)
     with stage("segment"):
         if mask is not None:
             alpha = fit_mask(mask, photo.size)
@@ -82,15 +86,27 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record)
 
     if background.kind == "ai":
-        backgrounds = _ai_backgrounds(photo, alpha, request, place, result, stage, notify, cancel, registry)
+        # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-cutout") as pool:
+            cut = pool.submit(cutout, photo, alpha, spill_removal=request.spill_removal)
+            backgrounds = _ai_backgrounds(photo, alpha, request, place, result, stage, notify, cancel, registry)
+            with stage("composite"):
+                result.cutout = cut.result()
     else:
         with stage("background"):
             backgrounds = [render_background(background, photo, alpha, picture)]
     with stage("composite"):
-        result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
+        if result.cutout is None:
+            result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
         result.images = [composite(photo, alpha, bg, request, cut=result.cutout) for bg in backgrounds]
     result.timings["total"] = sum(timings.values())
     return result
+
+
+def _start_preload(request: GenerationRequest, registry) -> None:
+    from core.generate import preload
+
+    threading.Thread(target=preload, args=(request, registry), name="backdrop-preload", daemon=True).start()
 
 
 def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.Image:

@@ -256,7 +256,7 @@ def worker():
     A worker thread that died is replaced on the next call."""
     from storage.jobs import JobQueue, Worker
 
-    job_worker = Worker(JobQueue(), registry=model_registry())
+    job_worker = Worker(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
     job_worker.start()
     return job_worker
 

@@ -149,13 +149,14 @@ class Worker(threading.Thread):
     core.pipeline.run; the registry is the shared model cache."""
 
     def __init__(self, queue: JobQueue | None = None, run_fn=None, registry=None, poll_interval: float = 0.5,
-                 recover: bool = True):
+                 recover: bool = True, warm_up: GenerationRequest | None = None):
         super().__init__(name="backdrop-worker", daemon=True)
         self.queue = queue or JobQueue()
         self.run_fn = run_fn
         self.registry = registry
         self.poll_interval = poll_interval
         self.recover = recover
+        self.warm_up = warm_up
         self.identity = service.worker_identity()
         self._stop_event = threading.Event()
         self._wake = threading.Event()
@@ -163,6 +164,8 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         service.set_live(self.identity, True)
+        if self.warm_up is not None:  # beside the loop: jobs that need no AI model never wait for it
+            threading.Thread(target=self._warm_up, name="backdrop-warm-up", daemon=True).start()
         try:
             if self.recover:
                 self.queue.recover_stale()
@@ -177,6 +180,14 @@ class Worker(threading.Thread):
                     self._wake.clear()
         finally:
             service.set_live(self.identity, False)
+
+    def _warm_up(self) -> None:
+        from core.generate import warm_up
+
+        try:
+            log.info("worker warm-up: %s", warm_up(self.warm_up, self.registry))
+        except Exception:  # a failed warm-up only means the first AI job loads its models itself
+            log.warning("worker warm-up failed", exc_info=True)
 
     def run_once(self) -> bool:
         """Claim and run one job; False when there was none."""

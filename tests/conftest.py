@@ -47,6 +47,18 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def inpaint_inputs(astronaut) -> tuple:
+    """(photo, repaint mask, depth map) at 96x64 for the generator: a real photo, a rectangle
+    kept as the subject, a left-to-right depth ramp."""
+    size = (96, 64)
+    photo = astronaut.resize(size, Image.Resampling.LANCZOS)
+    repaint = Image.new("L", size, 255)
+    repaint.paste(0, (30, 10, 70, 64))
+    depth = Image.fromarray(np.tile(np.linspace(0, 255, size[0]).astype(np.uint8), (size[1], 1)), "L")
+    return photo, repaint, depth
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_data_dir(tmp_path_factory):
     """Generations the tests record (``backdrop replace`` records every one) go to a

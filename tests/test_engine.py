@@ -28,12 +28,8 @@ def registry():
 
 
 @pytest.fixture(scope="module")
-def inputs(astronaut):
-    photo = astronaut.resize(SIZE, Image.Resampling.LANCZOS)
-    repaint = Image.new("L", SIZE, 255)
-    repaint.paste(0, (30, 10, 70, 64))
-    depth = Image.fromarray(np.tile(np.linspace(0, 255, SIZE[0]).astype(np.uint8), (SIZE[1], 1)), "L")
-    return photo, repaint, depth
+def inputs(inpaint_inputs):
+    return inpaint_inputs
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +165,7 @@ def test_compiled_step_is_prepared_in_the_background(tiny_models, inputs, monkey
     plain = generate_backgrounds(*inputs, request, registry=registry, record=first)
     assert first["step"] == "eager" and first["compile"] in ("compiling", "ready")
     compiled = registry.step_runner(request.inpaint_model, request.controlnet_model, "cpu").compiled()
-    key = next(iter(compiled._ready), None) or next(iter(compiled._queued))
+    (key,) = compiled.requested()
     assert compiled.wait(key, timeout=120), compiled.status(key)
     second: dict = {}
     again = generate_backgrounds(*inputs, request, registry=registry, record=second)
@@ -198,3 +194,44 @@ def test_large_images_decode_in_tiles_and_batches_one_at_a_time(tiny_models, inp
         assert np.abs(a - b).max() <= 1  # the same decode, batch of one: rounding at most
         # tiles see only their part of the image, blended at the seams: close, not identical
         assert 0 < np.abs(a - c).max() and np.corrcoef(a.ravel(), c.ravel())[0, 1] > 0.9
+
+
+def test_preload_and_warm_up_load_only_what_is_here(tiny_models, monkeypatch):
+    import huggingface_hub
+
+    from core.generate import preload, warm_up
+
+    real_download = huggingface_hub.snapshot_download
+
+    def no_download(*args, **kwargs):
+        if not kwargs.get("local_files_only"):
+            raise AssertionError("a warm-up must never download")
+        return real_download(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    registry = ModelRegistry()
+    request = base_request(tiny_models, depth_model="nobody/not-downloaded-depth")
+    done = warm_up(request, registry)
+    assert done["loaded"] == ["inpaint", "controlnet"] and "step" not in done  # no warm-up step on a CPU
+    assert {key[0] for key in registry.loaded()} == {"inpaint", "controlnet"}
+    assert preload(request.replace(control_scale=0.0), ModelRegistry()) == ["inpaint"]
+
+
+def test_worker_warms_up_beside_its_loop(tiny_models, tmp_path):
+    """The worker loads the default models in the background at start and serves jobs at once."""
+    import time
+
+    from storage.db import Database
+    from storage.jobs import JobQueue, Worker
+
+    registry = ModelRegistry()
+    queue = JobQueue(Database(data_dir=tmp_path))
+    worker = Worker(queue, registry=registry, poll_interval=0.05, warm_up=base_request(tiny_models))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while {key[0] for key in registry.loaded()} != {"inpaint", "controlnet", "depth"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {key[0] for key in registry.loaded()} == {"inpaint", "controlnet", "depth"}
+    finally:
+        worker.stop(timeout=10)
