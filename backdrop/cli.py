@@ -20,9 +20,8 @@ CORE_COMMANDS = ("replace", "mask")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(full=not (argv and argv[0] in CORE_COMMANDS))
-    args = parser.parse_args(argv)
-    try:
+    try:  # building the parser reads the settings, which can be invalid too
+        args = build_parser(full=not (argv and argv[0] in CORE_COMMANDS)).parse_args(argv)
         return int(args.func(args) or 0)
     except BackdropError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -46,6 +45,33 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
         history.add_commands(subparsers)  # history, show, rerun, delete, export
         evaluate.add_commands(subparsers)  # eval
     return parser
+
+
+def add_field_option(parser: argparse.ArgumentParser, spec, default=argparse.SUPPRESS) -> None:
+    """The option of one request field, from its declaration (core.request): ``--field-name``
+    (or its declared flag) with the field's check; a yes/no field gets ``--x`` and ``--no-x``.
+    ``default`` SUPPRESS leaves the attribute out unless the option is given (for remixes)."""
+    option = spec.flag or "--" + spec.name.replace("_", "-")
+    names = [option, "-b"] if spec.name == "background" else [option]
+    if default is argparse.SUPPRESS or default == "":
+        shown = ""
+    else:
+        shown = f"default: {({True: 'yes', False: 'no'}.get(default, default) if spec.type is bool else default)}"
+    if spec.type is bool:
+        parser.add_argument(*names, dest=spec.name, action=argparse.BooleanOptionalAction, default=default,
+                            help=f"{spec.help}" + (f" ({shown})" if shown else ""))
+        return
+    details = "; ".join(part for part in (spec.limits, shown) if part)
+
+    def parse(text: str):
+        try:
+            return spec.parse(text)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser.add_argument(*names, dest=spec.name, type=parse, default=default, choices=list(spec.choices or []) or None,
+                        metavar=None if spec.choices else {int: "N", float: "X"}.get(spec.type, "TEXT"),
+                        help=f"{spec.help}" + (f" ({details})" if details else ""))
 
 
 def variant_paths(output: str | Path, count: int) -> list[Path]:

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from backdrop.cli import check_output_folder, variant_paths
+from backdrop.cli import add_field_option, check_output_folder, variant_paths
+from core.request import FIELDS, SCHEMA_VERSION
 from storage.models import STATUSES
 
 
@@ -26,12 +27,13 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_show)
 
     p = subparsers.add_parser("rerun", help="run a stored generation again (same seed: the same image)",
-                              description="Run generation ID again from its stored request, input and mask, "
-                              "recorded as its child. --seed or --prompt make it a remix.")
+                              description="Run generation ID again from its stored request, input, mask and "
+                              "background picture, recorded as its child. Any of replace's parameter options "
+                              "(--seed, --prompt, --harmony, ...) changes that parameter: a remix.")
     p.add_argument("id", type=int)
-    p.add_argument("--seed", type=int, help="a new seed (remix)")
-    p.add_argument("--prompt", help="a new prompt (remix)")
     p.add_argument("-o", "--output", metavar="OUTPUT.png", help="also write the result here (variants: OUTPUT-2, ...)")
+    for spec in FIELDS:
+        add_field_option(p, spec)
     p.set_defaults(func=_rerun)
 
     p = subparsers.add_parser("delete", help="delete a generation and the files only it used")
@@ -89,9 +91,16 @@ def _show(args: argparse.Namespace) -> int:
           f"device {v.device or '-'}, favourite {'yes' if v.favourite else 'no'}")
     if v.ancestors or v.children:
         print(f"lineage: ancestors {v.ancestors or '-'}, children {v.children or '-'}")
-    print("request:")
-    for key, value in v.request.items():
-        print(f"  {key}: {value}")
+    request = v.generation_request()
+    print(f"request (version {SCHEMA_VERSION}" + (f", upgraded from version {v.request.get('version', 1)}"
+                                                  if v.request.get("version", 1) != SCHEMA_VERSION else "") + "):")
+    for spec in FIELDS:
+        value = getattr(request, spec.name)
+        print(f"  {spec.label}: {value}" + ("" if value == spec.default else "  (default " + str(spec.default) + ")"))
+    if v.record:
+        print("what ran:")
+        for key, value in v.record.items():
+            print(f"  {key}: {value}")
     if v.models:
         print("models: " + ", ".join(f"{slot}={m.get('id')}@{m.get('revision') or '-'}" for slot, m in v.models.items()))
     if v.timings:
@@ -108,7 +117,7 @@ def _rerun(args: argparse.Namespace) -> int:
     from storage import history, service
     from storage.images import png_text_info
 
-    changes = {k: v for k, v in (("seed", args.seed), ("prompt", args.prompt)) if v is not None}
+    changes = {spec.name: getattr(args, spec.name) for spec in FIELDS if hasattr(args, spec.name)}
     if args.output:
         check_output_folder(Path(args.output))
     generation_id, _result = service.rerun(args.id, **changes)

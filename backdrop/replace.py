@@ -1,55 +1,22 @@
 """`backdrop replace` and `backdrop mask`: a photo's new background, and its automatic mask.
 
-Outputs are only written, atomically, once everything succeeded: a bad input or parameter
-writes nothing.
+``replace`` has one option per request field, made from the field's declaration
+(core.request.FIELDS); the model and device options start from the saved settings
+(storage.settings), as the app does. Outputs are only written, atomically, once everything
+succeeded: a bad input or parameter writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
 import time
 from pathlib import Path
 
-from backdrop.cli import check_output_folder, copy_all, variant_paths
-from core.request import (
-    DEFAULT_CONTROLNET_MODEL,
-    DEFAULT_DEPTH_MODEL,
-    DEFAULT_INPAINT_MODEL,
-    DEFAULT_SEGMENTER,
-    SAMPLER_PRESETS,
-    SCHEDULERS,
-    GenerationRequest,
-)
-
-# ---- argument types: argparse reports these as usage errors (exit 2) -------------------------
-
-def _int_range(low: int, high: int):
-    return _in_range(int, "a whole number", low, high)
-
-
-def _float_range(low: float, high: float):
-    return _in_range(float, "a number", low, high)
-
-
-def _in_range(convert, kind: str, low, high):
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {kind} (got {text!r})") from None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g} (got {text})")
-        return value
-
-    return parse
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
+from backdrop.cli import add_field_option, check_output_folder, copy_all, variant_paths
+from core.errors import InputError
+from core.request import FIELD, FIELDS, SAMPLER_PRESETS, Background, GenerationRequest
 
 
 def add_commands(subparsers) -> None:
@@ -57,7 +24,27 @@ def add_commands(subparsers) -> None:
     _add_mask(subparsers)
 
 
+def _defaults() -> dict:
+    from storage.settings import load_settings
+
+    return {**{spec.name: spec.default for spec in FIELDS}, **load_settings()}
+
+
+def _background_option(text: str) -> str:
+    """A background spec, or ``image:PATH``: the picture a command-line run stores."""
+    if text.startswith("image:"):
+        if not text[len("image:"):]:
+            raise argparse.ArgumentTypeError("image background needs a path, as image:PATH")
+        return text
+    try:
+        return FIELD["background"].parse(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_replace(subparsers) -> None:
+    from core.presets import PRESETS
+
     p = subparsers.add_parser(
         "replace",
         help="replace the background of a photo",
@@ -67,80 +54,25 @@ def _add_replace(subparsers) -> None:
     )
     p.add_argument("input", metavar="INPUT", help="the photo (JPEG, PNG, WebP, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.png", help="where to write the result (PNG)")
-    p.add_argument("--background", "-b", default="color:#ffffff",
-                   help="ai | color:#RRGGBB | gradient:#RRGGBB,#RRGGBB | blur | image:PATH | transparent "
-                   "(RGBA output) (default: color:#ffffff)")
-    p.add_argument("--prompt", default="", help="what the AI background shows")
-    p.add_argument("--negative-prompt", default="", help="what the AI background must not show")
-    p.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0, help="random seed (default 0)")
-    p.add_argument("--steps", type=_int_range(1, 150), default=25, help="diffusion steps (default 25)")
-    p.add_argument("--guidance", type=_float_range(0, 30), default=7.5, help="prompt guidance (default 7.5)")
-    p.add_argument("--control-scale", type=_float_range(0, 2), default=0.8,
-                   help="depth-control strength, 0 disables depth (default 0.8)")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="dpmpp",
-                   help="dpmpp (DPM-Solver++, default), ddim (the reference pipeline's, eta 1), euler_a")
+    defaults = _defaults()
+    for spec in FIELDS:
+        if spec.name == "background":
+            p.add_argument("-b", "--background", type=_background_option, default=spec.default,
+                           help=f"{spec.help.replace('| image |', '| image:PATH |')} (default: {spec.default}; "
+                           "transparent gives an RGBA cut-out)")
+        else:
+            add_field_option(p, spec, defaults[spec.name])
     p.add_argument("--sampler-preset", choices=sorted(SAMPLER_PRESETS),
                    help="default: dpmpp 25 steps; reference: the reference pipeline's DDIM 42 steps, eta 1 "
                    "(sets --scheduler and --steps)")
-    p.add_argument("--variants", type=_int_range(1, 8), default=1, help="number of AI backgrounds (default 1)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="prompt and negative prompt of a preset "
+                   "(--prompt / --negative-prompt replace its texts)")
     p.add_argument("--mask", metavar="MASK.png", help="use this mask (white = subject) instead of the automatic one")
     p.add_argument("--save-mask", metavar="MASK.png", help="also write the mask that was used (8-bit, full size)")
     p.add_argument("--save-cutout", metavar="CUTOUT.png", help="also write the cut-out subject (RGBA, full size)")
-    p.add_argument("--no-spill-removal", dest="spill_removal", action="store_false",
-                   help="keep the edge pixels' original colours")
-    _add_quality_options(p)
-    _add_model_options(p)
-    p.add_argument("--json", action="store_true", help="print the request, the outputs and per-stage timings as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the request, the run record, the outputs and per-stage timings as JSON")
     p.set_defaults(func=_replace)
-
-
-def _add_quality_options(p: argparse.ArgumentParser) -> None:
-    from core.presets import PRESETS
-
-    p.add_argument("--preset", choices=sorted(PRESETS), help="prompt and negative prompt of a preset "
-                   "(--prompt / --negative-prompt replace its texts)")
-    p.add_argument("--no-quality-negative", dest="quality_negative", action="store_false",
-                   help="do not append the standard quality negative prompt")
-    p.add_argument("--refine", dest="refine_matting", action="store_true",
-                   help="refine the mask's edge with alpha matting (hair, fur; adds about 0.5-1.5 s on a CPU)")
-    p.add_argument("--harmony", type=_float_range(0, 1), default=None, metavar="X",
-                   help="match the subject's colour to the new background, 0-1 (default 0.5 for ai and image "
-                   "backgrounds, 0 otherwise; 0 leaves the subject's pixels untouched)")
-    p.add_argument("--contact-shadow", type=_float_range(0, 1), default=0.0, metavar="X", help="contact shadow opacity 0-1 (default 0)")
-    p.add_argument("--cast-shadow", type=_float_range(0, 1), default=0.0, metavar="X", help="cast shadow opacity 0-1 (default 0)")
-    p.add_argument("--shadow-angle", type=_float_range(-360, 360), default=135.0, metavar="DEG",
-                   help="direction the cast shadow falls, degrees counter-clockwise from right (default 135: back left)")
-    p.add_argument("--shadow-softness", type=_float_range(0, 1), default=0.5, metavar="X", help="cast shadow blur 0-1 (default 0.5)")
-
-
-def _quality_fields(args: argparse.Namespace) -> dict:
-    """Request fields of the quality options; a preset fills the prompts the user left empty."""
-    from core.harmony import default_harmony
-    from core.presets import get_preset
-    from core.request import Background
-
-    prompt, negative = args.prompt, args.negative_prompt
-    if args.preset:
-        preset = get_preset(args.preset)
-        prompt, negative = prompt or preset.prompt, negative or preset.negative
-    harmony = args.harmony if args.harmony is not None else default_harmony(Background.parse(args.background).kind)
-    return dict(
-        prompt=prompt, negative_prompt=negative, quality_negative=args.quality_negative,
-        refine_matting=args.refine_matting, harmony=harmony, contact_shadow=args.contact_shadow,
-        cast_shadow=args.cast_shadow, shadow_angle=args.shadow_angle, shadow_softness=args.shadow_softness,
-    )
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--segmenter", default=_env("BACKDROP_SEGMENTER", DEFAULT_SEGMENTER),
-                   help="rembg model name (default u2netp, or $BACKDROP_SEGMENTER)")
-    p.add_argument("--inpaint-model", default=_env("BACKDROP_INPAINT_MODEL", DEFAULT_INPAINT_MODEL),
-                   help="SD1.5 inpainting model: Hugging Face id or local folder")
-    p.add_argument("--controlnet-model", default=_env("BACKDROP_CONTROLNET_MODEL", DEFAULT_CONTROLNET_MODEL),
-                   help="depth ControlNet: Hugging Face id or local folder")
-    p.add_argument("--depth-model", default=_env("BACKDROP_DEPTH_MODEL", DEFAULT_DEPTH_MODEL),
-                   help="depth estimator: Hugging Face id or local folder")
-    p.add_argument("--device", default=_env("BACKDROP_DEVICE", "auto"), help="auto | cpu | cuda | cuda:N | mps")
 
 
 def _add_mask(subparsers) -> None:
@@ -149,28 +81,34 @@ def _add_mask(subparsers) -> None:
                               "255 on the subject, 0 on the background, soft only along the edge.")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="MASK.png")
-    p.add_argument("--segmenter", default=_env("BACKDROP_SEGMENTER", DEFAULT_SEGMENTER), help="rembg model name")
+    add_field_option(p, FIELD["segmenter"], _defaults()["segmenter"])
     p.set_defaults(func=_mask)
 
 
-# ---- commands --------------------------------------------------------------------------------
+def request_from_args(args: argparse.Namespace) -> tuple[GenerationRequest, Path | None]:
+    """The request ``replace``'s options describe, and the background picture's path for
+    ``image:PATH``. A sampler preset wins over --scheduler and --steps; a prompt preset fills the
+    prompts left empty."""
+    from core.presets import get_preset
 
-def request_from_args(args: argparse.Namespace) -> GenerationRequest:
-    """The GenerationRequest that ``replace``'s options describe (a sampler preset wins over
-    --scheduler and --steps)."""
-    sampler = SAMPLER_PRESETS[args.sampler_preset] if args.sampler_preset else {"scheduler": args.scheduler, "steps": args.steps}
-    return GenerationRequest(
-        background=args.background, seed=args.seed, guidance=args.guidance, control_scale=args.control_scale, **sampler,
-        variants=args.variants, segmenter=args.segmenter, inpaint_model=args.inpaint_model,
-        controlnet_model=args.controlnet_model, depth_model=args.depth_model, device=args.device,
-        spill_removal=args.spill_removal, **_quality_fields(args),
-    )
+    values = {spec.name: getattr(args, spec.name) for spec in FIELDS}
+    if args.sampler_preset:
+        values.update(SAMPLER_PRESETS[args.sampler_preset])
+    if args.preset:
+        preset = get_preset(args.preset)
+        values["prompt"] = values["prompt"] or preset.prompt
+        values["negative_prompt"] = values["negative_prompt"] or preset.negative
+    picture = None
+    if values["background"].startswith("image:"):
+        picture = Path(values["background"][len("image:"):])
+        values["background"] = Background("image").spec()
+    return GenerationRequest(**values), picture
 
 
 def _replace(args: argparse.Namespace) -> int:
     from core.imaging import load_image, load_mask
 
-    request = request_from_args(args)
+    request, picture = request_from_args(args)
     outputs = variant_paths(args.output, request.variants if request.background_spec.kind == "ai" else 1)
     extras = {name: Path(path) for name, path in (("mask", args.save_mask), ("cutout", args.save_cutout)) if path}
     for path in [outputs[0], *extras.values()]:
@@ -178,8 +116,10 @@ def _replace(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     image = load_image(args.input)  # refuses a bad file before anything is recorded
     mask = load_mask(args.mask, image.size) if args.mask else None
+    if picture is not None:
+        load_image(picture, what="background picture")
     load_seconds = time.perf_counter() - start
-    generation_id, result, stored = _generate(Path(args.input), request, mask)
+    generation_id, result, stored = _generate(Path(args.input), request, mask, picture)
     start = time.perf_counter()
     copy_all([*zip(stored["result"], outputs), *((stored[name][0], path) for name, path in extras.items())])
     result.timings["load"] = load_seconds
@@ -188,8 +128,8 @@ def _replace(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({
-            "generation_id": generation_id, "request": result.request.to_dict(), "outputs": [str(p) for p in outputs],
-            **{name: str(path) for name, path in extras.items()},
+            "generation_id": generation_id, "request": request.to_dict(), "record": result.record,
+            "outputs": [str(p) for p in outputs], **{name: str(path) for name, path in extras.items()},
             "timings": {k: round(v, 4) for k, v in result.timings.items()}, "device": result.device,
             "models": result.models, "warnings": result.warnings,
         }, indent=2))
@@ -199,14 +139,15 @@ def _replace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(source: Path, request, mask):
+def _generate(source: Path, request, mask, picture: Path | None):
     """The one call site of the pipeline: storage records every generation (``history``), the
-    input kept as its original bytes. Returns (generation id, result, {kind: [stored PNG paths]})
-    so the outputs are copies of the recorded PNGs, with their parameters text chunks."""
+    input and picture kept as their original bytes. Returns (generation id, result, {kind:
+    [stored PNG paths]}) so the outputs are copies of the recorded PNGs, with their parameters
+    text chunks."""
     from storage import history
     from storage.service import generate_and_record
 
-    generation_id, result = generate_and_record(source, request, mask, progress=_progress_printer())
+    generation_id, result = generate_and_record(source, request, mask, progress=_progress_printer(), picture=picture)
     stored: dict[str, list[Path]] = {}
     for output in history.get(generation_id).outputs:
         stored.setdefault(output.kind, []).append(output.path)

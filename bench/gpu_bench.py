@@ -359,7 +359,7 @@ def bench_product(paths, sizes, device, segmenter, repeats, smoke, compile_wait_
                 stages["denoise_est"] = step_ms * request.steps / 1000  # is text encode + VAE + setup
                 stages["generate_other_est"] = stages["generate"] - stages["denoise_est"]
             return {"seconds": seconds, "stages_s": stages, "step_ms": step_ms,
-                    "work_size": [result.request.work_width, result.request.work_height], "record": result.record,
+                    "bucket": result.record["bucket"], "record": result.record,
                     "peak_mem_gb": _peak_gb(device), "image": result.images[0], "warnings": result.warnings}
 
         res = _median_runs(once, repeats)

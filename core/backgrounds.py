@@ -8,7 +8,6 @@ from PIL import Image, ImageFilter, ImageOps
 from scipy import ndimage
 
 from core.errors import InputError
-from core.imaging import load_image
 from core.request import Background
 
 BLUR_SIDE = 256  # the blurred background is computed at this long side, then enlarged
@@ -16,8 +15,10 @@ BLUR_SIGMA = 0.03  # blur radius as a share of the long side
 SUBJECT_MARGIN = 0.02  # the subject is cut out this much wider (share of the long side)
 
 
-def render_background(bg: Background, photo: Image.Image, mask: Image.Image) -> Image.Image | None:
-    """The background for ``bg`` at ``photo``'s size; None for transparent."""
+def render_background(bg: Background, photo: Image.Image, mask: Image.Image,
+                      picture: Image.Image | None = None) -> Image.Image | None:
+    """The background for ``bg`` at ``photo``'s size (``picture`` for an image background);
+    None for transparent."""
     size = photo.size
     if bg.kind == "color":
         return Image.new("RGB", size, bg.colors[0])
@@ -26,7 +27,9 @@ def render_background(bg: Background, photo: Image.Image, mask: Image.Image) -> 
     if bg.kind == "blur":
         return blurred_surroundings(photo, mask)
     if bg.kind == "image":
-        return cover(load_image(bg.path, what="background image"), size)
+        if picture is None:
+            raise InputError("an image background needs its picture")
+        return cover(picture.convert("RGB"), size)
     if bg.kind == "transparent":
         return None
     raise ValueError(f"render_background does not render {bg.kind!r} backgrounds (the pipeline generates them)")

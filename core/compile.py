@@ -36,9 +36,12 @@ def compile_enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    from core.settings import data_dir
-
-    return data_dir() / "compile-cache"
+    """Where compiled code is kept between processes: a cache, not data (deleting it only costs
+    a compile): ``$BACKDROP_COMPILE_CACHE``, else the user's cache folder."""
+    folder = os.environ.get("BACKDROP_COMPILE_CACHE")
+    if folder:
+        return Path(folder)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "backdrop" / "compile"
 
 
 class CompiledStep:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 from core.errors import InputError
 
 
 def resolve_device(name: str = "auto") -> str:
-    """``auto`` (or ``$BACKDROP_DEVICE``) picks cuda, then mps, then cpu; an explicit device
-    that is not available is an InputError rather than a silent fallback."""
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is not available is an
+    InputError rather than a silent fallback. (The device setting and its environment variable
+    choose the request's device: storage.settings.)"""
     import torch
 
     name = (name or "auto").lower()
-    if name == "auto":
-        name = (os.environ.get("BACKDROP_DEVICE") or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"

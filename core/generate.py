@@ -29,7 +29,9 @@ from core.errors import BackdropError, Cancelled, InputError, ModelMissingError
 from core.device import resolve_device
 from core.models import ModelRegistry, get_registry
 from core.presets import full_negative_prompt
-from core.prompts import encode_prompt_pair, truncation_warning
+from core.prompts import encode_prompt_pair, token_count, truncation_warning
+from core.record import note
+from core.request import SCHEDULERS
 
 # eta=1 makes DDIM stochastic like the reference pipeline's sampler (DDIM, 42 steps, eta 1)
 DDIM_ETA = 1.0
@@ -45,7 +47,7 @@ def make_scheduler(name: str, config):
         return DDIMScheduler.from_config(config)
     if name == "euler_a":
         return EulerAncestralDiscreteScheduler.from_config(config)
-    raise InputError(f"unknown scheduler {name!r}: use dpmpp, ddim or euler_a")
+    raise InputError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
 
 
 NO_DEPTH_CONTROL = "without depth control"  # in every warning that says the depth map is not used
@@ -77,8 +79,9 @@ def generate_backgrounds(
     """``request.variants`` RGB images at ``image``'s (working) size; the mask is 255 where the
     background is repainted. Depth None or control scale 0 runs without the ControlNet; that,
     a missing ControlNet and an over-long prompt are appended to ``warnings`` (the missing depth
-    map only when no warning there already says so). ``record`` receives what ran: how the step
-    ran (eager, CUDA graph, compiled), the VAE decode mode, eta and the negative prompt used."""
+    map only when no warning there already says so). ``record`` receives what ran (core.record):
+    how the step ran (eager, CUDA graph, compiled), the VAE decode mode, eta, the prompt and
+    negative prompt that were encoded and their token counts, and whether depth control ran."""
     import torch
 
     width, height = image.size
@@ -119,7 +122,9 @@ def generate_backgrounds(
             predict, scheduler, timesteps, latents, cond, request.guidance, sampler.step_kwargs(scheduler, eta, generators),
             progress=(lambda done, total: progress("generate", done, total)) if progress else None, cancel=cancel)
         images, decoded = decode(models.vae, latents, conditioning.processors(conditioning.vae_scale_factor(models.vae))[0])
-    record.update(how, vae_decode=decoded, eta=eta, negative_prompt=negative, guided=guided)
+    note(record, **how, vae_decode=decoded, eta=eta, prompt=request.prompt, negative_prompt=negative, guided=guided,
+         prompt_tokens=token_count(models.tokenizer, request.prompt),
+         negative_prompt_tokens=token_count(models.tokenizer, negative), depth_control=models.controlnet is not None)
     return images
 
 

@@ -4,7 +4,9 @@ background around it, so a subject shot under one light does not look pasted int
 Works in CIELAB on a copy of the photo (the stored original is never touched): the subject's
 mean L, a, b move part of the way toward the mean of a ring of the new background around the
 subject. Only means move (contrast and texture stay), and the shift is capped so a strongly
-coloured scene tints the subject instead of repainting it. Strength 0 returns the photo as is.
+coloured scene tints the subject instead of repainting it. Strength 0, the default for every
+background, returns the photo as is: the subject's opaque pixels stay the input's, bit for bit,
+unless the user turns colour match on.
 """
 
 from __future__ import annotations
@@ -19,16 +21,14 @@ TRANSFER = np.array([0.5, 0.35, 0.35])
 MAX_SHIFT = np.array([25.0, 12.0, 12.0])
 RING_FRACTION = 0.06  # ring width as a fraction of the subject's larger bounding-box side
 
-# the background kinds whose scene light the subject should take on by default
-HARMONY_KINDS = ("ai", "image")
-DEFAULT_STRENGTH = 0.5
 
-
-def default_harmony(background_kind: str) -> float:
-    """Harmony strength a UI or the CLI uses when the user did not choose one: on for AI and
-    image backgrounds (a real scene with its own light), off for colours, gradients, blur and
-    transparency (the photo's own light is already right)."""
-    return DEFAULT_STRENGTH if background_kind in HARMONY_KINDS else 0.0
+def as_photographed(result: Image.Image, cutout: Image.Image) -> Image.Image:
+    """``result`` with the subject's own pixels put back (the cut-out pasted over it with its
+    alpha): what the result looks like without colour match, for a before/after look. Exact
+    where the subject is opaque; along the soft edge a close approximation."""
+    out = result.convert("RGB")
+    out.paste(cutout.convert("RGB"), mask=cutout.getchannel("A"))
+    return out
 
 
 def ring_mask(alpha: np.ndarray) -> np.ndarray:

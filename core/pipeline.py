@@ -19,10 +19,11 @@ from scipy import ndimage
 
 from core.backgrounds import render_background
 from core.composite import composite, cutout
-from core.errors import Cancelled, ModelMissingError
+from core.errors import Cancelled, InputError, ModelMissingError
 from core.buckets import crop, pad, placement
 from core.imaging import check_mask, fit_mask, to_rgb
 from core.matting import refine_alpha
+from core.record import note
 from core.rembg_weights import revision as segmenter_revision
 from core.request import GenerationRequest
 from core.segment import automatic_mask
@@ -37,16 +38,15 @@ class GenerationResult:
     device: str = "cpu"
     warnings: list[str] = field(default_factory=list)
     models: dict[str, dict] = field(default_factory=dict)  # {slot: {"id": ..., "revision": ...}}
-    request: GenerationRequest | None = None  # with sizes (and revisions) filled in
-    record: dict = field(default_factory=dict)  # what ran beyond the request: bucket, step kind, decode...
+    record: dict = field(default_factory=dict)  # what ran (core.record): sizes, bucket, texts, step kind...
 
 
 def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None = None,
-        progress=None, cancel=None, registry=None) -> GenerationResult:
+        progress=None, cancel=None, registry=None, picture: Image.Image | None = None) -> GenerationResult:
     """Replace the background of ``image`` as ``request`` says.
 
     ``mask`` ('L', white = subject) replaces the automatic one; it must have the image's size
-    or its working size. ``progress(stage, done, total)`` reports stages (and diffusion steps);
+    or its working size. ``picture`` is the background picture of an ``image`` background. ``progress(stage, done, total)`` reports stages (and diffusion steps);
     ``cancel()`` returning True stops the run with Cancelled between stages and steps.
     """
     timings: dict[str, float] = {}
@@ -65,10 +65,11 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     with stage("prepare"):
         photo = to_rgb(image)
         place = placement(*photo.size)
-        request = request.replace(
-            input_width=photo.size[0], input_height=photo.size[1], work_width=place.bucket[0], work_height=place.bucket[1]
-        )
         background = request.background_spec
+        if background.kind == "image" and picture is None:
+            raise InputError("an image background needs its picture")
+        record: dict = {}
+        note(record, input_size=photo.size)
     if background.kind == "ai":  # the weights load from disk while the photo is cut out
         _start_preload(request, registry)
     with stage("segment"):
@@ -82,18 +83,18 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
             alpha = refine_alpha(photo, alpha)
     models = {"segmenter": {"id": request.segmenter, "revision": segmenter_revision(request.segmenter)}
               if mask is None else {"id": "user mask", "revision": ""}}
-    result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, request=request, models=models)
+    result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record)
 
     if background.kind == "ai":
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-cutout") as pool:
             cut = pool.submit(cutout, photo, alpha, spill_removal=request.spill_removal)
-            backgrounds = _ai_backgrounds(photo, alpha, place, result, stage, notify, cancel, registry)
+            backgrounds = _ai_backgrounds(photo, alpha, request, place, result, stage, notify, cancel, registry)
             with stage("composite"):
                 result.cutout = cut.result()
     else:
         with stage("background"):
-            backgrounds = [render_background(background, photo, alpha)]
+            backgrounds = [render_background(background, photo, alpha, picture)]
     with stage("composite"):
         if result.cutout is None:
             result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
@@ -117,20 +118,20 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
     return Image.fromarray(np.where(subject, 0, 255).astype(np.uint8), "L")
 
 
-def _ai_backgrounds(photo, alpha, place, result: GenerationResult, stage, notify, cancel, registry) -> list[Image.Image]:
+def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: GenerationResult, stage, notify, cancel,
+                    registry) -> list[Image.Image]:
     """Depth on the unmasked photo (unless control is off or its weights are missing), the
     backgrounds generated in the photo's bucket (core.buckets), cropped and enlarged to the
-    photo's size. Fills in the models' revisions (result.models and result.request.model_revisions)
-    and what ran (result.record)."""
+    photo's size. Fills in the models used with their revisions (result.models) and what ran
+    (result.record)."""
     from core.depth import estimate_depth
     from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
     from core.device import resolve_device
     from core.models import get_registry
 
     registry = registry or get_registry()
-    request = result.request
     result.device = resolve_device(request.device)
-    result.record.update(bucket=place.name, content=list(place.content))
+    note(result.record, bucket=place.name, content=place.content)
     with stage("resize"):
         work = photo.resize(place.content, Image.Resampling.LANCZOS)
         repaint = inpaint_mask(alpha, place.content, request.mask_grow)
@@ -150,8 +151,5 @@ def _ai_backgrounds(photo, alpha, place, result: GenerationResult, stage, notify
                                          request, progress=notify, cancel=cancel, registry=registry,
                                          warnings=result.warnings, record=result.record)
     result.models.update({slot: registry.record(model_id) for slot, model_id in used.items()})
-    result.request = request.replace(
-        model_revisions={**request.model_revisions, **{slot: result.models[slot]["revision"] for slot in used}}
-    )
     with stage("upscale"):
         return [crop(image, place).resize(photo.size, Image.Resampling.LANCZOS) for image in generated]

@@ -1,46 +1,52 @@
-"""The one typed description of a generation.
+"""The one versioned description of a generation: its parameters, each declared once.
 
-The UI builds it, the pipeline consumes it, storage saves it (``to_dict``) and a re-run loads
-it back (``from_dict``). Everything that changes the output image belongs here, so a stored
-request plus its stored input and mask reproduces the result.
+The Studio, the Batch page and the command line build a ``GenerationRequest``, the pipeline
+consumes it, storage saves it (``to_dict``, with ``version``) and a re-run loads it back
+(``from_dict``, through the explicit upgrades below). It holds parameters only: what a run
+produced (sizes, revisions, the exact texts that ran) is the run record (core.record), and the
+stored input, mask and background picture are storage's, by content hash.
+
+Each field is declared once, on the class, with ``param(default, label, help, ...)``: its type,
+default, range or choices, label, help, environment variable and model slot. ``FIELDS`` lists
+those declarations; validation, the command line's options, the app's widgets, prefill and
+remix, and the History view are all driven from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from core.errors import InputError
 
-DEFAULT_SEGMENTER = "u2netp"
-DEFAULT_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
-DEFAULT_CONTROLNET_MODEL = "lllyasviel/control_v11f1p_sd15_depth"
-DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+SCHEMA_VERSION = 2
 
-SCHEDULERS = ("dpmpp", "ddim", "euler_a")
+# scheduler name -> the sampler's name in AUTOMATIC1111's parameters text and the app
+SCHEDULERS: Mapping[str, str] = {"dpmpp": "DPM++ 2M", "ddim": "DDIM", "euler_a": "Euler a"}
 # Sampler presets: the product's default, and the reference pipeline's DDIM 42 steps (eta 1,
-# which core.generate applies to every DDIM run) for side-by-side comparisons.
+# which the generator applies to every DDIM run) for side-by-side comparisons.
 SAMPLER_PRESETS = {
     "default": {"scheduler": "dpmpp", "steps": 25},
     "reference": {"scheduler": "ddim", "steps": 42},
 }
 BACKGROUND_KINDS = ("ai", "color", "gradient", "blur", "image", "transparent")
-MAX_VARIANTS = 8
-MAX_STEPS = 150
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
 class Background:
-    """A parsed ``--background`` spec: ``ai``, ``color:#RRGGBB``, ``gradient:#RRGGBB,#RRGGBB``,
-    ``blur``, ``image:PATH`` or ``transparent``."""
+    """A parsed background spec: ``ai``, ``color:#RRGGBB``, ``gradient:#RRGGBB,#RRGGBB``,
+    ``blur``, ``image`` (the picture is stored with the generation) or ``transparent``."""
 
     kind: str
     colors: tuple[tuple[int, int, int], ...] = ()
-    path: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> "Background":
@@ -49,7 +55,7 @@ class Background:
         if kind not in BACKGROUND_KINDS:
             raise InputError(
                 f"unknown background {spec!r}: use one of ai, color:#RRGGBB, "
-                "gradient:#RRGGBB,#RRGGBB, blur, image:PATH, transparent"
+                "gradient:#RRGGBB,#RRGGBB, blur, image, transparent"
             )
         if kind == "color":
             return cls(kind, (_hex(arg, spec),))
@@ -58,19 +64,14 @@ class Background:
             if len(parts) != 2:
                 raise InputError(f"gradient needs two colours, as gradient:#RRGGBB,#RRGGBB (got {spec!r})")
             return cls(kind, tuple(_hex(p, spec) for p in parts))
-        if kind == "image":
-            if not arg:
-                raise InputError("image background needs a path, as image:PATH")
-            return cls(kind, path=arg)
         if arg:
-            raise InputError(f"background {kind!r} takes no argument (got {spec!r})")
+            where = " (the picture is given beside the request and stored with the generation)" if kind == "image" else ""
+            raise InputError(f"background {kind!r} takes no argument (got {spec!r}){where}")
         return cls(kind)
 
     def spec(self) -> str:
         if self.kind in ("color", "gradient"):
             return f"{self.kind}:" + ",".join("#%02x%02x%02x" % c for c in self.colors)
-        if self.kind == "image":
-            return f"image:{self.path}"
         return self.kind
 
 
@@ -81,87 +82,237 @@ def _hex(text: str, spec: str) -> tuple[int, int, int]:
     return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
+def _device(value: str) -> None:
+    if not _DEVICE.match(value):
+        raise InputError(f"device must be one of {', '.join(DEVICES)} or cuda:N (got {value!r})")
+
+
+@dataclass(frozen=True)
+class Param:
+    """Everything about one request field. ``name``, ``type`` and ``default`` come from the
+    class attribute it is declared on; the rest from ``param()``.
+
+    ``group`` says where the app shows it: ``ai`` and ``advanced`` (the AI background's form and
+    its advanced settings), ``look`` (edges, colour match and shadows), ``models`` (the Models
+    page's defaults) or ``background`` (its own widget). ``flag`` replaces the command line's
+    ``--field-name``; ``shown_if`` names a field whose value must be above 0 for the widget to
+    be drawn (the value is kept either way)."""
+
+    label: str
+    help: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: Mapping[str, str] | None = None  # value -> label
+    check: Callable[[Any], Any] | None = None
+    env: str | None = None
+    slot: str | None = None
+    group: str = "look"
+    flag: str | None = None
+    shown_if: str | None = None
+    name: str = ""
+    type: type = str
+    default: Any = None
+
+    def validate(self, value: Any) -> None:
+        """InputError naming the field when ``value`` is not a valid value for it."""
+        what = self.name.replace("_", " ")
+        if self.type is bool:
+            ok = isinstance(value, bool)
+        elif self.type is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif self.type is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise InputError(f"{what} must be {_KIND[self.type]} (got {value!r})")
+        if self.low is not None and not self.low <= value <= self.high:
+            raise InputError(f"{what} must be {self.limits} (got {value!r})")
+        if self.choices is not None and value not in self.choices:
+            raise InputError(f"{what} must be one of {', '.join(self.choices)} (got {value!r})")
+        if self.check is not None:
+            self.check(value)
+
+    @property
+    def limits(self) -> str:
+        """``from LOW to HIGH`` in the field's own type, or "" when it has no range."""
+        if self.low is None:
+            return ""
+        show = (lambda v: str(int(v))) if self.type is int else (lambda v: f"{v:g}")
+        return f"from {show(self.low)} to {show(self.high)}"
+
+    def parse(self, text: str) -> Any:
+        """A value from text (the command line, a settings file), validated."""
+        if self.type in (int, float):
+            try:
+                value = self.type(text)
+            except ValueError:
+                raise InputError(f"must be {_KIND[self.type]} (got {text!r})") from None
+        elif self.type is bool:
+            value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.strip().lower(), text)
+        else:
+            value = text
+        self.validate(value)
+        return value
+
+
+_KIND = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def param(default: Any, label: str, help: str, **declaration: Any) -> Any:
+    """Declare a request field: its default, label, help and the rest of ``Param``."""
+    return field(default=default, metadata={"param": Param(label, help, **declaration)})
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Every parameter of one generation. Image bytes are not here: storage keeps the input and
-    the mask by content hash (``input_sha256``, ``mask_sha256``)."""
+    """Every parameter of one generation, and nothing else."""
 
-    background: str = "color:#ffffff"
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int = 0
-    steps: int = 25
-    guidance: float = 7.5
-    control_scale: float = 0.8
-    scheduler: str = "dpmpp"
-    variants: int = 1
-    # models: a Hugging Face id or a local folder each; revisions filled in when resolved
-    segmenter: str = DEFAULT_SEGMENTER
-    inpaint_model: str = DEFAULT_INPAINT_MODEL
-    controlnet_model: str = DEFAULT_CONTROLNET_MODEL
-    depth_model: str = DEFAULT_DEPTH_MODEL
-    model_revisions: dict[str, str] = field(default_factory=dict)
-    device: str = "auto"
-    # mask handling and look of the composite
-    mask_grow: int = 6  # px at working resolution the inpainting mask grows into the subject
-    spill_removal: bool = True
-    refine_matting: bool = False
-    harmony: float = 0.0  # 0 = off (subject pixels untouched), 1 = full colour match
-    contact_shadow: float = 0.0  # opacity 0..1
-    cast_shadow: float = 0.0  # opacity 0..1
-    shadow_angle: float = 135.0  # degrees, direction the cast shadow falls
-    shadow_softness: float = 0.5  # 0..1
-    quality_negative: bool = True  # append the standard quality negative prompt
-    # sizes, recorded by the pipeline
-    input_width: int = 0
-    input_height: int = 0
-    work_width: int = 0
-    work_height: int = 0
-    # stored inputs (content hashes), set by storage
-    input_sha256: str = ""
-    mask_sha256: str = ""
+    background: str = param("color:#ffffff", "Background",
+                            "ai | color:#RRGGBB | gradient:#RRGGBB,#RRGGBB | blur | image | transparent",
+                            check=Background.parse, group="background")
+    prompt: str = param("", "Describe the new background",
+                        "What the AI background shows. Any length; (word:1.3) or (word) stresses words, "
+                        "[word] softens them (AUTOMATIC1111's syntax).", group="ai")
+    negative_prompt: str = param("", "Avoid (negative prompt)",
+                                 "What the AI background must not show; same syntax as the prompt.", group="ai")
+    seed: int = param(0, "Seed", "Random seed: the same seed and settings give the same image.",
+                      low=0, high=2**63 - 1, group="ai")
+    variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...).",
+                          low=1, high=8, group="ai")
+    steps: int = param(25, "Steps", "Diffusion steps.", low=1, high=150, group="advanced")
+    guidance: float = param(7.5, "Guidance (prompt strength)", "How closely the image follows the prompt.",
+                            low=0, high=30, step=0.5, group="advanced")
+    control_scale: float = param(0.8, "Depth-control strength (0 = off)",
+                                 "How strongly the photo's depth shapes the background; 0 turns depth off.",
+                                 low=0, high=2, step=0.05, group="advanced")
+    scheduler: str = param("dpmpp", "Scheduler",
+                           "dpmpp (DPM-Solver++), ddim (the reference pipeline's, eta 1), euler_a.",
+                           choices=SCHEDULERS, group="advanced")
+    quality_negative: bool = param(True, "Add the standard quality negative prompt",
+                                   "Appends the standard quality terms (lowres, blurry, watermark, ...) to the negative prompt.",
+                                   group="advanced")
+    mask_grow: int = param(6, "Repaint this far into the subject's edge (px)",
+                           "Grows the repainted area into the subject so the old background's fringe is repainted.",
+                           low=0, high=64, group="advanced")
+    spill_removal: bool = param(True, "Remove colour spill at the edges",
+                                "Re-estimates the edge pixels' colours without the old background's tint.")
+    refine_matting: bool = param(False, "Refine hair and fine edges (slower)",
+                                 "For hair, fur and feathers: removes the old background's fringe. Leave off for "
+                                 "products: hard, shiny edges can turn streaky.", flag="--refine")
+    harmony: float = param(0.0, "Match the subject's colours to the background",
+                           "0 keeps the subject's pixels exactly as photographed. Above 0 shifts their mean "
+                           "brightness and colour toward the new background around them.",
+                           low=0, high=1, step=0.05)
+    contact_shadow: float = param(0.0, "Contact shadow", "Opacity of the shadow where the subject meets the ground.",
+                                  low=0, high=1, step=0.05)
+    cast_shadow: float = param(0.0, "Cast shadow", "Opacity of the shadow the subject casts.",
+                               low=0, high=1, step=0.05)
+    shadow_angle: float = param(135.0, "Shadow direction (degrees)",
+                                "Where the cast shadow falls, counter-clockwise from right (135: back left).",
+                                low=0, high=360, step=5.0, shown_if="cast_shadow")
+    shadow_softness: float = param(0.5, "Shadow softness", "How much the cast shadow blurs with distance.",
+                                   low=0, high=1, step=0.05, shown_if="cast_shadow")
+    segmenter: str = param("u2netp", "Cut-out model (rembg name)", "Any rembg model installed here.",
+                           env="BACKDROP_SEGMENTER", slot="segmenter", group="models")
+    inpaint_model: str = param("stable-diffusion-v1-5/stable-diffusion-inpainting",
+                               "Inpainting model (Hugging Face id or local folder)", "An SD1.5 inpainting model.",
+                               env="BACKDROP_INPAINT_MODEL", slot="inpaint", group="models")
+    controlnet_model: str = param("lllyasviel/control_v11f1p_sd15_depth", "Depth ControlNet (id or folder)",
+                                  "An SD1.5 depth ControlNet.", env="BACKDROP_CONTROLNET_MODEL", slot="controlnet",
+                                  group="models")
+    depth_model: str = param("depth-anything/Depth-Anything-V2-Small-hf", "Depth estimator (id or folder)",
+                             "Any transformers depth-estimation model (Intel/dpt-large is the reference's).",
+                             env="BACKDROP_DEPTH_MODEL", slot="depth", group="models")
+    device: str = param("auto", "Device", "auto | cpu | cuda | cuda:N | mps (auto: cuda, then mps, then cpu).",
+                        check=_device, env="BACKDROP_DEVICE", group="models")
 
     def __post_init__(self) -> None:
-        self.validate()
+        for spec in FIELDS:
+            spec.validate(getattr(self, spec.name))
 
     @property
     def background_spec(self) -> Background:
         return Background.parse(self.background)
 
-    def validate(self) -> None:
-        """Raise InputError naming the first invalid field."""
-        self.background_spec  # noqa: B018 - parses and raises
-        _check(self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)} (got {self.scheduler!r})")
-        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"seed must be a whole number from 0 to 2^63-1 (got {self.seed!r})")
-        _check(isinstance(self.steps, int) and 1 <= self.steps <= MAX_STEPS, f"steps must be from 1 to {MAX_STEPS} (got {self.steps!r})")
-        _check(_finite(self.guidance) and 0 <= self.guidance <= 30, f"guidance must be from 0 to 30 (got {self.guidance!r})")
-        _check(_finite(self.control_scale) and 0 <= self.control_scale <= 2, f"control scale must be from 0 to 2 (got {self.control_scale!r})")
-        _check(isinstance(self.variants, int) and 1 <= self.variants <= MAX_VARIANTS, f"variants must be from 1 to {MAX_VARIANTS} (got {self.variants!r})")
-        _check(isinstance(self.mask_grow, int) and 0 <= self.mask_grow <= 64, f"mask grow must be from 0 to 64 px (got {self.mask_grow!r})")
-        for name in ("harmony", "contact_shadow", "cast_shadow", "shadow_softness"):
-            value = getattr(self, name)
-            _check(_finite(value) and 0 <= value <= 1, f"{name.replace('_', ' ')} must be from 0 to 1 (got {value!r})")
-        _check(_finite(self.shadow_angle), f"shadow angle must be a number (got {self.shadow_angle!r})")
-        for name in ("segmenter", "inpaint_model", "controlnet_model", "depth_model"):
-            _check(isinstance(getattr(self, name), str), f"{name} must be text")
-
     def replace(self, **changes: Any) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)
 
+    def params(self) -> dict[str, Any]:
+        """Field name -> value."""
+        return {spec.name: getattr(self, spec.name) for spec in FIELDS}
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What storage keeps: every field and the schema version."""
+        return {"version": SCHEMA_VERSION, **self.params()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GenerationRequest":
-        """Build from a stored dict; unknown keys (from a newer version) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: Mapping[str, Any]) -> "GenerationRequest":
+        """Load a stored request of any version: earlier versions go through ``UPGRADES`` one
+        version at a time. A stored request names every field of its version: a missing or
+        unknown field is an error, never filled with today's defaults."""
+        values = upgrade(data)
+        version = values.pop("version")
+        names = {spec.name for spec in FIELDS}
+        missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+        if missing or unknown:
+            raise InputError(f"stored request (version {version}) is not valid: "
+                             + "; ".join(f"{what}: {', '.join(keys)}" for what, keys in
+                                         (("missing", missing), ("unknown", unknown)) if keys))
+        return cls(**values)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+def _fields() -> tuple[Param, ...]:
+    hints = typing.get_type_hints(GenerationRequest)
+    return tuple(
+        dataclasses.replace(f.metadata["param"], name=f.name, type=hints[f.name], default=f.default)
+        for f in dataclasses.fields(GenerationRequest)
+    )
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise InputError(message)
+FIELDS: tuple[Param, ...] = _fields()
+FIELD = {spec.name: spec for spec in FIELDS}
+SLOTS = {spec.slot: spec for spec in FIELDS if spec.slot}  # model slot -> its field
+
+
+# ---- upgrades: stored requests of earlier versions ----------------------------------------
+
+# Keys version 1 kept in the request that are not parameters: the pipeline's outputs (sizes,
+# model revisions) and storage's keys. They live beside the request from version 2 on: the
+# sizes in the run record, revisions in the generation's models, hashes in its own columns
+# (storage's migration 0003 moved them there for stored generations).
+V1_NOT_PARAMETERS = ("input_width", "input_height", "work_width", "work_height", "model_revisions",
+                     "input_sha256", "mask_sha256")
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 (no ``version`` key): drop the keys that are not parameters; a picture
+    background ``image:PATH`` (a file outside the image store) becomes ``image``, its picture
+    stored with the generation; a shadow angle, any number of degrees in version 1, becomes the
+    same direction in 0-360."""
+    values = {k: v for k, v in data.items() if k not in V1_NOT_PARAMETERS}
+    if str(values.get("background", "")).startswith("image:"):
+        values["background"] = "image"
+    angle = values.get("shadow_angle")
+    if isinstance(angle, (int, float)) and not isinstance(angle, bool) and math.isfinite(angle):
+        values["shadow_angle"] = float(angle) % 360.0
+    values["version"] = 2
+    return values
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` brought to SCHEMA_VERSION (a copy; ``version`` included)."""
+    values = dict(data)
+    version = values.setdefault("version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise InputError(f"stored request has no valid version (got {version!r})")
+    if version > SCHEMA_VERSION:
+        raise InputError(f"stored request is version {version}, written by a newer Backdrop; this one reads "
+                         f"versions up to {SCHEMA_VERSION}")
+    while values["version"] < SCHEMA_VERSION:
+        values = UPGRADES[values["version"]](values)
+    return values

@@ -1,31 +1,23 @@
 """Which model weights are on this machine, and fetching them: one row per model slot.
 
-Never downloads when asked what is here; ``fetch`` downloads hub models into the normal Hugging
-Face cache and rembg models where rembg finds them (core.rembg_weights).
+The slots are the request's model fields (core.request.SLOTS). Never downloads when asked
+what is here; ``fetch`` downloads hub models into the normal Hugging Face cache and rembg
+models where rembg finds them (core.rembg_weights).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from core import rembg_weights
-from core import request as defaults
 from core.errors import InputError, ModelMissingError
 from core.hub import FETCH_COMMAND, local_folder, looks_local, model_revision, resolve_model
-
-ENV = {
-    "segmenter": ("BACKDROP_SEGMENTER", defaults.DEFAULT_SEGMENTER),
-    "inpaint": ("BACKDROP_INPAINT_MODEL", defaults.DEFAULT_INPAINT_MODEL),
-    "controlnet": ("BACKDROP_CONTROLNET_MODEL", defaults.DEFAULT_CONTROLNET_MODEL),
-    "depth": ("BACKDROP_DEPTH_MODEL", defaults.DEFAULT_DEPTH_MODEL),
-}
-REQUEST_FIELD = {"segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model"}
+from core.request import SLOTS
 
 
-def default_model_ids() -> dict[str, str]:
-    """The model id per slot: the ``BACKDROP_*`` environment variable, else core.request's default."""
-    return {slot: os.environ.get(var) or default for slot, (var, default) in ENV.items()}
+def slot_ids(request) -> dict[str, str]:
+    """Model slot -> the id ``request`` names for it."""
+    return {slot: getattr(request, spec.name) for slot, spec in SLOTS.items()}
 
 
 def fetch_hint(slot: str, model_id: str) -> str:
@@ -39,14 +31,11 @@ def fetch_hint(slot: str, model_id: str) -> str:
     return f"{FETCH_COMMAND} {model_id}"
 
 
-def model_status(request=None) -> list[dict[str, Any]]:
-    """One row per slot: the id (from the request, else the defaults), the local path it
-    resolves to, whether its weights are present, and how to get them. Never downloads."""
-    ids = default_model_ids()
-    if request is not None:
-        ids = {slot: getattr(request, field) for slot, field in REQUEST_FIELD.items()}
+def model_status(request) -> list[dict[str, Any]]:
+    """One row per slot of ``request``: the id, the local path it resolves to, whether its
+    weights are present, and how to get them. Never downloads."""
     rows = []
-    for slot, model_id in ids.items():
+    for slot, model_id in slot_ids(request).items():
         if slot == "segmenter":
             try:
                 path = rembg_weights.model_file(model_id)
@@ -81,3 +70,21 @@ def slot_of(name: str) -> str:
         return "segmenter"
     except InputError:
         return "hub"
+
+
+# What an AI background needs. The inpainting model is required: without it nothing is
+# generated. The depth estimator and the ControlNet are depth control: without either the
+# generator runs without depth control and says so in a warning (core.generate). The app
+# asks this before a run, the pipeline acts on the same rule during it.
+AI_REQUIRED = ("inpaint",)
+AI_DEPTH_CONTROL = ("depth", "controlnet")
+
+
+def ai_readiness(request) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(blocking, degraded): the status rows of the models an AI background with ``request``
+    lacks; blocking ones stop it, degraded ones (depth control, while it is on) only mean it
+    runs without depth control."""
+    missing = [row for row in model_status(request) if not row["present"]]
+    depth = AI_DEPTH_CONTROL if request.control_scale > 0 else ()
+    return ([row for row in missing if row["slot"] in AI_REQUIRED],
+            [row for row in missing if row["slot"] in depth])

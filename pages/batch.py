@@ -40,11 +40,11 @@ def collect_sources() -> list[tuple[str, bytes]]:
     return sources
 
 
-def start(sources: list[tuple[str, bytes]], request) -> None:
+def start(sources: list[tuple[str, bytes]], request, picture: bytes | None) -> None:
     jobs = []
     for name, data in sources:
         try:
-            jobs.append({"name": name, "id": ui.submit(request, data), "error": None})
+            jobs.append({"name": name, "id": ui.submit(request, data, picture=picture), "error": None})
         except BackdropError as error:
             jobs.append({"name": name, "id": None, "error": str(error)})
     state.batch_jobs = jobs
@@ -89,19 +89,19 @@ def finished_queue() -> None:
     done = [(name, v) for name, v in views if v.status == "done"]
     st.caption(f"{len(done)} of {len(rows)} done")
     if done:
-        st.download_button("Download results (zip)", ui.results_zip(done), file_name="backdrop-batch.zip",
+        st.download_button("Download results (zip)", history.results_zip(done), file_name="backdrop-batch.zip",
                            mime="application/zip", key="batch_zip", on_click="ignore", icon=":material/folder_zip:")
 
 
 st.title("Batch")
 st.caption("Every photo gets the same background recipe and its automatic cut-out.")
 sources = collect_sources()
-request, reason = ui.background_form(FORM, ui.base_request())
+request, picture, reason = ui.background_form(FORM, ui.base_request())
 if reason:
     st.caption(f"Cannot start yet: {reason}.")
 if st.button(f"Process {len(sources)} photo(s)", type="primary", disabled=request is None or not sources,
              key="batch_start", icon=":material/play_arrow:"):
-    start(sources, request)
+    start(sources, request, picture)
 if state.get("batch_jobs"):
     st.subheader("Queue")
     statuses = [history.get(j["id"]).status for j in state.batch_jobs if j["id"] is not None]

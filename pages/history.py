@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import BackdropError
-from core.request import BACKGROUND_KINDS
+from core.request import BACKGROUND_KINDS, FIELDS, SCHEMA_VERSION
 from pages import ui
 from storage import history
 from storage.db import get_database
@@ -110,16 +110,34 @@ def detail(generation_id: int) -> None:
         st.caption(f"Models (device: {view.device or 'n/a'})")
         st.json(view.models, expanded=True)
         lineage(view)
-    request = view.request
-    if request.get("prompt") or request.get("negative_prompt"):
+    parameters(view)
+
+
+def parameters(view) -> None:
+    """The prompts as typed and as they ran, every parameter from the request's field table
+    (label, value, default), what ran (the run record) and the library versions."""
+    try:
+        request = view.generation_request()
+    except BackdropError as error:
+        st.error(f"The stored request cannot be read: {error}")
+        return
+    if request.prompt or request.negative_prompt:
         st.caption("Prompt")
-        st.code(request.get("prompt", ""), language=None, wrap_lines=True)
+        st.code(request.prompt, language=None, wrap_lines=True)
         st.caption("Negative prompt")
-        st.code(request.get("negative_prompt", ""), language=None, wrap_lines=True)
-    params, versions = st.columns(2)
-    with params:
-        st.caption("Every parameter")
-        st.json(request, expanded=False)
+        st.code(request.negative_prompt, language=None, wrap_lines=True)
+        ran = view.record.get("negative_prompt")
+        if ran is not None and ran != request.negative_prompt:
+            st.caption("Negative prompt as it ran (with the standard quality terms)")
+            st.code(ran, language=None, wrap_lines=True)
+    st.caption(f"Every parameter (request version {SCHEMA_VERSION})")
+    st.dataframe([{"parameter": spec.label, "value": str(getattr(request, spec.name)), "default": str(spec.default),
+                   "changed": getattr(request, spec.name) != spec.default} for spec in FIELDS],
+                 hide_index=True)
+    record, versions = st.columns(2)
+    with record:
+        st.caption("What ran")
+        st.json(view.record, expanded=False)
     with versions:
         st.caption("Library versions")
         st.json(view.versions, expanded=False)
@@ -146,8 +164,8 @@ def actions(view) -> None:
         from storage.service import rerun_inputs
 
         try:
-            request, image, mask = rerun_inputs(view.id)
-            select(ui.submit(request, image, mask, parent_id=view.id))
+            inputs = rerun_inputs(view.id)
+            select(ui.submit(inputs.request, inputs.image, inputs.mask, parent_id=view.id, picture=inputs.picture))
             st.rerun()
         except BackdropError as error:
             st.error(str(error))

@@ -3,18 +3,14 @@ precision, the command that fetches what is missing; and the saved default model
 
 import streamlit as st
 
-from core import settings as user_settings
 from core.errors import BackdropError
 from core.device import resolve_device, torch_dtype
+from core.request import DEVICES, SLOTS
 from core.weights import model_status
 from pages import ui
+from storage import settings as user_settings
 
-SLOT_LABELS = {
-    "segmenter": "Cut-out (rembg)",
-    "inpaint": "Inpainting (Stable Diffusion)",
-    "controlnet": "Depth ControlNet",
-    "depth": "Depth estimator",
-}
+SLOT_LABELS = {slot: spec.label.split(" (")[0] for slot, spec in SLOTS.items()}
 
 
 def status_table(request) -> None:
@@ -51,15 +47,15 @@ def device_line(request) -> None:
 
 
 def settings_form(current: dict[str, str]) -> None:
+    """One widget per setting, from the request's field table (storage.settings.SETTINGS)."""
     with st.form("models_settings"):
-        values = {
-            "segmenter": st.text_input("Cut-out model (rembg name)", current["segmenter"]),
-            "inpaint_model": st.text_input("Inpainting model (Hugging Face id or local folder)", current["inpaint_model"]),
-            "controlnet_model": st.text_input("Depth ControlNet (id or folder)", current["controlnet_model"]),
-            "depth_model": st.text_input("Depth estimator (id or folder)", current["depth_model"]),
-            "device": st.selectbox("Device", user_settings.DEVICES, index=user_settings.DEVICES.index(current["device"])
-                                   if current["device"] in user_settings.DEVICES else 0),
-        }
+        values = {}
+        for name, spec in user_settings.SETTINGS.items():
+            if name == "device":
+                options = list(DEVICES) + ([current[name]] if current[name] not in DEVICES else [])
+                values[name] = st.selectbox(spec.label, options, index=options.index(current[name]), help=spec.help)
+            else:
+                values[name] = st.text_input(spec.label, current[name], help=spec.help)
         st.caption("Leave a field empty to go back to the default. Saved to "
                    f"{user_settings.settings_path().resolve()}")
         if st.form_submit_button("Save settings", type="primary"):

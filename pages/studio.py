@@ -10,6 +10,7 @@ import hashlib
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
+from core import brush
 from core.errors import BackdropError
 from core.imaging import load_image
 from core.segment import automatic_mask
@@ -62,11 +63,11 @@ def open_remix() -> None:
     from storage.service import rerun_inputs
 
     generation_id = state.pop("studio_remix")
-    request, image, mask = rerun_inputs(generation_id)
-    set_photo(image, f"generation {generation_id}")
-    if mask is not None:
-        state.studio_base_mask = mask
-    ui.prefill(FORM, request)
+    inputs = rerun_inputs(generation_id)
+    set_photo(inputs.image, f"generation {generation_id}")
+    if inputs.mask is not None:
+        state.studio_base_mask = inputs.mask
+    ui.prefill(FORM, inputs.request, inputs.picture)
     state.studio_parent = generation_id
 
 
@@ -87,14 +88,14 @@ def photo_section() -> None:
 
 def mask_section() -> None:
     photo = state.studio_photo
-    size = ui.display_size(*photo.size)
+    size = brush.display_size(*photo.size)
     tools = st.columns([2, 3, 1, 1, 2], vertical_alignment="bottom")
     mode = tools[0].segmented_control(
         "Brush", ["add", "erase"], key="studio_brush_mode", default="add", persist_state="session",
         format_func=lambda m: "Add" if m == "add" else "Erase",
         help="Add paints into the subject (kept), Erase paints into the background (replaced)",
     ) or "add"
-    brush = tools[1].slider("Brush size", 4, 120, 30, key="studio_brush_size", persist_state="session")
+    brush_size = tools[1].slider("Brush size", 4, 120, 30, key="studio_brush_size", persist_state="session")
     tools[2].button("Undo", on_click=undo, icon=":material/undo:", key="studio_undo")
     tools[3].button("Clear", on_click=clear, icon=":material/ink_eraser:", key="studio_clear",
                     help="Remove all brush strokes")
@@ -106,7 +107,7 @@ def mask_section() -> None:
     left, right = st.columns([3, 2])
     with left:
         result = st_canvas(
-            stroke_width=brush, stroke_color=ui.stroke_color(mode), background_image=overlay_jpeg(size),
+            stroke_width=brush_size, stroke_color=brush.stroke_color(mode), background_image=overlay_jpeg(size),
             width=size[0], height=size[1], drawing_mode="freedraw", initial_drawing=state.studio_canvas_init,
             return_image_data=True, key=CANVAS_KEY,
         )
@@ -114,11 +115,11 @@ def mask_section() -> None:
     if result.image_data is not None:
         state.studio_strokes = result.image_data
         state.studio_drawing = result.json_data
-    corrected = ui.corrected_mask(state.studio_base_mask, state.get("studio_strokes"))
+    corrected = brush.corrected_mask(state.studio_base_mask, state.get("studio_strokes"))
     state.studio_mask = corrected
     with right:
         st.caption("Corrected mask: this is what will be kept")
-        st.image(ui.mask_overlay(photo, corrected, size), width="stretch")
+        st.image(brush.mask_overlay(photo, corrected, size), width="stretch")
 
 
 def overlay_jpeg(size: tuple[int, int]) -> bytes:
@@ -128,7 +129,7 @@ def overlay_jpeg(size: tuple[int, int]) -> bytes:
         import io
 
         buffer = io.BytesIO()
-        ui.mask_overlay(state.studio_photo, state.studio_base_mask, size).save(buffer, format="JPEG", quality=90)
+        brush.mask_overlay(state.studio_photo, state.studio_base_mask, size).save(buffer, format="JPEG", quality=90)
         state.studio_overlay_key, state.studio_overlay = key, buffer.getvalue()
     return state.studio_overlay
 
@@ -143,13 +144,17 @@ def user_mask():
 def generate_section() -> None:
     form, output = st.columns([2, 3])
     with form:
-        request, reason = ui.background_form(FORM, ui.base_request())
+        if state.get(f"{FORM}base") is not None and state.get("studio_parent"):
+            st.caption(f"Models and device as in generation #{state.studio_parent}.")
+            st.button("Use the Models page's defaults", key="studio_forget_base", on_click=ui.forget_base, args=(FORM,))
+        request, picture, reason = ui.background_form(FORM, ui.form_base(FORM))
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")
         if st.button("Generate", type="primary", disabled=request is None, key="studio_generate",
                      icon=":material/auto_awesome:"):
             try:
-                state.studio_job = ui.submit(request, state.studio_photo_bytes, user_mask(), state.get("studio_parent"))
+                state.studio_job = ui.submit(request, state.studio_photo_bytes, user_mask(), state.get("studio_parent"),
+                                             picture=picture)
             except BackdropError as error:
                 st.error(str(error))
     with output:

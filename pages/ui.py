@@ -1,32 +1,23 @@
-"""What the pages share: the sidebar, the one job worker per process, the background form that
-builds a GenerationRequest, the brush-mask arithmetic and PNG encoding for downloads.
+"""What the pages share: the sidebar, the one job worker per process, the background form
+(one widget per request field, from its declaration) and the results with their downloads.
 
-Not a page itself (streamlit_app.py lists the pages explicitly). The mask functions are plain
-numpy/PIL so tests can check them without a browser.
+Not a page itself (streamlit_app.py lists the pages explicitly). Only widgets and calls: the
+work is in core (brush masks, readiness, colour match) and storage (jobs, history, zips).
 """
 
 from __future__ import annotations
 
-import io
 import random
 import sys
-import zipfile
-from pathlib import Path
 
-import numpy as np
 import streamlit as st
 from PIL import Image
 
-from core import settings as user_settings
-from core.request import BACKGROUND_KINDS, MAX_STEPS, MAX_VARIANTS, SCHEDULERS, GenerationRequest
+from core.request import BACKGROUND_KINDS, FIELD, FIELDS, GenerationRequest
+from core.weights import ai_readiness
+from storage import settings as user_settings
 
-CANVAS_MAX_WIDTH = 540  # fits the wider of two columns on a 1366 px wide screen
-CANVAS_MAX_HEIGHT = 600
 MAX_UI_SEED = 2**53 - 1  # browsers hold numbers as doubles: larger seeds would be rounded
-STROKE_ALPHA = 0.55  # strokes are see-through so the photo stays visible under them
-ADD_RGB = (0, 230, 64)
-ERASE_RGB = (235, 30, 30)
-TINT_RGB = (30, 40, 120)  # what the background (mask 0) is tinted with in previews
 KIND_LABELS = {
     "ai": "AI scene",
     "color": "Colour",
@@ -37,60 +28,17 @@ KIND_LABELS = {
 }
 
 
-# ---------------------------------------------------------------- mask and brush arithmetic
-
-def display_size(width: int, height: int, max_w: int = CANVAS_MAX_WIDTH, max_h: int = CANVAS_MAX_HEIGHT) -> tuple[int, int]:
-    """Size the photo is shown (and painted on) at: aspect kept, within max_w x max_h."""
-    scale = min(max_w / width, max_h / height, 1.0)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def mask_overlay(photo: Image.Image, mask: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
-    """The photo with everything the mask calls background darkened and tinted."""
-    size = size or photo.size
-    rgb = np.asarray(photo.convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
-    alpha = np.asarray(mask.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)[..., None] / 255
-    tinted = rgb * 0.35 + np.array(TINT_RGB, dtype=np.float32) * 0.65
-    return Image.fromarray((rgb * alpha + tinted * (1 - alpha)).round().astype(np.uint8))
-
-
-def stroke_color(mode: str) -> str:
-    r, g, b = ADD_RGB if mode == "add" else ERASE_RGB
-    return f"rgba({r}, {g}, {b}, {STROKE_ALPHA})"
-
-
-def stroke_masks(strokes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Split the canvas's RGBA drawing into (add, erase) boolean masks at ``size``.
-
-    A painted pixel is one with visible alpha; green-dominant is add, red-dominant erase. Where
-    strokes overlap, the canvas already composited the later stroke on top, so the colour that
-    dominates is the one painted last.
-    """
-    rgba = np.asarray(strokes)
-    if rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"strokes must be an RGBA array, got shape {rgba.shape}")
-    painted = rgba[..., 3] >= 48
-    green = rgba[..., 1].astype(np.int16) > rgba[..., 0].astype(np.int16)
-    add = Image.fromarray(((painted & green) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    erase = Image.fromarray(((painted & ~green) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(add) >= 128, np.asarray(erase) >= 128
-
-
-def corrected_mask(base: Image.Image, strokes: np.ndarray | None) -> Image.Image:
-    """The base mask with add strokes set to subject (255) and erase strokes to background (0)."""
-    if strokes is None:
-        return base
-    add, erase = stroke_masks(strokes, base.size)
-    values = np.asarray(base.convert("L")).copy()
-    values[add] = 255
-    values[erase] = 0
-    return Image.fromarray(values)
-
-
 # ---------------------------------------------------------------- settings, arguments
 
 def settings() -> dict[str, str]:
-    return user_settings.load_settings()
+    """The saved settings; with an invalid environment variable, the defaults and an error."""
+    from core.errors import InputError
+
+    try:
+        return user_settings.load_settings()
+    except InputError as error:
+        st.error(str(error))
+        return {name: spec.default for name, spec in user_settings.SETTINGS.items()}
 
 
 def batch_dir_argument(argv: list[str] | None = None) -> str | None:
@@ -110,19 +58,19 @@ def new_seed() -> int:
 
 # ---------------------------------------------------------------- the background form
 
-FORM_FIELDS = (
-    "prompt", "negative_prompt", "seed", "steps", "guidance", "control_scale", "scheduler", "variants",
-    "mask_grow", "spill_removal", "refine_matting", "harmony", "contact_shadow", "cast_shadow",
-    "shadow_angle", "quality_negative",
-)
+# The form draws one widget per request field of these groups, from its declaration
+# (core.request.FIELDS); the models and the device come from the base request.
+FORM_FIELDS = tuple(spec for spec in FIELDS if spec.group in ("ai", "advanced", "look"))
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % rgb
 
 
-def prefill(prefix: str, request: GenerationRequest) -> None:
-    """Put a stored request's values into the form's widgets (before they are drawn)."""
+def prefill(prefix: str, request: GenerationRequest, picture: bytes | None = None) -> None:
+    """Put a stored request into the form (before its widgets are drawn): every field's widget,
+    the background's, and the request itself as the form's base, so what has no widget (the
+    models, the device) is the stored generation's too."""
     state = st.session_state
     spec = request.background_spec
     state[f"{prefix}kind"] = spec.kind
@@ -130,23 +78,20 @@ def prefill(prefix: str, request: GenerationRequest) -> None:
         state[f"{prefix}color"] = _hex(spec.colors[0])
     elif spec.kind == "gradient":
         state[f"{prefix}grad_top"], state[f"{prefix}grad_bottom"] = (_hex(c) for c in spec.colors)
-    elif spec.kind == "image":
-        state[f"{prefix}bg_path"] = spec.path
-    for name in FORM_FIELDS:
-        state[f"{prefix}{name}"] = getattr(request, name)
+    state[f"{prefix}picture"] = picture
+    for field in FORM_FIELDS:
+        state[f"{prefix}{field.name}"] = getattr(request, field.name)
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
-    state[f"{prefix}harmony_chosen"] = True  # the stored value is kept when the kind changes
+    state[f"{prefix}base"] = request
 
 
-def ai_readiness(request: GenerationRequest) -> tuple[list[dict], list[dict]]:
-    """(blocking, degraded): model rows without weights here. The inpainting model (and the
-    depth ControlNet while depth control is on) block an AI background; a missing depth
-    estimator only means it runs without depth control (core.pipeline says so in a warning)."""
-    from core.weights import model_status
+def form_base(prefix: str) -> GenerationRequest:
+    """The request the form starts from: a remixed generation's, else the saved settings'."""
+    return st.session_state.get(f"{prefix}base") or base_request()
 
-    missing = [row for row in model_status(request) if row["slot"] != "segmenter" and not row["present"]]
-    needed = {"inpaint"} | ({"controlnet"} if request.control_scale > 0 else set())
-    return [r for r in missing if r["slot"] in needed], [r for r in missing if r["slot"] not in needed]
+
+def forget_base(prefix: str) -> None:
+    st.session_state.pop(f"{prefix}base", None)
 
 
 def explain_missing(rows: list[dict], blocking: bool = True) -> str:
@@ -172,47 +117,67 @@ def _apply_preset(prefix: str) -> None:
         st.session_state[f"{prefix}negative_prompt"] = PRESETS[name].negative
 
 
-def _kind_changed(prefix: str) -> None:
-    """Colour match follows the background kind (on for AI and picture backgrounds, which bring
-    their own light) until the user sets the slider themselves."""
-    from core.harmony import default_harmony
-
-    state = st.session_state
-    if not state.get(f"{prefix}harmony_chosen"):
-        state[f"{prefix}harmony"] = default_harmony(state[f"{prefix}kind"])
-
-
-def _harmony_chosen(prefix: str) -> None:
-    st.session_state[f"{prefix}harmony_chosen"] = True
-
-
 def _roll_seed(prefix: str) -> None:
     st.session_state[f"{prefix}seed"] = new_seed()
 
 
 def base_request() -> GenerationRequest:
     """A request carrying the user's saved default models and device."""
-    values = settings()
-    return GenerationRequest(**{k: values[k] for k in ("segmenter", "inpaint_model", "controlnet_model", "depth_model", "device")})
+    return GenerationRequest(**settings())
 
 
-def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationRequest | None, str | None]:
-    """Draw the background choice and its parameters; returns (request, None) when the choice
-    can run, or (None, reason) when it cannot (missing weights, no background image...)."""
+def field_widget(prefix: str, spec, **extra):
+    """The widget of one request field, made from its declaration: label, help, range, step,
+    choices and type decide the kind of widget. Returns its value."""
+    common = dict(key=f"{prefix}{spec.name}", persist_state="session", help=spec.help, **extra)
+    if spec.type is bool:
+        return st.checkbox(spec.label, **common)
+    if spec.choices:
+        return st.selectbox(spec.label, list(spec.choices), format_func=lambda v: spec.choices[v], **common)
+    if spec.name == "prompt":
+        return st.text_area(spec.label, placeholder="on a marble table in a bright kitchen", **common)
+    if spec.type is str:
+        return st.text_input(spec.label, **common)
+    if spec.name == "seed":  # browsers hold numbers as doubles: the widget stops at 2^53 - 1
+        return int(st.number_input(spec.label, int(spec.low), MAX_UI_SEED, step=1, **common))
+    if spec.type is int:
+        return st.slider(spec.label, int(spec.low), int(spec.high), **common)
+    return st.slider(spec.label, float(spec.low), float(spec.high), step=spec.step, **common)
+
+
+def _group(prefix: str, group: str) -> None:
+    """Every form field of ``group``; a field with ``shown_if`` only while that field is above 0."""
+    state = st.session_state
+    for spec in FORM_FIELDS:
+        if spec.group != group or (spec.shown_if and not state[f"{prefix}{spec.shown_if}"] > 0):
+            continue
+        if spec.name == "seed":
+            seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
+            with seed_col:
+                field_widget(prefix, spec)
+            dice_col.button("Roll", key=f"{prefix}dice", help="New random seed", icon=":material/casino:",
+                            on_click=_roll_seed, args=(prefix,))
+        else:
+            field_widget(prefix, spec)
+
+
+def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationRequest | None, bytes | None, str | None]:
+    """Draw the background choice and every parameter's widget; returns (request, picture,
+    None) when the choice can run (``picture``: an image background's bytes), or (None, None,
+    reason) when it cannot (missing weights, no background picture...)."""
     from core.errors import InputError
     from core.presets import PRESETS
 
     state = st.session_state
     state.setdefault(f"{prefix}kind", "color")
     state.setdefault(f"{prefix}seed", new_seed())
-    for name in FORM_FIELDS:
-        state.setdefault(f"{prefix}{name}", getattr(base, name))
+    for spec in FORM_FIELDS:
+        state.setdefault(f"{prefix}{spec.name}", getattr(base, spec.name))
     kind = st.radio(
-        "Background", BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
-        format_func=lambda k: KIND_LABELS[k], on_change=_kind_changed, args=(prefix,),
+        FIELD["background"].label, BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
+        format_func=lambda k: KIND_LABELS[k],
     )
-    fields: dict = {}
-    reason = None
+    background, picture, reason = kind, None, None
     if kind == "ai":
         blocking, degraded = ai_readiness(base.replace(control_scale=state[f"{prefix}control_scale"]))
         if blocking:
@@ -224,88 +189,54 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
             "Start from a preset", [""] + list(PRESETS), persist_state="session", key=f"{prefix}preset", on_change=_apply_preset,
             args=(prefix,), format_func=lambda n: PRESETS[n].label if n else "(none - write your own)",
         )
-        fields["prompt"] = st.text_area("Describe the new background", persist_state="session", key=f"{prefix}prompt",
-                                        placeholder="on a marble table in a bright kitchen")
-        if len(fields["prompt"].split()) > 55:
-            st.caption("The text encoder reads about 77 tokens (roughly 55 words): the end of this "
-                       "prompt will be cut off.")
-        fields["negative_prompt"] = st.text_input("Avoid (negative prompt)", persist_state="session", key=f"{prefix}negative_prompt")
-        seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
-        fields["seed"] = int(seed_col.number_input("Seed", 0, MAX_UI_SEED, step=1, persist_state="session", key=f"{prefix}seed"))
-        dice_col.button("Roll", key=f"{prefix}dice", help="New random seed", icon=":material/casino:",
-                        on_click=_roll_seed, args=(prefix,))
-        fields["variants"] = st.slider("Variants", 1, MAX_VARIANTS, persist_state="session", key=f"{prefix}variants")
+        _group(prefix, "ai")
         with st.expander("Advanced settings"):
-            fields["steps"] = st.slider("Steps", 1, MAX_STEPS, persist_state="session", key=f"{prefix}steps")
-            fields["guidance"] = st.slider("Guidance (prompt strength)", 0.0, 30.0, persist_state="session", key=f"{prefix}guidance", step=0.5)
-            fields["control_scale"] = st.slider("Depth-control strength (0 = off)", 0.0, 2.0,
-                                                persist_state="session", key=f"{prefix}control_scale", step=0.05)
-            fields["scheduler"] = st.selectbox("Scheduler", SCHEDULERS, persist_state="session", key=f"{prefix}scheduler")
-            fields["quality_negative"] = st.checkbox("Add the standard quality negative prompt",
-                                                     persist_state="session", key=f"{prefix}quality_negative")
-            fields["mask_grow"] = st.slider("Repaint this far into the subject's edge (px)", 0, 64,
-                                            persist_state="session", key=f"{prefix}mask_grow")
+            _group(prefix, "advanced")
     elif kind == "color":
         state.setdefault(f"{prefix}color", "#ffffff")
-        colour = st.color_picker("Colour", persist_state="session", key=f"{prefix}color")
-        fields["background"] = f"color:{colour}"
+        background = f"color:{st.color_picker('Colour', persist_state='session', key=f'{prefix}color')}"
     elif kind == "gradient":
         state.setdefault(f"{prefix}grad_top", "#dfe9f3")
         state.setdefault(f"{prefix}grad_bottom", "#7a8ca3")
         top_col, bottom_col = st.columns(2)
         top = top_col.color_picker("Top", persist_state="session", key=f"{prefix}grad_top")
         bottom = bottom_col.color_picker("Bottom", persist_state="session", key=f"{prefix}grad_bottom")
-        fields["background"] = f"gradient:{top},{bottom}"
+        background = f"gradient:{top},{bottom}"
     elif kind == "image":
-        path = _background_image_upload(prefix)
-        if path:
-            fields["background"] = f"image:{path}"
-        else:
+        picture = _background_picture(prefix)
+        if picture is None:
             reason = "upload a background image first"
-    fields.setdefault("background", kind)
     with st.expander("Edges, colour match and shadows"):
-        fields["spill_removal"] = st.checkbox("Remove colour spill at the edges", persist_state="session", key=f"{prefix}spill_removal")
-        fields["refine_matting"] = st.checkbox("Refine hair and fine edges (slower)", persist_state="session", key=f"{prefix}refine_matting",
-                                              help="For hair, fur and feathers: removes the old background's fringe. "
-                                                   "Leave off for products: hard, shiny edges can turn streaky.")
-        fields["harmony"] = st.slider("Match the subject's colours to the background", 0.0, 1.0,
-                                      persist_state="session", key=f"{prefix}harmony", step=0.05,
-                                      on_change=_harmony_chosen, args=(prefix,))
-        fields["contact_shadow"] = st.slider("Contact shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}contact_shadow", step=0.05)
-        fields["cast_shadow"] = st.slider("Cast shadow", 0.0, 1.0, persist_state="session", key=f"{prefix}cast_shadow", step=0.05)
-        if fields["cast_shadow"] > 0:
-            fields["shadow_angle"] = st.slider("Shadow direction (degrees)", 0.0, 360.0, persist_state="session", key=f"{prefix}shadow_angle",
-                                               step=5.0)
+        _group(prefix, "look")
     if reason:
-        return None, reason
+        return None, None, reason
+    groups = ("ai", "advanced", "look") if kind == "ai" else ("look",)  # the others: as in the base
+    values = {spec.name: state[f"{prefix}{spec.name}"] for spec in FORM_FIELDS if spec.group in groups}
     try:
-        return base.replace(**fields), None
+        return base.replace(background=background, **values), picture, None
     except InputError as error:
-        return None, str(error)
+        return None, None, str(error)
 
 
-def _background_image_upload(prefix: str) -> str | None:
-    """Store an uploaded background picture under the data folder; returns its path."""
-    import hashlib
-
+def _background_picture(prefix: str) -> bytes | None:
+    """The uploaded background picture's bytes, checked to decode (they are stored with the
+    generation, by hash, like the photo)."""
     from core.errors import InputError
-    from core.imaging import load_image, save_png_atomic
+    from core.imaging import load_image
 
     upload = st.file_uploader("Background picture", type=["jpg", "jpeg", "png", "webp"], key=f"{prefix}bg_upload")
-    if upload is not None:
+    if upload is not None and upload.file_id != st.session_state.get(f"{prefix}bg_upload_id"):
+        st.session_state[f"{prefix}bg_upload_id"] = upload.file_id
         data = upload.getvalue()
-        target = user_settings.data_dir() / "backgrounds" / f"{hashlib.sha256(data).hexdigest()}.png"
         try:
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                save_png_atomic(load_image(data, what=upload.name), target)
-            st.session_state[f"{prefix}bg_path"] = str(target.resolve())
+            load_image(data, what=upload.name)
+            st.session_state[f"{prefix}picture"] = data
         except InputError as error:
             st.error(str(error))
-    path = st.session_state.get(f"{prefix}bg_path")
-    if path:
-        st.image(path, caption="Background picture", width=160)
-    return path
+    picture = st.session_state.get(f"{prefix}picture")
+    if picture:
+        st.image(picture, caption="Background picture", width=160)
+    return picture
 
 
 # ---------------------------------------------------------------- jobs and results
@@ -330,9 +261,9 @@ def worker():
     return job_worker
 
 
-def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None) -> int:
+def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:
     job_worker = worker()
-    generation_id = job_worker.queue.submit(request, image, mask, parent_id=parent_id)
+    generation_id = job_worker.queue.submit(request, image, mask, parent_id=parent_id, picture=picture)
     job_worker.wake()
     return generation_id
 
@@ -384,8 +315,27 @@ def show_outputs(view, key: str) -> None:
             label, output.path.read_bytes(), file_name=f"backdrop-{view.id}-{kind}.png",
             mime="image/png", key=f"{key}_dl_{kind}", on_click="ignore", icon=":material/download:",
         )
+    colour_match_look(view)
     for warning in view.warnings:  # may quote the prompt: plain text, never Markdown
         st.text(f"Warning: {warning}")
+
+
+def colour_match_look(view) -> None:
+    """Colour match changes the subject's pixels: show the first result beside the subject as
+    photographed, so the user sees exactly what it did."""
+    from core.harmony import as_photographed
+
+    harmony = view.request.get("harmony", 0)
+    cut = view.output("cutout")
+    if not harmony or not view.results or cut is None:
+        return
+    with Image.open(view.results[0].path) as result, Image.open(cut.path) as cutout:
+        before = as_photographed(result, cutout)
+        after = result.convert("RGB")
+    st.caption(f"Colour match {harmony:g} changed the subject's pixels: before and after")
+    left, right = st.columns(2)
+    left.image(before, caption="Subject as photographed", width="stretch")
+    right.image(after, caption="With colour match", width="stretch")
 
 
 def sidebar() -> None:
@@ -403,19 +353,3 @@ def worker_status() -> None:
         st.caption(f"Worker: generating #{job_worker.current}; {pending} job(s) queued or running")
     else:
         st.caption(f"Worker: idle; {pending} job(s) waiting")
-
-
-def results_zip(done: list[tuple[str, object]]) -> bytes:
-    """One PNG per result, named after its photo (``-2``, ``-3``... for more variants)."""
-    buffer = io.BytesIO()
-    used: set[str] = set()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, view in done:
-            stem = Path(name).stem
-            for output in view.results:
-                arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
-                while arcname in used:  # two photos with the same name
-                    arcname = f"{Path(arcname).stem}-{view.id}.png"
-                used.add(arcname)
-                archive.write(output.path, arcname)
-    return buffer.getvalue()

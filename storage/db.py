@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from storage.images import ImageStore
+from storage import settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -60,10 +61,6 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def data_dir_from_env() -> Path:
-    return Path(os.environ.get("BACKDROP_DATA_DIR") or "data").absolute()
-
-
 def alembic_config(url: str | None = None) -> Config:
     """Alembic config built in code, so migrations run from any working directory."""
     cfg = Config()
@@ -77,7 +74,7 @@ class Database:
     """Engine, session factory and image store for one database URL and data directory."""
 
     def __init__(self, url: str | None = None, data_dir: str | Path | None = None, migrate: bool = True):
-        self.data_dir = Path(data_dir).absolute() if data_dir else data_dir_from_env()
+        self.data_dir = Path(data_dir).absolute() if data_dir else settings.data_dir()
         url = url or os.environ.get("BACKDROP_DATABASE_URL") or ""
         if not url:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +161,7 @@ _lock = threading.Lock()
 
 def get_database(url: str | None = None, data_dir: str | Path | None = None) -> Database:
     """The shared ``Database`` for this URL and data directory (defaults from the environment)."""
-    data = Path(data_dir).absolute() if data_dir else data_dir_from_env()
+    data = Path(data_dir).absolute() if data_dir else settings.data_dir()
     key = (url or os.environ.get("BACKDROP_DATABASE_URL") or "", str(data))
     with _lock:
         if key not in _databases:

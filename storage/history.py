@@ -7,6 +7,7 @@ Every function takes ``db=None`` (the shared database from the environment) and 
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from core.errors import BackdropError
+from core.errors import BackdropError, InputError
 from core.files import write_atomic
 from core.request import GenerationRequest
 from storage.db import Database, get_database, utcnow
@@ -70,6 +71,8 @@ class GenerationView:
     input_sha256: str
     mask_sha256: str | None
     user_mask_sha256: str | None
+    background_sha256: str | None
+    record: dict[str, Any]
     outputs: list[OutputView] = field(default_factory=list)
     ancestors: list[int] = field(default_factory=list)  # parent first
     children: list[int] = field(default_factory=list)
@@ -118,22 +121,28 @@ def store_image(session: Session, db: Database, source: PILImage.Image | bytes |
 
 def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Path,
            mask: PILImage.Image | bytes | str | Path | None = None, parent_id: int | None = None,
-           status: str = "queued", worker: str | None = None, db: Database | None = None) -> int:
-    """Record a generation with its input (and user mask); returns its id. ``status="running"``
-    with ``worker`` records a run that starts at once (service.generate_and_record)."""
+           status: str = "queued", worker: str | None = None, db: Database | None = None,
+           picture: PILImage.Image | bytes | str | Path | None = None) -> int:
+    """Record a generation with its inputs: the photo, the user's mask and an image background's
+    picture, each kept in the image store by hash. Returns its id. ``status="running"`` with
+    ``worker`` records a run that starts at once (service.generate_and_record)."""
     db = _db(db)
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
+    kind = request.background_spec.kind
+    if (kind == "image") != (picture is not None):
+        raise InputError("an image background needs its picture" if kind == "image"
+                         else f"a background picture was given for a {kind!r} background")
     with db.session() as session:
         if parent_id is not None and session.get(Generation, parent_id) is None:
             raise NotFound(f"no generation {parent_id} to use as parent")
         input_sha = store_image(session, db, image).sha256
-        mask_sha = store_image(session, db, mask).sha256 if mask is not None else ""
-        request = request.replace(input_sha256=input_sha, mask_sha256=mask_sha)
+        mask_sha = store_image(session, db, mask).sha256 if mask is not None else None
+        picture_sha = store_image(session, db, picture).sha256 if picture is not None else None
         now = utcnow()
         row = Generation(
-            request=request.to_dict(), prompt=request.prompt, background_kind=request.background_spec.kind,
-            input_sha256=input_sha, mask_sha256=mask_sha or None, user_mask_sha256=mask_sha or None,
+            request=request.to_dict(), prompt=request.prompt, background_kind=kind,
+            input_sha256=input_sha, mask_sha256=mask_sha, user_mask_sha256=mask_sha, background_sha256=picture_sha,
             status=status, worker=worker, parent_id=parent_id, created_at=now,
             started_at=now if status == "running" else None, heartbeat_at=now if status == "running" else None,
         )
@@ -156,7 +165,8 @@ def _view(db: Database, row: Generation, ancestors: list[int] | None = None, chi
         models=dict(row.models or {}), warnings=list(row.warnings or []), created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, favourite=row.favourite,
         parent_id=row.parent_id, input_sha256=row.input_sha256, mask_sha256=row.mask_sha256,
-        user_mask_sha256=row.user_mask_sha256, outputs=outputs, ancestors=ancestors or [], children=children or [],
+        user_mask_sha256=row.user_mask_sha256, background_sha256=row.background_sha256,
+        record=dict(row.record or {}), outputs=outputs, ancestors=ancestors or [], children=children or [],
     )
 
 
@@ -227,7 +237,8 @@ def _referenced(session: Session, sha: str) -> bool:
     return bool(
         session.scalar(select(func.count()).select_from(Output).where(Output.image_sha256 == sha))
         or session.scalar(select(func.count()).select_from(Generation).where(
-            or_(Generation.input_sha256 == sha, Generation.mask_sha256 == sha, Generation.user_mask_sha256 == sha)))
+            or_(Generation.input_sha256 == sha, Generation.mask_sha256 == sha, Generation.user_mask_sha256 == sha,
+                Generation.background_sha256 == sha)))
     )
 
 
@@ -242,7 +253,8 @@ def delete(generation_id: int, db: Database | None = None) -> list[str]:
             raise NotFound(f"no generation {generation_id}")
         if row.status == "running":
             raise BackdropError(f"generation {generation_id} is running: cancel it first")
-        shas = {row.input_sha256, row.mask_sha256, row.user_mask_sha256} | {o.image_sha256 for o in row.outputs}
+        shas = {row.input_sha256, row.mask_sha256, row.user_mask_sha256, row.background_sha256}
+        shas |= {o.image_sha256 for o in row.outputs}
         session.delete(row)
         session.flush()
         unused = sorted(sha for sha in shas if sha and not _referenced(session, sha))
@@ -278,8 +290,8 @@ def export(path: str | Path, ids: list[int] | None = None, db: Database | None =
                 files: dict[str, str] = {}
                 entries = [("input", view.input_sha256)]
                 entries += [(f"{o.kind}-{o.index}" if o.kind == "result" else o.kind, o.sha256) for o in view.outputs]
-                if view.user_mask_sha256:
-                    entries.append(("user_mask", view.user_mask_sha256))
+                entries += [(name, sha) for name, sha in (("user_mask", view.user_mask_sha256),
+                                                           ("background", view.background_sha256)) if sha]
                 with db.Session() as session:
                     for name, sha in entries:
                         fmt = session.scalar(select(Image.format).where(Image.sha256 == sha)) or "bin"
@@ -292,3 +304,20 @@ def export(path: str | Path, ids: list[int] | None = None, db: Database | None =
             archive.writestr("records.json", json.dumps(records, indent=2, sort_keys=True))
 
     return write_atomic(path, write, make_folder=True), len(views)
+
+
+def results_zip(done: list[tuple[str, GenerationView]]) -> bytes:
+    """The results of finished generations as one zip: one PNG per result, named after its
+    photo (``-2``, ``-3``... for more variants; a generation's id when two photos share a name)."""
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, view in done:
+            stem = Path(name).stem
+            for output in view.results:
+                arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
+                while arcname in used:  # two photos with the same name
+                    arcname = f"{Path(arcname).stem}-{view.id}.png"
+                used.add(arcname)
+                archive.write(output.path, arcname)
+    return buffer.getvalue()

@@ -39,13 +39,17 @@ class JobQueue:
         self.db = db or get_database()
 
     def submit(self, request: GenerationRequest, image: PILImage.Image | bytes | str | os.PathLike,
-               mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None) -> int:
-        """Queue a generation; returns its id at once. Unreadable images raise InputError here."""
+               mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None,
+               picture: bytes | str | os.PathLike | None = None) -> int:
+        """Queue a generation (``picture``: an image background's); returns its id at once.
+        Unreadable images raise InputError here."""
         from core.imaging import load_image
 
         if not isinstance(image, PILImage.Image):
             load_image(image)  # fail now, in the caller, not later in the worker
-        return history.create(request, image, mask, parent_id, status="queued", db=self.db)
+        if picture is not None:
+            load_image(picture, what="background picture")
+        return history.create(request, image, mask, parent_id, status="queued", db=self.db, picture=picture)
 
     def get(self, generation_id: int) -> history.GenerationView:
         return history.get(generation_id, db=self.db)

@@ -43,12 +43,14 @@ class Generation(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # GenerationRequest.to_dict()
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # GenerationRequest.to_dict(): parameters, versioned
+    record: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))  # what ran (core.record)
     prompt: Mapped[str] = mapped_column(Text, default="")
     background_kind: Mapped[str] = mapped_column(String(16), index=True)
     input_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"), index=True)
     mask_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # the mask used
     user_mask_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # the mask given
+    background_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # an image background's picture
     status: Mapped[str] = mapped_column(String(16), default="queued")
     progress_stage: Mapped[str] = mapped_column(String(32), default="")
     progress_step: Mapped[int] = mapped_column(Integer, default=0)

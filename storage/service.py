@@ -8,6 +8,7 @@ parameters in their PNG text chunks; the row ends done, failed (with the error) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -16,19 +17,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
-from core.errors import BackdropError, Cancelled
-from core.request import GenerationRequest
+from core.errors import BackdropError, Cancelled, InputError
+from core.request import SCHEDULERS, GenerationRequest
 from storage import history
 from storage.db import Database, get_database, utcnow
 from storage.models import Generation, Output
 
-SAMPLERS = {"dpmpp": "DPM++ 2M", "ddim": "DDIM", "euler_a": "Euler a"}
 LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "rembg", "onnxruntime", "pillow", "numpy", "sqlalchemy")
 PROGRESS_INTERVAL_S = 0.25  # at most this often a progress write or cancel-flag read hits the database
 
@@ -58,30 +60,46 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def parameters_text(request: GenerationRequest, generation_id: int, width: int, height: int, variant: int = 0) -> str:
-    """The AUTOMATIC1111 ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs.
-    Variant i was generated with seed + i (core.generate), written as A1111 writes batch seeds."""
-    fields = [
-        ("Steps", request.steps), ("Sampler", SAMPLERS.get(request.scheduler, request.scheduler)),
-        ("CFG scale", request.guidance), ("Seed", request.seed + variant), ("Size", f"{width}x{height}"),
-        ("Model", request.inpaint_model), ("ControlNet", f"{request.controlnet_model} ({request.control_scale})"),
-        ("Background", request.background), ("Backdrop generation", generation_id),
-    ]
+def parameters_text(request: GenerationRequest, record: dict[str, Any], generation_id: int, width: int, height: int,
+                    variant: int = 0) -> str:
+    """AUTOMATIC1111's ``parameters`` text of what ran: the prompt, the negative prompt the text
+    encoder read (the quality negative included), then ``Key: value`` pairs. ``Size`` is the
+    size the sampler worked at, the bucket (replaying it elsewhere needs that; version-1
+    generations recorded it as ``work_size``), ``Output size`` the image's.
+    Variant i was generated with seed + i, written as A1111 writes batch seeds. Backgrounds
+    that are not AI have no prompt and no sampler: only their sizes and background."""
+    fields: list[tuple[str, Any]] = [("Background", request.background), ("Backdrop generation", generation_id)]
     if request.background_spec.kind != "ai":
-        fields = [f for f in fields if f[0] in ("Size", "Background", "Backdrop generation")]
-    pairs = ", ".join(f"{key}: {_a1111_value(value)}" for key, value in fields)
-    return f"{request.prompt}\nNegative prompt: {request.negative_prompt}\n{pairs}"
+        return _a1111_pairs([("Size", f"{width}x{height}"), *fields])
+    work = record["bucket"].split("x") if "bucket" in record else record.get("work_size") or [width, height]
+    sampler = [("Steps", request.steps), ("Sampler", SCHEDULERS[request.scheduler]), ("CFG scale", request.guidance),
+               ("Seed", request.seed + variant), ("Size", f"{work[0]}x{work[1]}"), ("Output size", f"{width}x{height}"),
+               ("Model", request.inpaint_model)]
+    if request.scheduler == "ddim" and "eta" in record:
+        sampler.append(("Eta", record["eta"]))
+    if record.get("depth_control"):
+        sampler.append(("ControlNet", f"{request.controlnet_model} ({request.control_scale})"))
+    prompt = record.get("prompt", request.prompt)
+    negative = record.get("negative_prompt", request.negative_prompt)
+    lines = [prompt] + ([f"Negative prompt: {negative}"] if negative else [])
+    return "\n".join(lines + [_a1111_pairs(sampler + fields)])
+
+
+def _a1111_pairs(pairs: list[tuple[str, Any]]) -> str:
+    """``Key: value, ...``, values quoted as AUTOMATIC1111 quotes them: as a JSON string when
+    they hold a comma, colon or newline."""
+    return ", ".join(f"{key}: {_a1111_value(value)}" for key, value in pairs)
 
 
 def _a1111_value(value: Any) -> str:
-    """Quoted as AUTOMATIC1111 quotes: JSON string when the value holds a comma, colon or newline."""
     text = str(value)
     return json.dumps(text) if any(c in text for c in ",:\n") else text
 
 
-def pnginfo_for(request: GenerationRequest, generation_id: int, image: PILImage.Image, variant: int = 0) -> dict[str, str]:
+def pnginfo_for(request: GenerationRequest, record: dict[str, Any], generation_id: int, image: PILImage.Image,
+                variant: int = 0) -> dict[str, str]:
     return {
-        "parameters": parameters_text(request, generation_id, image.width, image.height, variant),
+        "parameters": parameters_text(request, record, generation_id, image.width, image.height, variant),
         "backdrop_generation_id": str(generation_id),
     }
 
@@ -145,10 +163,10 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
     view = history.get(generation_id, db=db)
     hooks = _Hooks(db, generation_id, progress, cancel)
     try:
-        image = load_image(db.images.read(view.input_sha256))
-        mask = db.images.open(view.user_mask_sha256).convert("L") if view.user_mask_sha256 else None
-        result = run(image, view.generation_request(), mask=mask, progress=hooks.progress, cancel=hooks.cancel,
-                     registry=registry)
+        inputs = _inputs(db, view)
+        result = run(load_image(inputs.image), inputs.request, mask=inputs.mask, progress=hooks.progress,
+                     cancel=hooks.cancel, registry=registry,
+                     picture=load_image(inputs.picture, what="background picture") if inputs.picture else None)
     except Cancelled as exc:
         finish(db, generation_id, "cancelled", str(exc) or "cancelled")
         raise
@@ -167,17 +185,16 @@ def record_result(db: Database, generation_id: int, result) -> None:
     """Store every output and mark the generation done, in one transaction."""
     with db.session() as session:
         row = session.get(Generation, generation_id)
-        request = (result.request or GenerationRequest.from_dict(row.request)).replace(
-            input_sha256=row.input_sha256, mask_sha256=row.user_mask_sha256 or "")
+        request = GenerationRequest.from_dict(row.request)
         for index, image in enumerate(result.images):
-            stored = history.store_image(session, db, image, pnginfo_for(request, generation_id, image, index))
+            stored = history.store_image(session, db, image, pnginfo_for(request, result.record, generation_id, image, index))
             session.add(Output(generation_id=generation_id, kind="result", index=index, image_sha256=stored.sha256))
         cutout = history.store_image(session, db, result.cutout)  # untagged: equal cut-outs share a file
         session.add(Output(generation_id=generation_id, kind="cutout", index=0, image_sha256=cutout.sha256))
         mask = history.store_image(session, db, result.mask.convert("L"))
         session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
         row.mask_sha256 = mask.sha256
-        row.request = request.to_dict()
+        row.record = {**(row.record or {}), **result.record}
         row.status, row.error, row.finished_at = "done", None, utcnow()
         row.timings = {k: float(v) for k, v in result.timings.items()}
         row.device = result.device
@@ -191,34 +208,61 @@ def record_result(db: Database, generation_id: int, result) -> None:
 def generate_and_record(image: PILImage.Image | bytes | str | os.PathLike, request: GenerationRequest,
                         mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None,
                         progress=None, cancel=None, registry=None, db: Database | None = None,
-                        run: Runner | None = None):
+                        run: Runner | None = None, picture: bytes | str | os.PathLike | None = None):
     """Run one generation now, in this thread, and record it. Returns (generation_id, result);
     a failure is recorded (status failed, error text) and re-raised."""
     db = db or get_database()
     identity = worker_identity("sync")
     set_live(identity, True)
     try:
-        generation_id = history.create(request, image, mask, parent_id, status="running", worker=identity, db=db)
+        generation_id = history.create(request, image, mask, parent_id, status="running", worker=identity, db=db,
+                                       picture=picture)
         result = execute(generation_id, db=db, run=run, progress=progress, cancel=cancel, registry=registry)
     finally:
         set_live(identity, False)
     return generation_id, result
 
 
-def stored_results(generation_id: int, db: Database | None = None) -> list[PILImage.Image]:
-    """The recorded result PNGs, loaded: each carries its ``parameters`` text in ``image.text``
-    (write it again with ``storage.images.png_text_info(image)``)."""
-    db = db or get_database()
-    return [db.images.open(o.sha256) for o in history.get(generation_id, db=db).results]
+@dataclass(frozen=True)
+class Inputs:
+    """What a stored generation ran on: its request, the photo's bytes, the user's mask (or
+    None: automatic) and an image background's picture bytes (or None)."""
+
+    request: GenerationRequest
+    image: bytes
+    mask: PILImage.Image | None
+    picture: bytes | None
 
 
-def rerun_inputs(generation_id: int, db: Database | None = None, **changes: Any):
-    """(request, input bytes, user mask or None) to run a stored generation again with ``changes``."""
-    db = db or get_database()
-    view = history.get(generation_id, db=db)
-    request = view.generation_request().replace(**changes)
+def _inputs(db: Database, view: history.GenerationView) -> Inputs:
     mask = db.images.open(view.user_mask_sha256).convert("L") if view.user_mask_sha256 else None
-    return request, db.images.read(view.input_sha256), mask
+    return Inputs(view.generation_request(), db.images.read(view.input_sha256), mask, _picture(db, view))
+
+
+def _picture(db: Database, view: history.GenerationView) -> bytes | None:
+    """The stored picture; for a generation recorded before pictures were stored (request
+    version 1, ``image:PATH``), the file at its recorded path if it is still there."""
+    if view.background_sha256:
+        return db.images.read(view.background_sha256)
+    path = view.record.get("background_path")
+    if view.background_kind != "image" or not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"generation {view.id}'s background picture was not stored (it was recorded before "
+                         f"pictures were) and {path!r} cannot be read: {exc.strerror or exc}") from None
+
+
+def rerun_inputs(generation_id: int, db: Database | None = None, **changes: Any) -> Inputs:
+    """The inputs to run a stored generation again, with ``changes`` to its request."""
+    db = db or get_database()
+    inputs = _inputs(db, history.get(generation_id, db=db))
+    request = inputs.request.replace(**changes)
+    picture = inputs.picture if request.background_spec.kind == "image" else None
+    if request.background_spec.kind == "image" and picture is None:
+        raise InputError(f"generation {generation_id} has no background picture: an image background needs one")
+    return dataclasses.replace(inputs, request=request, picture=picture)
 
 
 def rerun(generation_id: int, db: Database | None = None, progress=None, cancel=None, registry=None,
@@ -226,6 +270,6 @@ def rerun(generation_id: int, db: Database | None = None, progress=None, cancel=
     """Run a stored generation again (a remix when ``changes`` edit fields such as seed or prompt),
     recorded as its child. Same request, seed and device give the identical image."""
     db = db or get_database()
-    request, image, mask = rerun_inputs(generation_id, db=db, **changes)
-    return generate_and_record(image, request, mask, parent_id=generation_id, progress=progress, cancel=cancel,
-                               registry=registry, db=db, run=run)
+    inputs = rerun_inputs(generation_id, db=db, **changes)
+    return generate_and_record(inputs.image, inputs.request, inputs.mask, parent_id=generation_id, progress=progress,
+                               cancel=cancel, registry=registry, db=db, run=run, picture=inputs.picture)

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import settings as user_settings
+from storage import settings as user_settings
+from core import brush
 from pages import ui
+from test_brush import strokes
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -66,39 +68,7 @@ def wait_done(at, generation_id: int, timeout: float = 40):
     raise AssertionError(f"generation {generation_id} still {view.status} after {timeout} s")
 
 
-def strokes(size, add_box=None, erase_box=None) -> np.ndarray:
-    """An RGBA drawing like the canvas returns: see-through green (add) and red (erase) paint."""
-    drawing = np.zeros((size[1], size[0], 4), np.uint8)
-    alpha = round(ui.STROKE_ALPHA * 255)
-    for box, rgb in ((add_box, ui.ADD_RGB), (erase_box, ui.ERASE_RGB)):
-        if box:
-            x0, y0, x1, y1 = box
-            drawing[y0:y1, x0:x1] = (*rgb, alpha)
-    return drawing
-
-
 # ---------------------------------------------------------------- pure functions
-
-def test_strokes_set_and_clear_the_mask_and_later_strokes_win():
-    base = Image.fromarray(np.full((100, 200), 128, np.uint8))
-    drawing = strokes((100, 50), add_box=(0, 0, 50, 50), erase_box=(40, 0, 100, 25))
-    mask = np.asarray(ui.corrected_mask(base, drawing))  # drawn at half size, scaled up
-    assert mask[80, 20] == 255  # added only
-    assert mask[20, 150] == 0  # erased only
-    assert mask[80, 150] == 128  # untouched
-    # red painted over green: the canvas composites later strokes on top, the erase wins there
-    assert mask[20, 90] == 0
-    over = drawing.copy()
-    over[0:25, 40:50] = (235, 200, 30, 200)  # a mixed edge pixel, red still dominating
-    assert np.asarray(ui.corrected_mask(base, over))[20, 90] == 0
-    assert ui.corrected_mask(base, None) is base
-
-
-def test_display_size_keeps_aspect_and_limits():
-    assert ui.display_size(1080, 1920) == (338, 600)
-    assert ui.display_size(4000, 1000) == (540, 135)
-    assert ui.display_size(300, 200) == (300, 200)  # never enlarged
-
 
 def test_batch_dir_argument():
     assert ui.batch_dir_argument(["--batch-dir", "/photos"]) == "/photos"
@@ -135,7 +105,7 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
     assert auto.shape == (photo.height, photo.width)
     assert (auto == 255).mean() > 0.2 and (auto == 0).mean() > 0.2  # a real subject and background
     assert len(at.get("image")) == 1  # the corrected-mask preview
-    size = ui.display_size(*photo.size)
+    size = brush.display_size(*photo.size)
     # add a block of the top-left background, erase a block of the subject's centre
     sx, sy = photo.width / size[0], photo.height / size[1]
     add_box = (0, 0, 40, 40)
@@ -167,7 +137,7 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
 
 def test_drawing_survives_page_switch_and_undo_clear_reset(data_dir, lemur_path):
     at = upload_lemur(app(), lemur_path)
-    size = ui.display_size(*at.session_state["studio_photo"].size)
+    size = brush.display_size(*at.session_state["studio_photo"].size)
     drawing = {"objects": [{"type": "Path", "id": 1}, {"type": "Path", "id": 2}]}
     at.session_state["studio_drawing"] = drawing
     at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
@@ -212,6 +182,17 @@ def test_ai_option_explains_missing_weights_other_kinds_work(data_dir, lemur_pat
         assert not at.warning
 
 
+def test_missing_controlnet_only_warns_as_the_pipeline_runs_without_it(data_dir, lemur_path, monkeypatch, tiny_models,
+                                                                        tmp_path):
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", str(tiny_models["inpaint"]))
+    monkeypatch.setenv("BACKDROP_DEPTH_MODEL", str(tiny_models["depth"]))
+    monkeypatch.setenv("BACKDROP_CONTROLNET_MODEL", str(tmp_path / "no-controlnet"))
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    assert not at.warning and "without depth control" in " ".join(i.value for i in at.info)
+    assert not at.button(key="studio_generate").disabled
+
+
 def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     from core.request import GenerationRequest
     from storage import history
@@ -227,7 +208,9 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     assert not at.exception, at.exception
     assert [c.value for c in at.code][:1] == [prompt]  # shown verbatim as text
     assert not any("<b>" in m.value or "not markdown" in m.value for m in at.markdown)
-    assert any(j.value and "gradient:#102030,#a0b0c0" in j.value for j in at.json)
+    parameters = next(d.value for d in at.dataframe if "parameter" in d.value.columns)
+    assert parameters.loc[parameters["parameter"] == "Background", "value"].item() == "gradient:#102030,#a0b0c0"
+    assert parameters.loc[parameters["parameter"] == "Seed", "changed"].item()
 
     at.button(key="history_fav_toggle").click().run()
     assert history.get(generation_id).favourite
@@ -277,7 +260,7 @@ def test_batch_uploads_and_server_folder(data_dir, lemur_path, astronaut, tmp_pa
     view = history.get(jobs[0]["id"])
     assert Image.open(view.results[0].path).mode == "RGBA"  # transparent background kept
     done = [(job["name"], history.get(job["id"])) for job in jobs] + [("lemur.jpg", view)]
-    with zipfile.ZipFile(io.BytesIO(ui.results_zip(done))) as archive:
+    with zipfile.ZipFile(io.BytesIO(history.results_zip(done))) as archive:
         assert archive.namelist() == ["lemur.png", "astronaut.png", f"lemur-{view.id}.png"]
         assert archive.read("lemur.png") == view.results[0].path.read_bytes()
 
@@ -286,7 +269,7 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", str(tiny_models["depth"]))
     at = app("models")
     table = at.dataframe[0].value
-    assert list(table["slot"]) == ["Cut-out (rembg)", "Inpainting (Stable Diffusion)", "Depth ControlNet", "Depth estimator"]
+    assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
     at.text_input[1].set_value(str(tiny_models["inpaint"]))
@@ -296,7 +279,7 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     saved = json.loads((data_dir / "settings.json").read_text())
     assert saved["inpaint_model"] == str(tiny_models["inpaint"]) and saved["device"] == "cpu"
     table = at.dataframe[0].value
-    assert table.loc[table["slot"] == "Inpainting (Stable Diffusion)", "present"].item() == "yes"
+    assert table.loc[table["slot"] == "Inpainting model", "present"].item() == "yes"
     assert at.success
     (data_dir / "settings.json").unlink()
 
@@ -374,6 +357,7 @@ def test_history_paging_filters_and_export(data_dir, lemur_path):
 def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
     from core.cache import get_cache
     from storage import history
+    from storage.db import get_database
 
     cache = get_cache()
     cache.clear()
@@ -389,18 +373,69 @@ def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
     view = wait_done(at, at.session_state["studio_job"])
     assert view.status == "done", view.error
     assert cache.misses.get("mask") == 1 and cache.hits.get("mask") == 1  # the job reused it
-    assert view.request["background"].startswith("image:")
-    assert Path(view.request["background"][6:]).is_file()  # kept under the data folder for re-runs
+    assert view.request["background"] == "image" and view.background_sha256  # in the image store, by hash
+    assert get_database().images.read(view.background_sha256) == buffer.getvalue()
     assert history.get(view.id).results
 
 
-def test_colour_match_follows_the_background_kind_until_the_user_sets_it(data_dir, lemur_path):
+def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_path, astronaut):
+    """The subject promise: every background kind starts with colour match 0; a generation made
+    with it on shows the result beside the subject as photographed."""
     at = upload_lemur(app(), lemur_path)
-    assert at.radio(key="studio_f_kind").value == "color" and at.slider(key="studio_f_harmony").value == 0.0
-    at.radio(key="studio_f_kind").set_value("image").run()
-    assert at.slider(key="studio_f_harmony").value == 0.5  # a picture brings its own light
-    at.radio(key="studio_f_kind").set_value("gradient").run()
-    assert at.slider(key="studio_f_harmony").value == 0.0
-    at.slider(key="studio_f_harmony").set_value(0.2).run()
-    at.radio(key="studio_f_kind").set_value("ai").run()
-    assert at.slider(key="studio_f_harmony").value == 0.2  # the user's choice is kept
+    for kind in ("color", "image", "ai", "gradient"):
+        at.radio(key="studio_f_kind").set_value(kind).run()
+        assert at.slider(key="studio_f_harmony").value == 0.0, kind
+    at.slider(key="studio_f_harmony").set_value(0.8).run()
+    at.button(key="studio_generate").click().run()
+    view = wait_done(at, at.session_state["studio_job"])
+    assert view.status == "done" and view.request["harmony"] == 0.8
+    assert any("changed the subject's pixels" in c.value for c in at.caption)
+    captions = [caption for element in at.get("image") for caption in element.captions]
+    assert "Subject as photographed" in captions and "With colour match" in captions
+
+
+@pytest.mark.parametrize("kind", ["ai", "image"])
+def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut):
+    """A request with every field off its default, recorded, then remixed through the Studio's
+    own code (History's Remix button, the prefilled form, Generate) and re-run through History's
+    Re-run button: both submit exactly the stored request, models and device included."""
+    from core.request import FIELDS, GenerationRequest
+    from storage import history
+
+    values = dict(
+        background="ai" if kind == "ai" else "image", prompt="a (quiet:1.2) harbour at dawn", negative_prompt="boats",
+        seed=123456, variants=2, steps=2, guidance=5.5, control_scale=0.35, scheduler="euler_a",
+        quality_negative=False, mask_grow=9, spill_removal=False, refine_matting=True, harmony=0.3,
+        contact_shadow=0.25, cast_shadow=0.4, shadow_angle=200.0, shadow_softness=0.9, segmenter="isnet-general-use",
+        inpaint_model=str(tiny_models["inpaint"]), controlnet_model=str(tiny_models["controlnet"]),
+        depth_model=str(tiny_models["depth"]), device="cpu",
+    )
+    request = GenerationRequest(**values)
+    assert all(getattr(request, spec.name) != spec.default for spec in FIELDS)
+    picture = io.BytesIO()
+    astronaut.resize((200, 150)).save(picture, format="PNG")
+    picture = picture.getvalue() if kind == "image" else None
+    gid = history.create(request, lemur_path.read_bytes(), Image.fromarray(lemur_alpha), status="done", picture=picture)
+
+    at = app("history")
+    at.button(key=f"history_open_{gid}").click().run()
+    at.button(key="history_remix").click().run()  # st.switch_page: the Studio runs with the remix
+    assert not at.exception, at.exception
+    at.switch_page("pages/studio.py").run()  # AppTest keeps its own idea of the page: follow the switch
+    assert at.session_state["studio_f_shadow_softness"] == 0.9  # a field with no widget drawn until needed
+    assert not at.button(key="studio_generate").disabled, [c.value for c in at.caption] + [e.value for e in at.error]
+    at.button(key="studio_generate").click().run()
+    assert at.session_state["studio_job"], [e.value for e in at.error] + [c.value for c in at.caption]
+    remix = history.get(at.session_state["studio_job"])
+    assert remix.parent_id == gid and remix.request == request.to_dict()
+    assert remix.user_mask_sha256 == history.get(gid).user_mask_sha256
+    assert remix.background_sha256 == history.get(gid).background_sha256
+    wait_done(at, remix.id)
+
+    at = app("history")
+    at.button(key=f"history_open_{gid}").click().run()
+    at.button(key="history_rerun").click().run()
+    rerun = history.get(at.session_state["history_selected"])
+    assert rerun.parent_id == gid and rerun.request == request.to_dict()
+    assert rerun.background_sha256 == history.get(gid).background_sha256
+    wait_done(at, rerun.id)

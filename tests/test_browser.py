@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pages import ui
+from core import brush
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "browser"
@@ -183,7 +183,7 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     assert xs.mean() < after.shape[1] * 0.4 and ys.mean() < after.shape[0] * 0.4  # where it was painted
     # painted pixels went from background (tinted) to subject (the photo itself): before the
     # stroke they were the tint blended over exactly what they show now
-    expected_before = after[changed] * 0.35 + np.array(ui.TINT_RGB) * 0.65
+    expected_before = after[changed] * 0.35 + np.array(brush.TINT_RGB) * 0.65
     assert np.abs(before[changed] - expected_before).mean() < 12
     assert np.array_equal(after[5, 5], tinted_background)  # outside the stroke: unchanged
 
@@ -200,7 +200,7 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
 
     # an AI background with the tiny models: progress, then the variant
     page.get_by_text("AI scene", exact=True).click()
-    prompt = page.get_by_label("Describe the new background")
+    prompt = page.get_by_label("Describe the new background", exact=True)
     prompt.fill("a sunny beach at golden hour")
     prompt.press("Control+Enter")
     page.get_by_text("Advanced settings").click()
@@ -245,7 +245,7 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     # back in the Studio the brush stroke is still there: on the canvas and in the mask
     page.get_by_role("link", name="Studio").click()
     page.locator("canvas.dc-canvas").first.wait_for()
-    expect(page.get_by_label("Describe the new background")).to_have_value("a sunny beach at golden hour")
+    expect(page.get_by_label("Describe the new background", exact=True)).to_have_value("a sunny beach at golden hour")
     deadline = time.monotonic() + 30
     while painted_pixels(page) == 0:
         assert time.monotonic() < deadline, "the brush stroke is gone from the canvas after switching pages"

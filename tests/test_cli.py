@@ -42,7 +42,7 @@ def test_replace_on_white_subprocess(rotated_jpeg, tmp_path):
     report = json.loads(proc.stdout)
     assert report["outputs"] == [str(out)] and report["mask"] == str(mask) and report["cutout"] == str(cut)
     assert Image.open(mask).mode == "L" and Image.open(cut).mode == "RGBA" and Image.open(cut).size == (360, 480)
-    assert report["request"]["input_width"] == 360 and report["request"]["input_height"] == 480
+    assert report["record"]["input_size"] == [360, 480] and report["request"]["version"] == 2
     assert {"load", "segment", "composite", "save"} <= set(report["timings"])
     image = Image.open(out)
     assert image.size == (360, 480) and image.mode == "RGB"  # EXIF rotation applied
@@ -174,7 +174,7 @@ def test_replace_ai_with_local_model_folders(tiny_models, astronaut, tmp_path, c
     report = json.loads(capsys.readouterr().out)
     assert report["outputs"] == [str(out), str(tmp_path / "ai-2.png")]
     assert {"depth", "generate"} <= set(report["timings"]) and report["device"] == "cpu"
-    assert report["request"]["model_revisions"]["inpaint"].startswith("local:")
+    assert report["models"]["inpaint"]["revision"].startswith("local:")
     first, second = (np.asarray(Image.open(p)) for p in report["outputs"])
     assert first.shape == second.shape == (120, 160, 3) and not np.array_equal(first, second)
 
@@ -196,6 +196,7 @@ def test_sampler_presets_set_scheduler_and_steps():
     def request(*extra):
         return request_from_args(build_parser(full=False).parse_args(["replace", "in.jpg", "-o", "o.png", *extra]))
 
-    assert (request().scheduler, request().steps) == ("dpmpp", 25)
-    assert (request("--sampler-preset", "reference").scheduler, request("--sampler-preset", "reference").steps) == ("ddim", 42)
-    assert request("--scheduler", "euler_a", "--steps", "9").steps == 9
+    assert (request()[0].scheduler, request()[0].steps) == ("dpmpp", 25)
+    reference = request("--sampler-preset", "reference")[0]
+    assert (reference.scheduler, reference.steps) == ("ddim", 42)
+    assert request("--scheduler", "euler_a", "--steps", "9")[0].steps == 9

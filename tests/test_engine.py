@@ -158,7 +158,7 @@ def test_compiled_step_is_prepared_in_the_background(tiny_models, inputs, monkey
     C++ codegen, about a minute on these cores; the Inductor path is exercised by the GPU bench.)"""
     monkeypatch.setenv("BACKDROP_COMPILE", "1")
     monkeypatch.setenv("BACKDROP_COMPILE_BACKEND", "eager")
-    monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BACKDROP_COMPILE_CACHE", str(tmp_path))
     registry = ModelRegistry()
     request = base_request(tiny_models, steps=3)
     first: dict = {}

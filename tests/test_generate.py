@@ -10,7 +10,6 @@ from core.cache import get_cache
 from core.depth import estimate_depth
 from core.errors import Cancelled, ModelMissingError
 from core.generate import generate_backgrounds
-from core.prompts import truncation_warning
 from core.models import ModelRegistry
 from core.rembg_weights import EMBEDDED_MD5
 from core.request import GenerationRequest
@@ -159,15 +158,29 @@ def test_progress_and_cancel(photo, repaint, depth, request_, registry):
         generate_backgrounds(photo, repaint, depth, request_, registry=registry, cancel=lambda: True)
 
 
-def test_long_prompt_warns(photo, repaint, request_, registry):
-    pipe = registry.inpaint_base(request_.inpaint_model, "cpu")
-    assert truncation_warning(pipe.tokenizer, "a photo of a beach") is None
+def test_long_and_weighted_prompts_run_and_only_what_is_dropped_warns(photo, repaint, request_, registry):
+    """A prompt past CLIP's 75 tokens is read whole (no warning) and changes the image; a
+    weight changes it too; only text past the last chunk is dropped, and said."""
+    from core.prompts import MAX_CHUNKS
+
+    base = request_.replace(quality_negative=False, steps=2)
     long_prompt = ", ".join(["sunset beach"] * 40) + ", unusual tail words"
-    message = truncation_warning(pipe.tokenizer, long_prompt)
-    assert message and "75" in message and "tail" in message
     warnings: list[str] = []
-    generate_backgrounds(photo, repaint, None, request_.replace(prompt=long_prompt, quality_negative=False), registry=registry, warnings=warnings)
-    assert sum("prompt is" in w for w in warnings) == 1
+    first = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt=long_prompt), registry=registry,
+                                        warnings=warnings))[0]
+    assert not any("prompt is" in w for w in warnings)
+    other_tail = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt=long_prompt[:-19] + "a city street"),
+                                             registry=registry))[0]
+    assert not np.array_equal(first, other_tail)  # words past the 75th token count
+    plain = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt="a beach"), registry=registry))[0]
+    weighted = arrays(generate_backgrounds(photo, repaint, None, base.replace(prompt="a (beach:1.5)"), registry=registry))[0]
+    assert not np.array_equal(plain, weighted)
+    huge = ", ".join(["sunset beach"] * 40 * MAX_CHUNKS) + ", unusual tail words"
+    warnings = []
+    record: dict = {}
+    generate_backgrounds(photo, repaint, None, base.replace(prompt=huge), registry=registry, warnings=warnings, record=record)
+    assert sum("prompt is" in w and "tail" in w for w in warnings) == 1
+    assert record["prompt"] == huge and record["prompt_tokens"] > MAX_CHUNKS * 75
 
 
 def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
@@ -183,9 +196,11 @@ def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
     stages = []
     result = run(photo, request, progress=lambda stage, done, total: stages.append(stage), registry=registry)
     assert len(result.images) == 2 and all(im.size == photo.size and im.mode == "RGB" for im in result.images)
-    assert result.request.work_width % 8 == 0 and result.request.work_height % 8 == 0
+    assert result.record["input_size"] == [203, 150]
     assert result.record["bucket"] == "512x384" and result.record["content"] == [512, 378]  # photo 203x150
     assert result.record["step"] == "eager" and result.record["vae_decode"] == "full"
+    assert result.record["negative_prompt"].startswith("lowres") and result.record["prompt"] == request.prompt
+    assert result.record["depth_control"] is True and result.record["prompt_tokens"] > 0
     assert {"segment", "depth", "generate", "composite"} <= set(result.timings)
     assert "generate" in stages and set(result.models) >= {"inpaint", "controlnet", "depth"}
 
@@ -201,7 +216,6 @@ def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
     assert result.models["segmenter"] == {"id": "u2netp", "revision": "md5:" + EMBEDDED_MD5}
     for slot in ("inpaint", "controlnet", "depth"):  # what storage records with the generation
         assert result.models[slot]["revision"].startswith("local:")
-        assert result.request.model_revisions[slot] == result.models[slot]["revision"]
 
     again = run(photo, request, registry=registry)
     assert all(np.array_equal(x, y) for x, y in zip(arrays(result.images), arrays(again.images)))
@@ -222,3 +236,31 @@ def test_pipeline_without_depth_weights_warns_and_cancel_stops_it(astronaut, req
     with pytest.raises(Cancelled):
         run(photo, request, registry=registry, cancel=lambda: len(steps) >= 1,
             progress=lambda stage, done, total: steps.append(done) if stage == "generate" and done else None)
+
+
+@pytest.mark.parametrize("slot", ["inpaint", "controlnet", "depth"])
+def test_readiness_is_the_pipelines_own_rule(slot, astronaut, tiny_models, registry, tmp_path):
+    """One policy for what an AI background needs: what core.weights.ai_readiness says about a
+    missing model (the app blocks or warns from it) is what the pipeline then does."""
+    from core.pipeline import run
+    from core.request import SLOTS
+    from core.weights import ai_readiness
+
+    request = GenerationRequest(
+        background="ai", steps=1, device="cpu", inpaint_model=tiny_models["inpaint"],
+        controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"],
+    ).replace(**{SLOTS[slot].name: str(tmp_path / f"no-{slot}")})
+    blocking, degraded = ai_readiness(request)
+    photo = astronaut.resize((96, 64))
+    mask = Image.new("L", photo.size, 0)
+    mask.paste(255, (30, 10, 70, 64))
+    if blocking:
+        assert ([r["slot"] for r in blocking], degraded) == ([slot], [])
+        with pytest.raises(ModelMissingError, match=f"no-{slot}"):
+            run(photo, request, mask=mask, registry=registry)
+    else:
+        assert ([r["slot"] for r in degraded], blocking) == ([slot], [])
+        result = run(photo, request, mask=mask, registry=registry)
+        assert result.images and result.record["depth_control"] is False
+        assert any("without depth control" in w and f"no-{slot}" in w for w in result.warnings)
+    assert ai_readiness(request.replace(control_scale=0.0))[1] == []  # depth control off: nothing missing for it

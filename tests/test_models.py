@@ -48,25 +48,29 @@ def fake_wheel(folder: Path, payload: bytes | None) -> Path:
     return wheel
 
 
-def test_defaults_come_from_request_and_env(monkeypatch):
-    from core import request
+def test_slots_are_the_requests_model_fields_and_settings_choose_them(monkeypatch, tmp_path):
+    """One table: the slots, their environment variables and defaults are the request's
+    declarations; the saved settings win over the environment, which wins over the default."""
+    from core.request import FIELD, SLOTS, GenerationRequest
+    from storage.settings import load_settings, save_settings
 
-    for var in ("BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL", "BACKDROP_SEGMENTER"):
-        monkeypatch.delenv(var, raising=False)
-    assert weights.default_model_ids()["inpaint"] == request.DEFAULT_INPAINT_MODEL
+    assert {slot: spec.name for slot, spec in SLOTS.items()} == {
+        "segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model"}
+    for spec in SLOTS.values():
+        monkeypatch.delenv(spec.env, raising=False)
+    assert weights.slot_ids(GenerationRequest(**load_settings(tmp_path)))["inpaint"] == FIELD["inpaint_model"].default
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", "Intel/dpt-large")
     monkeypatch.setenv("BACKDROP_SEGMENTER", "isnet-general-use")
-    ids = weights.default_model_ids()
+    ids = weights.slot_ids(GenerationRequest(**load_settings(tmp_path)))
     assert ids["depth"] == "Intel/dpt-large" and ids["segmenter"] == "isnet-general-use"
-    assert ids["controlnet"] == request.DEFAULT_CONTROLNET_MODEL
+    assert ids["controlnet"] == FIELD["controlnet_model"].default
+    save_settings({"depth_model": "mine/depth"}, tmp_path)
+    assert weights.slot_ids(GenerationRequest(**load_settings(tmp_path)))["depth"] == "mine/depth"
 
 
-def test_resolve_device(monkeypatch):
-    monkeypatch.delenv("BACKDROP_DEVICE", raising=False)
+def test_resolve_device():
     assert device.resolve_device("cpu") == "cpu"
     assert device.resolve_device("auto") in ("cpu", "cuda", "mps")
-    monkeypatch.setenv("BACKDROP_DEVICE", "cpu")
-    assert device.resolve_device("auto") == "cpu"
     with pytest.raises(InputError, match="unknown device"):
         device.resolve_device("tpu")
 
@@ -253,7 +257,7 @@ def test_cli_fetch_reports_each_model_and_fails_when_one_fails(capsys, u2net_hom
     assert not results["inpaint"]["ok"] and "offline" in results["inpaint"]["error"]
     assert _cli(["models", "fetch"]) == 1
     table = capsys.readouterr().out
-    assert f"inpaint     {weights.default_model_ids()['inpaint']}: FAILED" in table
+    assert "inpaint     stable-diffusion-v1-5/stable-diffusion-inpainting: FAILED" in table
     # a hub id by name, offline: fails by name
     assert _cli(["models", "fetch", "nobody/nothing", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)[0]["error"] == "not in the Hugging Face cache and offline"
@@ -289,3 +293,13 @@ def test_segmenter_revision_is_the_file_md5(u2net_home):
     u2net_home.mkdir()
     (u2net_home / "u2netp.onnx").write_bytes(b"model bytes")
     assert rembg_weights.revision("u2netp") == "md5:" + hashlib.md5(b"model bytes").hexdigest()
+
+
+def test_an_invalid_setting_from_the_environment_is_named(monkeypatch, tmp_path, capsys):
+    from backdrop.cli import main
+    from storage.settings import load_settings
+
+    monkeypatch.setenv("BACKDROP_DEVICE", "tpu")
+    with pytest.raises(InputError, match="BACKDROP_DEVICE='tpu': device must be one of"):
+        load_settings(tmp_path)
+    assert main(["models"]) == 2 and "BACKDROP_DEVICE='tpu'" in capsys.readouterr().err

@@ -9,9 +9,9 @@ from PIL import Image
 from skimage import color
 
 from core.errors import InputError
-from core.harmony import default_harmony, harmonize, ring_mask
+from core.harmony import as_photographed, harmonize, ring_mask
 from core.presets import PRESETS, QUALITY_NEGATIVE, full_negative_prompt, get_preset
-from core.request import GenerationRequest
+from core.request import FIELD, GenerationRequest
 from core.shadows import apply_shadows
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -34,10 +34,24 @@ def test_quality_negative_is_added_unless_turned_off():
     assert full_negative_prompt(GenerationRequest(quality_negative=False)) == ""
 
 
-def test_harmony_default_is_on_for_scenes_only():
-    assert default_harmony("ai") > 0 and default_harmony("image") > 0
-    for kind in ("color", "gradient", "blur", "transparent"):
-        assert default_harmony(kind) == 0.0
+def test_colour_match_is_off_unless_asked_and_its_before_after_is_exact_where_opaque():
+    """The subject promise: harmony starts at 0 for every background, so opaque subject pixels
+    are the input's; when it is on, ``as_photographed`` puts them back for the before/after."""
+    from core.composite import composite, cutout
+    from core.evaluate import foreground_preservation
+
+    assert GenerationRequest().harmony == 0.0 and FIELD["harmony"].default == 0.0
+    photo, alpha, scene = _subject_scene()
+    for kind in ("ai", "image", "color"):
+        assert GenerationRequest(background=kind if kind != "color" else "color:#102030").harmony == 0.0
+    cut = cutout(photo, alpha)
+    matched = composite(photo, alpha, scene, GenerationRequest(harmony=1.0), cut=cut)
+    assert foreground_preservation(photo, alpha, matched) > 0  # colour match does change them
+    before = as_photographed(matched, cut)
+    plain = composite(photo, alpha, scene, GenerationRequest(), cut=cut)
+    opaque = np.asarray(alpha) == 255
+    assert np.array_equal(np.asarray(before)[opaque], np.asarray(photo)[opaque])
+    assert np.array_equal(np.asarray(before)[opaque], np.asarray(plain)[opaque])
 
 
 def _subject_scene(size=(120, 100)):
@@ -234,23 +248,23 @@ def test_pipeline_refines_the_mask_when_asked_and_times_it(lemur_photo):
 
 def test_replace_cli_quality_options_build_the_request():
     from backdrop.cli import build_parser
-    from backdrop.replace import _quality_fields
+    from backdrop.replace import request_from_args
 
     def fields(*argv):
-        return _quality_fields(build_parser().parse_args(["replace", "in.png", "-o", "out.png", *argv]))
+        request, _ = request_from_args(build_parser().parse_args(["replace", "in.png", "-o", "out.png", *argv]))
+        return request
 
     marble = get_preset("marble")
     f = fields("-b", "ai", "--preset", "marble", "--contact-shadow", "0.6", "--cast-shadow", "0.3",
                "--shadow-angle", "45", "--shadow-softness", "0.2", "--refine", "--no-quality-negative")
-    assert (f["prompt"], f["negative_prompt"]) == (marble.prompt, marble.negative)
-    assert f["harmony"] == default_harmony("ai") > 0  # not set: on for AI backgrounds
-    assert (f["contact_shadow"], f["cast_shadow"], f["shadow_angle"], f["shadow_softness"]) == (0.6, 0.3, 45.0, 0.2)
-    assert f["refine_matting"] is True and f["quality_negative"] is False
-    edited = fields("-b", "ai", "--preset", "marble", "--prompt", "on black marble", "--harmony", "0")
-    assert edited["prompt"] == "on black marble" and edited["negative_prompt"] == marble.negative
-    assert edited["harmony"] == 0.0  # an explicit 0 stays off
+    assert (f.prompt, f.negative_prompt) == (marble.prompt, marble.negative)
+    assert f.harmony == 0.0  # the subject's pixels stay the photo's unless asked
+    assert (f.contact_shadow, f.cast_shadow, f.shadow_angle, f.shadow_softness) == (0.6, 0.3, 45.0, 0.2)
+    assert f.refine_matting is True and f.quality_negative is False
+    edited = fields("-b", "ai", "--preset", "marble", "--prompt", "on black marble", "--harmony", "0.4")
+    assert edited.prompt == "on black marble" and edited.negative_prompt == marble.negative
+    assert edited.harmony == 0.4
     plain = fields("-b", "color:#00ff00")
-    assert plain["harmony"] == 0.0 and plain["refine_matting"] is False and plain["quality_negative"] is True
-    assert GenerationRequest(background="ai", **edited).harmony == 0.0
+    assert plain.harmony == 0.0 and plain.refine_matting is False and plain.quality_negative is True
     with pytest.raises(SystemExit):
         fields("--harmony", "1.5")

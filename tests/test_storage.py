@@ -31,7 +31,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text, update
 
-from core.errors import BackdropError, Cancelled
+from core.errors import BackdropError, Cancelled, InputError
 from core.pipeline import GenerationResult
 from core.request import GenerationRequest
 from storage import history, jobs, service
@@ -39,6 +39,7 @@ from storage.db import Database
 from storage.models import Generation
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
 
 
 # ---- PostgreSQL server, started by the tests -------------------------------------------------
@@ -129,7 +130,7 @@ def _box_mask(size=(96, 64)) -> Image.Image:
     return mask
 
 
-def fake_run(image, request, mask=None, progress=None, cancel=None, registry=None):
+def fake_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None):
     """Stands in for core.pipeline.run where a test is about the queue, not the pixels."""
     if progress:
         progress("generate", 1, 2)
@@ -137,7 +138,7 @@ def fake_run(image, request, mask=None, progress=None, cancel=None, registry=Non
         raise RuntimeError("the generator exploded")
     return GenerationResult(images=[image.convert("RGB")], mask=mask or Image.new("L", image.size, 255),
                             cutout=image.convert("RGBA"), timings={"generate": 0.01}, device="cpu",
-                            models={"inpaint": {"id": "fake", "revision": None}}, request=request)
+                            models={"inpaint": {"id": "fake", "revision": None}}, record={"input_size": list(image.size)})
 
 
 def _wait(predicate, timeout=20.0, what="condition"):
@@ -336,7 +337,7 @@ def test_cancel_queued_and_running(db):
     queue = jobs.JobQueue(db)
     started = threading.Event()
 
-    def slow_run(image, request, mask=None, progress=None, cancel=None, registry=None):
+    def slow_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None):
         for step in range(2000):
             progress("generate", step, 2000)
             started.set()
@@ -428,8 +429,9 @@ def test_upgrade_from_first_revision_keeps_rows(database_url, tmp_path):
         conn.execute(text("INSERT INTO images (sha256, format, width, height, bytes, created_at) "
                           "VALUES (:s, 'png', 96, 64, :b, :t)"),
                      {"s": photo.sha256, "b": photo.bytes, "t": datetime(2026, 1, 2, 3, 4, 5)})
+        stored_v1 = [json.loads((DATA / "requests" / name).read_text()) for name in ("v1-ai.json", "v1-image.json")]
         for i in range(3):
-            request = GenerationRequest(prompt=f"old row {i}", seed=i, input_sha256=photo.sha256).to_dict()
+            request = {**stored_v1[i % 2], "prompt": f"old row {i}", "seed": i, "input_sha256": photo.sha256}
             conn.execute(text(
                 "INSERT INTO generations (request, prompt, background_kind, input_sha256, status, progress_stage, "
                 "progress_step, progress_total, cancel_requested, timings, versions, models, created_at, favourite) "
@@ -441,12 +443,18 @@ def test_upgrade_from_first_revision_keeps_rows(database_url, tmp_path):
     old.dispose()
 
     new = Database(database_url or None, tmp_path / "data")
-    assert new.current_revision() == "0002"
+    assert new.current_revision() == "0003"
     rows = history.list_generations(db=new)
     assert [v.prompt for v in rows] == ["old row 2", "old row 1", "old row 0"]
     assert [v.favourite for v in rows] == [False, True, False]
     assert [(v.warnings, [o.sha256 for o in v.outputs]) for v in rows] == [([], [photo.sha256])] * 3
     assert rows[0].generation_request().seed == 2
+    # 0003 moved what ran out of the version-1 requests into the run record
+    assert rows[0].record == {"input_size": [680, 440], "work_size": [680, 440]}  # the AI one
+    assert rows[1].record == {"input_size": [680, 440], "work_size": [680, 440],
+                              "background_path": "/srv/backdrop/data/backgrounds/" + "c" * 64 + ".png"}
+    assert rows[1].background_sha256 is None and rows[1].generation_request().background == "image"
+    assert rows[0].generation_request().shadow_angle == 315.0  # -45 in version 1: the same direction
     gid = history.create(GenerationRequest(prompt="new row"), _photo(11), db=new)
     assert history.get(gid, db=new).prompt == "new row"
     new.dispose()
@@ -472,12 +480,11 @@ def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path, 
     gid, result = service.generate_and_record(lemur_path.read_bytes(), request, mask, db=db)
     view = history.get(gid, db=db)
     assert view.status == "done" and view.user_mask_sha256 and view.mask_sha256
-    assert view.request["input_width"] == 680 and view.request["input_sha256"] == view.input_sha256
+    assert view.record["input_size"] == [680, 440] and set(view.request) == {"version", *GenerationRequest().params()}
     with Image.open(view.output("result").path) as png:
         assert png.text["backdrop_generation_id"] == str(gid)
-        lines = png.text["parameters"].split("\n")
-    assert lines[0] == "studio backdrop" and lines[1] == "Negative prompt: blurry"
-    assert "Size: 680x440" in lines[2] and lines[2].endswith(f"Backdrop generation: {gid}")
+        # no sampler ran, so no prompt: what a gradient background is made of
+        assert png.text["parameters"] == f'Size: 680x440, Background: "gradient:#203040,#c0d0e0", Backdrop generation: {gid}'
     assert np.array_equal(_pixels(view.output("result").path), np.asarray(result.images[0].convert("RGBA")))
 
     again, _ = service.rerun(gid, db=db)
@@ -492,9 +499,58 @@ def test_rerun_gives_identical_image_and_png_carries_parameters(db, lemur_path, 
     assert not np.array_equal(_pixels(changed.output("result").path), _pixels(view.output("result").path))
 
     ai = GenerationRequest(background="ai", prompt='a "quoted", prompt', steps=20, seed=7, scheduler="ddim")
-    text_ai = service.parameters_text(ai, 99, 512, 768, variant=2)
-    assert text_ai.split("\n")[0] == 'a "quoted", prompt'
-    assert text_ai.split("\n")[2].startswith("Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 9, Size: 512x768, Model: ")
+    ran = {"bucket": "512x768", "prompt": ai.prompt, "negative_prompt": "lowres", "eta": 1.0}
+    text_ai = service.parameters_text(ai, ran, 99, 1024, 1536, variant=2)
+    assert text_ai.split("\n")[:2] == ['a "quoted", prompt', "Negative prompt: lowres"]
+    assert text_ai.split("\n")[2].startswith("Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 9, Size: 512x768, "
+                                             "Output size: 1024x1536, Model: ")
+    assert "Eta: 1.0" in text_ai
+
+
+def test_background_picture_is_an_input_kept_by_hash(db, tmp_path, astronaut):
+    """An image background's picture goes into the image store like the photo: a re-run uses the
+    stored bytes (changing the file changes nothing), export carries it, delete removes it."""
+    import hashlib
+
+    picture = tmp_path / "beach.png"
+    astronaut.resize((120, 80)).save(picture)
+    data = picture.read_bytes()
+    gid, _ = service.generate_and_record(_photo(21), GenerationRequest(background="image"), _box_mask(), db=db,
+                                         picture=picture)
+    view = history.get(gid, db=db)
+    assert view.status == "done" and view.request["background"] == "image"
+    assert view.background_sha256 == hashlib.sha256(data).hexdigest() and db.images.read(view.background_sha256) == data
+    Image.new("RGB", (50, 50), (0, 255, 0)).save(picture)  # the file on disk changes afterwards
+    again, _ = service.rerun(gid, db=db)
+    assert np.array_equal(_pixels(history.get(again, db=db).results[0].path), _pixels(view.results[0].path))
+    path, _ = history.export(tmp_path / "e.zip", ids=[gid], db=db)
+    with zipfile.ZipFile(path) as z:
+        assert z.read(f"generation-{gid}/background.png") == data
+    remix, _ = service.rerun(gid, db=db, background="color:#102030")  # a remix to a colour drops the picture
+    assert history.get(remix, db=db).background_sha256 is None
+    for generation_id in (again, gid):
+        history.delete(generation_id, db=db)
+    assert not db.images.path(view.background_sha256).exists()  # nothing uses it any more
+    with pytest.raises(InputError, match="needs its picture"):
+        history.create(GenerationRequest(background="image"), _photo(22), db=db)
+    with pytest.raises(InputError, match="picture was given"):
+        history.create(GenerationRequest(background="blur"), _photo(22), db=db, picture=data)
+
+
+def _a1111_parse(path) -> dict:
+    """An AUTOMATIC1111 metadata reader's view of a PNG (sd-parsers, not our own code)."""
+    from sd_parsers import ParserManager
+
+    with Image.open(path) as image:
+        info = ParserManager().parse(image)
+    sampler = info.samplers[0]
+    return {"prompt": info.full_prompt, "negative": info.full_negative_prompt, "seed": sampler.parameters["seed"],
+            "steps": sampler.parameters["steps"], "sampler": sampler.name, "size": info.metadata.get("Size"),
+            "generator": info.generator.name}
+
+
+# a prompt past CLIP's 75 tokens, with AUTOMATIC1111 weights: stored and written as typed
+LONG_WEIGHTED = "a photo of a (forest:1.3), [fog], " + ", ".join(["soft warm light on a wooden table"] * 12)
 
 
 def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
@@ -507,7 +563,7 @@ def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
     db = Database(None, tmp_path / "data")
     try:
         request = GenerationRequest(
-            background="ai", prompt="a photo of a forest", negative_prompt="people", seed=5, steps=2,
+            background="ai", prompt=LONG_WEIGHTED, negative_prompt="people", seed=5, steps=2,
             scheduler="ddim", device="cpu", inpaint_model=tiny_models["inpaint"],
             controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"])
         queue = jobs.JobQueue(db)
@@ -516,11 +572,18 @@ def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
         first = history.get(gid, db=db)
         assert first.status == "done", first.error
         assert len(first.results) == 1 and first.progress_stage and first.timings.get("generate", 0) > 0
-        assert first.models["inpaint"]["revision"] and first.request["model_revisions"]["inpaint"]
+        assert first.models["inpaint"]["revision"] and first.record["eta"] == 1.0
+        assert first.record["bucket"] == "512x384" and first.record["negative_prompt"].startswith("people, lowres")
         with Image.open(first.results[0].path) as png:
             params = png.text["parameters"].split("\n")
-        assert params[:2] == ["a photo of a forest", "Negative prompt: people"]
-        assert params[2].startswith("Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 160x120, Model: ")
+        # what ran: the negative prompt with the quality terms, the size the sampler worked at
+        assert params[:2] == [LONG_WEIGHTED, f"Negative prompt: {first.record['negative_prompt']}"]  # as typed
+        assert first.record["prompt"] == LONG_WEIGHTED and first.record["prompt_tokens"] > 75
+        assert params[2].startswith("Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: 5, Size: 512x384, "
+                                    "Output size: 160x120, Model: ")
+        info = _a1111_parse(first.results[0].path)
+        assert (info["prompt"], info["negative"]) == (request.prompt, first.record["negative_prompt"])
+        assert (info["seed"], info["steps"], info["sampler"], info["size"]) == ("5", "2", "DDIM", "512x384")
 
         again, _ = service.rerun(gid, db=db)
         second = history.get(again, db=db)
@@ -554,7 +617,7 @@ def test_export_zip(db):
 # ---- command line ----------------------------------------------------------------------------
 
 def _cli(*args, env):
-    proc = subprocess.run([sys.executable, "-m", "backdrop", *map(str, args)], cwd=ROOT, env=env,
+    proc = subprocess.run([str(Path(sys.executable).parent / "backdrop"), *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -591,7 +654,7 @@ def test_cli_replace_history_show_rerun_delete_export(tmp_path, lemur_path, lemu
     table = _main(capsys, "history", "--search", "shot 1", "--limit", "5")[1]
     assert "shot 1" in table and "shot 2" not in table
     shown = _main(capsys, "show", listed[1]["id"])[1]
-    assert "background: color:#00ff00" in shown and "result[0]:" in shown
+    assert "Background: color:#00ff00  (default color:#ffffff)" in shown and "result[0]:" in shown and "input_size: [680, 440]" in shown
     assert json.loads(_main(capsys, "show", listed[1]["id"], "--json")[1])["id"] == listed[1]["id"]
 
     out = _cli("rerun", listed[1]["id"], "-o", tmp_path / "again.png", env=env)

@@ -1,0 +1,79 @@
+"""Where Backdrop keeps its data, and the user's saved defaults: the models and device.
+
+``BACKDROP_DATA_DIR`` (default ``./data``) is the data folder: the SQLite database, the image
+store and ``settings.json``, the defaults the Models page saves so they survive restarts. Which
+request fields are settings, and their environment variables, is declared on the request
+(core.request: the fields with an ``env``). Each setting's value: what the user saved, else
+the environment variable an operator set, else the request's default. The app and the
+`backdrop` command both start from these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+from core.files import write_atomic
+from core.request import FIELDS
+
+SETTINGS = {spec.name: spec for spec in FIELDS if spec.env}
+
+
+def data_dir() -> Path:
+    """The data folder (absolute, resolved against the working directory when relative)."""
+    return Path(os.environ.get("BACKDROP_DATA_DIR") or "data").absolute()
+
+
+def settings_path(root: Path | None = None) -> Path:
+    return (root or data_dir()) / "settings.json"
+
+
+def saved_settings(root: Path | None = None) -> dict[str, str]:
+    """Only what the user explicitly saved (unknown keys and a damaged file are ignored: settings
+    are a convenience, never a reason for the app not to start)."""
+    try:
+        raw = json.loads(settings_path(root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if k in SETTINGS and isinstance(v, str) and v.strip()}
+
+
+def load_settings(root: Path | None = None) -> dict[str, str]:
+    """Effective settings: saved value, else environment, else the request's default. An
+    environment variable with an invalid value is an InputError that names it."""
+    saved = saved_settings(root)
+    values = {}
+    for name, spec in SETTINGS.items():
+        env = os.environ.get(spec.env)
+        values[name] = saved.get(name) or env or spec.default
+        if values[name] == env:
+            try:
+                spec.validate(env)
+            except InputError as exc:
+                raise InputError(f"{spec.env}={env!r}: {exc}") from None
+    return values
+
+
+def save_settings(values: dict[str, Any], root: Path | None = None) -> dict[str, str]:
+    """Validate and atomically write ``values`` (a subset of the settings; blank means "back to
+    the default"); returns the effective settings afterwards."""
+    unknown = set(values) - set(SETTINGS)
+    if unknown:
+        raise InputError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    merged = saved_settings(root)
+    for name, value in values.items():
+        text = str(value or "").strip()
+        if text:
+            SETTINGS[name].validate(text)
+            merged[name] = text
+        else:
+            merged.pop(name, None)
+    path = settings_path(root)
+    text = json.dumps(merged, indent=2, sort_keys=True)
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")), make_folder=True)
+    return load_settings(root)

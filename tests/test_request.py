@@ -1,0 +1,111 @@
+"""The request: one declaration per field drives validation and the command line; the schema
+version and the explicit upgrade of stored version-1 requests; the run record."""
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from core.errors import InputError
+from core.record import note
+from core.request import FIELD, FIELDS, SCHEMA_VERSION, SLOTS, GenerationRequest, upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = Path(__file__).parent / "data" / "requests"
+
+
+def test_every_field_is_declared_with_label_help_and_type():
+    names = [spec.name for spec in FIELDS]
+    assert names == list(GenerationRequest().params())
+    for spec in FIELDS:
+        assert spec.label and spec.help and spec.type in (str, int, float, bool), spec.name
+        assert isinstance(spec.default, spec.type) and getattr(GenerationRequest(), spec.name) == spec.default
+        assert (spec.low is None) == (spec.high is None)
+    assert set(SLOTS) == {"segmenter", "inpaint", "controlnet", "depth"}
+    assert {spec.env for spec in FIELDS if spec.env} == {
+        "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL", "BACKDROP_DEVICE"}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("steps", 0, "steps must be from 1 to 150"), ("steps", 2.5, "steps must be a whole number"),
+    ("seed", -1, "seed must be from 0 to 9223372036854775807"), ("guidance", float("nan"), "guidance must be a number"),
+    ("harmony", 1.5, "harmony must be from 0 to 1"), ("variants", True, "variants must be a whole number"),
+    ("scheduler", "plms", "scheduler must be one of dpmpp, ddim, euler_a"), ("background", "image:/x.png", "no argument"),
+    ("device", "tpu", "device must be one of"), ("spill_removal", "yes", "spill removal must be true or false"),
+    ("shadow_angle", -45.0, "shadow angle must be from 0 to 360"),
+])
+def test_validation_comes_from_the_declaration(name, value, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        GenerationRequest(**{name: value})
+
+
+def test_to_dict_is_versioned_and_from_dict_is_strict():
+    request = GenerationRequest(background="ai", prompt="dunes", seed=9, harmony=0.3)
+    stored = json.loads(json.dumps(request.to_dict()))
+    assert stored["version"] == SCHEMA_VERSION == 2
+    assert GenerationRequest.from_dict(stored) == request
+    with pytest.raises(InputError, match="missing: seed"):
+        GenerationRequest.from_dict({k: v for k, v in stored.items() if k != "seed"})  # never today's default
+    with pytest.raises(InputError, match="unknown: colour"):
+        GenerationRequest.from_dict({**stored, "colour": "red"})
+    with pytest.raises(InputError, match="version 3, written by a newer Backdrop"):
+        GenerationRequest.from_dict({**stored, "version": 3})
+
+
+def test_version_1_upgrades_explicitly():
+    """Stored dicts copied from version 1 (before this schema): the outputs and storage keys
+    they held are dropped (they live beside the request now), a picture background's path
+    becomes ``image``, a negative shadow angle the same direction in 0-360; every other value
+    is kept as stored."""
+    ai = json.loads((STORED / "v1-ai.json").read_text())
+    assert "version" not in ai and ai["input_sha256"] and ai["model_revisions"]
+    request = GenerationRequest.from_dict(ai)
+    kept = {k: v for k, v in ai.items() if k in FIELD and k != "shadow_angle"}
+    assert {k: getattr(request, k) for k in kept} == kept
+    assert request.shadow_angle == 315.0 and request.harmony == 0.5 and request.quality_negative is False
+    image = GenerationRequest.from_dict(json.loads((STORED / "v1-image.json").read_text()))
+    assert image.background == "image" and image.harmony == 0.5
+    assert upgrade(ai)["version"] == 2 and "work_width" not in upgrade(ai)
+    broken = {k: v for k, v in ai.items() if k != "steps"}
+    with pytest.raises(InputError, match="missing: steps"):
+        GenerationRequest.from_dict(broken)
+
+
+def test_the_field_table_has_no_second_copy():
+    """Each field's environment variable, help and label (those long enough to be its own, not a
+    common word such as "Seed") live in core/request.py only: no other module of the product
+    spells them out again."""
+    sources = {p: p.read_text() for folder in ("core", "storage", "backdrop", "pages")
+               for p in (ROOT / folder).rglob("*.py") if p != ROOT / "core" / "request.py"}
+    sources[ROOT / "streamlit_app.py"] = (ROOT / "streamlit_app.py").read_text()
+    for spec in FIELDS:
+        for text in filter(None, (spec.env, spec.help, spec.label if len(spec.label.split()) >= 3 else None)):
+            copies = [str(p.relative_to(ROOT)) for p, source in sources.items() if text in source]
+            assert copies == [], f"{spec.name}: {text!r} again in {copies}"
+
+
+def test_every_field_is_an_option_of_replace_and_rerun():
+    from backdrop.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command in ("replace", "rerun"):
+        dests = {action.dest for action in commands[command]._actions}
+        assert {spec.name for spec in FIELDS} <= dests, command
+    args = parser.parse_args(["rerun", "3", "--harmony", "0.2", "--no-spill-removal"])
+    assert {spec.name: getattr(args, spec.name) for spec in FIELDS if hasattr(args, spec.name)} == {
+        "harmony": 0.2, "spill_removal": False}  # only what is given changes in a remix
+
+
+def test_run_record_keeps_json_only():
+    record: dict = {}
+    note(record, work_size=(512, 384), eta=1.0, prompt="x", nested={"a": (1, 2)})
+    assert record == {"work_size": [512, 384], "eta": 1.0, "prompt": "x", "nested": {"a": [1, 2]}}
+    assert json.loads(json.dumps(record)) == record
+    with pytest.raises(TypeError, match="cannot be kept as JSON"):
+        note(record, tensor=object())
+    with pytest.raises(ValueError, match="not a JSON number"):
+        note(record, eta=float("inf"))
+    note(None, anything=1)  # no record: nothing to do
