@@ -35,12 +35,25 @@ def compile_enabled() -> bool:
     return os.environ.get("BACKDROP_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_configured: Path | None = None
+
+
+def use_cache_dir(folder: Path) -> None:
+    """Keep compiled code in ``folder`` (storage points this into its data folder) unless
+    ``$BACKDROP_COMPILE_CACHE`` says otherwise."""
+    global _configured
+    _configured = Path(folder)
+
+
 def cache_dir() -> Path:
     """Where compiled code is kept between processes: a cache, not data (deleting it only costs
-    a compile): ``$BACKDROP_COMPILE_CACHE``, else the user's cache folder."""
+    a compile): ``$BACKDROP_COMPILE_CACHE``, else the data folder's (use_cache_dir), else the
+    user's cache folder."""
     folder = os.environ.get("BACKDROP_COMPILE_CACHE")
     if folder:
         return Path(folder)
+    if _configured is not None:
+        return _configured
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "backdrop" / "compile"
 
 

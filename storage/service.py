@@ -160,6 +160,10 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
     db = db or get_database()
     if run is None:
         from core.pipeline import run
+    if os.environ.get("BACKDROP_COMPILE"):  # compiled steps are kept with the data it makes
+        from core.compile import use_cache_dir
+
+        use_cache_dir(db.data_dir / "compile-cache")
     view = history.get(generation_id, db=db)
     hooks = _Hooks(db, generation_id, progress, cancel)
     try:

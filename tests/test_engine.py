@@ -235,3 +235,16 @@ def test_worker_warms_up_beside_its_loop(tiny_models, tmp_path):
         assert {key[0] for key in registry.loaded()} == {"inpaint", "controlnet", "depth"}
     finally:
         worker.stop(timeout=10)
+
+
+def test_compile_cache_lives_in_the_data_folder(monkeypatch, tmp_path, lemur_path):
+    from core import compile as compile_module
+    from storage.db import Database
+    from storage.service import generate_and_record
+
+    monkeypatch.delenv("BACKDROP_COMPILE_CACHE", raising=False)
+    monkeypatch.setattr(compile_module, "_configured", None)
+    monkeypatch.setenv("BACKDROP_COMPILE", "1")
+    db = Database(data_dir=tmp_path)
+    generate_and_record(lemur_path, GenerationRequest(background="color:#ffffff"), db=db)
+    assert compile_module.cache_dir() == tmp_path / "compile-cache"
