@@ -1,4 +1,5 @@
-"""Shared fixtures: real photos (the lemur copied from shared data, scikit-image's photos)."""
+"""Shared fixtures: real photos (the lemur copied from shared data, scikit-image's photos), the
+synthetic quality set and tiny models."""
 
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def astronaut() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory) -> Path:
+    """The synthetic quality set (core/testset.py): NAME.png + NAME_alpha.png with exact truth."""
+    from core.testset import build
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    build(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
