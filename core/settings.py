@@ -16,6 +16,7 @@ from typing import Any
 
 from core.errors import InputError
 from core.imaging import write_atomic
+from core.models import DEFAULT_SAM_MODEL
 from core.request import (
     DEFAULT_CONTROLNET_MODEL,
     DEFAULT_DEPTH_MODEL,
@@ -31,6 +32,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "inpaint_model": ("BACKDROP_INPAINT_MODEL", DEFAULT_INPAINT_MODEL),
     "controlnet_model": ("BACKDROP_CONTROLNET_MODEL", DEFAULT_CONTROLNET_MODEL),
     "depth_model": ("BACKDROP_DEPTH_MODEL", DEFAULT_DEPTH_MODEL),
+    "sam_model": ("BACKDROP_SAM_MODEL", DEFAULT_SAM_MODEL),  # click selection (core.click_select)
     "device": ("BACKDROP_DEVICE", "auto"),
 }
 

@@ -13,11 +13,12 @@ SLOT_LABELS = {
     "inpaint": "Inpainting (Stable Diffusion)",
     "controlnet": "Depth ControlNet",
     "depth": "Depth estimator",
+    "sam": "Click selection (Segment Anything)",
 }
 
 
 def status_table(request) -> None:
-    rows = model_status(request)
+    rows = model_status(request, user_settings.load_settings()["sam_model"])
     st.dataframe(
         [
             {
@@ -56,6 +57,7 @@ def settings_form(current: dict[str, str]) -> None:
             "inpaint_model": st.text_input("Inpainting model (Hugging Face id or local folder)", current["inpaint_model"]),
             "controlnet_model": st.text_input("Depth ControlNet (id or folder)", current["controlnet_model"]),
             "depth_model": st.text_input("Depth estimator (id or folder)", current["depth_model"]),
+            "sam_model": st.text_input("Click selection, Segment Anything (id or folder)", current["sam_model"]),
             "device": st.selectbox("Device", user_settings.DEVICES, index=user_settings.DEVICES.index(current["device"])
                                    if current["device"] in user_settings.DEVICES else 0),
         }

@@ -144,7 +144,7 @@ def ai_readiness(request: GenerationRequest) -> tuple[list[dict], list[dict]]:
     estimator only means it runs without depth control (core.pipeline says so in a warning)."""
     from core.models import model_status
 
-    missing = [row for row in model_status(request) if row["slot"] != "segmenter" and not row["present"]]
+    missing = [row for row in model_status(request) if row["slot"] in ("inpaint", "controlnet", "depth") and not row["present"]]
     needed = {"inpaint"} | ({"controlnet"} if request.control_scale > 0 else set())
     return [r for r in missing if r["slot"] in needed], [r for r in missing if r["slot"] not in needed]
 

@@ -46,6 +46,15 @@ def tiny_models(tmp_path_factory) -> dict:
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
+@pytest.fixture(scope="session")
+def tiny_sam(tmp_path_factory) -> str:
+    """A tiny random Segment Anything (SamModel + SamProcessor, saved with save_pretrained) as a
+    local folder, for core.click_select through the real loader."""
+    from tiny_models import build_sam
+
+    return str(build_sam(tmp_path_factory.mktemp("tiny_sam")))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_data_dir(tmp_path_factory):
     """Generations the tests record (``python -m core replace`` records every one) go to a

@@ -80,7 +80,7 @@ def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
         segmenter="u2netp",
     )
     rows = {row["slot"]: row for row in model_status(request)}
-    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth"}
+    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth", "sam"}
     assert rows["segmenter"]["present"] and rows["segmenter"]["resolved"] == str(u2net_home / "u2netp.onnx")
     assert rows["inpaint"]["present"] and rows["inpaint"]["resolved"] == tiny_models["inpaint"]
     assert not rows["controlnet"]["present"]
