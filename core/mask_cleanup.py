@@ -42,14 +42,15 @@ class UnsureRegion:
     kept: bool
 
 
-def decide_unsure_regions(alpha: np.ndarray, band: float, decisions: dict[int, bool] | None = None
+def decide_unsure_regions(alpha: np.ndarray, far: np.ndarray, decisions: dict[int, bool] | None = None
                           ) -> tuple[np.ndarray, list[UnsureRegion], np.ndarray | None]:
     """(alpha with each large unsure region set to 1 or 0 as a whole, the regions, their label
     image (uint8, 0 = none) or None when there are none).
 
-    ``alpha``: a soft mask in 0..1; ``band``: half-width (px) of the soft edge; ``decisions``:
-    {region index: kept} overriding a region's default decision (kept when its mean >= 0.5)."""
-    regions, labels = unsure_regions(alpha, distance_to_boundary(alpha >= 0.5) > band, decisions)
+    ``alpha``: a soft mask in 0..1; ``far``: the pixels beyond the soft edge band (where an
+    unsure value is a region, not an edge); ``decisions``: {region index: kept} overriding a
+    region's default decision (kept when its mean >= 0.5)."""
+    regions, labels = unsure_regions(alpha, far, decisions)
     if not regions:
         return alpha, regions, labels
     decided = alpha.copy()
@@ -72,8 +73,8 @@ def confine_to_band(alpha: np.ndarray, band: float) -> np.ndarray:
 
 def unsure_regions(alpha: np.ndarray, far: np.ndarray, decisions: dict[int, bool] | None = None
                    ) -> tuple[list[UnsureRegion], np.ndarray | None]:
-    """Connected unsure areas (8-connected) among the ``far`` pixels (those beyond the edge
-    band: the soft ramp along the edge is an edge, not a region) covering at least MIN_REGION
+    """Connected unsure areas (8-connected) among the ``far`` pixels (the soft ramp along the
+    edge is an edge, not a region) covering at least MIN_REGION
     of the photo; largest first, numbered 0, 1, ...; with their label image."""
     far = far & (alpha > UNSURE[0]) & (alpha < UNSURE[1])
     if not far.any():
@@ -100,10 +101,12 @@ def unsure_regions(alpha: np.ndarray, far: np.ndarray, decisions: dict[int, bool
 
 
 def distance_to_boundary(inside: np.ndarray) -> np.ndarray:
-    """Each pixel's distance (px) from the boundary of ``inside``, on whichever side it lies."""
+    """Each pixel's distance (px) from the boundary of ``inside``, on whichever side it lies,
+    in the chessboard metric (never more than Euclidean): cheap, for thresholds."""
     if inside.all() or not inside.any():
         return np.full(inside.shape, np.inf)
-    return np.where(inside, _distance(inside), _distance(~inside)).astype(np.float64)
+    return np.where(inside, ndi.distance_transform_cdt(inside, metric="chessboard"),
+                    ndi.distance_transform_cdt(~inside, metric="chessboard"))
 
 
 def _distance(mask: np.ndarray) -> np.ndarray:
@@ -113,11 +116,10 @@ def _distance(mask: np.ndarray) -> np.ndarray:
     return (chess + ndi.distance_transform_cdt(mask, metric="taxicab")) * 0.5
 
 
-def follow_photo_edges(rgb: np.ndarray, alpha: np.ndarray, radius: int, eps: float, reach: float) -> np.ndarray:
-    """``alpha`` guided-filtered with the photo ``rgb`` (uint8 HxWx3) wherever a pixel lies
-    within ``reach`` px of the 0.5 contour; elsewhere unchanged. Runs on TILE-sized tiles the
+def follow_photo_edges(rgb: np.ndarray, alpha: np.ndarray, near: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """``alpha`` guided-filtered with the photo ``rgb`` (uint8 HxWx3) on the ``near`` pixels
+    (those close to the 0.5 contour); elsewhere unchanged. Runs on TILE-sized tiles the
     contour passes through (plus the filter's margin), so its cost follows the edge's length."""
-    near = distance_to_boundary(alpha >= 0.5) <= reach
     if not near.any():
         return alpha
     out = alpha.copy()

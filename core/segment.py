@@ -25,7 +25,13 @@ from PIL import Image
 
 from core.cache import get_cache, image_digest
 from core.errors import InputError, ModelMissingError
-from core.mask_cleanup import UnsureRegion, confine_to_band, decide_unsure_regions, follow_photo_edges
+from core.mask_cleanup import (
+    UnsureRegion,
+    confine_to_band,
+    decide_unsure_regions,
+    distance_to_boundary,
+    follow_photo_edges,
+)
 from core.models import segmenter_revision
 
 LOW, HIGH = 96, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
@@ -102,8 +108,12 @@ def _clean(small: Image.Image, raw: Image.Image, size: tuple[int, int], decision
         raw = raw.resize(small.size, Image.Resampling.BILINEAR)
     band = band_width(small.size)
     radius = max(2, round(GUIDE_FRACTION * max(small.size)))
-    alpha, regions, labels = decide_unsure_regions(_REMAP[np.asarray(raw.convert("L"))], band, decisions)
-    alpha = follow_photo_edges(np.asarray(small.convert("RGB")), alpha, radius, GUIDE_EPS, reach=band + radius)
+    alpha = _REMAP[np.asarray(raw.convert("L"))]
+    distance = distance_to_boundary(alpha >= 0.5)
+    alpha, regions, labels = decide_unsure_regions(alpha, distance > band, decisions)
+    if regions:  # decided regions move the boundary
+        distance = distance_to_boundary(alpha >= 0.5)
+    alpha = follow_photo_edges(np.asarray(small.convert("RGB")), alpha, distance <= band + radius, radius, GUIDE_EPS)
     alpha = confine_to_band(alpha, band)
     mask = Image.fromarray(np.round(alpha * 255.0).astype(np.uint8), "L")
     if mask.size != size:

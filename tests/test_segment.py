@@ -116,7 +116,7 @@ def test_edge_follows_the_photo():
     photo = np.full((h, w, 3), (40, 90, 160), np.uint8)
     photo[:, 150:] = (220, 200, 120)  # the subject: the right half, its edge at x = 150
     alpha = np.tile(np.clip((np.arange(w) - 144) / 20.0, 0, 1), (h, 1))  # the model: 0.5 at x = 154
-    followed = follow_photo_edges(photo, alpha, radius=8, eps=1e-4, reach=12)
+    followed = follow_photo_edges(photo, alpha, np.abs(np.arange(w) - 154)[None].repeat(h, 0) <= 12, radius=8, eps=1e-4)
     assert np.array_equal(followed[:, :120], alpha[:, :120]) and np.array_equal(followed[:, 190:], alpha[:, 190:])
     ours, plain = confine_to_band(followed, 3)[60], confine_to_band(alpha, 3)[60]
     edge, model_edge = w - ours.sum(), w - plain.sum()  # where a hard edge of the same coverage lies
