@@ -135,7 +135,8 @@ def _add_quality_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-quality-negative", dest="quality_negative", action="store_false",
                    help="do not append the standard quality negative prompt")
     p.add_argument("--refine", dest="refine_matting", action="store_true",
-                   help="refine the mask's edge with alpha matting (hair, fur; adds about 0.5-1.5 s on a CPU)")
+                   help="refine the mask's edge with alpha matting (hair, fur; at most 2 s on a CPU, else the unrefined edge "
+                   "is kept with a warning)")
     p.add_argument("--harmony", type=_float_range(0, 1), default=None, metavar="X",
                    help="match the subject's colour to the new background, 0-1 (default 0.5 for ai and image "
                    "backgrounds, 0 otherwise; 0 leaves the subject's pixels untouched)")
