@@ -1,4 +1,5 @@
-"""`backdrop eval DIR`: the quality report (core.evaluate) on photos with hand-made alpha mattes."""
+"""`backdrop eval DIR`: the quality report (core.evaluate) on photos with hand-made alpha mattes;
+`backdrop testset DIR`: the synthetic photos with exact mattes it measures (core.testset)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--segmenter", action="append", help="rembg model to evaluate (repeatable; default: every installed one)")
     parser.add_argument("--refine", choices=("off", "on", "both"), default="both", help="matting refinement (default: both)")
     parser.set_defaults(func=_cli_eval)
+    from core.testset import LEMUR_DIR
+
+    parser = subparsers.add_parser("testset", help="write the synthetic quality test set (photos + exact mattes)",
+                                   description="Write the synthetic test set into FOLDER (NAME.png + NAME_alpha.png), "
+                                   "then measure it with: backdrop eval FOLDER")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--lemur", type=Path, default=LEMUR_DIR, help="folder with lemur.png and lemur_alpha_fba.png")
+    parser.add_argument("--only", action="append", metavar="NAME", help="write only this sample (repeatable)")
+    parser.set_defaults(func=_cli_testset)
 
 
 def _cli_eval(args) -> int:
@@ -25,4 +35,12 @@ def _cli_eval(args) -> int:
         text = json.dumps(report, indent=2) + "\n"
         write_atomic(args.json, lambda stream: stream.write(text.encode("utf-8")), make_folder=True)
         print(f"wrote {args.json}")
+    return 0
+
+
+def _cli_testset(args) -> int:
+    from core.testset import build
+
+    for path in build(args.folder, args.lemur, args.only):
+        print(path)
     return 0

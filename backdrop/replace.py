@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 from backdrop.cli import add_field_option, check_output_folder, copy_all, variant_paths
 from core.errors import InputError
-from core.request import FIELD, FIELDS, SAMPLER_PRESETS, Background, GenerationRequest
+from core.request import FIELD, FIELDS, SAM_MODEL, SAMPLER_PRESETS, Background, GenerationRequest
 
 
 def add_commands(subparsers) -> None:
@@ -25,9 +26,9 @@ def add_commands(subparsers) -> None:
 
 
 def _defaults() -> dict:
-    from storage.settings import load_settings
+    from storage.settings import request_settings
 
-    return {**{spec.name: spec.default for spec in FIELDS}, **load_settings()}
+    return {**{spec.name: spec.default for spec in FIELDS}, **request_settings()}
 
 
 def _background_option(text: str) -> str:
@@ -78,11 +79,44 @@ def _add_replace(subparsers) -> None:
 def _add_mask(subparsers) -> None:
     p = subparsers.add_parser("mask", help="write the automatic subject mask",
                               description="Write the automatic mask of INPUT: 8-bit PNG, the input's size, "
-                              "255 on the subject, 0 on the background, soft only along the edge.")
+                              "255 on the subject, 0 on the background, soft only along the edge. With --point, "
+                              "--negative-point or --box, Segment Anything selects a region that is added to it "
+                              "(--select remove: taken out of it).")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="MASK.png")
-    add_field_option(p, FIELD["segmenter"], _defaults()["segmenter"])
+    defaults = _defaults()
+    add_field_option(p, FIELD["segmenter"], defaults["segmenter"])
+    _add_click_options(p, defaults)
     p.set_defaults(func=_mask)
+
+
+def _add_click_options(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """``mask``'s Segment Anything selection: points and a box pick a region, added to the
+    automatic mask, removed from it, or replacing it (core.click_select)."""
+    from storage.settings import load_settings
+
+    p.add_argument("--point", action="append", default=[], type=_numbers(2), metavar="X,Y",
+                   help="a pixel on the region to select (repeatable)")
+    p.add_argument("--negative-point", action="append", default=[], type=_numbers(2), metavar="X,Y",
+                   help="a pixel that is not in the region (repeatable)")
+    p.add_argument("--box", type=_numbers(4), metavar="X0,Y0,X1,Y1", help="a box around the region")
+    p.add_argument("--select", choices=("add", "remove", "replace"), default="add",
+                   help="add the region to the automatic mask (default), remove it, or use it alone")
+    add_field_option(p, SAM_MODEL, load_settings()[SAM_MODEL.name])
+    add_field_option(p, FIELD["device"], defaults["device"])
+
+
+def _numbers(count: int):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"must be {count} numbers separated by commas (got {text!r})")
+        return values
+
+    return parse
 
 
 def request_from_args(args: argparse.Namespace) -> tuple[GenerationRequest, Path | None]:
@@ -173,6 +207,11 @@ def _mask(args: argparse.Namespace) -> int:
     check_output_folder(Path(args.output))
     image = load_image(args.input)
     mask = automatic_mask(image, args.segmenter)
+    if args.point or args.negative_point or args.box:
+        from core.click_select import combine, select_region
+
+        region = select_region(image, args.point, args.negative_point, args.box, args.sam_model, args.device)
+        mask = combine(mask, region, args.select)
     check_mask(mask)
     save_png_atomic(mask, args.output)
     print(args.output)

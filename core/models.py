@@ -8,32 +8,33 @@ from is core.hub's job, which weights are here core.weights'.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from core.device import torch_dtype
+from core.errors import InputError
 from core.hub import first_line, missing, model_revision, resolve_model
+from core.request import SAM_MODEL
 
 
 class ModelRegistry:
     """Loaded models keyed by (kind, id, device, dtype), plus each model's resolved revision.
 
-    Each model loads under its own lock: two sessions asking for the same weights load them
-    once, while different models (the depth estimator and the inpainting weights, say) load at
-    the same time. The objects returned are shared; callers must not change them (the generator builds
+    Models load one at a time, under one lock: two sessions asking for the same weights load
+    them once, and no two ``from_pretrained`` calls overlap (they are not thread-safe: the
+    libraries build models on the meta device by patching module creation process-wide, and a
+    second load in another thread then gets meta tensors). A load may still run on a thread
+    while other work goes on (core.pipeline's preload, the worker's warm-up). The objects returned are shared; callers must not change them (the generator builds
     its per-run state (scheduler, tensors) afresh for each run).
     """
 
     def __init__(self) -> None:
         self._cache: dict[tuple, Any] = {}
         self._revisions: dict[str, str] = {}
-        self._locks: dict[tuple, threading.Lock] = {}
+        self._loading = threading.RLock()  # held while a model loads
         self._lock = threading.Lock()  # guards the dicts, never held while loading
-
-    def _key_lock(self, key: tuple) -> threading.Lock:
-        with self._lock:
-            return self._locks.setdefault(key, threading.Lock())
 
     def _load(self, kind: str, model_id: str, device: str, build: Callable[[Path, Any], Any]) -> Any:
         """The one loader: resolve ``model_id`` to a folder, record its revision and call
@@ -41,7 +42,7 @@ class ModelRegistry:
         read becomes a ModelMissingError naming the model."""
         dtype = torch_dtype(device)
         key = (kind, model_id, device, str(dtype))
-        with self._key_lock(key):
+        with self._loading:
             if key not in self._cache:
                 folder = resolve_model(model_id)
                 self._revisions[model_id] = model_revision(model_id, folder)
@@ -96,7 +97,7 @@ class ModelRegistry:
         unet = self.inpaint_base(inpaint_id, device).unet
         controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
         key = ("step", inpaint_id, controlnet_id, device, str(torch_dtype(device)))
-        with self._key_lock(key):
+        with self._loading:
             if key not in self._cache:
                 runner = StepRunner(unet, controlnet, device)
                 with self._lock:
@@ -109,11 +110,40 @@ class ModelRegistry:
         def build(folder, dtype):
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-            processor = AutoImageProcessor.from_pretrained(folder)
-            model = AutoModelForDepthEstimation.from_pretrained(folder, dtype=dtype, use_safetensors=True)
-            return processor, model.to(device).eval()
+            return _processor_and_model(folder, AutoImageProcessor, AutoModelForDepthEstimation, dtype, device)
 
         return self._load("depth", model_id, device, build)
+
+    def sam(self, model_id: str, device: str):
+        """(SamProcessor, SamModel) for a Segment Anything checkpoint in transformers' format
+        (click selection, core.click_select)."""
+
+        def build(folder, dtype):
+            from transformers import SamModel, SamProcessor
+
+            kind = _model_type(folder)
+            if kind and kind != "sam":
+                raise InputError(f"model {model_id!r} is a {kind} model; click selection needs a Segment "
+                                 "Anything checkpoint in transformers' SamModel format, e.g. "
+                                 f"{SAM_MODEL.default}")
+            return _processor_and_model(folder, SamProcessor, SamModel, dtype, device)
+
+        return self._load("sam", model_id, device, build)
+
+
+def _processor_and_model(folder: Path, processor_class, model_class, dtype, device: str):
+    """(processor, model in eval mode on ``device``) from a transformers folder; safetensors only."""
+    processor = processor_class.from_pretrained(folder)
+    model = model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    return processor, model.to(device).eval()
+
+
+def _model_type(folder: Path) -> str:
+    """``model_type`` from a transformers folder's config.json ("" when absent or unreadable)."""
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 _REGISTRY: ModelRegistry | None = None

@@ -78,12 +78,14 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         else:
             alpha = automatic_mask(photo, request.segmenter)
             check_mask(alpha)
+    refine_warnings: list[str] = []  # a refinement past its time limit falls back, and says so
     if request.refine_matting:
         with stage("refine"):
-            alpha = refine_alpha(photo, alpha)
+            alpha = refine_alpha(photo, alpha, warnings=refine_warnings)
     models = {"segmenter": {"id": request.segmenter, "revision": segmenter_revision(request.segmenter)}
               if mask is None else {"id": "user mask", "revision": ""}}
-    result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record)
+    result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record,
+                              warnings=refine_warnings)
 
     if background.kind == "ai":
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated

@@ -275,6 +275,15 @@ FIELDS: tuple[Param, ...] = _fields()
 FIELD = {spec.name: spec for spec in FIELDS}
 SLOTS = {spec.slot: spec for spec in FIELDS if spec.slot}  # model slot -> its field
 
+# A model setting that is not a generation parameter: the Segment Anything checkpoint behind the
+# Studio's click selection (core.click_select). What a generation keeps is the mask it helped make.
+# SlimSAM-77 is SAM ViT-B pruned to 9.3M parameters (one 39 MB safetensors file, Apache-2.0) in
+# transformers' SamModel format; any SamModel checkpoint (facebook/sam-vit-base, ...) can be chosen.
+SAM_MODEL = Param("Click-selection model (id or folder)",
+                  "A Segment Anything checkpoint in transformers' SamModel format, for clicking on what to add "
+                  "to or remove from the cut-out.", env="BACKDROP_SAM_MODEL", slot="sam", group="models",
+                  name="sam_model", type=str, default="Zigeng/SlimSAM-uniform-77")
+
 
 # ---- upgrades: stored requests of earlier versions ----------------------------------------
 

@@ -1,54 +1,143 @@
-"""Automatic subject mask with rembg, post-processed so the subject's interior is exactly opaque.
+"""Automatic subject mask with rembg, cleaned so it needs no fixing where the model was unsure.
 
-Raw u2netp output sits at 250-254 inside the subject; composited as is, the subject's own pixels
-would be mixed with the new background. A linear remap (LOW -> 0, HIGH -> 255) makes the
-confident interior exactly 255 and the confident background exactly 0, and leaves the soft
-ramp only along the edge.
+A segmenter's soft output is a confidence, not a matte. Pasted as it is, its faint values over
+the background leave a haze, its 250-254 interior mixes the subject with the new background,
+and where the model is unsure whole regions come out half transparent ("ghosts"). So:
+
+1. a linear remap (LOW -> 0, HIGH -> 255) puts the soft ramp a little inside the model's
+   0.5 contour, where the true edge usually lies (the model's ramp spills outward: halo);
+2. near the boundary a colour guided filter lets the photo's edges shape the alpha;
+3. ``core.mask_cleanup`` decides every pixel, decides each large unsure region as a whole
+   (reported, so a user can flip it), and keeps soft alpha only in a band of
+   BAND_FRACTION of the long side along the boundary: opaque inside, 0 outside.
+The figures that chose these settings are in README's Quality section (``backdrop
+eval`` on the synthetic set).
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 from core.cache import get_cache, image_digest
 from core import rembg_weights
 from core.errors import InputError, ModelMissingError
+from core.mask_cleanup import (
+    UnsureRegion,
+    confine_to_band,
+    decide_unsure_regions,
+    distance_to_boundary,
+    follow_photo_edges,
+)
 
-LOW, HIGH = 24, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
+LOW, HIGH = 96, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
 MODEL_SIDE = 1024  # the photo is shrunk to at most this before the model (models resize to 320-1024)
+BAND_FRACTION, MIN_BAND = 0.004, 2  # soft edge half-width: 3 px at 640, 4 at 1024 (model-input px)
+GUIDE_FRACTION, GUIDE_EPS = 1 / 80, 1e-4  # guided filter radius (8 px at 640) and regularisation
 
-_REMAP = [int(round(min(max((v - LOW) / (HIGH - LOW), 0.0), 1.0) * 255)) for v in range(256)]
+_REMAP = np.array([min(max((v - LOW) / (HIGH - LOW), 0.0), 1.0) for v in range(256)])
 _sessions: dict[str, object] = {}
 _lock = threading.Lock()
 
 
-def automatic_mask(image: Image.Image, model: str = "u2netp") -> Image.Image:
-    """The subject's mask ('L', the image's size): 255 = subject, 0 = background.
+@dataclass(frozen=True)
+class MaskAnalysis:
+    """The automatic mask and the decisions behind it.
 
-    Cached per pixels, size and model file (core.cache): the Studio computes it at upload and
-    the generation, its variants and its re-runs then reuse it instead of running u2netp again."""
+    ``regions``: the large areas the model was unsure about, each kept or dropped as a whole;
+    ``labels``: 'L' at the photo's size, ``index + 1`` on each region's pixels (None when
+    there are none), so a UI can outline them and flip one with ``automatic_mask(...,
+    decisions={index: not kept})``."""
+
+    mask: Image.Image
+    regions: tuple[UnsureRegion, ...]
+    labels: Image.Image | None
+
+    def region_mask(self, index: int) -> Image.Image:
+        """'L' at the photo's size: 255 on region ``index``."""
+        if self.labels is None or not 0 <= index < len(self.regions):
+            raise InputError(f"no unsure region {index} in this mask")
+        return self.labels.point(lambda v: 255 if v == index + 1 else 0)
+
+
+def automatic_mask(image: Image.Image, model: str = "u2netp", decisions: dict[int, bool] | None = None) -> Image.Image:
+    """The subject's mask ('L', the image's size): 255 = subject, 0 = background, soft only
+    along the subject's edge. ``decisions`` ({region index: kept}) overrides how large unsure
+    regions were decided (see ``analyse_mask``)."""
+    return analyse_mask(image, model, decisions).mask
+
+
+def analyse_mask(image: Image.Image, model: str = "u2netp", decisions: dict[int, bool] | None = None) -> MaskAnalysis:
+    """The automatic mask with its unsure regions.
+
+    Cached per pixels, size, model file and decisions (core.cache): the Studio computes it at
+    upload and the generation, its variants and its re-runs then reuse it instead of running
+    u2netp again; flipping a region reuses the model's cached output."""
+    small, key = _model_input(image, model)
+    chosen = tuple(sorted((int(k), bool(v)) for k, v in (decisions or {}).items()))
+    mask, labels, regions = get_cache().get_or_compute(
+        "mask", (*key, chosen), lambda: _clean(small, model_output(image, model), image.size, dict(chosen)))
+    return MaskAnalysis(mask, regions, labels)
+
+
+def model_output(image: Image.Image, model: str = "u2netp") -> Image.Image:
+    """The segmenter's own soft mask ('L') at the size the model saw (long side at most
+    MODEL_SIDE), before any post-processing; cached like the mask."""
+    small, key = _model_input(image, model)
+    return get_cache().get_or_compute("model_mask", key, lambda: _predict(small, model))
+
+
+def raw_mask(image: Image.Image, model: str = "u2netp") -> Image.Image:
+    """The model's soft mask resized to the photo ('L'): what "raw u2netp" means in ``eval``."""
+    return model_output(image, model).resize(image.size, Image.Resampling.BILINEAR)
+
+
+def band_width(size: tuple[int, int]) -> float:
+    """Half-width (px) of the soft edge band for a mask of ``size``."""
+    return max(MIN_BAND, round(BAND_FRACTION * max(size)))
+
+
+def _clean(small: Image.Image, raw: Image.Image, size: tuple[int, int], decisions: dict[int, bool]):
+    """(mask at ``size``, region labels at ``size`` or None, regions): steps 1-3 of the module
+    docstring at the model's input size, then one bilinear resize."""
+    if raw.size != small.size:
+        raw = raw.resize(small.size, Image.Resampling.BILINEAR)
+    band = band_width(small.size)
+    radius = max(2, round(GUIDE_FRACTION * max(small.size)))
+    alpha = _REMAP[np.asarray(raw.convert("L"))]
+    distance = distance_to_boundary(alpha >= 0.5)
+    alpha, regions, labels = decide_unsure_regions(alpha, distance > band, decisions)
+    if regions:  # decided regions move the boundary
+        distance = distance_to_boundary(alpha >= 0.5)
+    alpha = follow_photo_edges(np.asarray(small.convert("RGB")), alpha, distance <= band + radius, radius, GUIDE_EPS)
+    alpha = confine_to_band(alpha, band)
+    mask = Image.fromarray(np.round(alpha * 255.0).astype(np.uint8), "L")
+    if mask.size != size:
+        mask = mask.resize(size, Image.Resampling.BILINEAR)
+    label_image = None
+    if labels is not None:
+        label_image = Image.fromarray(labels, "L").resize(size, Image.Resampling.NEAREST)
+        scale = (size[0] / small.size[0], size[1] / small.size[1])
+        regions = [UnsureRegion(r.index, (int(r.box[0] * scale[0]), int(r.box[1] * scale[1]), round(r.box[2] * scale[0]),
+                                          round(r.box[3] * scale[1])), r.area, r.confidence, r.kept) for r in regions]
+    return mask, label_image, tuple(regions)
+
+
+def _model_input(image: Image.Image, model: str) -> tuple[Image.Image, tuple]:
     small = image if image.mode == "RGB" else image.convert("RGB")
     factor = -(-max(small.size) // MODEL_SIDE)  # ceil: a box-filter reduce is ~8x cheaper than a resize
     if factor > 1:
         small = small.reduce(factor)
-    key = (image_digest(small), image.size, model, rembg_weights.revision(model))
-    return get_cache().get_or_compute("mask", key, lambda: _predict(small, image.size, model))
+    return small, (image_digest(small), image.size, model, rembg_weights.revision(model))
 
 
-def _predict(small: Image.Image, size: tuple[int, int], model: str) -> Image.Image:
+def _predict(small: Image.Image, model: str) -> Image.Image:
     session = get_session(model)
     with _lock:  # onnxruntime sessions are thread-safe, but two runs on 2 cores only thrash
-        raw = session.predict(small)[0].convert("L")
-    return refine(raw, size)
-
-
-def refine(raw: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize a raw soft mask to ``size`` and remap it to exact 0 / 255 outside the edge ramp."""
-    if raw.size != size:
-        raw = raw.resize(size, Image.Resampling.BILINEAR)
-    return raw.point(_REMAP)
+        return session.predict(small)[0].convert("L")
 
 
 def get_session(model: str):

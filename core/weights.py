@@ -12,7 +12,7 @@ from typing import Any
 from core import rembg_weights
 from core.errors import InputError, ModelMissingError
 from core.hub import FETCH_COMMAND, local_folder, looks_local, model_revision, resolve_model
-from core.request import SLOTS
+from core.request import SAM_MODEL, SLOTS
 
 
 def slot_ids(request) -> dict[str, str]:
@@ -31,11 +31,13 @@ def fetch_hint(slot: str, model_id: str) -> str:
     return f"{FETCH_COMMAND} {model_id}"
 
 
-def model_status(request) -> list[dict[str, Any]]:
-    """One row per slot of ``request``: the id, the local path it resolves to, whether its
-    weights are present, and how to get them. Never downloads."""
+def model_status(request, sam_model: str | None = None) -> list[dict[str, Any]]:
+    """One row per slot of ``request`` (and for click selection's ``sam_model`` when given): the
+    id, the local path it resolves to, whether its weights are present, and how to get them.
+    Never downloads."""
     rows = []
-    for slot, model_id in slot_ids(request).items():
+    ids = slot_ids(request) | ({SAM_MODEL.slot: sam_model} if sam_model else {})
+    for slot, model_id in ids.items():
         if slot == "segmenter":
             try:
                 path = rembg_weights.model_file(model_id)

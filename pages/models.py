@@ -5,16 +5,16 @@ import streamlit as st
 
 from core.errors import BackdropError
 from core.device import resolve_device, torch_dtype
-from core.request import DEVICES, SLOTS
+from core.request import DEVICES, SAM_MODEL, SLOTS
 from core.weights import model_status
 from pages import ui
 from storage import settings as user_settings
 
-SLOT_LABELS = {slot: spec.label.split(" (")[0] for slot, spec in SLOTS.items()}
+SLOT_LABELS = {slot: spec.label.split(" (")[0] for slot, spec in {**SLOTS, SAM_MODEL.slot: SAM_MODEL}.items()}
 
 
 def status_table(request) -> None:
-    rows = model_status(request)
+    rows = model_status(request, user_settings.load_settings()[SAM_MODEL.name])
     st.dataframe(
         [
             {

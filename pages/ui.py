@@ -123,7 +123,7 @@ def _roll_seed(prefix: str) -> None:
 
 def base_request() -> GenerationRequest:
     """A request carrying the user's saved default models and device."""
-    return GenerationRequest(**settings())
+    return GenerationRequest(**{k: v for k, v in settings().items() if k in FIELD})
 
 
 def field_widget(prefix: str, spec, **extra):

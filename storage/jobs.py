@@ -164,11 +164,11 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         service.set_live(self.identity, True)
-        if self.warm_up is not None:  # beside the loop: jobs that need no AI model never wait for it
-            threading.Thread(target=self._warm_up, name="backdrop-warm-up", daemon=True).start()
         try:
             if self.recover:
                 self.queue.recover_stale()
+            if self.warm_up is not None:  # in this thread: two threads loading models race in the libraries
+                self._warm_up()
             while not self._stop_event.is_set():
                 try:
                     busy = self.run_once()

@@ -17,9 +17,9 @@ from typing import Any
 
 from core.errors import InputError
 from core.files import write_atomic
-from core.request import FIELDS
+from core.request import FIELD, FIELDS, SAM_MODEL
 
-SETTINGS = {spec.name: spec for spec in FIELDS if spec.env}
+SETTINGS = {spec.name: spec for spec in (*FIELDS, SAM_MODEL) if spec.env}
 
 
 def data_dir() -> Path:
@@ -57,6 +57,12 @@ def load_settings(root: Path | None = None) -> dict[str, str]:
             except InputError as exc:
                 raise InputError(f"{spec.env}={env!r}: {exc}") from None
     return values
+
+
+def request_settings(root: Path | None = None) -> dict[str, str]:
+    """The effective settings that are request fields (the models and the device), ready for
+    ``GenerationRequest(**...)``."""
+    return {name: value for name, value in load_settings(root).items() if name in FIELD}
 
 
 def save_settings(values: dict[str, Any], root: Path | None = None) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: real photos (the lemur copied from shared data, scikit-image's photos)."""
+"""Shared fixtures: real photos (the lemur copied from shared data, scikit-image's photos), the
+synthetic quality set and tiny models."""
 
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def astronaut() -> Image.Image:
     from skimage import data
 
     return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory) -> Path:
+    """The synthetic quality set (core/testset.py): NAME.png + NAME_alpha.png with exact truth."""
+    from core.testset import build
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    build(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +68,15 @@ def inpaint_inputs(astronaut) -> tuple:
     repaint.paste(0, (30, 10, 70, 64))
     depth = Image.fromarray(np.tile(np.linspace(0, 255, size[0]).astype(np.uint8), (size[1], 1)), "L")
     return photo, repaint, depth
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tmp_path_factory) -> str:
+    """A tiny random Segment Anything (SamModel + SamProcessor, saved with save_pretrained) as a
+    local folder, for core.click_select through the real loader."""
+    from tiny_models import build_sam
+
+    return str(build_sam(tmp_path_factory.mktemp("tiny_sam")))
 
 
 @pytest.fixture(autouse=True, scope="session")

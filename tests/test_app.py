@@ -269,16 +269,20 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", str(tiny_models["depth"]))
     at = app("models")
     table = at.dataframe[0].value
-    assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator"]
+    assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator",
+                                   "Click-selection model"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
     at.text_input[1].set_value(str(tiny_models["inpaint"]))
+    at.text_input[4].set_value("facebook/sam-vit-base")
     at.selectbox[0].set_value("cpu")
     at.button[0].click().run()
     assert not at.exception, at.exception
     saved = json.loads((data_dir / "settings.json").read_text())
     assert saved["inpaint_model"] == str(tiny_models["inpaint"]) and saved["device"] == "cpu"
+    assert saved["sam_model"] == "facebook/sam-vit-base"
     table = at.dataframe[0].value
+    assert table.loc[table["slot"] == "Click-selection model", "model"].item() == "facebook/sam-vit-base"
     assert table.loc[table["slot"] == "Inpainting model", "present"].item() == "yes"
     assert at.success
     (data_dir / "settings.json").unlink()

@@ -217,8 +217,8 @@ def test_preload_and_warm_up_load_only_what_is_here(tiny_models, monkeypatch):
     assert preload(request.replace(control_scale=0.0), ModelRegistry()) == ["inpaint"]
 
 
-def test_worker_warms_up_beside_its_loop(tiny_models, tmp_path):
-    """The worker loads the default models in the background at start and serves jobs at once."""
+def test_worker_warms_up_at_start(tiny_models, tmp_path):
+    """The worker loads the default models when it starts, before its first job."""
     import time
 
     from storage.db import Database
@@ -248,3 +248,33 @@ def test_compile_cache_lives_in_the_data_folder(monkeypatch, tmp_path, lemur_pat
     db = Database(data_dir=tmp_path)
     generate_and_record(lemur_path, GenerationRequest(background="color:#ffffff"), db=db)
     assert compile_module.cache_dir() == tmp_path / "compile-cache"
+
+
+def test_models_loading_on_several_threads_at_once(tiny_models):
+    """The pipeline preloads on a thread while the main thread goes on, and the worker warms up:
+    loads from several threads must neither fail nor load twice. (from_pretrained is not
+    thread-safe: concurrent loads used to fail with "Cannot copy out of meta tensor".)"""
+    import threading
+
+    for _ in range(5):
+        registry = ModelRegistry()
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+        loads = [lambda: registry.inpaint_base(tiny_models["inpaint"], "cpu"),
+                 lambda: registry.depth(tiny_models["depth"], "cpu"),
+                 lambda: registry.controlnet(tiny_models["controlnet"], "cpu"),
+                 lambda: registry.depth(tiny_models["depth"], "cpu")]
+
+        def load(fn):
+            barrier.wait()
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=load, args=(fn,)) for fn in loads]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and sorted(key[0] for key in registry.loaded()) == ["controlnet", "depth", "inpaint"]

@@ -52,20 +52,20 @@ def test_slots_are_the_requests_model_fields_and_settings_choose_them(monkeypatc
     """One table: the slots, their environment variables and defaults are the request's
     declarations; the saved settings win over the environment, which wins over the default."""
     from core.request import FIELD, SLOTS, GenerationRequest
-    from storage.settings import load_settings, save_settings
+    from storage.settings import request_settings, save_settings
 
     assert {slot: spec.name for slot, spec in SLOTS.items()} == {
         "segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model"}
     for spec in SLOTS.values():
         monkeypatch.delenv(spec.env, raising=False)
-    assert weights.slot_ids(GenerationRequest(**load_settings(tmp_path)))["inpaint"] == FIELD["inpaint_model"].default
+    assert weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))["inpaint"] == FIELD["inpaint_model"].default
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", "Intel/dpt-large")
     monkeypatch.setenv("BACKDROP_SEGMENTER", "isnet-general-use")
-    ids = weights.slot_ids(GenerationRequest(**load_settings(tmp_path)))
+    ids = weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))
     assert ids["depth"] == "Intel/dpt-large" and ids["segmenter"] == "isnet-general-use"
     assert ids["controlnet"] == FIELD["controlnet_model"].default
     save_settings({"depth_model": "mine/depth"}, tmp_path)
-    assert weights.slot_ids(GenerationRequest(**load_settings(tmp_path)))["depth"] == "mine/depth"
+    assert weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))["depth"] == "mine/depth"
 
 
 def test_resolve_device():
@@ -87,7 +87,8 @@ def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
         segmenter="u2netp",
     )
     rows = {row["slot"]: row for row in model_status(request)}
-    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth"}
+    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth"}  # click selection's only when asked for
+    assert not model_status(request, "nobody/no-sam")[-1]["present"]
     assert rows["segmenter"]["present"] and rows["segmenter"]["resolved"] == str(u2net_home / "u2netp.onnx")
     assert rows["inpaint"]["present"] and rows["inpaint"]["resolved"] == tiny_models["inpaint"]
     assert not rows["controlnet"]["present"]

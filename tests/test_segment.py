@@ -1,5 +1,6 @@
-"""The real u2netp mask: accurate on the lemur, exact 0 / 255 away from the edge, sensible on
-scikit-image's photos, and a clear error when weights are missing."""
+"""The real u2netp mask: accurate on the lemur, exact 0 / 255 away from the edge, no ghosts
+(soft only in a band along the boundary; large unsure regions decided and reported), sensible
+on scikit-image's photos, and a clear error when weights are missing."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ from skimage import data
 
 from core.errors import InputError, ModelMissingError
 from core.imaging import load_image
-from core.segment import HIGH, LOW, automatic_mask, refine
+from core.evaluate import contour_distance, ghost_share
+from core.segment import _REMAP, HIGH, LOW, analyse_mask, automatic_mask, band_width
 from core import segment
 
 
@@ -58,12 +60,79 @@ def test_large_photo_mask_has_its_size(astronaut):
     assert mask.size == big.size and mask.mode == "L"
 
 
-def test_refine_maps_thresholds_to_exact_ends():
-    ramp = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16))
-    out = np.asarray(refine(ramp, (16, 16))).ravel()
-    assert (out[: LOW + 1] == 0).all() and (out[HIGH:] == 255).all()
-    assert (np.diff(out.astype(int)) >= 0).all()
-    assert (out[250:255] == 255).all()  # raw u2netp's interior values
+def test_remap_puts_the_ramp_inside_the_models_half_way_value():
+    assert (_REMAP[: LOW + 1] == 0).all() and (_REMAP[HIGH:] == 1).all()
+    assert (np.diff(_REMAP) >= 0).all()
+    assert _REMAP[128] < 0.5  # the model's 0.5 contour moves outward of the mask's: less halo
+    assert (_REMAP[250:255] == 1).all()  # raw u2netp's interior values
+
+
+def test_soft_pixels_only_along_the_edge(lemur_mask, lemur_alpha):
+    photo, mask = lemur_mask
+    alpha = mask / 255.0
+    soft = (mask > 0) & (mask < 255)
+    assert soft.any()
+    assert contour_distance(alpha)[soft].max() <= band_width(photo.size) + 1  # the band, and nothing farther
+    assert ghost_share(alpha) == 0.0
+
+
+def test_ghost_region_is_decided_reported_and_can_be_flipped(monkeypatch):
+    """A model that is unsure about a whole area (a half-transparent body part) gives a mask
+    that keeps or drops it as a whole, says so, and flips it on request."""
+    from core import segment
+
+    h, w = 240, 320
+    yy, xx = np.mgrid[:h, :w]
+    raw = np.zeros((h, w), np.uint8)
+    raw[(yy - 120) ** 2 + (xx - 100) ** 2 < 60**2] = 252  # a confident subject...
+    raw[60:180, 170:290] = 190  # ...and a large area the model is unsure about (a ghost)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(90, 110, (h, w, 3), dtype=np.uint8))
+    monkeypatch.setattr(segment, "_predict", lambda small, model: Image.fromarray(raw))
+    analysis = analyse_mask(photo, "u2netp")
+    mask = np.asarray(analysis.mask)
+    assert ghost_share(np.asarray(Image.fromarray(raw), dtype=float) / 255.0) > 0.3  # the model's output: ghostly
+    assert ghost_share(mask / 255.0) == 0.0
+    assert [(r.index, r.kept) for r in analysis.regions] == [(0, True)]  # decided as a whole: kept
+    region = np.asarray(analysis.region_mask(0)) == 255
+    assert region[120, 230] and not region[120, 100] and 0.1 < region.mean() < 0.2
+    assert (mask[80:160, 190:270] == 255).all()  # its inside is opaque, not see-through
+    flipped = analyse_mask(photo, "u2netp", decisions={0: False})
+    assert not flipped.regions[0].kept
+    dropped = np.asarray(flipped.mask)
+    assert (dropped[70:170, 180:280] == 0).all() and (dropped[110:130, 80:120] == 255).all()
+    assert ghost_share(dropped / 255.0) == 0.0
+    assert np.array_equal(np.asarray(automatic_mask(photo, "u2netp", {0: False})), dropped)
+    with pytest.raises(InputError, match="no unsure region 3"):
+        analysis.region_mask(3)
+
+
+def test_edge_follows_the_photo():
+    """A model's wide ramp lying off a sharp photo edge: the guided filter moves the mask's
+    edge onto the photo's; far from the edge nothing changes."""
+    from core.mask_cleanup import confine_to_band, follow_photo_edges
+
+    h, w = 120, 300
+    photo = np.full((h, w, 3), (40, 90, 160), np.uint8)
+    photo[:, 150:] = (220, 200, 120)  # the subject: the right half, its edge at x = 150
+    alpha = np.tile(np.clip((np.arange(w) - 144) / 20.0, 0, 1), (h, 1))  # the model: 0.5 at x = 154
+    followed = follow_photo_edges(photo, alpha, np.abs(np.arange(w) - 154)[None].repeat(h, 0) <= 12, radius=8, eps=1e-4)
+    assert np.array_equal(followed[:, :120], alpha[:, :120]) and np.array_equal(followed[:, 190:], alpha[:, 190:])
+    ours, plain = confine_to_band(followed, 3)[60], confine_to_band(alpha, 3)[60]
+    edge, model_edge = w - ours.sum(), w - plain.sum()  # where a hard edge of the same coverage lies
+    assert abs(edge - 150) < 1.5 and abs(model_edge - 150) > 3.5, (edge, model_edge)
+
+
+def test_large_photo_regions_are_at_the_photos_scale(monkeypatch):
+    from core import segment
+
+    raw = np.zeros((256, 256), np.uint8)
+    raw[64:192, 64:192] = 140
+    monkeypatch.setattr(segment, "_predict", lambda small, model: Image.fromarray(raw))
+    photo = Image.new("RGB", (2048, 2048), (100, 100, 100))
+    analysis = analyse_mask(photo)
+    assert analysis.mask.size == analysis.labels.size == photo.size
+    assert len(analysis.regions) == 1 and analysis.regions[0].box[0] > 400
 
 
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):

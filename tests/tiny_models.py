@@ -179,3 +179,30 @@ def build_tiny_models(root: Path) -> dict[str, str]:
         "controlnet": str(build_controlnet(root / "controlnet")),
         "depth": str(build_depth(root / "depth")),
     }
+
+
+SAM_VISION = dict(
+    hidden_size=32,
+    output_channels=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    mlp_dim=64,
+    global_attn_indexes=[1],
+    window_size=8,
+    num_pos_feats=16,
+    initializer_range=0.02,
+)
+SAM_PROMPT = dict(hidden_size=32)
+SAM_DECODER = dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+
+
+def build_sam(folder: Path) -> Path:
+    """A tiny random Segment Anything in transformers' SamModel format, with the standard
+    SamProcessor (1024 px, the real preprocessing): the shape of Zigeng/SlimSAM-uniform-77."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    torch.manual_seed(5)
+    config = SamConfig(vision_config=SAM_VISION, prompt_encoder_config=SAM_PROMPT, mask_decoder_config=SAM_DECODER)
+    SamModel(config).save_pretrained(folder, safe_serialization=True)
+    SamProcessor(SamImageProcessor()).save_pretrained(folder)
+    return folder
