@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import BackdropError
-from pages import ui
+from app_pages import ui
 from storage import history
 
 state = st.session_state
@@ -80,7 +80,7 @@ def live_queue() -> None:
     st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
     if st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:"):
         for view in active:
-            ui.worker().queue.cancel(view.id)
+            ui.workers().queue.cancel(view.id)
 
 
 def finished_queue() -> None:
