@@ -57,7 +57,8 @@ def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
             rows.append({"photo": job["name"], "generation": None, "status": "refused", "detail": job["error"]})
             continue
         view = history.get(job["id"])
-        fraction, label = ui.progress_text(view) if view.status in ("queued", "running") else (1.0, view.error or "")
+        fraction, label = (ui.progress_text(view, ui.workers().queue.place(view.id))
+                           if view.status in ("queued", "running") else (1.0, view.error or ""))
         rows.append({"photo": job["name"], "generation": view.id, "status": view.status,
                      "progress": round(fraction * 100), "detail": label})
         views.append((job["name"], view))
