@@ -443,7 +443,7 @@ def test_upgrade_from_first_revision_keeps_rows(database_url, tmp_path):
     old.dispose()
 
     new = Database(database_url or None, tmp_path / "data")
-    assert new.current_revision() == "0003"
+    assert new.current_revision() == "0004"
     rows = history.list_generations(db=new)
     assert [v.prompt for v in rows] == ["old row 2", "old row 1", "old row 0"]
     assert [v.favourite for v in rows] == [False, True, False]
@@ -597,7 +597,7 @@ def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
 def test_export_zip(db):
     a, _ = service.generate_and_record(_photo(12), GenerationRequest(prompt="export me"), _box_mask(), db=db, run=fake_run)
     b, _ = service.generate_and_record(_photo(13), GenerationRequest(prompt="other"), db=db, run=fake_run)
-    path, count = history.export(db.data_dir / "out" / "one.zip", ids=[a], db=db)
+    path, count = history.export(db.data_dir / "one.zip", ids=[a], db=db)
     assert count == 1
     with zipfile.ZipFile(path) as z:
         records = json.loads(z.read("records.json"))
