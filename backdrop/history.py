@@ -159,11 +159,13 @@ def _cancel(args: argparse.Namespace) -> int:
     from storage.jobs import INTERRUPTED, JobQueue
 
     db = database()  # a run whose process is gone has just been marked failed
-    status = db.retry_when_full(lambda: JobQueue(db).cancel(args.id))
+    before = history.get(args.id, db=db)
+    if before.status in ("queued", "running"):
+        db.retry_when_full(lambda: JobQueue(db).cancel(args.id))
     view = history.get(args.id, db=db)
     if view.status == "running":
         print(f"generation {args.id}: asked to stop; it stops at its next step")
-    elif view.status == "cancelled" and status == "cancelled":
+    elif before.status == "queued" and view.status == "cancelled":
         print(f"generation {args.id}: cancelled")
     elif view.error == INTERRUPTED:
         print(f"generation {args.id}: its process had stopped; marked failed ({INTERRUPTED})")

@@ -89,8 +89,8 @@ class Database:
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self.images = ImageStore(self.data_dir / "images", self.data_dir / "thumbs")
         self.reserve = space_reserve(self.data_dir)
-        if migrate:
-            self.upgrade()
+        if migrate:  # its first read is where a full disk shows (SQLite cannot open its WAL files)
+            self.retry_when_full(self.upgrade)
         if not self.read_only:
             self.reserve.ensure()
 

@@ -56,9 +56,11 @@ def _folder(folder: Path) -> list[Finding]:
                              f"make {folder} writable (a read-only mount, or another owner?)"))
     free = shutil.disk_usage(folder).free
     reserve = space_reserve(folder)
-    if free < LOW_SPACE:
-        found.append(Finding(False, f"only {free / 1e6:.1f} MB free on the disk of the data folder",
-                             "free space: `backdrop delete ID` removes a generation and the images only it used"))
+    fix = "free space: `backdrop delete ID` removes a generation and the images only it used"
+    if free < reserve.size:
+        found.append(Finding(False, f"the disk of the data folder is full ({free // 1024} KiB free)", fix))
+    elif free < LOW_SPACE:
+        found.append(Finding(True, f"only {free / 1e6:.1f} MB free on the disk of the data folder: {fix}"))
     else:
         found.append(Finding(True, f"{free / 1e9:.1f} GB free"))
     if not reserve.exists():

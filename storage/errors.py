@@ -33,13 +33,13 @@ class DatabaseDamaged(StorageError):
 
 
 def disk_full(where: Path, what: str) -> DiskFull:
-    return DiskFull(f"no space left on the disk of {where} while {what}: nothing was recorded. Free some space "
+    return DiskFull(f"no space left on the disk of {where} while {what}: nothing was changed. Free some space "
                     "(`backdrop delete ID` removes a generation and the images only it used) and try again")
 
 
 def read_only(where: Path, what: str, detail: str) -> ReadOnly:
-    return ReadOnly(f"cannot write to {where} while {what} ({detail}): make the data folder writable, or point "
-                    "BACKDROP_DATA_DIR at a folder you can write")
+    return ReadOnly(f"cannot write to {where} while {what} ({detail}): the data folder is read-only or not "
+                    "yours; make it writable, or point BACKDROP_DATA_DIR at a folder you can write")
 
 
 def damaged(path: str, detail: str) -> DatabaseDamaged:

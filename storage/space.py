@@ -29,12 +29,12 @@ class SpaceReserve:
         return self.path.is_file()
 
     def ensure(self) -> bool:
-        """Allocate the reserve when it is missing and the disk has room for it (and as much again
-        to spare); True when it is in place. Never fails: it is a safety margin, not a need."""
+        """Allocate the reserve when it is missing and the disk has room for it and as much again;
+        True when it is in place. Never fails: it is a safety margin, not a need."""
         if self.exists():
             return True
         try:
-            if shutil.disk_usage(self.path.parent).free < 4 * self.size:
+            if shutil.disk_usage(self.path.parent).free < 2 * self.size:
                 return False
             temp = self.path.with_name(f".{NAME}.tmp")
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
