@@ -21,36 +21,43 @@ from storage import users
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
 
 
-def sign_in():
-    """The signed-in account (``ui.current_user()``), or None without accounts; draws the
-    sign-in and stops the run until someone signs in."""
+def who_is_asking():
+    """(the signed-in account, None) when the pages may run (the account is None without
+    accounts), or (None, page): the one page this session may see, the sign-in or the refusal."""
     state = st.session_state
     refusal = access.refusal(st.get_option("server.address"))
     if refusal:
-        st.error(refusal)
-        st.stop()
+        return None, lambda: st.error(refusal)
     mode = access.mode()
     if mode == "local":
         state.pop(ui.SIGNED_IN, None)
-        return None
-    user = _oidc_account() if mode == "oidc" else _password_account()
+        return None, None
+    user, page = _oidc_account() if mode == "oidc" else _password_account()
+    if user is None:
+        return None, page
     state[ui.SIGNED_IN] = user
     with st.sidebar:
-        st.caption(f"Signed in as {ui.plain(user.name)}" + (" (admin)" if user.admin else ""))
+        st.text(f"Signed in as {user.name}" + (" (admin)" if user.admin else ""))
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out, args=(mode,))
-    return user
+    return user, None
 
 
 def _password_account():
-    """The account this session signed in with, while it still exists with the same password."""
+    """The account this session signed in with, while it still exists with the same password;
+    else the sign-in form."""
     state = st.session_state
     remembered = state.get(ui.SIGNED_IN)
     if remembered is not None:
         current = users.by_id(remembered.id)
         if current is not None and current.credentials_changed_at == remembered.credentials_changed_at:
-            return current
+            return current, None
         state.pop(ui.SIGNED_IN, None)
         state.sign_in_notice = "Your session ended (the account changed): sign in again."
+    return None, _password_form
+
+
+def _password_form() -> None:
+    state = st.session_state
     st.title("Backdrop")
     if state.get("sign_in_notice"):
         st.info(state.sign_in_notice)
@@ -66,23 +73,27 @@ def _password_account():
             st.rerun()
         time.sleep(FAILED_SIGN_IN_DELAY_S)
         st.error("Wrong name or password.")
-    st.stop()
 
 
 def _oidc_account():
-    """The account named by the e-mail the OIDC provider signed in (st.login / st.user)."""
+    """The account named by the e-mail the OIDC provider signed in (st.login / st.user); else
+    the page that signs in, or says the account is not allowed."""
     if not st.user.is_logged_in:
-        st.title("Backdrop")
-        st.button("Sign in", type="primary", key="oidc_sign_in", on_click=st.login)
-        st.stop()
+        def sign_in_page() -> None:
+            st.title("Backdrop")
+            st.button("Sign in", type="primary", key="oidc_sign_in", on_click=st.login)
+
+        return None, sign_in_page
     email = st.user.get("email") or ""
     try:
-        return users.get(email)
+        return users.get(email), None
     except users.AccountError:
-        st.error(f"{ui.plain(email) or 'This account'} may not use this Backdrop: an admin adds it with "
-                 f"`backdrop users add {ui.plain(email) or 'EMAIL'} --no-password`.")
-        st.button("Sign out", key="oidc_sign_out", on_click=st.logout)
-        st.stop()
+        def not_allowed_page() -> None:
+            ui.user_error("This account may not use this Backdrop: an admin adds it with "
+                          "`backdrop users add EMAIL --no-password`.", email or "(the provider gave no e-mail)")
+            st.button("Sign out", key="oidc_sign_out", on_click=st.logout)
+
+        return None, not_allowed_page
 
 
 def _sign_out(mode: str) -> None:
@@ -92,7 +103,11 @@ def _sign_out(mode: str) -> None:
 
 
 st.set_page_config(page_title="Backdrop", page_icon=":frame_with_picture:", layout="wide")
-user = sign_in()
+user, only = who_is_asking()
+if only is not None:
+    # a navigation of that one page: no other page (nor any file in pages/) is listed or reachable by its address
+    st.navigation([st.Page(only, title="Sign in", url_path="sign-in", default=True)], position="hidden").run()
+    st.stop()
 pages = [
     st.Page("pages/studio.py", title="Studio", icon=":material/photo_camera:", default=True),
     st.Page("pages/history.py", title="History", icon=":material/history:"),

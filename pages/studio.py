@@ -77,13 +77,14 @@ def photo_section() -> None:
         f"Photo (JPEG, PNG or WebP, up to {limit} MB)", type=["jpg", "jpeg", "png", "webp"], key="studio_upload"
     )
     if state.get("studio_photo") is not None and upload is None:
-        st.caption(f"Working on: {ui.plain(state.studio_photo_name)} ({state.studio_photo.width}x{state.studio_photo.height})")
+        # the file's name is the user's text: plain text, never Markdown (it could hold links)
+        st.text(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
     if upload is not None and upload.file_id != state.get("studio_upload_id"):
         state.studio_upload_id = upload.file_id
         try:
             set_photo(upload.getvalue(), upload.name)
         except BackdropError as error:
-            st.error(ui.plain(f"{upload.name}: {error}"))  # the name (and the error quoting it) is the user's
+            ui.user_error("This file cannot be used as a photo:", f"{upload.name}: {error}")
 
 
 def mask_section() -> None:
@@ -156,7 +157,7 @@ def generate_section() -> None:
                 state.studio_job = ui.submit(request, state.studio_photo_bytes, user_mask(), state.get("studio_parent"),
                                              picture=picture)
             except BackdropError as error:
-                st.error(ui.plain(error))
+                st.error(str(error))
     with output:
         if state.get("studio_job"):
             job_panel(state.studio_job)

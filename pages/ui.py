@@ -8,7 +8,6 @@ work is in core (brush masks, readiness, colour match) and storage (jobs, histor
 from __future__ import annotations
 
 import random
-import re
 import sys
 
 import streamlit as st
@@ -42,14 +41,15 @@ def is_admin() -> bool:
     return user is None or user.admin
 
 
-def plain(text: str) -> str:
-    """``text`` shown as itself where Streamlit renders Markdown (st.error, st.caption...): every
-    ASCII punctuation mark backslash-escaped, so a file name like ``[x](http://y)`` is no link."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", " ".join(str(text).splitlines()))
+def user_error(headline: str, detail: str) -> None:
+    """An error about something the user named (a file name, an e-mail): the headline in the red
+    box, the user's text below it as plain text. Streamlit renders st.error's text as Markdown,
+    where a file name such as ``[x](http://y)`` or a bare address would become a link."""
+    st.error(headline)
+    st.code(detail, language=None, wrap_lines=True)
 
 
 SIGNED_IN = "backdrop_user"
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$:&=\"']")
 
 
 # ---------------------------------------------------------------- settings, arguments
@@ -256,7 +256,7 @@ def _background_picture(prefix: str) -> bytes | None:
             load_image(data, what=upload.name)
             st.session_state[f"{prefix}picture"] = data
         except InputError as error:
-            st.error(plain(error))  # it quotes the file's name
+            user_error("This picture cannot be used:", str(error))  # the message quotes the file's name
     picture = st.session_state.get(f"{prefix}picture")
     if picture:
         st.image(picture, caption="Background picture", width=160)
