@@ -321,3 +321,12 @@ def served(url: str, data: Path) -> None:
                 context.close()
         finally:
             browser.close()
+
+
+def test_browser_gets_short_error_details():
+    """An unexpected error shows Streamlit's generic message; the traceback goes to the server log."""
+    from streamlit import config
+
+    config.get_config_options(force_reparse=True)
+    assert config.get_option("client.showErrorDetails") == "none"
+    assert config.get_option("server.address") == "127.0.0.1"
