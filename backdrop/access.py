@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import ipaddress
+import tomllib
+from pathlib import Path
 
 LOCAL_HOSTS = ("localhost",)
 
@@ -30,17 +32,20 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def oidc_configured() -> bool:
-    """Whether Streamlit's secrets configure an OIDC provider for ``st.login``."""
-    from streamlit import auth_util
-
-    try:
-        section = auth_util.get_secrets_auth_section()
-    except Exception:  # an unreadable secrets file configures nothing; Streamlit says why when it is used
+def oidc_configured(folder: Path | None = None) -> bool:
+    """Whether Streamlit's secrets configure an OIDC provider for ``st.login``: an ``[auth]``
+    section with ``redirect_uri``, ``cookie_secret`` and a provider (its ``client_id`` there, or a
+    ``[auth.NAME]`` section), in the secrets files Streamlit reads by default (the user's
+    ``~/.streamlit/secrets.toml``, then the project's ``.streamlit/secrets.toml``, which wins)."""
+    section: dict = {}
+    for path in (Path.home() / ".streamlit" / "secrets.toml", (folder or Path.cwd()) / ".streamlit" / "secrets.toml"):
+        try:
+            section.update(tomllib.loads(path.read_text(encoding="utf-8")).get("auth", {}))
+        except (OSError, ValueError):  # missing or unreadable: configures nothing (Streamlit says why when used)
+            continue
+    if "redirect_uri" not in section or "cookie_secret" not in section:
         return False
-    if not section or "redirect_uri" not in section or "cookie_secret" not in section:
-        return False
-    return "client_id" in section or any(hasattr(value, "get") for value in section.values())
+    return "client_id" in section or any(isinstance(value, dict) for value in section.values())
 
 
 def mode(db=None) -> str:

@@ -79,19 +79,30 @@ def stop(process: subprocess.Popen) -> None:
 
 # ---- the command line: accounts and tokens -------------------------------------------------
 
-def test_users_commands(tmp_path):
+def test_users_commands(tmp_path, monkeypatch, capsys):
+    """The first command as a real process with the password piped in; the others in this process
+    (the same parser and handlers, without seconds of imports each)."""
+    from backdrop.cli import main
+
     env = env_with(tmp_path / "data")
+    monkeypatch.setenv("BACKDROP_DATA_DIR", env["BACKDROP_DATA_DIR"])
+    monkeypatch.delenv("BACKDROP_DATABASE_URL", raising=False)
+    added = subprocess.run([BACKDROP, "users", "add", "alice", "--admin"], cwd=ROOT, env=env,
+                           input="alice's password\n", capture_output=True, text=True, timeout=120)
+    assert added.stdout.strip() == "added admin alice", added.stderr
 
     def run(*args, stdin: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run([BACKDROP, "users", *args], cwd=ROOT, env=env, input=stdin, capture_output=True,
-                              text=True, timeout=120)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        code = main(["users", *args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
 
-    assert "no accounts" in run("list").stderr
-    assert run("add", "alice", "--admin", stdin="alice's password\n").stdout.strip() == "added admin alice"
     assert run("add", "bob", stdin="bob's password\n").returncode == 0
     refused = run("add", "carol", stdin="short\n")
     assert refused.returncode == 2 and "at least 8 characters" in refused.stderr
     assert run("add", "alice", stdin="whatever long\n").stderr.startswith("error: an account named 'alice'")
+    assert run("add", "erin", stdin="").stderr.startswith("error: no password given")
     assert run("add", "dave@example.com", "--no-password").returncode == 0
     listed = run("list").stdout
     assert re.search(r"alice\s+admin\s+password", listed) and re.search(r"dave@example.com\s+user\s+OIDC", listed)
@@ -330,3 +341,18 @@ def test_browser_gets_short_error_details():
     config.get_config_options(force_reparse=True)
     assert config.get_option("client.showErrorDetails") == "none"
     assert config.get_option("server.address") == "127.0.0.1"
+
+
+def test_oidc_is_configured_by_an_auth_section_in_the_secrets(tmp_path):
+    from backdrop.access import oidc_configured
+
+    secrets = tmp_path / ".streamlit" / "secrets.toml"
+    assert not oidc_configured(tmp_path)
+    secrets.parent.mkdir()
+    secrets.write_text('[auth]\nredirect_uri = "http://x/oauth2callback"\ncookie_secret = "s"\n')
+    assert not oidc_configured(tmp_path), "no provider"
+    secrets.write_text(secrets.read_text() + 'client_id = "id"\nclient_secret = "c"\n'
+                       'server_metadata_url = "https://accounts.example/.well-known/openid-configuration"\n')
+    assert oidc_configured(tmp_path)
+    secrets.write_text("[auth\nbroken")
+    assert not oidc_configured(tmp_path)
