@@ -29,9 +29,12 @@ export default function (component) {
   mounted.set(parentElement, state);
 
   const host = parentElement instanceof ShadowRoot ? parentElement.host : parentElement;
+  // report only what changes the canvas, and only when the app assumes another width: every
+  // report reruns the page (a scrollbar coming and going must not; nor a desktop's first look)
   state.measure = () => {
-    const width = Math.floor(host.getBoundingClientRect().width);
-    if (width > 0 && width !== state.width) {
+    const d = state.component.data;
+    const width = Math.min(Math.floor(host.getBoundingClientRect().width), d.max_width);
+    if (width > 0 && width !== d.known && width !== state.width) {
       state.width = width;
       state.component.setStateValue("width", width);
     }
@@ -155,16 +158,17 @@ _helper = st.components.v2.component("backdrop_studio_helper", html="<div></div>
 _compare = st.components.v2.component("backdrop_compare", html=_COMPARE_HTML, css=_COMPARE_CSS, js=_COMPARE_JS)
 
 
-def studio_helper(key: str, canvas_key: str, prompt_key: str, generate_key: str):
+def studio_helper(key: str, canvas_key: str, prompt_key: str, generate_key: str, max_width: int):
     """Mount the Studio's helper where the canvas goes; returns (the width in px the canvas may
-    take, or None before the browser has measured it; "undo", "redo" or None: the shortcut just
-    pressed)."""
+    take: at most ``max_width``, which it is until the browser says otherwise; "undo", "redo"
+    or None: the shortcut just pressed)."""
+    known = (st.session_state.get(key) or {}).get("width") or max_width
     result = _helper(
         key=key, data={"canvas": f".st-key-{canvas_key}", "prompt": f".st-key-{prompt_key}",
-                       "generate": f".st-key-{generate_key} button"},
+                       "generate": f".st-key-{generate_key} button", "max_width": max_width, "known": known},
         default={"width": None}, on_width_change=lambda: None, on_key_change=lambda: None, height="content",
     )
-    return result.get("width"), result.get("key")
+    return result.get("width") or max_width, result.get("key")
 
 
 def compare(before: str, after: str, key: str, natural: bool = False, caption: str = "") -> None:

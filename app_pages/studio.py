@@ -83,9 +83,10 @@ def photo_section() -> None:
             forget_photo()
             state.update(studio_upload_id=upload.file_id, studio_upload_error=str(error))
     if upload is not None and state.get("studio_upload_error"):
-        st.error(state.studio_upload_error)
+        ui.user_error("This file cannot be used as a photo:", state.studio_upload_error)  # it names the file
     elif state.get("studio_photo") is not None:
-        st.caption(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
+        # the file's name is the user's text: plain text, never Markdown (it could hold links)
+        st.text(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
 
 
 def open_remix() -> None:
@@ -93,7 +94,7 @@ def open_remix() -> None:
     from storage.service import rerun_inputs
 
     generation_id = state.pop("studio_remix")
-    inputs = rerun_inputs(generation_id)
+    inputs = rerun_inputs(generation_id, user=ui.current_user())
     set_photo(inputs.image, f"generation {generation_id}", state.get("studio_upload_id"))
     if inputs.mask is not None:
         state.studio_decided_mask = state.studio_base_mask = inputs.mask
@@ -259,12 +260,13 @@ def mask_section() -> None:
     photo = state.studio_photo
     left, right = st.columns([3, 2])
     with left:
-        available, shortcut = browser.studio_helper("studio_browser", CANVAS_KEY, f"{FORM}prompt", "studio_generate")
+        available, shortcut = browser.studio_helper("studio_browser", CANVAS_KEY, f"{FORM}prompt", "studio_generate",
+                                                    brush.CANVAS_MAX_WIDTH)
         if shortcut == "undo":
             undo()
         elif shortcut == "redo":
             redo()
-        size = brush.display_size(*photo.size, max_w=min(brush.CANVAS_MAX_WIDTH, available or brush.CANVAS_MAX_WIDTH))
+        size = brush.display_size(*photo.size, max_w=available)
         fit_drawing(size)
         if CANVAS_KEY not in state:  # a fresh canvas (first view, or back from another page)
             state.studio_canvas_init = state.get("studio_drawing") or {"objects": []}
@@ -401,7 +403,7 @@ def generate_section() -> None:
 
 
 def job_panel(generation_id: int) -> None:
-    view = ui.workers().queue.get(generation_id)
+    view = ui.workers().queue.get(generation_id, user=ui.current_user())
     if view.status in ("queued", "running"):
         ui.job_progress(generation_id, key="studio")
     elif view.status == "done":

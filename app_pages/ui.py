@@ -29,6 +29,30 @@ KIND_LABELS = {
 }
 
 
+# ---------------------------------------------------------------- who is asking
+
+def current_user():
+    """The signed-in account (storage.users.User), or None where the app runs without accounts
+    (one local user who sees everything). streamlit_app.py's sign-in sets it before any page runs."""
+    return st.session_state.get(SIGNED_IN)
+
+
+def is_admin() -> bool:
+    user = current_user()
+    return user is None or user.admin
+
+
+def user_error(headline: str, detail: str) -> None:
+    """An error about something the user named (a file name, an e-mail): the headline in the red
+    box, the user's text below it as plain text. Streamlit renders st.error's text as Markdown,
+    where a file name such as ``[x](http://y)`` or a bare address would become a link."""
+    st.error(headline)
+    st.code(detail, language=None, wrap_lines=True)
+
+
+SIGNED_IN = "backdrop_user"
+
+
 # ---------------------------------------------------------------- settings, arguments
 
 def settings() -> dict[str, str]:
@@ -239,7 +263,7 @@ def _background_picture(prefix: str) -> bytes | None:
             load_image(data, what=upload.name)
             st.session_state[f"{prefix}picture"] = data
         except InputError as error:
-            st.error(str(error))
+            user_error("This picture cannot be used:", str(error))  # the message quotes the file's name
     picture = st.session_state.get(f"{prefix}picture")
     if picture:
         st.image(picture, caption="Background picture", width=160)
@@ -270,11 +294,13 @@ def workers():
 
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:
-    """Queue a generation and wake its lane's worker; returns its id. Every page submits here."""
+    """Queue a generation for the signed-in user and wake its lane's worker; returns its id.
+    Every page submits here."""
     from storage.jobs import lane_of
 
     job_workers = workers()
-    generation_id = job_workers.queue.submit(request, image, mask, parent_id=parent_id, picture=picture)
+    generation_id = job_workers.queue.submit(request, image, mask, parent_id=parent_id, picture=picture,
+                                             user=current_user())
     job_workers.wake(lane_of(request.background_spec.kind))
     return generation_id
 
@@ -360,15 +386,15 @@ def job_progress(generation_id: int, key: str) -> None:
     """Polls a queued or running job with a progress bar, its place in the queue or its time left,
     and a cancel button; when it has finished, reruns the page so the caller shows the outcome."""
     queue = workers().queue
-    view = queue.get(generation_id)
+    view = queue.get(generation_id, user=current_user())
     if view.status not in ("queued", "running"):
         st.rerun()
-    fraction, label = progress_text(view, queue.place(generation_id), _step_seconds(view, key))
+    fraction, label = progress_text(view, queue.place(generation_id, user=current_user()), _step_seconds(view, key))
     st.progress(fraction, text=label)
     if view.cancel_requested:
         st.caption("Stopping at the next step...")
     elif st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:"):
-        queue.cancel(generation_id)
+        queue.cancel(generation_id, user=current_user())
         st.rerun(scope="fragment")
 
 
@@ -377,11 +403,12 @@ PROGRESS_STYLE = "<style>[data-testid='stProgressBarTrack'] > div {{ background-
 
 
 def sidebar() -> None:
-    """Shown on every page: what the workers are doing and where data lives."""
+    """Shown on every page: what the workers are doing and (to an admin) where data lives."""
     st.html(PROGRESS_STYLE.format(st.get_option("theme.primaryColor") or "#c53948"))
     with st.sidebar:
         worker_status()
-        st.caption(f"Data folder: {user_settings.data_dir().resolve()}")
+        if is_admin():
+            st.caption(f"Data folder: {user_settings.data_dir().resolve()}")
 
 
 @st.fragment(run_every=3.0)
@@ -390,6 +417,7 @@ def worker_status() -> None:
     lines = []
     for lane, current in job_workers.current().items():
         waiting = job_workers.queue.pending(lane) - (current is not None)
-        doing = f"generating #{current}" if current is not None else "idle"
+        which = f" #{current}" if is_admin() else ""  # another user's generation id is theirs
+        doing = f"generating{which}" if current is not None else "idle"
         lines.append(f"{'AI' if lane == 'ai' else 'Quick'} worker: {doing}; {waiting} waiting")
     st.caption("  \n".join(lines))
