@@ -162,12 +162,10 @@ def parameters(view) -> None:
                    "changed": getattr(request, spec.name) != spec.default} for spec in FIELDS],
                  hide_index=True)
     record, versions = st.columns(2)
-    with record:
-        st.caption("What ran")
-        st.json(view.record, expanded=False)
-    with versions:
-        st.caption("Library versions")
-        st.json(view.versions, expanded=False)
+    for column, title, values in ((record, "What ran", view.record), (versions, "Library versions", view.versions)):
+        if values:  # nothing ran (cancelled before it started): no empty {}
+            column.caption(title)
+            column.json(values, expanded=False)
 
 
 def lineage(view) -> None:

@@ -536,3 +536,16 @@ def test_queue_and_progress_texts():
                            finished_at=now + timedelta(seconds=15.1))
     assert ui.finished_text(done) == "ran under a second, after 15 s in the queue"
     assert ui.duration(3725) == "1 h 2 min"
+
+
+def test_a_cancelled_generation_shows_no_empty_timings(data_dir, lemur_path):
+    from core.request import GenerationRequest
+    from storage import history
+
+    generation_id = history.create(GenerationRequest(background="ai", prompt="never ran"), lemur_path.read_bytes(),
+                                   status="cancelled")
+    at = app("history")
+    at.button(key=f"history_open_{generation_id}").click().run()
+    assert not at.exception, at.exception
+    assert not [d for d in at.dataframe if "stage" in d.value.columns] and not at.json  # no empty table, no {}
+    assert any("Nothing was recorded as run" in c.value for c in at.caption)
