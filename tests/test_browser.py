@@ -228,7 +228,10 @@ def test_app_answers_on_its_port(server):
 def test_page_url_opened_first_after_a_restart(browser, tmp_path):
     """A refresh or a bookmark of /history after the server restarted: the History page inside
     the app (its navigation, the workers' status, the wide layout), not Streamlit's own list of
-    the files in a pages folder."""
+    the files in a pages folder; and with accounts, the sign-in, never the page itself."""
+    from storage import users
+    from storage.db import Database
+
     port = free_port()
     with streamlit_app(tmp_path, port, "restart.log") as (url, _), session(browser) as page:
         page.goto(url)
@@ -245,6 +248,15 @@ def test_page_url_opened_first_after_a_restart(browser, tmp_path):
         assert page.get_by_text("streamlit app", exact=True).count() == 0 and page.get_by_text("ui", exact=True).count() == 0
         main = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()
         assert main["width"] > 900, "the wide layout of streamlit_app.py's set_page_config"
+    database = Database(None, tmp_path)
+    users.add("alice", "alice's password", admin=True, db=database)
+    database.dispose()
+    with streamlit_app(tmp_path, port, "restart.log") as (url, _), session(browser) as page:  # accounts now
+        page.goto(f"{url}/history")
+        page.get_by_role("button", name="Sign in").wait_for()
+        page.wait_for_timeout(1000)
+        assert page.get_by_role("heading", name="History").count() == 0, "a page ran before the sign-in"
+        shot(page, "20b-history-after-restart-asks-to-sign-in")
 
 
 def test_user_journey_in_chromium(server, browser, lemur_path, tmp_path):
@@ -537,7 +549,8 @@ def test_colour_job_finishes_while_another_sessions_ai_job_runs(server, browser,
         second.get_by_text(re.compile(r"was cancelled")).wait_for()
 
 
-def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, tiny_sam, one_torch_thread):
+def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, tiny_sam, one_torch_thread,
+                                                   synthetic_set):
     """Click mode with a (tiny, random) Segment Anything: a click on the background adds the
     region SAM finds there to the mask, exactly as core.click_select.combine says; the same
     click in Remove mode takes it out again; Undo takes the last selection back. (SAM runs here
@@ -619,6 +632,18 @@ def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, 
         page.get_by_role("radio", name="Box", exact=True).click()
         page.get_by_text("Drag a box around an object").wait_for()
         shot(page, "52-box-tool")
+
+        # the areas the automatic mask was unsure about: outlined and numbered, flipped by a click
+        upload(page, synthetic_set / "plush_clock.png")
+        page.get_by_text(re.compile(r"The cut-out was unsure about \d+ area")).wait_for()
+        page.wait_for_timeout(1000)
+        outline = (np.abs(canvas_background(page).astype(int) - brush.OUTLINE_RGB).max(axis=2) < 40).mean()
+        assert outline > 0.002, "the unsure areas are not outlined on the photo"
+        src = preview(page).get_attribute("src")
+        page.get_by_role("button", name=re.compile(r"^Area 1: dropped")).click()
+        page.get_by_role("button", name=re.compile(r"^Area 1: kept")).wait_for()
+        wait_new_preview(page, src)
+        shot(page, "53-unsure-area-kept")
 
 
 def test_messages_name_the_command_that_works(server, browser, lemur_path):
