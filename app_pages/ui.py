@@ -280,12 +280,14 @@ def model_registry():
     return get_registry()
 
 
-@st.cache_resource(validate=lambda job_workers: job_workers.is_alive())
+@st.cache_resource(validate=lambda job_workers: job_workers.is_alive(),
+                   on_release=lambda job_workers: job_workers.stop(timeout=0))
 def workers():
     """The job workers of this process, one per lane (storage.jobs.LaneWorkers), serving every
     session: AI jobs (the diffusers pipeline is not thread-safe) run one at a time in the AI
     worker's thread, the other backgrounds (seconds) in the quick worker's, so they never wait
-    behind an AI job. Replaced on the next call if a worker thread died."""
+    behind an AI job. Replaced on the next call if a worker thread died (the other one is told
+    to stop after its job, so no lane gets two)."""
     from storage.jobs import JobQueue, LaneWorkers
 
     job_workers = LaneWorkers(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
