@@ -413,9 +413,23 @@ def sidebar() -> None:
             st.caption(f"Data folder: {user_settings.data_dir().resolve()}")
 
 
-@st.fragment(run_every=3.0)
 def worker_status() -> None:
+    """What each lane's worker is doing. It refreshes itself only while there is work: Streamlit
+    1.67 merges a timer's fragment rerun into a pending page switch with the fragment's page (the
+    one being left), so a ticking fragment can undo a click on another page."""
     job_workers = workers()
+    if job_workers.queue.pending():
+        _live_worker_status()
+    else:
+        _worker_lines(job_workers)
+
+
+@st.fragment(run_every=3.0)
+def _live_worker_status() -> None:
+    _worker_lines(workers())
+
+
+def _worker_lines(job_workers) -> None:
     lines = []
     for lane, current in job_workers.current().items():
         waiting = job_workers.queue.pending(lane) - (current is not None)

@@ -280,6 +280,18 @@ def test_served_app_shows_only_sign_in_then_each_users_own(tmp_path):
         stop(process)
 
 
+def settled(page) -> None:
+    """Wait until the canvas has drawn the photo: it then tells the app (a rerun of the Studio),
+    and Streamlit 1.67 lets a rerun of the page being left, sent before the new page has
+    started, win over a click on another page. A person clicks after seeing the photo."""
+    background = page.locator("canvas.dc-background-canvas").first
+    deadline = time.monotonic() + 60
+    while not background.evaluate("c => c.width > 0 && c.getContext('2d').getImageData(c.width >> 1, c.height >> 1, 1, 1).data[3] > 0"):
+        assert time.monotonic() < deadline, "the canvas never drew the photo"
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(500)
+
+
 def served(url: str, data: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -311,6 +323,7 @@ def served(url: str, data: Path) -> None:
                     files=[{"name": "[click](http://evil.example) ![x](http://evil.example/i.png).png",
                             "mimeType": "image/png", "buffer": photo}])
                 page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+                settled(page)
                 nav.get_by_role("link", name="History").click()
                 page.get_by_text(f"{name}'s prompt").wait_for()
                 other = "bob" if name == "alice" else "alice"
