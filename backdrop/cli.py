@@ -39,11 +39,13 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replace.add_commands(subparsers)  # replace, mask
     if full:
-        from backdrop import evaluate, history, models
+        from backdrop import batch, evaluate, history, models, serve
 
         models.add_commands(subparsers)  # models, models fetch
         history.add_commands(subparsers)  # history, show, rerun, delete, export
         evaluate.add_commands(subparsers)  # eval
+        batch.add_commands(subparsers)  # batch
+        serve.add_commands(subparsers)  # serve
     return parser
 
 

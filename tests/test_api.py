@@ -1,0 +1,272 @@
+"""The HTTP API end to end: `backdrop serve` on a loopback port with its own worker, driven by
+curl and httpx as clients drive it: create, poll, download, list and search, re-run, cancel,
+delete; bad input refused with a clear message and nothing recorded; the OpenAPI document made
+from the request's field table; who may call it; the generation in the app's History."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import subprocess
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from api_server import BACKDROP, free_port, serve, wait_finished
+from core.request import FIELD, FIELDS, GenerationRequest
+from storage import history, service
+from storage.db import Database
+from storage.models import Generation, Image as ImageRow
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api") / "data"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(data_dir):
+    with serve(data_dir) as (url, _process):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def db(data_dir):
+    database = Database(None, data_dir)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server, timeout=60) as http:
+        yield http
+
+
+def _create(client: httpx.Client, photo: bytes, fields: dict | None = None, **files) -> httpx.Response:
+    parts = {"photo": ("photo.png", photo, "image/png"), **files}
+    return client.post("/v1/generations", files=parts, data={"request": json.dumps(fields or {})})
+
+
+def _png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+def _recorded(db: Database) -> tuple[int, int, int]:
+    """Generations, image rows and image files: what bad input must leave unchanged."""
+    with db.Session() as session:
+        rows = (session.scalar(select(func.count(Generation.id))), session.scalar(select(func.count(ImageRow.sha256))))
+    return (*rows, sum(1 for p in db.images.root.rglob("*") if p.is_file()))
+
+
+def test_curl_creates_a_generation_and_downloads_its_result(server, db, lemur_path, tmp_path):
+    """The README's commands: the result is the recorded PNG, and its pixels are those of the
+    same request run by a direct library call."""
+    fields = '{"background": "color:#3366ff", "prompt": "api lemur"}'
+    created = subprocess.run(["curl", "-sS", "--fail-with-body", "-F", f"photo=@{lemur_path}", "-F",
+                              f"request={fields}", f"{server}/v1/generations"],
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stdout + created.stderr
+    body = json.loads(created.stdout)
+    assert body["status"] == "queued" and body["request"]["background"] == "color:#3366ff"
+    generation_id = body["id"]
+    with httpx.Client(base_url=server, timeout=60) as client:
+        body = wait_finished(client, generation_id)
+    assert body["status"] == "done", body["error"]
+    assert body["progress"]["fraction"] == 1.0 and body["timings"]["total"] > 0
+    assert body["images"] == {"result": [f"/v1/generations/{generation_id}/images/result?variant=1"],
+                              "cutout": f"/v1/generations/{generation_id}/images/cutout",
+                              "mask": f"/v1/generations/{generation_id}/images/mask"}
+    target = tmp_path / "result.png"
+    downloaded = subprocess.run(["curl", "-sS", "--fail", "-o", str(target), server + body["images"]["result"][0]],
+                                capture_output=True, text=True, timeout=60)
+    assert downloaded.returncode == 0, downloaded.stderr
+    view = history.get(generation_id, db=db)
+    assert target.read_bytes() == view.output("result").path.read_bytes()
+    with Image.open(target) as png:
+        assert png.size == (680, 440) and png.text["backdrop_generation_id"] == str(generation_id)
+
+    direct_id, direct = service.generate_and_record(lemur_path.read_bytes(), GenerationRequest(
+        background="color:#3366ff", prompt="api lemur"), db=db)
+    assert np.array_equal(_png(target.read_bytes()), np.asarray(direct.images[0]))
+    same = history.get(direct_id, db=db)
+    assert (same.output("cutout").sha256, same.mask_sha256) == (view.output("cutout").sha256, view.mask_sha256)
+    assert same.record == view.record and same.request == view.request
+
+
+def test_bad_input_is_refused_with_a_message_and_nothing_recorded(client, db, lemur_path):
+    photo = lemur_path.read_bytes()
+    truncated = io.BytesIO()
+    Image.open(lemur_path).convert("RGB").save(truncated, format="JPEG")
+    small_mask = io.BytesIO()
+    Image.new("L", (50, 50), 255).save(small_mask, format="PNG")
+    before = _recorded(db)
+    cases = [
+        (b"not an image", {}, {}, "photo is not an image Pillow can read"),
+        (truncated.getvalue()[:2000], {}, {}, "photo is damaged or truncated"),
+        (photo, {"steps": 0}, {}, "steps must be from 1 to 150 (got 0)"),
+        (photo, {"seed": "seven"}, {}, "seed must be a whole number (got 'seven')"),
+        (photo, {"colour": "red"}, {}, "unknown field(s): colour"),
+        (photo, {"background": "plaid"}, {}, "unknown background 'plaid'"),
+        (photo, {"version": 3}, {}, "version 3, written by a newer Backdrop"),
+        (photo, {"background": "image"}, {}, "an image background needs its picture"),
+        (photo, {}, {"picture": ("p.png", photo, "image/png")}, "a background picture was given for a 'color'"),
+        (photo, {}, {"mask": ("m.png", small_mask.getvalue(), "image/png")}, "mask is 50x50 but the photo is 680x440"),
+        (photo, {}, {"mask": ("m.png", b"", "image/png")}, "the mask is an empty file"),
+    ]
+    for data, fields, files, message in cases:
+        answer = _create(client, data, fields, **files)
+        assert answer.status_code == 422 and message in answer.json()["detail"], (message, answer.text)
+    for form, message in [({"request": "{"}, "the request is not valid JSON"),
+                          ({"request": '["ai"]'}, "the request must be an object")]:
+        answer = client.post("/v1/generations", files={"photo": ("p.png", photo, "image/png")}, data=form)
+        assert answer.status_code == 422 and message in answer.json()["detail"], answer.text
+    answer = client.post("/v1/generations", data={"request": "{}"})
+    assert answer.status_code == 422 and answer.json() == {"detail": "photo: Field required"}
+    assert client.get("/v1/generations", params={"limit": 0}).status_code == 422
+    assert client.get("/v1/generations/12345").json() == {"detail": "no generation 12345"}
+    assert _recorded(db) == before, "bad input left a record or a file"
+
+
+def test_list_search_rerun_cancel_delete(client, db, lemur_path, tiny_models):
+    photo = lemur_path.read_bytes()
+    first = _create(client, photo, {"background": "color:#102030", "prompt": "searchable alpha"})
+    assert first.status_code == 202 and first.headers["location"] == f"/v1/generations/{first.json()['id']}"
+    a = first.json()["id"]
+    b = _create(client, photo, {"background": "color:#203040", "prompt": "searchable beta"}).json()["id"]
+    assert wait_finished(client, a)["status"] == wait_finished(client, b)["status"] == "done"
+    listing = client.get("/v1/generations", params={"search": "searchable", "status": "done"}).json()
+    assert listing["total"] == 2 and [item["id"] for item in listing["items"]] == [b, a]  # newest first
+    assert [i["id"] for i in client.get("/v1/generations", params={"search": "beta"}).json()["items"]] == [b]
+    assert client.get("/v1/generations", params={"search": "alpha", "status": "failed"}).json()["total"] == 0
+
+    again = client.post(f"/v1/generations/{a}/rerun")
+    assert again.status_code == 202
+    rerun = wait_finished(client, again.json()["id"])
+    assert rerun["status"] == "done" and rerun["parent_id"] == a and rerun["request"] == first.json()["request"]
+    result = lambda gid, variant=1: client.get(f"/v1/generations/{gid}/images/result", params={"variant": variant})  # noqa: E731
+    assert np.array_equal(_png(result(rerun["id"]).content), _png(result(a).content)), "same request, same image"
+    remix = wait_finished(client, client.post(f"/v1/generations/{a}/rerun", json={"background": "color:#ff0000"}).json()["id"])
+    assert remix["request"]["background"] == "color:#ff0000" and remix["parent_id"] == a
+    assert not np.array_equal(_png(result(remix["id"]).content), _png(result(a).content))
+    before = _recorded(db)
+    for changes, message in [({"steps": 1000}, "steps must be from 1 to 150"), ({"nope": 1}, "unknown field(s): nope")]:
+        answer = client.post(f"/v1/generations/{a}/rerun", json=changes)
+        assert answer.status_code == 422 and message in answer.json()["detail"]
+    assert _recorded(db) == before
+    assert result(a, 2).json() == {"detail": f"generation {a} has 1 result(s), no variant 2"}
+
+    # an AI background with the tiny models: refused deletion while running, then cancelled
+    ai = _create(client, photo, {"background": "ai", "prompt": "a beach", "steps": 150, "device": "cpu",
+                                 "inpaint_model": tiny_models["inpaint"], "controlnet_model": tiny_models["controlnet"],
+                                 "depth_model": tiny_models["depth"]}).json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        progress = client.get(f"/v1/generations/{ai}").json()["progress"]
+        if progress["stage"] == "generate" and progress["step"] >= 1:
+            break
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.1)
+    assert 0 < progress["fraction"] < 1 and progress["total"] == 150
+    refused = client.delete(f"/v1/generations/{ai}")
+    assert refused.status_code == 409 and "running: cancel it first" in refused.json()["detail"]
+    assert client.post(f"/v1/generations/{ai}/cancel").json() == {"id": ai, "status": "cancelled"}
+    cancelled = wait_finished(client, ai)
+    assert cancelled["status"] == "cancelled" and cancelled["progress"]["step"] < 150
+    answer = result(ai)
+    assert answer.status_code == 409 and answer.json()["detail"].startswith(f"generation {ai} is cancelled")
+
+    assert client.delete(f"/v1/generations/{remix['id']}").status_code == 204
+    assert client.get(f"/v1/generations/{remix['id']}").status_code == 404
+    assert client.post(f"/v1/generations/{remix['id']}/cancel").status_code == 404
+
+
+def test_openapi_documents_the_request_from_the_field_table(client):
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    properties = schemas["GenerationRequest"]["properties"]
+    assert set(properties) == {"version", *FIELD}
+    for spec in FIELDS:
+        prop = properties[spec.name]
+        assert (prop["default"], prop["title"], prop["description"]) == (spec.default, spec.label, spec.help)
+        if spec.low is not None:
+            assert (prop["minimum"], prop["maximum"]) == (spec.low, spec.high), spec.name
+        if spec.choices:
+            assert prop["enum"] == list(spec.choices), spec.name
+        if spec.env:
+            assert prop["x-environment-variable"] == spec.env
+    create = document["paths"]["/v1/generations"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    form = schemas[create["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert form["required"] == ["photo"] and form["properties"]["request"]["$ref"].endswith("/GenerationRequest")
+    assert create["encoding"] == {"request": {"contentType": "application/json"}}
+    rerun = document["paths"]["/v1/generations/{generation_id}/rerun"]["post"]["requestBody"]
+    assert rerun["content"]["application/json"]["schema"]["$ref"].endswith("/GenerationRequest")
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
+
+
+def test_serve_refuses_addresses_beyond_this_machine(tmp_path):
+    port = free_port()
+    for host in ("0.0.0.0", "::"):
+        proc = subprocess.run([str(BACKDROP), "serve", "--host", host, "--port", str(port)], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.startswith(f"error: cannot serve the API on {host!r}: Backdrop has no user accounts yet")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_every_route_asks_who_calls_and_answers_only_this_machine(tmp_path, lemur_path, monkeypatch):
+    """In process (the ASGI app, as uvicorn runs it) with a client address set: a client beyond
+    loopback is refused on every route but the health check; uploads past the limit are 413."""
+    from backdrop import api
+    from storage.jobs import JobQueue
+
+    app = api.create_app(JobQueue(Database(None, tmp_path / "data")))
+    routes = [(method.upper(), path) for path, operations in app.openapi()["paths"].items()
+              for method in operations if path != "/v1/health"]
+    assert len(routes) == 7
+
+    async def call(client_host: str, method: str, path: str, **kw) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(client_host, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://backdrop") as http:
+            return await http.request(method, path, **kw)
+
+    for method, path in routes:
+        answer = asyncio.run(call("203.0.113.9", method, path.replace("{generation_id}", "1").replace("{kind}", "result")))
+        assert answer.status_code == 403 and "no user accounts yet" in answer.json()["detail"], (method, path)
+    assert asyncio.run(call("203.0.113.9", "GET", "/v1/health")).json()["executor"] == "none"
+    assert asyncio.run(call("::1", "GET", "/v1/generations")).json() == {"total": 0, "items": []}
+    monkeypatch.setattr(api, "MAX_UPLOAD_BYTES", 1000)
+    answer = asyncio.run(call("127.0.0.1", "POST", "/v1/generations",
+                              files={"photo": ("p.png", lemur_path.read_bytes(), "image/png")}))
+    assert answer.status_code == 413 and "larger than the limit" in answer.json()["detail"]
+
+
+def test_the_generation_appears_in_the_apps_history(client, data_dir, lemur_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from pages import ui
+    from test_app import APP
+
+    generation_id = _create(client, lemur_path.read_bytes(), {"prompt": "made through the API"}).json()["id"]
+    assert wait_finished(client, generation_id)["status"] == "done"
+    monkeypatch.setenv("BACKDROP_DATA_DIR", str(data_dir))
+    ui.worker.clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page("pages/history.py").run()
+        assert not at.exception, at.exception
+        assert any(t.value.startswith(f"#{generation_id} ") for t in at.text), [t.value for t in at.text]
+    finally:
+        ui.worker().stop(30)
+        ui.worker.clear()
