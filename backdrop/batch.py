@@ -67,10 +67,10 @@ def _batch(args: argparse.Namespace) -> int:
         for path in photos:
             data = path.read_bytes()
             try:
-                load_image(data)
+                load_image(data, what=path.name)
             except InputError as exc:  # refused: nothing recorded
                 failed.append(path.name)
-                bar.write(f"error: {path.name}: {exc}", file=sys.stderr)
+                bar.write(f"error: {exc}", file=sys.stderr)
                 bar.update()
                 continue
             yield path.name, data
@@ -87,7 +87,8 @@ def _batch(args: argparse.Namespace) -> int:
     for name, generation_id, error in finished:
         if error is None:
             results = history.get(generation_id).results
-            targets = variant_paths(output / _free_name(Path(name).stem, generation_id, used), len(results))
+            targets = variant_paths(output / _free_name(Path(name), generation_id, used), len(results))
+            used.update(path.name for path in targets)
             copy_all(zip((o.path for o in results), targets))
             done += 1
         else:
@@ -112,8 +113,9 @@ def _in_process(photos, request, picture) -> Iterator[tuple[str, int | None, str
         yield name, generation_id, None
 
 
-def _free_name(stem: str, generation_id: int, used: set[str]) -> str:
-    """``STEM.png``; a second photo with the same stem (a.jpg, a.png) gets its generation id."""
-    name = f"{stem}.png" if f"{stem}.png" not in used else f"{stem}-{generation_id}.png"
-    used.add(name)
-    return name
+def _free_name(photo: Path, generation_id: int, used: set[str]) -> str:
+    """``STEM.png``; a second photo with the same stem (a.jpg beside a.png) gets its suffix
+    (a-png.png), and failing that its generation id."""
+    stem, suffix = photo.stem, photo.suffix.lstrip(".").lower()
+    candidates = (f"{stem}.png", f"{stem}-{suffix}.png", f"{stem}-{generation_id}.png")
+    return next((name for name in candidates if name not in used), candidates[-1])
