@@ -23,8 +23,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-worker", action="store_true",
                    help="only queue jobs: another process serving the same database runs them")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
-                   help="run the jobs on Ray workers: local (a cluster on this machine), auto (the one `ray start` "
-                   "runs here) or HOST:PORT of a head node (default: BACKDROP_RAY_ADDRESS; none: in this process)")
+                   help="run the jobs on Ray workers: local (a cluster on this machine), auto (the cluster this "
+                   "machine joined with `ray start`) or the head node's HOST:PORT (default: BACKDROP_RAY_ADDRESS; "
+                   "none: in this process)")
     p.add_argument("--ray-workers", type=_positive, metavar="N", default=None,
                    help="how many Ray workers (default: one per GPU in the cluster, else one; BACKDROP_RAY_WORKERS)")
     p.set_defaults(func=_serve)

@@ -15,8 +15,9 @@ node): an actor checks both when it starts and refuses to serve, saying which is
 Backdrop itself must be installed on every node (same version), as Ray runs this module there.
 
 ``BACKDROP_RAY_ADDRESS`` names the cluster: ``local`` starts one on this machine for this
-process (listening on the loopback address only), ``auto`` joins the one ``ray start --head``
-runs on this machine, anything else is a head node's ``HOST:PORT`` (or ``ray://HOST:10001``).
+process (listening on the loopback address only), ``auto`` uses the cluster this machine is a
+node of (``ray start --head`` here, or ``ray start --address=HEAD:6379`` to join one), anything
+else is the head node's ``HOST:PORT`` (this machine must be a node of that cluster too).
 ``BACKDROP_RAY_WORKERS`` sets how many actors serve the queue (default: one per GPU in the
 cluster, or one on a cluster without GPUs).
 """
@@ -48,6 +49,7 @@ ADDRESS_ENV = "BACKDROP_RAY_ADDRESS"
 WORKERS_ENV = "BACKDROP_RAY_WORKERS"
 LOCAL = "local"
 PROBE = ".ray-probe"  # written by the serving process, read by every actor: the data folder is shared
+START_TIMEOUT_S = 180  # a worker process starting and opening the database; models load after
 DIED = "interrupted: the Ray worker running it died mid-job ({reason}); run it again"
 
 
@@ -183,8 +185,12 @@ class RayExecutor:
         self._probe = secrets.token_hex(16)
         probe = self._probe
         write_atomic(self.queue.db.data_dir / PROBE, lambda stream: stream.write(probe.encode()), make_folder=True)
-        for _ in range(self.workers or default_workers(ray)):
-            self._start_actor()
+        try:
+            for _ in range(self.workers or default_workers(ray)):
+                self._start_actor()
+        except BaseException:
+            self.stop(5)
+            raise
         self._thread = threading.Thread(target=self._supervise, name="backdrop-ray-executor", daemon=True)
         self._thread.start()
 
@@ -237,7 +243,13 @@ class RayExecutor:
         warm_up = self.warm_up.to_dict() if self.warm_up is not None else None
         actor = actor_class.remote(_url_text(self.queue.db), str(self.queue.db.data_dir), self._probe, warm_up,
                                    self.poll_interval)
-        identity, problem = ray.get(actor.identity.remote())
+        try:
+            identity, problem = ray.get(actor.identity.remote(), timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(actor)
+            raise InputError(f"no Ray worker started within {START_TIMEOUT_S} s: the cluster has no free "
+                             f"{'GPU' if 'num_gpus' in _placement(ray) else 'CPU'} for one (each takes one); "
+                             f"ask for fewer workers ({WORKERS_ENV}) or add nodes") from None
         if problem:
             ray.kill(actor)
             raise InputError(problem)

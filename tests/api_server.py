@@ -24,11 +24,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
+def serve(data_dir: Path, *args: str, env: dict | None = None, timeout: float = 120,
+          one_thread: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run ``backdrop serve --port P ARGS`` with its data in ``data_dir``; yields (its base URL,
-    the process) once /v1/health answers, and stops it with Ctrl-C (SIGINT) afterwards."""
+    the process) once /v1/health answers, and stops it with Ctrl-C (SIGINT) afterwards.
+    ``one_thread``: torch and onnxruntime use one thread (tests on a shared machine)."""
     port = free_port()
-    environment = {**os.environ, "BACKDROP_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {**os.environ, "BACKDROP_DATA_DIR": str(data_dir), **(env or {})}
+    if one_thread:
+        environment["OMP_NUM_THREADS"] = "1"
     log = open(data_dir.parent / f"serve-{port}.log", "w+")
     process = subprocess.Popen([str(BACKDROP), "serve", "--port", str(port), *args], env=environment,
                                stdout=log, stderr=subprocess.STDOUT, cwd=data_dir.parent)
