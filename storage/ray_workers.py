@@ -32,14 +32,15 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from core.errors import InputError
 from core.files import write_atomic
 from core.request import GenerationRequest
-from storage import service
-from storage.db import Database, get_database
+from storage import history, service
+from storage.db import Database, get_database, utcnow
 from storage.jobs import JobQueue, Worker
 from storage.models import Generation
 
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 ADDRESS_ENV = "BACKDROP_RAY_ADDRESS"
 WORKERS_ENV = "BACKDROP_RAY_WORKERS"
 LOCAL = "local"
-PROBE = ".ray-probe"  # written by the serving process, read by every actor: the data folder is shared
+PROBES = ".ray-probes"  # a file per serving process, read by its workers: they see the same data folder
 START_TIMEOUT_S = 180  # a worker process starting and opening the database; models load after
 DIED = "interrupted: the Ray worker running it died mid-job ({reason}); run it again"
 
@@ -105,15 +106,22 @@ def _problem(db: Database, probe: str) -> str | None:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any driver error: say it
         return f"the Ray worker on {host} cannot reach the database {db.url!r}: {exc}"
-    path = db.data_dir / PROBE
     try:
-        seen = path.read_text(encoding="utf-8")
+        seen = (db.data_dir / PROBES / probe).read_text(encoding="utf-8")
     except OSError:
         seen = None
     if seen != probe:
         return (f"the Ray worker on {host} does not see the data folder {db.data_dir} that the serving process "
-                f"uses (no matching {PROBE} file there): mount the same shared folder at the same path on every node")
+                f"uses (its file {PROBES}/{probe} is not there): mount the same shared folder at the same path on "
+                "every node")
     return None
+
+
+def write_probe(data_dir: Path) -> str:
+    """A new file in the data folder that this process's Ray workers must see; returns its name."""
+    probe = secrets.token_hex(16)
+    write_atomic(data_dir / PROBES / probe, lambda stream: stream.write(probe.encode()), make_folder=True)
+    return probe
 
 
 class QueueActor:
@@ -182,9 +190,7 @@ class RayExecutor:
         and watch them from a daemon thread."""
         ray = connect(self.address)
         self.queue.recover_stale()
-        self._probe = secrets.token_hex(16)
-        probe = self._probe
-        write_atomic(self.queue.db.data_dir / PROBE, lambda stream: stream.write(probe.encode()), make_folder=True)
+        self._probe = write_probe(self.queue.db.data_dir)
         try:
             for _ in range(self.workers or default_workers(ray)):
                 self._start_actor()
@@ -302,52 +308,77 @@ class RayExecutor:
 
 # ---- many photos, one recipe: Ray tasks ------------------------------------------------------
 
-def _generate_task(url: str, data_dir: str, photo: bytes, request: dict, picture: bytes | None) -> tuple[int | None, str | None]:
-    """One photo on a Ray node: recorded as ``backdrop replace`` records it. Returns
-    (generation id, None) or (None, why it failed: the failure is recorded on its row)."""
+def _run_task(url: str, data_dir: str, probe: str, generation_id: int) -> str | None:
+    """One recorded photo on a Ray node: this process takes the job over (its identity on the
+    row, as a claim) and runs it with ``service.execute``. Returns None, or why it failed (the
+    failure is recorded on the row too)."""
     db = get_database(url, data_dir)
+    problem = _problem(db, probe)
+    if problem:
+        service.finish(db, generation_id, "failed", problem)
+        return problem
+    identity = service.worker_identity("batch")
+    with db.session() as session:
+        session.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "running")
+                        .values(worker=identity, heartbeat_at=utcnow()))
+    service.set_live(identity, True)
     try:
-        generation_id, _ = service.generate_and_record(photo, GenerationRequest.from_dict(request), db=db,
-                                                       picture=picture)
+        service.execute(generation_id, db=db)
     except Exception as exc:  # noqa: BLE001 - reported per photo; the batch goes on
-        return None, service.error_text(exc)
-    return generation_id, None
+        return service.error_text(exc)
+    finally:
+        service.set_live(identity, False)
+    return None
 
 
 def map_generations(photos: Iterable[tuple[str, bytes]], request: GenerationRequest, picture: bytes | None = None,
                     db: Database | None = None, address: str | None = None,
-                    in_flight: int | None = None) -> Iterator[tuple[str, int | None, str | None]]:
+                    in_flight: int | None = None) -> Iterator[tuple[str, int, str | None]]:
     """Generate every photo with ``request`` as Ray tasks spread over the cluster; yields
-    (name, generation id or None, error or None) as each finishes, in the order they finish.
-    At most ``in_flight`` photos (default: twice the workers the cluster holds) are sent at once,
-    so ten thousand photos do not all sit in the object store."""
+    (name, generation id, error or None) as each finishes, in the order they finish.
+
+    Each photo is recorded here (running, held by this process) just before its task is sent,
+    and the task takes it over on its node. A task whose process dies, and every photo not
+    finished when the batch stops (Ctrl-C), is marked failed: none stays running. At most
+    ``in_flight`` photos (default: twice the workers the cluster holds) are out at once, so ten
+    thousand photos are never all recorded as running, nor all in memory."""
     ray = connect(configured_address(address) or LOCAL)
     db = db or get_database()
     placement = _placement(ray)
     resources = ray.cluster_resources()
     slots = int(resources.get("GPU", 0)) if "num_gpus" in placement else int(resources.get("CPU", 1))
     limit = in_flight or max(2, 2 * slots)
-    task = ray.remote(max_retries=0, **placement)(_generate_task)
-    url, data_dir, recipe = _url_text(db), str(db.data_dir), request.to_dict()
-    pending: dict[object, str] = {}
+    task = ray.remote(max_retries=0, **placement)(_run_task)
+    probe = write_probe(db.data_dir)
+    holder = service.worker_identity("batch")
+    service.set_live(holder, True)
+    pending: dict[object, tuple[str, int]] = {}
     photos = iter(photos)
-    exhausted = False
-    while pending or not exhausted:
-        while not exhausted and len(pending) < limit:
-            item = next(photos, None)
-            if item is None:
-                exhausted = True
-                break
-            name, data = item
-            pending[task.remote(url, data_dir, data, recipe, picture)] = name
-        if not pending:
-            break
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            name = pending.pop(ref)
-            try:
-                generation_id, error = ray.get(ref)
-            except ray.exceptions.RayError as exc:  # the task's process died
-                generation_id, error = None, f"the Ray task failed: {str(exc).splitlines()[0]}"
-            yield name, generation_id, error
+    try:
+        while True:
+            while len(pending) < limit and (item := next(photos, None)) is not None:
+                name, data = item
+                generation_id = history.create(request, data, status="running", worker=holder, db=db, picture=picture)
+                pending[task.remote(_url_text(db), str(db.data_dir), probe, generation_id)] = (name, generation_id)
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                name, generation_id = pending.pop(ref)
+                try:
+                    error = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the task's process died
+                    error = f"interrupted: the Ray task running it died ({str(exc).splitlines()[0]})"
+                    _fail_if_running(db, generation_id, error)
+                yield name, generation_id, error
+    finally:
+        for ref, (_name, generation_id) in pending.items():
+            ray.cancel(ref, force=True)
+            _fail_if_running(db, generation_id, "interrupted: the batch stopped before it finished")
+        service.set_live(holder, False)
 
+
+def _fail_if_running(db: Database, generation_id: int, error: str) -> None:
+    with db.session() as session:
+        session.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "running")
+                        .values(status="failed", error=error, finished_at=utcnow(), cancel_requested=False))

@@ -12,6 +12,7 @@ import io
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import httpx
@@ -200,7 +201,8 @@ def test_batch_runs_a_folder_as_ray_tasks(ray_cluster, lemur_path, astronaut, tm
         written = {hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
         assert written == {v.results[0].sha256 for v in views}, "each output is its recorded result"
         pids = {_pid(_worker_of(db, v.id)) for v in views}
-        assert not pids & {os.getpid(), proc.pid} and all(":sync-" in _worker_of(db, v.id) for v in views)
+        assert not pids & {os.getpid(), proc.pid} and all(":batch-" in _worker_of(db, v.id) for v in views), \
+            "each photo was taken over and run by a Ray task's process"
     finally:
         db.dispose()
 
@@ -231,14 +233,43 @@ def test_the_app_sends_its_jobs_to_ray_when_a_cluster_is_configured(ray_cluster,
 
 def test_a_worker_that_cannot_reach_the_database_or_the_shared_folder_says_so(tmp_path):
     """What a Ray worker checks before it serves (storage.ray_workers._problem), without Ray."""
-    from storage.ray_workers import PROBE, _problem
+    from storage.ray_workers import PROBES, _problem, write_probe
 
     db = Database(None, tmp_path / "data")
-    (db.data_dir / PROBE).write_text("token-of-this-server")
-    assert _problem(db, "token-of-this-server") is None
-    assert "does not see the data folder" in _problem(db, "token-of-another-server")
-    (db.data_dir / PROBE).unlink()
-    assert "mount the same shared folder at the same path on every node" in _problem(db, "token-of-this-server")
+    probe = write_probe(db.data_dir)
+    assert _problem(db, probe) is None and _problem(db, write_probe(db.data_dir)) is None, "one per serving process"
+    missing = _problem(db, "0" * 32)
+    assert missing.startswith("the Ray worker on ") and "does not see the data folder" in missing
+    assert "mount the same shared folder at the same path on every node" in missing
+    (db.data_dir / PROBES / probe).write_text("changed")
+    assert "does not see the data folder" in _problem(db, probe)
     unreachable = Database("postgresql+psycopg://nobody@/backdrop?host=/nonexistent&port=1", tmp_path / "data",
                            migrate=False)
     assert "cannot reach the database" in _problem(unreachable, "token-of-this-server")
+
+
+def test_a_batch_task_that_dies_or_a_stopped_batch_leaves_no_job_running(ray_cluster, tiny_models, lemur_path,
+                                                                           tmp_path):
+    """Two slow AI photos out at once: one task's process is killed, so that photo ends failed;
+    then the batch is stopped (its generator closed, as Ctrl-C does), so the other does too."""
+    from storage.ray_workers import map_generations
+
+    db = Database(None, tmp_path / "data")
+    photos = [("a.png", lemur_path.read_bytes()), ("b.png", lemur_path.read_bytes())]
+    batch = map_generations(photos, _ai_request(tiny_models, steps=150), db=db, address=ray_cluster, in_flight=2)
+    first: list = []
+    reader = threading.Thread(target=lambda: first.append(next(batch)), daemon=True)  # blocks until one finishes
+    reader.start()
+    generating = _wait(lambda: [v.id for v in history.list_generations(db=db) if v.progress_step >= 1], 120,
+                       "a task generating")
+    worker = _worker_of(db, generating[0])
+    assert ":batch-" in worker and _pid(worker) != os.getpid()
+    os.kill(_pid(worker), signal.SIGKILL)
+    reader.join(60)
+    name, generation_id, error = first[0]
+    assert generation_id == generating[0] and error.startswith("interrupted: the Ray task running it died"), error
+    batch.close()
+    views = history.list_generations(db=db)
+    assert len(views) == 2 and [v.status for v in views] == ["failed", "failed"], "none stays running"
+    stopped = next(v for v in views if v.id != generation_id)
+    assert stopped.error == "interrupted: the batch stopped before it finished"
