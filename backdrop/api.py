@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from backdrop import api_schema as schema
 from backdrop.auth import current_user
@@ -47,9 +48,9 @@ def create_app(queue: JobQueue | None = None, executor=None) -> FastAPI:
         if executor is not None:
             executor.stop(30)
 
-    app = FastAPI(title="Backdrop", version=str(SCHEMA_VERSION), lifespan=lifespan,
-                  description="Replace the background of photos: create generations, follow them, download their "
-                              "images, search the history. Errors are `{\"detail\": \"...\"}`.")
+    app = FastAPIOffline(title="Backdrop", version=str(SCHEMA_VERSION), lifespan=lifespan,  # /docs with no CDN
+                         description="Replace the background of photos: create generations, follow them, download their "
+                                     "images, search the history. Errors are `{\"detail\": \"...\"}`.")
     app.state.queue = queue or (executor.queue if executor is not None else JobQueue())
     app.state.executor = executor
     app.include_router(router)
@@ -159,9 +160,9 @@ def health(request: Request) -> dict[str, Any]:
              summary="Create a generation")
 def create_generation(request: Request, response: Response,
                       photo: UploadFile = File(description="the photo (JPEG, PNG, WebP, ...)"),
-                      fields: str = Form("{}", alias="request",
-                                         description="the request's fields as JSON (the GenerationRequest schema); "
-                                                     "only those that differ from the defaults"),
+                      fields: str | UploadFile = Form("{}", alias="request",
+                                                      description="the request's fields as JSON (the GenerationRequest "
+                                                                  "schema); only those that differ from the defaults"),
                       mask: UploadFile | None = File(None, description="your own mask (white = subject) instead of "
                                                                        "the automatic one: the photo's size"),
                       picture: UploadFile | None = File(None, description="the background picture, for the "
@@ -170,6 +171,8 @@ def create_generation(request: Request, response: Response,
     on the generation, download its images when it is done."""
     from core.imaging import load_image, load_mask
 
+    if not isinstance(fields, str):  # sent as a JSON file part (Swagger UI, curl -F request=@fields.json)
+        fields = _read(fields, "request").decode("utf-8", errors="replace")
     generation_request = parse_request(fields)
     data = _read(photo, "photo")
     image = load_image(data, what="photo")

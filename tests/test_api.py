@@ -10,7 +10,9 @@ import io
 import json
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -23,6 +25,8 @@ from core.request import FIELD, FIELDS, GenerationRequest
 from storage import history, service
 from storage.db import Database
 from storage.models import Generation, Image as ImageRow
+
+SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "api"
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +216,42 @@ def test_openapi_documents_the_request_from_the_field_table(client):
     assert rerun["content"]["application/json"]["schema"]["$ref"].endswith("/GenerationRequest")
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
+
+
+def test_docs_page_works_in_a_browser_without_a_network(server, client, lemur_path):
+    """/docs as a person uses it: Swagger UI served by this server (no CDN: this machine has no
+    network, nor have many that run Backdrop), the create form prefilled with the request's
+    fields, a photo chosen, Execute: 202 and the generation is queued and done."""
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/system-deps.sh installs it)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    requested: list[str] = []
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                                headless=True, viewport={"width": 1200, "height": 1800})
+        context.set_default_timeout(60_000)
+        page = context.new_page()
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"{server}/docs")
+        page.get_by_text("Create a generation").click()
+        page.get_by_role("button", name="Try it out").click()
+        fields = page.locator("textarea").first
+        assert json.loads(fields.input_value())["steps"] == FIELD["steps"].default  # the defaults, from the table
+        fields.fill('{"background": "color:#00ff00", "prompt": "from the docs page"}')
+        page.locator("input[type=file]").first.set_input_files(str(lemur_path))
+        page.get_by_role("button", name="Execute").click()
+        status = page.locator(".live-responses-table tbody .response-col_status").first
+        status.wait_for()
+        page.screenshot(path=str(SHOTS / "docs-create.png"))
+        assert status.inner_text() == "202"
+        context.close()
+    assert requested and all(url.startswith(server) for url in requested), [u for u in requested if not u.startswith(server)]
+    made = client.get("/v1/generations", params={"search": "from the docs page"}).json()["items"]
+    assert len(made) == 1 and wait_finished(client, made[0]["id"])["status"] == "done"
 
 
 def test_serve_refuses_addresses_beyond_this_machine(tmp_path):
