@@ -12,8 +12,10 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -25,10 +27,11 @@ from api_server import BACKDROP, serve, wait_finished
 from core.request import GenerationRequest
 from storage import history
 from storage.db import Database
-from storage.jobs import JobQueue, Worker
+from storage.jobs import JobQueue
 from storage.models import Generation
 from test_storage import _new_pg_database, postgres_server  # noqa: F401 - the fixture, shared
 
+ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # what storage.ray_workers.connect("local") sets
 
 
@@ -87,20 +90,33 @@ def _ai_request(tiny_models, **changes) -> GenerationRequest:
                              depth_model=tiny_models["depth"]).replace(**changes)
 
 
+IN_PROCESS_WORKER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from storage.db import Database
+from storage.jobs import JobQueue, Worker
+worker = Worker(JobQueue(Database(None, sys.argv[1])))
+while worker.run_once():
+    pass
+"""
+
+
 def test_generations_on_ray_are_recorded_as_by_the_in_process_worker(ray_cluster, tiny_models, lemur_path, astronaut,
-                                                                      tmp_path, one_torch_thread):
+                                                                      tmp_path):
+    """The same jobs through the in-process Worker and through a Ray actor. Both run in fresh
+    processes with one thread: on a CPU, a process that ran the models with two threads first
+    gives results 1/255 apart in a few pixels (oneDNN keeps what it set up), which says nothing
+    about Ray."""
     from storage.ray_workers import RayExecutor
 
     photo = io.BytesIO()
     astronaut.resize((160, 120)).save(photo, format="PNG")
     jobs = [(GenerationRequest(background="color:#2080ff", contact_shadow=0.5), lemur_path.read_bytes()),
             (_ai_request(tiny_models), photo.getvalue())]
-
     here = Database(None, tmp_path / "here")
-    queue = JobQueue(here)
-    local_ids = [queue.submit(request, data) for request, data in jobs]
-    worker = Worker(queue)
-    assert worker.run_once() and worker.run_once()
+    local_ids = [JobQueue(here).submit(request, data) for request, data in jobs]
+    local = subprocess.Popen([sys.executable, "-c", IN_PROCESS_WORKER, str(here.data_dir), str(ROOT)],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
 
     there = Database(None, tmp_path / "ray")
     executor = RayExecutor(JobQueue(there), workers=1, poll_interval=0.1)
@@ -113,15 +129,18 @@ def test_generations_on_ray_are_recorded_as_by_the_in_process_worker(ray_cluster
         actor = executor.identities[0]
     finally:
         executor.stop(30)
+    _, errors = local.communicate(timeout=180)
+    assert local.returncode == 0, errors
     for mine, theirs in zip(_finished(here, local_ids), ray_views):
         assert mine.status == theirs.status == "done", (mine.error, theirs.error)
         for field in ("request", "record", "models", "device", "warnings", "versions", "progress_total"):
             assert getattr(mine, field) == getattr(theirs, field), field
         assert [(o.kind, o.index) for o in mine.outputs] == [(o.kind, o.index) for o in theirs.outputs]
-        assert np.array_equal(_pixels(mine.results[0].path), _pixels(theirs.results[0].path))
         assert (mine.output("cutout").sha256, mine.mask_sha256) == (theirs.output("cutout").sha256, theirs.mask_sha256)
+        difference = np.abs(_pixels(mine.results[0].path).astype(int) - _pixels(theirs.results[0].path))
+        assert difference.max() == 0, f"{(difference.max(axis=-1) > 0).sum()} pixels differ, by up to {difference.max()}"
         assert set(mine.timings) == set(theirs.timings)
-        assert ":worker-" in _worker_of(here, mine.id) and _pid(_worker_of(here, mine.id)) == os.getpid()
+        assert ":worker-" in _worker_of(here, mine.id) and _pid(_worker_of(here, mine.id)) == local.pid
         assert _worker_of(there, theirs.id) == actor and _pid(actor) != os.getpid(), "run by the Ray actor"
     assert ray_views[1].background_kind == "ai" and ray_views[1].record["bucket"] == "512x384"
 
