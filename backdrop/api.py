@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
+from importlib import metadata
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
@@ -24,7 +25,7 @@ from fastapi_offline import FastAPIOffline
 from backdrop import api_schema as schema
 from backdrop.auth import current_user
 from core.errors import BackdropError, InputError
-from core.request import BACKGROUND_KINDS, SCHEMA_VERSION, GenerationRequest, field_values, upgrade
+from core.request import BACKGROUND_KINDS, GenerationRequest, field_values, upgrade
 from storage import history, service
 from storage.jobs import JobQueue
 from storage.models import STATUSES
@@ -48,7 +49,7 @@ def create_app(queue: JobQueue | None = None, executor=None) -> FastAPI:
         if executor is not None:
             executor.stop(30)
 
-    app = FastAPIOffline(title="Backdrop", version=str(SCHEMA_VERSION), lifespan=lifespan,  # /docs with no CDN
+    app = FastAPIOffline(title="Backdrop", version=metadata.version("backdrop"), lifespan=lifespan,  # /docs: no CDN
                          description="Replace the background of photos: create generations, follow them, download their "
                                      "images, search the history. Errors are `{\"detail\": \"...\"}`.")
     app.state.queue = queue or (executor.queue if executor is not None else JobQueue())
