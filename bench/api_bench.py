@@ -5,7 +5,7 @@
     background; generations per minute from the first submission until the client sees the
     last one done. Three ways to run the queue: the in-process worker (one thread, the
     default), and Ray workers on a local cluster (`--ray local`) with 1 and with 2 actors.
-(2) Latency: one generation at a time on the idle in-process server (upload, poll every 25 ms
+(2) Latency: one generation at a time on the idle in-process server (upload, poll every 100 ms
     until done, download the result) against a direct `storage.service.generate_and_record`
     call in this process on the same kind of photo, alternating, median of REPEATS each; the
     difference is what the API adds.
@@ -39,7 +39,8 @@ from api_server import serve  # noqa: E402  (tests/api_server.py: `backdrop serv
 from bench.cpu_bench import load_average, make_photo  # noqa: E402
 
 SIZE = (1024, 768)
-POLL_S = 0.025  # the latency client polls this often: about half of it is added on average
+POLL_S = 0.1  # the latency client polls this often: about half of it is added on average. Much faster
+# polling (25 ms) slowed the in-process worker itself by ~20%: the server's threads share one interpreter.
 FIELDS = json.dumps({"background": "color:#f2efe9"})
 MODES = {"in-process": (), "ray-1": ("--ray", "local", "--ray-workers", "1"),
          "ray-2": ("--ray", "local", "--ray-workers", "2")}
@@ -106,29 +107,47 @@ def throughput(mode: str, jobs: int, work: Path) -> dict:
 
 
 def latency(repeats: int, work: Path) -> dict:
+    """Alternating direct calls and API round trips; each API run is split, by the times the
+    server recorded on the generation, into: upload and submit (until it is recorded), hand-over
+    (recorded until a worker starts it), run (started until finished: the same work as the
+    direct call's run) and back (finished until the client has the result PNG)."""
+    from core.request import GenerationRequest
+    from storage import history
     from storage.db import Database
     from storage.service import generate_and_record
-    from core.request import GenerationRequest
 
     data = work / "latency" / "data"
     data.mkdir(parents=True)
     db = Database(None, work / "latency" / "direct")
     request = GenerationRequest(**json.loads(FIELDS))
     runs: dict[str, list[float]] = {"direct": [], "api": []}
+    parts: dict[str, list[float]] = {"submit": [], "handoff": [], "run": [], "back": [], "direct_run": []}
     with serve(data, env={"BACKDROP_CACHE_MB": "0"}, one_thread=False) as (url, _process):
         with httpx.Client(base_url=url, timeout=120) as client:
             sample = photos(2 * repeats + 2, 3000)
 
             def direct(photo: bytes) -> None:
-                generate_and_record(photo, request, db=db)
+                generation_id, _ = generate_and_record(photo, request, db=db)
+                view = history.get(generation_id, db=db)
+                parts["direct_run"].append((view.finished_at - view.started_at).total_seconds())
 
             def api(photo: bytes) -> None:
+                sent = time.time()
                 generation_id = submit(client, photo)
                 wait_one(client, generation_id, POLL_S)
                 client.get(f"/v1/generations/{generation_id}/images/result").raise_for_status()
+                back = time.time()
+                body = client.get(f"/v1/generations/{generation_id}").json()
+                created, started, finished = (datetime.fromisoformat(body[k]).timestamp()
+                                              for k in ("created_at", "started_at", "finished_at"))
+                for name, value in (("submit", created - sent), ("handoff", started - created),
+                                    ("run", finished - started), ("back", back - finished)):
+                    parts[name].append(value)
 
             direct(sample.pop())  # warm-up: u2netp loaded on both sides
             api(sample.pop())
+            for values in parts.values():
+                values.clear()
             for _ in range(repeats):
                 for name, call in (("direct", direct), ("api", api)):
                     start = time.perf_counter()
@@ -139,6 +158,7 @@ def latency(repeats: int, work: Path) -> dict:
     return {"direct_median_s": round(medians["direct"], 4), "api_median_s": round(medians["api"], 4),
             "added_s": round(medians["api"] - medians["direct"], 4),
             "ratio": round(medians["api"] / medians["direct"], 3),
+            "parts_median_s": {name: round(statistics.median(values), 4) for name, values in parts.items()},
             "runs_s": {name: [round(v, 4) for v in values] for name, values in runs.items()}}
 
 
@@ -165,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = result["latency"]
     print(f"latency, median of {args.repeats}: direct call {lat['direct_median_s']:.3f} s, through the API "
           f"{lat['api_median_s']:.3f} s: +{lat['added_s'] * 1000:.0f} ms ({lat['ratio']:.2f}x)")
+    print("  API run split (medians): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in lat["parts_median_s"].items()))
     print(f"load average {result['load_average_start']} -> {result['load_average_end']}")
     out = args.out or ROOT / "bench" / "results" / f"api-{datetime.now(timezone.utc):%Y%m%d-%H%M}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
