@@ -1,9 +1,12 @@
-# `make run`: set up and start the app. `make test`: set up and run the whole test suite.
+# `make run`: set up and start the app (on 127.0.0.1; HOST=... to serve a network). `make test`: set up and run the whole test suite.
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+# 127.0.0.1: this machine only. HOST=0.0.0.0 serves every interface and needs accounts
+# (`.venv/bin/backdrop users add NAME --admin`) or an OIDC provider: `backdrop app` refuses otherwise.
+HOST ?= 127.0.0.1
 
 .PHONY: setup run test
 
@@ -21,7 +24,7 @@ setup: $(STAMP)
 	$(VENV)/bin/backdrop models fetch u2netp
 
 run: setup
-	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT)
+	$(VENV)/bin/backdrop app --host $(HOST) --port $(PORT)
 
 test: setup
 	bash scripts/system-deps.sh

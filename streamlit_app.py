@@ -1,23 +1,120 @@
-"""Backdrop's browser app: navigation over the pages and the sidebar they share.
+"""Backdrop's browser app: sign-in, navigation over the pages and the sidebar they share.
 
-Run with ``streamlit run streamlit_app.py`` (add ``-- --batch-dir DIR`` to offer a server-side
-folder on the Batch page). Pages live in ``pages/`` and only hold widgets; the work happens in
-``core`` and ``storage``.
+Run with ``backdrop app`` (or ``streamlit run streamlit_app.py``; add ``-- --batch-dir DIR`` to
+offer a server-side folder on the Batch page). Pages live in ``pages/`` and only hold widgets;
+the work happens in ``core`` and ``storage``.
+
+Who may connect is decided here, before any page runs (backdrop.access): with accounts, a
+sign-in form (or Streamlit's ``st.login`` where an OIDC provider is configured) gates every
+page, and the session remembers the account; without them, on 127.0.0.1, one local user needs
+none; served to a network without them, the app shows only why it refuses.
 """
+
+import time
 
 import streamlit as st
 
+from backdrop import access
 from pages import ui
+from storage import users
+
+FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
+
+
+def who_is_asking():
+    """(the signed-in account, None) when the pages may run (the account is None without
+    accounts), or (None, page): the one page this session may see, the sign-in or the refusal."""
+    state = st.session_state
+    refusal = access.refusal(st.get_option("server.address"))
+    if refusal:
+        return None, lambda: st.error(refusal)
+    mode = access.mode()
+    if mode == "local":
+        state.pop(ui.SIGNED_IN, None)
+        return None, None
+    user, page = _oidc_account() if mode == "oidc" else _password_account()
+    if user is None:
+        return None, page
+    state[ui.SIGNED_IN] = user
+    with st.sidebar:
+        st.text(f"Signed in as {user.name}" + (" (admin)" if user.admin else ""))
+        st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out, args=(mode,))
+    return user, None
+
+
+def _password_account():
+    """The account this session signed in with, while it still exists with the same password;
+    else the sign-in form."""
+    state = st.session_state
+    remembered = state.get(ui.SIGNED_IN)
+    if remembered is not None:
+        current = users.by_id(remembered.id)
+        if current is not None and current.credentials_changed_at == remembered.credentials_changed_at:
+            return current, None
+        state.pop(ui.SIGNED_IN, None)
+        state.sign_in_notice = "Your session ended (the account changed): sign in again."
+    return None, _password_form
+
+
+def _password_form() -> None:
+    state = st.session_state
+    st.title("Backdrop")
+    if state.get("sign_in_notice"):
+        st.info(state.sign_in_notice)
+    with st.form("sign_in"):
+        name = st.text_input("Name", key="sign_in_name", autocomplete="username")
+        password = st.text_input("Password", type="password", key="sign_in_password", autocomplete="current-password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        user = users.authenticate(name.strip(), password)
+        if user is not None:
+            state[ui.SIGNED_IN] = user
+            state.pop("sign_in_notice", None)
+            st.rerun()
+        time.sleep(FAILED_SIGN_IN_DELAY_S)
+        st.error("Wrong name or password.")
+
+
+def _oidc_account():
+    """The account named by the e-mail the OIDC provider signed in (st.login / st.user); else
+    the page that signs in, or says the account is not allowed."""
+    if not st.user.is_logged_in:
+        def sign_in_page() -> None:
+            st.title("Backdrop")
+            st.button("Sign in", type="primary", key="oidc_sign_in", on_click=st.login)
+
+        return None, sign_in_page
+    email = st.user.get("email") or ""
+    try:
+        return users.get(email), None
+    except users.AccountError:
+        def not_allowed_page() -> None:
+            ui.user_error("This account may not use this Backdrop: an admin adds it with "
+                          "`backdrop users add EMAIL --no-password`.", email or "(the provider gave no e-mail)")
+            st.button("Sign out", key="oidc_sign_out", on_click=st.logout)
+
+        return None, not_allowed_page
+
+
+def _sign_out(mode: str) -> None:
+    st.session_state.pop(ui.SIGNED_IN, None)
+    if mode == "oidc":
+        st.logout()
+
 
 st.set_page_config(page_title="Backdrop", page_icon=":frame_with_picture:", layout="wide")
-
-navigation = st.navigation(
-    [
-        st.Page("pages/studio.py", title="Studio", icon=":material/photo_camera:", default=True),
-        st.Page("pages/history.py", title="History", icon=":material/history:"),
-        st.Page("pages/batch.py", title="Batch", icon=":material/burst_mode:"),
-        st.Page("pages/models.py", title="Models", icon=":material/memory:"),
-    ]
-)
+user, only = who_is_asking()
+if only is not None:
+    # a navigation of that one page: no other page (nor any file in pages/) is listed or reachable by its address
+    st.navigation([st.Page(only, title="Sign in", url_path="sign-in", default=True)], position="hidden").run()
+    st.stop()
+pages = [
+    st.Page("pages/studio.py", title="Studio", icon=":material/photo_camera:", default=True),
+    st.Page("pages/history.py", title="History", icon=":material/history:"),
+    st.Page("pages/batch.py", title="Batch", icon=":material/burst_mode:"),
+]
+if user is None or user.admin:  # its settings (models, device) apply to everyone's generations
+    pages.append(st.Page("pages/models.py", title="Models", icon=":material/memory:"))
+navigation = st.navigation(pages)
 ui.sidebar()
 navigation.run()

@@ -24,16 +24,18 @@ from fastapi_offline import FastAPIOffline
 
 from backdrop import api_schema as schema
 from backdrop.auth import current_user
+from storage.users import User
 from core.errors import BackdropError, InputError
 from core.request import BACKGROUND_KINDS, GenerationRequest, field_values, upgrade
 from storage import history, service
+from storage.errors import StorageError
 from storage.jobs import JobQueue
 from storage.models import STATUSES
 
 PREFIX = "/v1"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # per file, as the app's uploads (.streamlit/config.toml's maxUploadSize)
 IMAGE_KINDS = ("result", "cutout", "mask")
-_ERRORS = {code: {"model": schema.Error} for code in (403, 404, 409, 413, 422)}
+_ERRORS = {code: {"model": schema.Error} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
 
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(current_user)], responses=_ERRORS)
 
@@ -56,21 +58,24 @@ def create_app(queue: JobQueue | None = None, executor=None) -> FastAPI:
     app.state.executor = executor
     app.include_router(router)
     app.get(f"{PREFIX}/health", response_model=schema.Health, tags=["server"])(health)
-    app.add_exception_handler(InputError, _unprocessable)
+    app.add_exception_handler(InputError, _answer(422))
     app.add_exception_handler(RequestValidationError, _invalid)
-    app.add_exception_handler(history.NotFound, _not_found)
+    app.add_exception_handler(history.NotFound, _answer(404))
+    app.add_exception_handler(StorageError, _answer(503))  # the data folder or the database, not the request
+    app.add_exception_handler(BackdropError, _answer(400))
     app.openapi = lambda: _openapi(app)
     return app
 
 
 # ---- errors: one shape, a readable message ---------------------------------------------------
 
-def _unprocessable(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+def _answer(status: int):
+    """A handler answering ``status`` with the error's own message (BackdropErrors say what to do)."""
 
+    def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
-def _not_found(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    return handler
 
 
 def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -167,7 +172,8 @@ def create_generation(request: Request, response: Response,
                       mask: UploadFile | None = File(None, description="your own mask (white = subject) instead of "
                                                                        "the automatic one: the photo's size"),
                       picture: UploadFile | None = File(None, description="the background picture, for the "
-                                                                          "`image` background")) -> dict[str, Any]:
+                                                                          "`image` background"),
+                      user: User | None = Depends(current_user)) -> dict[str, Any]:
     """Queue a generation; answers at once with its id and status (queued). Follow it with GET
     on the generation, download its images when it is done."""
     from core.imaging import load_image, load_mask
@@ -180,10 +186,10 @@ def create_generation(request: Request, response: Response,
     mask_image = load_mask(_read(mask, "mask"), image.size) if mask is not None else None
     picture_data = _read(picture, "background picture") if picture is not None else None
     queue = _queue(request)
-    generation_id = queue.submit(generation_request, data, mask_image, picture=picture_data)
+    generation_id = queue.submit(generation_request, data, mask_image, picture=picture_data, user=user)
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{generation_id}"
-    return _out(queue.get(generation_id))
+    return _out(queue.get(generation_id, user=user))
 
 
 @router.get("/generations", response_model=schema.GenerationList, tags=["generations"],
@@ -192,28 +198,29 @@ def list_generations(request: Request, search: str | None = Query(None, descript
                      status: list[Literal[STATUSES]] | None = Query(None, description="one or more statuses"),
                      background: Literal[BACKGROUND_KINDS] | None = Query(None, description="background kind"),
                      favourite: bool | None = Query(None), limit: int = Query(50, ge=1, le=500),
-                     offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                     offset: int = Query(0, ge=0), user: User | None = Depends(current_user)) -> dict[str, Any]:
     """Newest first, as the app's History."""
     filters = {"search": search, "status": status, "background": background, "favourite": favourite}
     db = _queue(request).db
-    views = history.list_generations(limit=limit, offset=offset, db=db, **filters)
-    return {"total": history.count_generations(db=db, **filters), "items": [_out(v) for v in views]}
+    views = history.list_generations(limit=limit, offset=offset, db=db, user=user, **filters)
+    return {"total": history.count_generations(db=db, user=user, **filters), "items": [_out(v) for v in views]}
 
 
 @router.get("/generations/{generation_id}", response_model=schema.Generation, tags=["generations"],
             summary="A generation: status, progress, request, what ran, its images")
-def get_generation(request: Request, generation_id: int) -> dict[str, Any]:
-    return _out(_queue(request).get(generation_id))
+def get_generation(request: Request, generation_id: int, user: User | None = Depends(current_user)) -> dict[str, Any]:
+    return _out(_queue(request).get(generation_id, user=user))
 
 
 @router.get("/generations/{generation_id}/images/{kind}", tags=["generations"], summary="Download an image",
             response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the PNG"}})
 def download_image(request: Request, generation_id: int, kind: Literal[IMAGE_KINDS],
-                   variant: int = Query(1, ge=1, description="which result, for several AI variants")) -> Response:
+                   variant: int = Query(1, ge=1, description="which result, for several AI variants"),
+                   user: User | None = Depends(current_user)) -> Response:
     """The full-resolution PNG: a result (carrying the generation's parameters in its text
     chunks), the cut-out (with alpha) or the mask."""
     queue = _queue(request)
-    view = queue.get(generation_id)
+    view = queue.get(generation_id, user=user)
     if view.status != "done":
         why = f" ({view.error})" if view.error else ""
         raise HTTPException(409, f"generation {generation_id} is {view.status}{why}: it has no images")
@@ -229,31 +236,34 @@ def download_image(request: Request, generation_id: int, kind: Literal[IMAGE_KIN
              tags=["generations"], summary="Re-run or remix a generation")
 def rerun_generation(request: Request, response: Response, generation_id: int,
                      changes: dict[str, Any] | None = Body(None, description="fields to change (a remix); none: the "
-                                                                            "same request, seed included")) -> dict[str, Any]:
+                                                                            "same request, seed included"),
+                     user: User | None = Depends(current_user)) -> dict[str, Any]:
     """Queue the generation again from its stored photo, mask and picture, as its child; the
     same request and seed give the same image."""
     queue = _queue(request)
-    inputs = service.rerun_inputs(generation_id, db=queue.db, **field_values(changes or {}))
-    new_id = queue.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture)
+    inputs = service.rerun_inputs(generation_id, db=queue.db, user=user, **field_values(changes or {}))
+    new_id = queue.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
+                          user=user)
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{new_id}"
-    return _out(queue.get(new_id))
+    return _out(queue.get(new_id, user=user))
 
 
 @router.post("/generations/{generation_id}/cancel", response_model=schema.Cancelled, tags=["generations"],
              summary="Cancel a queued or running generation")
-def cancel_generation(request: Request, generation_id: int) -> dict[str, Any]:
+def cancel_generation(request: Request, generation_id: int,
+                      user: User | None = Depends(current_user)) -> dict[str, Any]:
     """A queued generation is cancelled at once; a running one stops at its next step."""
     queue = _queue(request)
-    return {"id": generation_id, "status": queue.cancel(generation_id)}
+    return {"id": generation_id, "status": queue.cancel(generation_id, user=user)}
 
 
 @router.delete("/generations/{generation_id}", status_code=204, response_class=Response, tags=["generations"],
                summary="Delete a generation and the files only it used")
-def delete_generation(request: Request, generation_id: int) -> Response:
+def delete_generation(request: Request, generation_id: int, user: User | None = Depends(current_user)) -> Response:
     queue = _queue(request)
     try:
-        history.delete(generation_id, db=queue.db)
+        history.delete(generation_id, db=queue.db, user=user)
     except history.NotFound:
         raise
     except BackdropError as exc:  # running: cancel it first

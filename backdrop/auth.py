@@ -1,60 +1,44 @@
-"""Who is calling the HTTP API: one dependency, ``current_user``, that every route asks.
+"""Who is calling the HTTP API: one dependency, ``current_user``, that every route asks, on the
+app's rules (backdrop.access):
 
-Backdrop has no user accounts yet. Until it has, the API serves a single local user, an
-administrator who sees every generation, and only to clients on this machine: a request from
-any other address is refused (403), and ``backdrop serve`` refuses to listen on an address other
-than loopback (``check_bind``). Once accounts with per-user API tokens exist, ``current_user``
-checks the ``Authorization: Bearer TOKEN`` header against them and returns the token's user
-(every route already receives the user it returns).
+- Without accounts, the API serves one local user who sees every generation (``None``, as for
+  the command line), and only to clients on this machine: a request from any other address is
+  refused (403), and ``backdrop serve`` refuses to listen beyond loopback (``access.refusal``,
+  as ``backdrop app`` does).
+- Once accounts exist (``backdrop users add``), or sign-in goes through an OIDC provider, every
+  request carries an account's API token (``backdrop users token NAME``) as ``Authorization:
+  Bearer TOKEN``, wherever the API listens; the account sees and changes only its own
+  generations, an admin all of them (storage's ``user``). A missing or unknown token is 401.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from fastapi import HTTPException, Request
+from backdrop import access
+from storage import users
 
-from core.errors import InputError
-
-LOOPBACK_NAMES = ("localhost",)
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    admin: bool = False
+_bearer = HTTPBearer(auto_error=False, description="an account's API token: `backdrop users token NAME` makes one")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-LOCAL_USER = User("local", admin=True)  # the one user while there are no accounts
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if not host:
-        return False
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str) -> None:
-    """Refuse to serve beyond this machine while no one has to log in."""
-    if not is_loopback(host):
-        raise InputError(f"cannot serve the API on {host!r}: Backdrop has no user accounts yet, so anyone who can "
-                         "reach that address could use and delete every generation. It serves this machine only: use "
-                         "--host 127.0.0.1 (the default), and put a reverse proxy with its own login in front to reach "
-                         "it from elsewhere")
-
-
-def current_user(request: Request) -> User:
-    """The caller: the local user, for a client on this machine; 403 for any other client."""
+def current_user(request: Request,
+                 credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> users.User | None:
+    """The caller's account, or None for the local user of a Backdrop without accounts."""
+    db = request.app.state.queue.db
+    if credentials is not None:
+        user = users.authenticate_token(credentials.credentials, db=db)
+        if user is None:
+            raise HTTPException(401, "this API token is not valid (revoked, replaced or mistyped): "
+                                     "`backdrop users token NAME` makes a new one", headers=_CHALLENGE)
+        return user
+    if access.mode(db) != "local":
+        raise HTTPException(401, "this Backdrop has accounts: send an account's API token as `Authorization: Bearer "
+                                 "TOKEN` (`backdrop users token NAME` makes one)", headers=_CHALLENGE)
     client = request.client.host if request.client else None
-    if not is_loopback(client):
-        raise HTTPException(403, f"this Backdrop has no user accounts yet and answers only requests from this machine "
-                                 f"(the client address is {client or 'unknown'})")
-    return LOCAL_USER
-
+    if not access.is_loopback(client):
+        raise HTTPException(403, "this Backdrop has no accounts yet, so it answers only requests from this machine "
+                                 f"(this one came from {client or 'an unknown address'}): add an account "
+                                 "(`backdrop users add NAME --admin`) and use its API token")
+    return None

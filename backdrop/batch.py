@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from backdrop.cli import copy_all, variant_paths
+from backdrop.cli import stage_copies, variant_paths
 from core.errors import InputError
 
 
@@ -89,7 +89,7 @@ def _batch(args: argparse.Namespace) -> int:
             results = history.get(generation_id).results
             targets = variant_paths(output / _free_name(Path(name), generation_id, used), len(results))
             used.update(path.name for path in targets)
-            copy_all(zip((o.path for o in results), targets))
+            stage_copies(zip((o.path for o in results), targets)).publish()
             done += 1
         else:
             failed.append(name)

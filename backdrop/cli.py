@@ -1,18 +1,22 @@
 """`backdrop`: the command's entry point, its subcommands, and what they share.
 
 Every user-caused failure (BackdropError) prints ``error: <message>`` on stderr and exits 2, and
-no output file is written.
+no output file is written; so does every storage failure (storage.errors: a full disk, a
+read-only or damaged data folder). Output cut short by its reader (``backdrop show 1 | head``)
+ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from core.errors import BackdropError, InputError
 
 EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a command ended by SIGPIPE
 # `replace` and `mask` skip importing the other subcommands' modules (database, evaluation:
 # ~1.5 s each), which matters for batch scripts calling the command per photo.
 CORE_COMMANDS = ("replace", "mask")
@@ -29,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away: nothing more can be printed, and flushing at exit must not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def build_parser(full: bool = True) -> argparse.ArgumentParser:
@@ -39,14 +47,34 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replace.add_commands(subparsers)  # replace, mask
     if full:
-        from backdrop import batch, evaluate, history, models, serve
+        from backdrop import app, batch, doctor, evaluate, history, models, serve, users
 
         models.add_commands(subparsers)  # models, models fetch
-        history.add_commands(subparsers)  # history, show, rerun, delete, export
+        history.add_commands(subparsers)  # history, show, rerun, cancel, delete, export
         evaluate.add_commands(subparsers)  # eval
+        users.add_commands(subparsers)  # users add | list | passwd | remove | token
+        doctor.add_commands(subparsers)  # doctor
+        app.add_commands(subparsers)  # app
         batch.add_commands(subparsers)  # batch
         serve.add_commands(subparsers)  # serve
     return parser
+
+
+def database():
+    """The database the environment names, after recovering runs whose process is gone (a
+    ``replace`` killed midway): every command that opens the database does this first. Recovery
+    is skipped where the database cannot be written (a read-only data folder still reads)."""
+    from storage.db import get_database
+    from storage.errors import StorageError
+    from storage.jobs import JobQueue
+
+    db = get_database()
+    if not db.read_only:
+        try:
+            JobQueue(db).recover_stale()
+        except StorageError:
+            pass
+    return db
 
 
 def add_field_option(parser: argparse.ArgumentParser, spec, default=argparse.SUPPRESS) -> None:
@@ -82,19 +110,33 @@ def variant_paths(output: str | Path, count: int) -> list[Path]:
     return [output] + [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(2, count + 1)]
 
 
-def check_output_folder(path: Path) -> None:
-    """An output path must be a .png in a folder that exists (checked before any work)."""
-    from core.files import output_folder
+def check_outputs(outputs: dict[str, Path | None], inputs: tuple[str | Path | None, ...] = ()) -> None:
+    """The files a command will write (option -> path), checked before any work: each a .png in
+    a folder that exists and can be written, not a folder or a device, none the same file as
+    another or as one of ``inputs``."""
+    from core.files import check_target, same_file
 
-    output_folder(path)
-    if path.suffix.lower() != ".png":
-        raise InputError(f"output must be a .png file (got {str(path)!r})")
+    given = [(option, Path(path)) for option, path in outputs.items() if path is not None]
+    for option, path in given:
+        if path.suffix.lower() != ".png":
+            raise InputError(f"{option} must be a .png file (got {str(path)!r})")
+        check_target(path)
+        for source in inputs:
+            if source is not None and same_file(path, source):
+                raise InputError(f"{option} {str(path)!r} is an input of this command: writing it would destroy "
+                                 "the input; choose another name")
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[i + 1:]:
+            if same_file(path, other_path):
+                raise InputError(f"{option} and {other} are the same file {str(path)!r}: one would replace the "
+                                 "other; give each its own name")
 
 
-def copy_all(pairs) -> None:
-    """Copy stored files to the user's paths, each atomically (no re-encoding)."""
-    from core.files import write_atomic
+def stage_copies(pairs):
+    """The user's copies of stored files (no re-encoding), staged to be renamed into place together."""
+    from core.files import StagedFiles
 
+    staged = StagedFiles()
     for source, path in pairs:
-        data = Path(source).read_bytes()
-        write_atomic(path, lambda stream, data=data: stream.write(data))
+        staged.stage(path, Path(source).read_bytes())
+    return staged

@@ -1,5 +1,8 @@
-"""`backdrop history | show | rerun | delete | export`: the generation history from the command
-line. The database and image store come from BACKDROP_DATA_DIR / BACKDROP_DATABASE_URL."""
+"""`backdrop history | show | rerun | cancel | delete | export`: the generation history from the
+command line. The database and image store come from BACKDROP_DATA_DIR / BACKDROP_DATABASE_URL.
+The command line is the machine's own: it sees every generation, whoever made it. On a disk
+filled to the last byte, ``history``, ``show``, ``cancel`` and ``delete`` still run (they use
+the data folder's space reserve, storage.space), so space can be freed."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from backdrop.cli import add_field_option, check_output_folder, variant_paths
-from core.request import FIELDS, SCHEMA_VERSION
+from backdrop.cli import add_field_option, check_outputs, database, stage_copies, variant_paths
+from core.errors import BackdropError
+from core.request import BACKGROUND_KINDS, FIELDS, SCHEMA_VERSION
 from storage.models import STATUSES
 
 
@@ -36,6 +40,13 @@ def add_commands(subparsers) -> None:
         add_field_option(p, spec)
     p.set_defaults(func=_rerun)
 
+    p = subparsers.add_parser("cancel", help="cancel a queued or running generation",
+                              description="Cancel generation ID: a queued one at once; a running one stops at its "
+                              "next step (in the app, a worker or another `backdrop` process); one whose process is "
+                              "gone (killed) is marked failed now.")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_cancel)
+
     p = subparsers.add_parser("delete", help="delete a generation and the files only it used")
     p.add_argument("id", type=int)
     p.set_defaults(func=_delete)
@@ -50,7 +61,7 @@ def add_commands(subparsers) -> None:
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", metavar="TEXT", help="text in the prompt")
     p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--background", metavar="KIND", help="ai, color, gradient, blur, image, transparent")
+    p.add_argument("--background", metavar="KIND", choices=BACKGROUND_KINDS, help=", ".join(BACKGROUND_KINDS))
     p.add_argument("--favourite", action="store_true", default=None, help="favourites only")
 
 
@@ -61,7 +72,9 @@ def _filters(args: argparse.Namespace) -> dict:
 def _history(args: argparse.Namespace) -> int:
     from storage import history
 
-    views = history.list_generations(limit=args.limit, offset=args.offset, **_filters(args))
+    db = database()
+    views = db.retry_when_full(lambda: history.list_generations(limit=args.limit, offset=args.offset, db=db,
+                                                                **_filters(args)))
     if args.json:
         print(json.dumps([v.to_dict() for v in views], indent=2))
         return 0
@@ -80,7 +93,8 @@ def _history(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from storage import history
 
-    v = history.get(args.id)
+    db = database()
+    v = db.retry_when_full(lambda: history.get(args.id, db=db))
     if args.json:
         print(json.dumps(v.to_dict(), indent=2))
         return 0
@@ -113,27 +127,51 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    from core.imaging import save_png_atomic
     from storage import history, service
-    from storage.images import png_text_info
 
     changes = {spec.name: getattr(args, spec.name) for spec in FIELDS if hasattr(args, spec.name)}
+    db = database()
+    old = history.get(args.id, db=db)  # its results, to compare with: it may be deleted while this runs
+    deliver = None
     if args.output:
-        check_output_folder(Path(args.output))
-    generation_id, _result = service.rerun(args.id, **changes)
-    new, old = history.get(generation_id), history.get(args.id)
+        check_outputs({"-o": Path(args.output)})
+
+        def deliver(stored: dict[str, list[Path]]):
+            return stage_copies(zip(stored["result"], variant_paths(args.output, len(stored["result"]))))
+
+    generation_id, _result = service.rerun(args.id, db=db, deliver=deliver, **changes)
+    new = history.get(generation_id, db=db)
     print(f"generation {generation_id} (re-run of {args.id}{', remix' if changes else ''})")
     if not changes and old.results:
-        same = all(_pixels_equal(a.path, b.path) for a, b in zip(old.results, new.results))
-        print(f"identical to generation {args.id}: {'yes' if same else 'no'}")
-    if args.output:
-        for out, path in zip(new.results, variant_paths(args.output, len(new.results))):
-            image = _load_png(out.path)
-            save_png_atomic(image, path, pnginfo=png_text_info(image))
-            print(path)
+        if all(o.path.exists() for o in old.results):
+            same = all(_pixels_equal(a.path, b.path) for a, b in zip(old.results, new.results))
+            print(f"identical to generation {args.id}: {'yes' if same else 'no'}")
+        else:
+            print(f"generation {args.id} was deleted while this ran: not compared")
+    paths = variant_paths(args.output, len(new.results)) if args.output else [out.path for out in new.results]
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from storage import history
+    from storage.jobs import INTERRUPTED, JobQueue
+
+    db = database()  # a run whose process is gone has just been marked failed
+    before = history.get(args.id, db=db)
+    if before.status in ("queued", "running"):
+        db.retry_when_full(lambda: JobQueue(db).cancel(args.id))
+    view = history.get(args.id, db=db)
+    if view.status == "running":
+        print(f"generation {args.id}: asked to stop; it stops at its next step")
+    elif before.status == "queued" and view.status == "cancelled":
+        print(f"generation {args.id}: cancelled")
+    elif view.error == INTERRUPTED:
+        print(f"generation {args.id}: its process had stopped; marked failed ({INTERRUPTED})")
     else:
-        for out in new.results:
-            print(out.path)
+        raise BackdropError(f"generation {args.id} already ended ({view.status}"
+                            + (f": {view.error}" if view.error else "") + "): nothing to cancel")
     return 0
 
 
@@ -156,7 +194,8 @@ def _pixels_equal(a: Path, b: Path) -> bool:
 def _delete(args: argparse.Namespace) -> int:
     from storage import history
 
-    removed = history.delete(args.id)
+    db = database()
+    removed = db.retry_when_full(lambda: history.delete(args.id, db=db))
     print(f"deleted generation {args.id}; removed {len(removed)} file(s) nothing else used")
     return 0
 
@@ -164,6 +203,7 @@ def _delete(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from storage import history
 
-    path, count = history.export(args.output, ids=args.ids or None, **_filters(args))
+    db = database()
+    path, count = history.export(args.output, ids=args.ids or None, db=db, **_filters(args))
     print(f"{path}: {count} generation(s)")
     return 0

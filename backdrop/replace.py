@@ -3,7 +3,8 @@
 ``replace`` has one option per request field, made from the field's declaration
 (core.request.FIELDS); the model and device options start from the saved settings
 (storage.settings), as the app does. Outputs are only written, atomically, once everything
-succeeded: a bad input or parameter writes nothing.
+succeeded, and the generation is only recorded done once they are: a bad input or parameter, or
+an output that cannot be written, writes nothing and leaves the generation failed with its cause.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from backdrop.cli import add_field_option, check_output_folder, copy_all, variant_paths
+from backdrop.cli import add_field_option, check_outputs, stage_copies, variant_paths
 from core.errors import InputError
 from core.request import FIELD, FIELDS, SAM_MODEL, SAMPLER_PRESETS, Background, GenerationRequest
 
@@ -149,21 +150,28 @@ def _replace(args: argparse.Namespace) -> int:
     from core.imaging import load_image, load_mask
 
     request, picture = request_from_args(args)
-    outputs = variant_paths(args.output, request.variants if request.background_spec.kind == "ai" else 1)
+    if args.variants > 1 and request.background_spec.kind != "ai":
+        raise InputError(f"--variants {args.variants}: only the AI background makes variants (this one is "
+                         f"{request.background_spec.kind!r})")
+    outputs = variant_paths(args.output, request.variants)
     extras = {name: Path(path) for name, path in (("mask", args.save_mask), ("cutout", args.save_cutout)) if path}
-    for path in [outputs[0], *extras.values()]:
-        check_output_folder(path)
+    check_outputs({**{("-o" if i == 0 else f"variant {i + 1}"): path for i, path in enumerate(outputs)},
+                   **{f"--save-{name}": path for name, path in extras.items()}},
+                  inputs=(args.input, args.mask, picture))
     start = time.perf_counter()
     image = load_image(args.input)  # refuses a bad file before anything is recorded
     mask = load_mask(args.mask, image.size) if args.mask else None
     if picture is not None:
         load_image(picture, what="background picture")
     load_seconds = time.perf_counter() - start
-    generation_id, result, stored = _generate(Path(args.input), request, mask, picture)
+
+    def deliver(stored: dict[str, list[Path]]):
+        return stage_copies([*zip(stored["result"], outputs), *((stored[name][0], path) for name, path in extras.items())])
+
     start = time.perf_counter()
-    copy_all([*zip(stored["result"], outputs), *((stored[name][0], path) for name, path in extras.items())])
+    generation_id, result = _generate(Path(args.input), request, mask, picture, deliver)
     result.timings["load"] = load_seconds
-    result.timings["save"] = time.perf_counter() - start
+    result.timings["save"] = time.perf_counter() - start - result.timings.get("total", 0.0)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -179,19 +187,16 @@ def _replace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(source: Path, request, mask, picture: Path | None):
+def _generate(source: Path, request, mask, picture: Path | None, deliver):
     """The one call site of the pipeline: storage records every generation (``history``), the
-    input and picture kept as their original bytes. Returns (generation id, result, {kind:
-    [stored PNG paths]}) so the outputs are copies of the recorded PNGs, with their parameters
-    text chunks."""
-    from storage import history
+    input and picture kept as their original bytes. ``deliver`` stages the user's files from the
+    recorded PNGs (copies, with their parameters text chunks) before the generation is marked
+    done. Returns (generation id, result)."""
+    from backdrop.cli import database
     from storage.service import generate_and_record
 
-    generation_id, result = generate_and_record(source, request, mask, progress=_progress_printer(), picture=picture)
-    stored: dict[str, list[Path]] = {}
-    for output in history.get(generation_id).outputs:
-        stored.setdefault(output.kind, []).append(output.path)
-    return generation_id, result, stored
+    return generate_and_record(source, request, mask, progress=_progress_printer(), picture=picture,
+                               deliver=deliver, db=database())
 
 
 def _progress_printer():
@@ -210,7 +215,7 @@ def _mask(args: argparse.Namespace) -> int:
     from core.imaging import check_mask, load_image, save_png_atomic
     from core.segment import automatic_mask
 
-    check_output_folder(Path(args.output))
+    check_outputs({"-o": Path(args.output)}, inputs=(args.input,))
     image = load_image(args.input)
     mask = automatic_mask(image, args.segmenter)
     if args.point or args.negative_point or args.box:

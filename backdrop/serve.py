@@ -3,8 +3,8 @@
 By default the jobs run in this process, one at a time, as in the app; with a Ray cluster
 (``--ray ADDRESS`` or BACKDROP_RAY_ADDRESS) they run on Ray workers (storage.ray_workers);
 ``--no-worker`` leaves them to another process serving the same database (the app, another
-``serve``). It listens on the loopback address only while Backdrop has no user accounts
-(backdrop.auth.check_bind).
+``serve``). It listens on 127.0.0.1 unless ``--host`` says otherwise, which needs accounts
+(backdrop.access.refusal, as for the app; backdrop.auth: API tokens).
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.errors import InputError
+
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve the HTTP API (on this machine: http://127.0.0.1:8000, docs at /docs)",
         description="Serve the HTTP API over the same history and job queue as the app (BACKDROP_DATA_DIR, "
         "BACKDROP_DATABASE_URL). The OpenAPI documentation is at /docs.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only; "
+                   "another address needs accounts, whose API tokens the clients send)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--no-worker", action="store_true",
                    help="only queue jobs: another process serving the same database runs them")
@@ -38,9 +41,13 @@ def _positive(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from backdrop.auth import check_bind
+    from backdrop import access
+    from backdrop.cli import database
 
-    check_bind(args.host)
+    db = database()
+    problem = access.refusal(args.host, db=db)
+    if problem:
+        raise InputError(problem)
     import uvicorn
 
     from backdrop.api import create_app
@@ -48,13 +55,14 @@ def _serve(args: argparse.Namespace) -> int:
     from storage.jobs import JobQueue, start_serving
     from storage.settings import request_settings
 
-    queue = JobQueue()
+    queue = JobQueue(db)
     executor = None
     if not args.no_worker:
         warm_up = GenerationRequest(**request_settings()).replace(background="ai")
         executor = start_serving(queue, warm_up=warm_up, ray_address=args.ray, ray_workers=args.ray_workers)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"Backdrop API on http://{host}:{args.port} (documentation: /docs), data in {queue.db.data_dir}",
+    who = "API tokens of the accounts" if access.mode(db) != "local" else "this machine only, no accounts"
+    print(f"Backdrop API on http://{host}:{args.port} (documentation: /docs; {who}), data in {db.data_dir}",
           file=sys.stderr, flush=True)
     uvicorn.run(create_app(queue, executor), host=args.host, port=args.port, log_level="info")
     return 0

@@ -16,3 +16,7 @@ class ModelMissingError(BackdropError):
 
 class Cancelled(BackdropError):
     """The caller's cancel hook asked the run to stop."""
+
+
+class OutputError(BackdropError):
+    """A file could not be written where the user asked (a folder, a device, a full disk...)."""

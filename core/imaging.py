@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from core.errors import InputError
+from core.errors import InputError, OutputError
 from core.files import write_atomic
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what a folder of photos is read for (batch, eval)
@@ -188,7 +188,10 @@ def check_mask(mask: Image.Image) -> None:
 
 def save_png_atomic(image: Image.Image, path: str | Path, pnginfo=None) -> Path:
     """Write a PNG so that a crash or a full disk never leaves a half-written file under the
-    final name (see core.files.write_atomic)."""
-    return write_atomic(
-        path, lambda stream: image.save(stream, format="PNG", pnginfo=pnginfo, compress_level=PNG_COMPRESS_LEVEL)
-    )
+    final name (see core.files.write_atomic); OutputError when it cannot be written."""
+    try:
+        return write_atomic(
+            path, lambda stream: image.save(stream, format="PNG", pnginfo=pnginfo, compress_level=PNG_COMPRESS_LEVEL)
+        )
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None

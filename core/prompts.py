@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 CHUNK = 75  # text tokens CLIP reads at once (77 with its start and end tokens)
 MAX_CHUNKS = 8  # 600 tokens: more would be read by nobody, and each length is another CUDA graph shape
+QUOTED_CHARS = 200  # how much of the ignored text a truncation warning quotes
 ROUND = 1.1  # (words)
 SQUARE = 1 / 1.1  # [words]
 COMMA_BACKTRACK = 20  # a chunk ends at its last comma when that is at most this many tokens back
@@ -205,8 +206,11 @@ def truncation_warning(tokenizer, prompt: str, what: str = "prompt") -> str | No
     if len(pieces) <= MAX_CHUNKS:
         return None
     dropped = tokenizer.decode([token for chunk in pieces[MAX_CHUNKS:] for token in chunk.ids]).strip()
+    quoted = repr(dropped[:QUOTED_CHARS])  # the warning is shown, printed and stored: it quotes the start only
+    if len(dropped) > QUOTED_CHARS:
+        quoted += f" and {len(dropped) - QUOTED_CHARS} more characters"
     return (f"{what} is {token_count(tokenizer, prompt)} tokens; Backdrop reads {MAX_CHUNKS} chunks of {CHUNK} "
-            f"({MAX_CHUNKS * CHUNK} tokens), so this part is ignored: {dropped!r}")
+            f"({MAX_CHUNKS * CHUNK} tokens), so this part is ignored: {quoted}")
 
 
 def token_count(tokenizer, text: str) -> int:

@@ -127,6 +127,8 @@ class Param:
             ok = isinstance(value, str)
         if not ok:
             raise InputError(f"{what} must be {_KIND[self.type]} (got {value!r})")
+        if self.type is str and "\x00" in value:  # PostgreSQL's text cannot hold it; no prompt needs it
+            raise InputError(f"{what} must not contain a NUL character (\\x00)")
         if self.low is not None and not self.low <= value <= self.high:
             raise InputError(f"{what} must be {self.limits} (got {value!r})")
         if self.choices is not None and value not in self.choices:
@@ -179,8 +181,8 @@ class GenerationRequest:
                                  "What the AI background must not show; same syntax as the prompt.", group="ai")
     seed: int = param(0, "Seed", "Random seed: the same seed and settings give the same image.",
                       low=0, high=2**63 - 1, group="ai")
-    variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...).",
-                          low=1, high=8, group="ai")
+    variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...); other "
+                          "backgrounds make one image.", low=1, high=8, group="ai")
     steps: int = param(25, "Steps", "Diffusion steps.", low=1, high=150, group="advanced")
     guidance: float = param(7.5, "Guidance (prompt strength)", "How closely the image follows the prompt.",
                             low=0, high=30, step=0.5, group="advanced")
@@ -231,6 +233,9 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         for spec in FIELDS:
             spec.validate(getattr(self, spec.name))
+        if self.variants != 1 and self.background_spec.kind != "ai":
+            # only the AI background has variants: what is stored says what is made
+            object.__setattr__(self, "variants", 1)
 
     @property
     def background_spec(self) -> Background:

@@ -56,7 +56,7 @@ def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
         if job["id"] is None:
             rows.append({"photo": job["name"], "generation": None, "status": "refused", "detail": job["error"]})
             continue
-        view = history.get(job["id"])
+        view = history.get(job["id"], user=ui.current_user())
         fraction, label = ui.progress_text(view) if view.status in ("queued", "running") else (1.0, view.error or "")
         rows.append({"photo": job["name"], "generation": view.id, "status": view.status,
                      "progress": round(fraction * 100), "detail": label})
@@ -80,7 +80,7 @@ def live_queue() -> None:
     st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
     if st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:"):
         for view in active:
-            ui.worker().queue.cancel(view.id)
+            ui.worker().queue.cancel(view.id, user=ui.current_user())
 
 
 def finished_queue() -> None:
@@ -104,7 +104,7 @@ if st.button(f"Process {len(sources)} photo(s)", type="primary", disabled=reques
     start(sources, request, picture)
 if state.get("batch_jobs"):
     st.subheader("Queue")
-    statuses = [history.get(j["id"]).status for j in state.batch_jobs if j["id"] is not None]
+    statuses = [history.get(j["id"], user=ui.current_user()).status for j in state.batch_jobs if j["id"] is not None]
     if any(status in ("queued", "running") for status in statuses):
         live_queue()
     else:

@@ -49,10 +49,10 @@ def thumbnail(view) -> str | None:
 
 
 def gallery(chosen: dict) -> None:
-    total = history.count_generations(**chosen)
+    total = history.count_generations(user=ui.current_user(), **chosen)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(state.get("history_page", 0), pages - 1)
-    views = history.list_generations(limit=PAGE_SIZE, offset=page * PAGE_SIZE, **chosen)
+    views = history.list_generations(limit=PAGE_SIZE, offset=page * PAGE_SIZE, user=ui.current_user(), **chosen)
     st.caption(f"{total} generation(s); page {page + 1} of {pages}")
     if not views:
         st.info("Nothing here yet: generations made in the Studio or the Batch page appear here.")
@@ -82,7 +82,7 @@ def select(generation_id: int | None) -> None:
 
 def detail(generation_id: int) -> None:
     try:
-        view = history.get(generation_id)
+        view = history.get(generation_id, user=ui.current_user())
     except history.NotFound:
         st.warning(f"Generation {generation_id} no longer exists.")
         select(None)
@@ -164,7 +164,7 @@ def actions(view) -> None:
         from storage.service import rerun_inputs
 
         try:
-            inputs = rerun_inputs(view.id)
+            inputs = rerun_inputs(view.id, user=ui.current_user())
             select(ui.submit(inputs.request, inputs.image, inputs.mask, parent_id=view.id, picture=inputs.picture))
             st.rerun()
         except BackdropError as error:
@@ -174,7 +174,8 @@ def actions(view) -> None:
         state.studio_remix = view.id
         st.switch_page("pages/studio.py")
     fav_col.button("Unfavourite" if view.favourite else "Favourite", key="history_fav_toggle",
-                   icon=":material/star:", on_click=history.set_favourite, args=(view.id, not view.favourite))
+                   icon=":material/star:", on_click=history.set_favourite,
+                   args=(view.id, not view.favourite), kwargs={"user": ui.current_user()})
     if export_col.button("Export zip", key="history_export_btn", icon=":material/folder_zip:"):
         state.history_export = export([view.id])
     if state.get("history_export"):
@@ -188,7 +189,7 @@ def actions(view) -> None:
         yes, no = st.columns(2)
         if yes.button("Yes, delete", type="primary", key="history_delete_yes"):
             try:
-                history.delete(view.id)
+                history.delete(view.id, user=ui.current_user())
                 select(None)
                 st.rerun()
             except BackdropError as error:
@@ -199,7 +200,7 @@ def actions(view) -> None:
 
 def export(ids: list[int] | None, **chosen) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
-        path, _ = history.export(Path(folder) / "export.zip", ids=ids, **chosen)
+        path, _ = history.export(Path(folder) / "export.zip", ids=ids, user=ui.current_user(), **chosen)
         return path.read_bytes()
 
 

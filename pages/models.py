@@ -68,6 +68,9 @@ def settings_form(current: dict[str, str]) -> None:
 
 
 st.title("Models")
+if not ui.is_admin():  # not in an ordinary user's navigation either (streamlit_app.py)
+    st.error("The Models page is for admins: its settings apply to everyone's generations.")
+    st.stop()
 if st.session_state.pop("models_saved", False):
     st.success("Settings saved: new generations use these models.")
 request = ui.base_request()

@@ -63,7 +63,7 @@ def open_remix() -> None:
     from storage.service import rerun_inputs
 
     generation_id = state.pop("studio_remix")
-    inputs = rerun_inputs(generation_id)
+    inputs = rerun_inputs(generation_id, user=ui.current_user())
     set_photo(inputs.image, f"generation {generation_id}")
     if inputs.mask is not None:
         state.studio_base_mask = inputs.mask
@@ -77,13 +77,14 @@ def photo_section() -> None:
         f"Photo (JPEG, PNG or WebP, up to {limit} MB)", type=["jpg", "jpeg", "png", "webp"], key="studio_upload"
     )
     if state.get("studio_photo") is not None and upload is None:
-        st.caption(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
+        # the file's name is the user's text: plain text, never Markdown (it could hold links)
+        st.text(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
     if upload is not None and upload.file_id != state.get("studio_upload_id"):
         state.studio_upload_id = upload.file_id
         try:
             set_photo(upload.getvalue(), upload.name)
         except BackdropError as error:
-            st.error(f"{upload.name}: {error}")
+            ui.user_error("This file cannot be used as a photo:", f"{upload.name}: {error}")
 
 
 def mask_section() -> None:
@@ -163,7 +164,7 @@ def generate_section() -> None:
 
 
 def job_panel(generation_id: int) -> None:
-    view = ui.worker().queue.get(generation_id)
+    view = ui.worker().queue.get(generation_id, user=ui.current_user())
     if view.status in ("queued", "running"):
         ui.job_progress(generation_id, key="studio")
     elif view.status == "done":

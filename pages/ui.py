@@ -28,6 +28,30 @@ KIND_LABELS = {
 }
 
 
+# ---------------------------------------------------------------- who is asking
+
+def current_user():
+    """The signed-in account (storage.users.User), or None where the app runs without accounts
+    (one local user who sees everything). streamlit_app.py's sign-in sets it before any page runs."""
+    return st.session_state.get(SIGNED_IN)
+
+
+def is_admin() -> bool:
+    user = current_user()
+    return user is None or user.admin
+
+
+def user_error(headline: str, detail: str) -> None:
+    """An error about something the user named (a file name, an e-mail): the headline in the red
+    box, the user's text below it as plain text. Streamlit renders st.error's text as Markdown,
+    where a file name such as ``[x](http://y)`` or a bare address would become a link."""
+    st.error(headline)
+    st.code(detail, language=None, wrap_lines=True)
+
+
+SIGNED_IN = "backdrop_user"
+
+
 # ---------------------------------------------------------------- settings, arguments
 
 def settings() -> dict[str, str]:
@@ -232,7 +256,7 @@ def _background_picture(prefix: str) -> bytes | None:
             load_image(data, what=upload.name)
             st.session_state[f"{prefix}picture"] = data
         except InputError as error:
-            st.error(str(error))
+            user_error("This picture cannot be used:", str(error))  # the message quotes the file's name
     picture = st.session_state.get(f"{prefix}picture")
     if picture:
         st.image(picture, caption="Background picture", width=160)
@@ -262,7 +286,8 @@ def worker():
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:
     job_worker = worker()
-    generation_id = job_worker.queue.submit(request, image, mask, parent_id=parent_id, picture=picture)
+    generation_id = job_worker.queue.submit(request, image, mask, parent_id=parent_id, picture=picture,
+                                            user=current_user())
     job_worker.wake()
     return generation_id
 
@@ -282,7 +307,7 @@ def progress_text(view) -> tuple[float, str]:
 def job_progress(generation_id: int, key: str) -> None:
     """Polls a queued or running job's row with a progress bar and a cancel button; when it has
     finished, reruns the page so the caller shows the outcome."""
-    view = worker().queue.get(generation_id)
+    view = worker().queue.get(generation_id, user=current_user())
     if view.status not in ("queued", "running"):
         st.rerun()
     fraction, label = progress_text(view)
@@ -290,7 +315,7 @@ def job_progress(generation_id: int, key: str) -> None:
     if view.cancel_requested:
         st.caption("Stopping at the next step...")
     elif st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:"):
-        worker().queue.cancel(generation_id)
+        worker().queue.cancel(generation_id, user=current_user())
         st.rerun(scope="fragment")
 
 
@@ -338,10 +363,11 @@ def colour_match_look(view) -> None:
 
 
 def sidebar() -> None:
-    """Shown on every page: what the worker is doing and where data lives."""
+    """Shown on every page: what the worker is doing and (to an admin) where data lives."""
     with st.sidebar:
         worker_status()
-        st.caption(f"Data folder: {user_settings.data_dir().resolve()}")
+        if is_admin():
+            st.caption(f"Data folder: {user_settings.data_dir().resolve()}")
 
 
 @st.fragment(run_every=3.0)
@@ -349,6 +375,7 @@ def worker_status() -> None:
     job_worker = worker()
     pending = job_worker.queue.pending()
     if job_worker.current is not None:
-        st.caption(f"Worker: generating #{job_worker.current}; {pending} job(s) queued or running")
+        which = f" #{job_worker.current}" if is_admin() else ""  # another user's generation id is theirs
+        st.caption(f"Worker: generating{which}; {pending} job(s) queued or running")
     else:
         st.caption(f"Worker: idle; {pending} job(s) waiting")

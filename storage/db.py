@@ -17,9 +17,10 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -30,11 +31,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from storage import errors, settings
 from storage.images import ImageStore
-from storage import settings
+from storage.space import space_reserve
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -76,15 +79,20 @@ class Database:
     def __init__(self, url: str | None = None, data_dir: str | Path | None = None, migrate: bool = True):
         self.data_dir = Path(data_dir).absolute() if data_dir else settings.data_dir()
         url = url or os.environ.get("BACKDROP_DATABASE_URL") or ""
+        self.read_only = False
         if not url:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.read_only = _prepare_folder(self.data_dir)
+            _check_sqlite_file(self.data_dir / "backdrop.db", self.data_dir / "images")
             url = f"sqlite:///{self.data_dir / 'backdrop.db'}"
         self.url = make_url(url)
-        self.engine = _make_engine(self.url)
+        self.engine = _make_engine(self.url, self.data_dir, self.read_only)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self.images = ImageStore(self.data_dir / "images", self.data_dir / "thumbs")
-        if migrate:
-            self.upgrade()
+        self.reserve = space_reserve(self.data_dir)
+        if migrate:  # its first read is where a full disk shows (SQLite cannot open its WAL files)
+            self.retry_when_full(self.upgrade)
+        if not self.read_only:
+            self.reserve.ensure()
 
     @property
     def is_sqlite(self) -> bool:
@@ -99,6 +107,9 @@ class Database:
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         if revision == "head" and self.current_revision() == head:
             return
+        if self.read_only:
+            raise errors.read_only(self.data_dir, "bringing the database up to this version of Backdrop",
+                                   "the folder is read-only")
         with self._migration_lock(), self.engine.connect() as conn:
             if self.is_sqlite:
                 # SQLite alters a table by copying and dropping it: with foreign keys on, the drop
@@ -128,6 +139,17 @@ class Database:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def retry_when_full(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; when it fails for lack of disk space, give up the data folder's space
+        reserve (storage.space) and run it once more. What frees space must not fail for want of it."""
+        try:
+            return operation()
+        except errors.DiskFull:
+            if not self.reserve.release():
+                raise
+            self.engine.dispose()  # connections that failed to open their WAL files start over
+            return operation()
+
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A session committed on success and rolled back on error."""
@@ -138,21 +160,62 @@ class Database:
         self.engine.dispose()
 
 
-def _make_engine(url) -> Engine:
+def _make_engine(url, data_dir: Path, read_only: bool = False) -> Engine:
+    shown = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        engine = create_engine(url, pool_pre_ping=True)
+    else:
+        if read_only:  # a read-only folder: nothing can change the file, so read it as it is (no -wal, -shm)
+            url = make_url(f"sqlite:///file:{url.database}?mode=ro&immutable=1&uri=true")
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            if not read_only:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+
+    @event.listens_for(engine, "handle_error")
+    def _plain_storage_errors(context):
+        translated = errors.from_database(context.original_exception, shown, data_dir)
+        if translated is not None:
+            raise translated from context.original_exception
 
     return engine
+
+
+def _prepare_folder(data_dir: Path) -> bool:
+    """Make the data folder if it is missing; True when it exists but cannot be written (the
+    history can still be read)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise errors.StorageError(f"the data folder {data_dir} is a file, not a folder: point BACKDROP_DATA_DIR at "
+                                  "a folder (or a path where one can be made)")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.from_oserror(exc, data_dir, "making the data folder") or exc
+    return not os.access(data_dir, os.W_OK)
+
+
+def _check_sqlite_file(path: Path, images: Path) -> None:
+    """A damaged, empty or missing database is never silently replaced by a new one: the old
+    images would become orphans and the history would read empty."""
+    if path.is_dir():
+        raise errors.StorageError(f"{path} is a folder, not a database file: move it away; {errors.DOCTOR}")
+    if path.exists() and path.stat().st_size == 0:
+        raise errors.DatabaseDamaged(
+            f"the database {path} is empty (0 bytes): it was truncated or replaced, and Backdrop will not start a "
+            f"new history over it. Restore it from a backup; to start anew on purpose, move it away "
+            f"(mv {path} {path}.empty). {errors.DOCTOR}")
+    if not path.exists() and images.is_dir() and any(images.iterdir()):
+        raise errors.StorageError(
+            f"the data folder {path.parent} holds stored images but no database {path.name}: it was moved or "
+            f"deleted. Restore it from a backup; to start anew on purpose, move {images} away first. {errors.DOCTOR}")
 
 
 _databases: dict[tuple[str, str], Database] = {}

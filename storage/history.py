@@ -2,18 +2,22 @@
 delete (with the files only that generation used) and export as a zip.
 
 Every function takes ``db=None`` (the shared database from the environment) and returns plain
-``GenerationView`` objects, so callers never hold an ORM session.
+``GenerationView`` objects, so callers never hold an ORM session. Every function that reads or
+changes generations takes ``user``: None (the command line, a local app without accounts: every
+generation) or a ``storage.users.User``, who sees and changes only their own unless an admin.
+Another user's generation is "not found", exactly like one that does not exist.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image as PILImage
 from sqlalchemy import Select, delete as sql_delete, func, or_, select
@@ -21,12 +25,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from core.errors import BackdropError, InputError
-from core.files import write_atomic
+from core.errors import BackdropError, InputError, OutputError
+from core.files import check_target, write_atomic
 from core.request import GenerationRequest
 from storage.db import Database, get_database, utcnow
+from storage.errors import DOCTOR, StorageError
 from storage.images import StoredImage
 from storage.models import STATUSES, Generation, Image, Output
+
+if TYPE_CHECKING:
+    from storage.users import User
 
 MAX_LINEAGE = 1000  # guards the ancestor walk against a corrupted cycle
 
@@ -68,6 +76,7 @@ class GenerationView:
     finished_at: datetime | None
     favourite: bool
     parent_id: int | None
+    owner_id: int | None
     input_sha256: str
     mask_sha256: str | None
     user_mask_sha256: str | None
@@ -101,6 +110,20 @@ def _db(db: Database | None) -> Database:
     return db or get_database()
 
 
+def visible(query: Select, user: User | None) -> Select:
+    """``query`` limited to the generations ``user`` may see."""
+    if user is None or user.admin:
+        return query
+    return query.where(Generation.owner_id == user.id)
+
+
+def _owned_row(session: Session, generation_id: int, user: User | None, **options: Any) -> Generation:
+    row = session.get(Generation, generation_id, **options)
+    if row is None or not (user is None or user.admin or row.owner_id == user.id):
+        raise NotFound(f"no generation {generation_id}")
+    return row
+
+
 def store_image(session: Session, db: Database, source: PILImage.Image | bytes | str | Path,
                 pnginfo: dict[str, str] | None = None) -> StoredImage:
     """Put an image in the file store and its row in ``images`` (idempotent under concurrency).
@@ -122,10 +145,11 @@ def store_image(session: Session, db: Database, source: PILImage.Image | bytes |
 def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Path,
            mask: PILImage.Image | bytes | str | Path | None = None, parent_id: int | None = None,
            status: str = "queued", worker: str | None = None, db: Database | None = None,
-           picture: PILImage.Image | bytes | str | Path | None = None) -> int:
+           picture: PILImage.Image | bytes | str | Path | None = None, user: User | None = None) -> int:
     """Record a generation with its inputs: the photo, the user's mask and an image background's
     picture, each kept in the image store by hash. Returns its id. ``status="running"`` with
-    ``worker`` records a run that starts at once (service.generate_and_record)."""
+    ``worker`` records a run that starts at once (service.generate_and_record). ``user`` owns it
+    (and must be able to see the parent)."""
     db = _db(db)
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
@@ -133,22 +157,37 @@ def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Pat
     if (kind == "image") != (picture is not None):
         raise InputError("an image background needs its picture" if kind == "image"
                          else f"a background picture was given for a {kind!r} background")
-    with db.session() as session:
-        if parent_id is not None and session.get(Generation, parent_id) is None:
-            raise NotFound(f"no generation {parent_id} to use as parent")
-        input_sha = store_image(session, db, image).sha256
-        mask_sha = store_image(session, db, mask).sha256 if mask is not None else None
-        picture_sha = store_image(session, db, picture).sha256 if picture is not None else None
-        now = utcnow()
-        row = Generation(
-            request=request.to_dict(), prompt=request.prompt, background_kind=kind,
-            input_sha256=input_sha, mask_sha256=mask_sha, user_mask_sha256=mask_sha, background_sha256=picture_sha,
-            status=status, worker=worker, parent_id=parent_id, created_at=now,
-            started_at=now if status == "running" else None, heartbeat_at=now if status == "running" else None,
-        )
-        session.add(row)
-        session.flush()
-        return row.id
+    created: list[str] = []
+
+    def store(session: Session, source) -> str | None:
+        if source is None:
+            return None
+        stored = store_image(session, db, source)
+        if stored.created:
+            created.append(stored.sha256)
+        return stored.sha256
+
+    try:
+        with db.session() as session:
+            if parent_id is not None:
+                try:
+                    _owned_row(session, parent_id, user)
+                except NotFound:
+                    raise NotFound(f"no generation {parent_id} to use as parent") from None
+            input_sha, mask_sha, picture_sha = store(session, image), store(session, mask), store(session, picture)
+            now = utcnow()
+            row = Generation(
+                request=request.to_dict(), prompt=request.prompt, background_kind=kind,
+                input_sha256=input_sha, mask_sha256=mask_sha, user_mask_sha256=mask_sha, background_sha256=picture_sha,
+                status=status, worker=worker, parent_id=parent_id, created_at=now, owner_id=user.id if user else None,
+                started_at=now if status == "running" else None, heartbeat_at=now if status == "running" else None,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+    except BaseException:
+        forget_unrecorded(db, created)
+        raise
 
 
 def _view(db: Database, row: Generation, ancestors: list[int] | None = None, children: list[int] | None = None) -> GenerationView:
@@ -164,25 +203,28 @@ def _view(db: Database, row: Generation, ancestors: list[int] | None = None, chi
         timings=dict(row.timings or {}), device=row.device, versions=dict(row.versions or {}),
         models=dict(row.models or {}), warnings=list(row.warnings or []), created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, favourite=row.favourite,
-        parent_id=row.parent_id, input_sha256=row.input_sha256, mask_sha256=row.mask_sha256,
+        parent_id=row.parent_id, owner_id=row.owner_id, input_sha256=row.input_sha256, mask_sha256=row.mask_sha256,
         user_mask_sha256=row.user_mask_sha256, background_sha256=row.background_sha256,
         record=dict(row.record or {}), outputs=outputs, ancestors=ancestors or [], children=children or [],
     )
 
 
-def get(generation_id: int, db: Database | None = None) -> GenerationView:
-    """One generation with its outputs, its ancestors (parent first) and its children."""
+def get(generation_id: int, db: Database | None = None, user: User | None = None) -> GenerationView:
+    """One generation with its outputs, its ancestors (parent first) and its children (those
+    ``user`` may see)."""
     db = _db(db)
     with db.Session() as session:
-        row = session.get(Generation, generation_id, options=[selectinload(Generation.outputs)])
-        if row is None:
-            raise NotFound(f"no generation {generation_id}")
+        row = _owned_row(session, generation_id, user, options=[selectinload(Generation.outputs)])
         ancestors: list[int] = []
         parent = row.parent_id
         while parent is not None and parent not in ancestors and len(ancestors) < MAX_LINEAGE:
             ancestors.append(parent)
             parent = session.scalar(select(Generation.parent_id).where(Generation.id == parent))
-        children = list(session.scalars(select(Generation.id).where(Generation.parent_id == row.id).order_by(Generation.id)))
+        if ancestors and user is not None and not user.admin:
+            mine = set(session.scalars(visible(select(Generation.id).where(Generation.id.in_(ancestors)), user)))
+            ancestors = [a for a in ancestors if a in mine]
+        children = list(session.scalars(visible(
+            select(Generation.id).where(Generation.parent_id == row.id).order_by(Generation.id), user)))
         return _view(db, row, ancestors, children)
 
 
@@ -209,28 +251,26 @@ def _filtered(query: Select, search: str | None = None, status: str | list[str] 
     return query
 
 
-def list_generations(limit: int = 50, offset: int = 0, db: Database | None = None, **filters: Any) -> list[GenerationView]:
-    """Newest first. Filters: search (text in the prompt), status (one or a list), background
-    (kind), favourite (bool), since/until (aware datetimes, until exclusive)."""
+def list_generations(limit: int = 50, offset: int = 0, db: Database | None = None, user: User | None = None,
+                     **filters: Any) -> list[GenerationView]:
+    """Newest first, of those ``user`` may see. Filters: search (text in the prompt), status (one
+    or a list), background (kind), favourite (bool), since/until (aware datetimes, until exclusive)."""
     db = _db(db)
-    query = _filtered(select(Generation), **filters).options(selectinload(Generation.outputs))
+    query = visible(_filtered(select(Generation), **filters), user).options(selectinload(Generation.outputs))
     query = query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit).offset(offset)
     with db.Session() as session:
         return [_view(db, row) for row in session.scalars(query)]
 
 
-def count_generations(db: Database | None = None, **filters: Any) -> int:
+def count_generations(db: Database | None = None, user: User | None = None, **filters: Any) -> int:
     db = _db(db)
     with db.Session() as session:
-        return session.scalar(_filtered(select(func.count(Generation.id)), **filters)) or 0
+        return session.scalar(visible(_filtered(select(func.count(Generation.id)), **filters), user)) or 0
 
 
-def set_favourite(generation_id: int, value: bool = True, db: Database | None = None) -> None:
+def set_favourite(generation_id: int, value: bool = True, db: Database | None = None, user: User | None = None) -> None:
     with _db(db).session() as session:
-        row = session.get(Generation, generation_id)
-        if row is None:
-            raise NotFound(f"no generation {generation_id}")
-        row.favourite = value
+        _owned_row(session, generation_id, user).favourite = value
 
 
 def _referenced(session: Session, sha: str) -> bool:
@@ -242,17 +282,16 @@ def _referenced(session: Session, sha: str) -> bool:
     )
 
 
-def delete(generation_id: int, db: Database | None = None) -> list[str]:
+def delete(generation_id: int, db: Database | None = None, user: User | None = None) -> list[str]:
     """Delete a generation and its outputs; remove the files that nothing else references and
     keep the rest. Children keep existing with no parent. Returns the removed files' hashes."""
     db = _db(db)
     with db.session() as session:
         # locked (PostgreSQL) so a worker cannot claim it between this check and the delete
-        row = session.get(Generation, generation_id, options=[selectinload(Generation.outputs)], with_for_update=True)
-        if row is None:
-            raise NotFound(f"no generation {generation_id}")
+        row = _owned_row(session, generation_id, user, options=[selectinload(Generation.outputs)], with_for_update=True)
         if row.status == "running":
-            raise BackdropError(f"generation {generation_id} is running: cancel it first")
+            raise BackdropError(f"generation {generation_id} is running: cancel it first (`backdrop cancel "
+                                f"{generation_id}`, or Cancel in the app)")
         shas = {row.input_sha256, row.mask_sha256, row.user_mask_sha256, row.background_sha256}
         shas |= {o.image_sha256 for o in row.outputs}
         session.delete(row)
@@ -270,18 +309,37 @@ def delete(generation_id: int, db: Database | None = None) -> list[str]:
     return removed
 
 
-def _select_for_export(db: Database, ids: list[int] | None, filters: dict[str, Any]) -> list[GenerationView]:
+def forget_unrecorded(db: Database, shas: list[str]) -> None:
+    """Remove files a failed transaction stored that no row records (best effort: the store
+    must not keep what no generation refers to)."""
+    if not shas:
+        return
+    try:
+        with db.Session() as session:
+            kept = set(session.scalars(select(Image.sha256).where(Image.sha256.in_(shas))))
+        for sha in set(shas) - kept:
+            db.images.delete(sha)
+    except Exception:  # the database is unusable right now: doctor reports files nothing records
+        pass
+
+
+def _select_for_export(db: Database, ids: list[int] | None, filters: dict[str, Any],
+                       user: User | None) -> list[GenerationView]:
     if ids:
-        return [get(i, db=db) for i in ids]
-    return list_generations(limit=1_000_000, db=db, **filters)
+        return [get(i, db=db, user=user) for i in ids]
+    return list_generations(limit=1_000_000, db=db, user=user, **filters)
 
 
-def export(path: str | Path, ids: list[int] | None = None, db: Database | None = None, **filters: Any) -> tuple[Path, int]:
+def export(path: str | Path, ids: list[int] | None = None, db: Database | None = None, user: User | None = None,
+           **filters: Any) -> tuple[Path, int]:
     """Write a zip: ``generation-ID/{input,mask,result-N,cutout}.EXT`` plus ``records.json`` (each
     record with a ``files`` map). ``ids`` picks generations, else the filters do (as in
-    ``list_generations``). Returns the path and the number of generations."""
+    ``list_generations``). Returns the path and the number of generations. ``path`` must be a
+    new name or an ordinary file in a folder that exists (never a folder or a device); the zip is
+    written atomically, so a failure leaves whatever was there before."""
     db = _db(db)
-    views = _select_for_export(db, ids, filters)
+    path = check_target(path)
+    views = _select_for_export(db, ids, filters, user)
     records = []
 
     def write(stream) -> None:
@@ -296,14 +354,31 @@ def export(path: str | Path, ids: list[int] | None = None, db: Database | None =
                     for name, sha in entries:
                         fmt = session.scalar(select(Image.format).where(Image.sha256 == sha)) or "bin"
                         arcname = f"generation-{view.id}/{name}.{fmt}"
-                        archive.write(db.images.path(sha), arcname)
+                        source = db.images.path(sha)
+                        if not source.is_file():
+                            raise StorageError(f"generation {view.id}'s {name} ({sha}) is missing from the image "
+                                               f"store; nothing was exported. {DOCTOR}")
+                        archive.write(source, arcname)
                         files[name] = arcname
                 record = view.to_dict()
                 record["files"] = files
                 records.append(record)
             archive.writestr("records.json", json.dumps(records, indent=2, sort_keys=True))
 
-    return write_atomic(path, write, make_folder=True), len(views)
+    try:
+        return write_atomic(path, write), len(views)
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def safe_stem(name: str) -> str:
+    """A file name's stem fit to name a file in a zip anywhere: the last part after any ``/`` or
+    ``\\`` (an uploaded name may carry a Windows path), without control characters, leading dots
+    or characters Windows refuses; ``photo`` when nothing is left."""
+    base = re.split(r"[\\/]", name)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    stem = re.sub(r'[\x00-\x1f\x7f<>:"|?*]', "_", stem).strip(" .")
+    return stem[:120] or "photo"
 
 
 def results_zip(done: list[tuple[str, GenerationView]]) -> bytes:
@@ -313,7 +388,7 @@ def results_zip(done: list[tuple[str, GenerationView]]) -> bytes:
     used: set[str] = set()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, view in done:
-            stem = Path(name).stem
+            stem = safe_stem(name)
             for output in view.results:
                 arcname = f"{stem}.png" if output.index == 0 else f"{stem}-{output.index + 1}.png"
                 while arcname in used:  # two photos with the same name

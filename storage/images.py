@@ -19,6 +19,7 @@ from PIL import PngImagePlugin
 from core.errors import InputError
 from core.files import write_atomic
 from core.imaging import PNG_COMPRESS_LEVEL, upright_srgb
+from storage.errors import from_oserror
 
 THUMBNAIL_SIZE = 256
 _FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
@@ -31,6 +32,7 @@ class StoredImage:
     width: int
     height: int
     bytes: int
+    created: bool = False  # this call wrote the file (it was not in the store yet)
 
 
 def encode_png(image: PILImage.Image, pnginfo: dict[str, str] | None = None) -> bytes:
@@ -82,9 +84,13 @@ class ImageStore:
     def _put(self, data: bytes, fmt: str, width: int, height: int) -> StoredImage:
         sha = hashlib.sha256(data).hexdigest()
         target = self.path(sha)
-        if not target.exists():
-            write_atomic(target, lambda stream: stream.write(data), make_folder=True)
-        return StoredImage(sha, fmt, width, height, len(data))
+        created = not target.exists()
+        if created:
+            try:
+                write_atomic(target, lambda stream: stream.write(data), make_folder=True)
+            except OSError as exc:
+                raise from_oserror(exc, self.root, "storing an image") or exc
+        return StoredImage(sha, fmt, width, height, len(data), created)
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()

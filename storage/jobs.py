@@ -8,7 +8,9 @@ the row after the winner commits and matches nothing). The job then runs through
 ``storage.service.execute``: progress and the cancel flag go through its row.
 
 A process killed mid-job leaves its row ``running``; ``recover_stale`` (run by every worker when
-it starts) marks such rows failed, or queues them again, so no job stays stuck. Finished results
+it starts and every RECOVER_EVERY while it waits, and by every ``backdrop`` command that opens
+the database) marks such rows failed, or queues them again, so no job stays stuck. Jobs belong
+to the user who submitted them (storage.users); storage.limits bounds their size and number. Finished results
 are written in one transaction, so a crash never loses or half-records them.
 """
 
@@ -18,20 +20,22 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import timedelta
 
 from PIL import Image as PILImage
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from core.request import GenerationRequest
-from storage import history, service
+from storage import history, limits, service
 from storage.db import Database, get_database, utcnow
 from storage.models import Generation
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = "interrupted: the worker stopped mid-job"
-STALE_AFTER = timedelta(minutes=15)  # a worker on another host silent this long is taken for dead
+INTERRUPTED = "interrupted: the process running it stopped mid-job (killed or crashed)"
+STALE_AFTER = timedelta(minutes=5)  # a run on another host silent this long is taken for dead (beats: 30 s)
+RECOVER_EVERY = 60.0  # seconds between an idle worker's looks for runs whose process is gone
 
 
 class JobQueue:
@@ -40,23 +44,29 @@ class JobQueue:
 
     def submit(self, request: GenerationRequest, image: PILImage.Image | bytes | str | os.PathLike,
                mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None,
-               picture: bytes | str | os.PathLike | None = None) -> int:
-        """Queue a generation (``picture``: an image background's); returns its id at once.
-        Unreadable images raise InputError here."""
+               picture: bytes | str | os.PathLike | None = None, user=None) -> int:
+        """Queue a generation for ``user`` (``picture``: an image background's); returns its id at
+        once. Unreadable images, a photo over the server's size limit and an account with too many
+        jobs waiting raise InputError here."""
         from core.imaging import load_image
 
-        if not isinstance(image, PILImage.Image):
-            load_image(image)  # fail now, in the caller, not later in the worker
+        photo = image if isinstance(image, PILImage.Image) else load_image(image)  # fail now, not in the worker
+        limits.check_pixels(*photo.size)
         if picture is not None:
-            load_image(picture, what="background picture")
-        return history.create(request, image, mask, parent_id, status="queued", db=self.db, picture=picture)
+            limits.check_pixels(*load_image(picture, what="background picture").size, what="the background picture")
+        if user is not None:  # accounts share the server; without them one local user has it all
+            with self.db.Session() as session:
+                limits.check_queue(session.scalar(select(func.count(Generation.id)).where(
+                    Generation.owner_id == user.id, Generation.status.in_(["queued", "running"]))))
+        return history.create(request, image, mask, parent_id, status="queued", db=self.db, picture=picture, user=user)
 
-    def get(self, generation_id: int) -> history.GenerationView:
-        return history.get(generation_id, db=self.db)
+    def get(self, generation_id: int, user=None) -> history.GenerationView:
+        return history.get(generation_id, db=self.db, user=user)
 
-    def cancel(self, generation_id: int) -> str:
+    def cancel(self, generation_id: int, user=None) -> str:
         """Cancel a queued job at once, or ask a running one to stop at its next step. Returns the
         status the job now has (or will reach: 'cancelled' for a running one asked to stop)."""
+        history.get(generation_id, db=self.db, user=user)  # NotFound unless it is the user's
         with self.db.session() as session:
             queued = session.execute(
                 update(Generation).where(Generation.id == generation_id, Generation.status == "queued")
@@ -177,13 +187,17 @@ class Worker(threading.Thread):
         try:
             if self.recover:
                 self.queue.recover_stale()
+            last_recovery = time.monotonic()
             if self.warm_up is not None:  # in this thread: two threads loading models race in the libraries
                 self._warm_up()
             while not self._stop_event.is_set():
                 try:
                     busy = self.run_once()
+                    if self.recover and not busy and time.monotonic() - last_recovery > RECOVER_EVERY:
+                        last_recovery = time.monotonic()  # runs of other processes killed meanwhile
+                        self.queue.recover_stale()
                 except Exception:  # e.g. the database briefly unreachable: keep serving
-                    log.exception("job worker: claiming or recording failed; retrying")
+                    log.exception("job worker: claiming, recording or recovering failed; retrying")
                     busy = False
                 if not busy:
                     self._wake.wait(self.poll_interval)
@@ -208,8 +222,8 @@ class Worker(threading.Thread):
         self.current = generation_id
         try:
             service.execute(generation_id, db=self.queue.db, run=self.run_fn, registry=self.registry)
-        except Exception:  # recorded on the row by execute; the worker goes on with the next job
-            log.info("generation %s did not finish", generation_id, exc_info=True)
+        except Exception:  # recorded on the row by execute (a traceback logged when unexpected); go on
+            log.info("generation %s did not finish", generation_id)
         finally:
             self.current = None
         return True

@@ -69,6 +69,8 @@ class Generation(Base):
     heartbeat_at: Mapped[datetime | None]
     favourite: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
+    # who made it (storage.users); None: made without accounts (the command line, a local app): admins see it
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
     outputs: Mapped[list[Output]] = relationship(
         back_populates="generation", cascade="all, delete-orphan", order_by="(Output.kind, Output.index)"
@@ -89,3 +91,21 @@ class Output(Base):
 
     generation: Mapped[Generation] = relationship(back_populates="outputs")
     image: Mapped[Image] = relationship(lazy="joined")
+
+
+class User(Base):
+    """An account: signs in to the app with a password (or through the OIDC provider, by the
+    name it gives), and to the HTTP API with its token. Admins see every generation."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("name", name="uq_users_name"),
+                      UniqueConstraint("token_hash", name="uq_users_token_hash"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(254))
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # argon2id; None: signs in through OIDC only
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the API token
+    token_created_at: Mapped[datetime | None]
+    credentials_changed_at: Mapped[datetime] = mapped_column(default=utcnow)  # older sessions end
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

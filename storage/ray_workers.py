@@ -136,7 +136,7 @@ class QueueActor:
         self.problem = _problem(self.db, probe)
         request = GenerationRequest.from_dict(warm_up) if warm_up else None
         self.worker = Worker(JobQueue(self.db), registry=get_registry(), poll_interval=poll_interval,
-                             recover=False, warm_up=request)
+                             warm_up=request)  # it also recovers runs whose process is gone, as every worker does
         self.worker.identity = service.worker_identity("ray")
 
     def identity(self) -> tuple[str, str | None]:

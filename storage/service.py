@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import platform
 import socket
@@ -25,19 +26,22 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
-from core.errors import BackdropError, Cancelled, InputError
+from core.errors import BackdropError, Cancelled, InputError, OutputError
+from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
 from storage import history
 from storage.db import Database, get_database, utcnow
 from storage.models import Generation, Output
 
 LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "rembg", "onnxruntime", "pillow", "numpy", "sqlalchemy")
+HEARTBEAT_S = 30.0  # a running generation's row is marked alive this often
 PROGRESS_INTERVAL_S = 0.25  # at most this often a progress write or cancel-flag read hits the database
 
 # Workers (and synchronous runs) alive in this process: recover_stale must not fail their jobs.
 LIVE_WORKERS: set[str] = set()
 _live_lock = threading.Lock()
 
+log = logging.getLogger(__name__)
 Runner = Callable[..., Any]  # core.pipeline.run's signature
 
 
@@ -139,11 +143,20 @@ class _Hooks:
 
 
 def finish(db: Database, generation_id: int, status: str, error: str | None = None) -> None:
-    with db.session() as session:
-        session.execute(
-            update(Generation).where(Generation.id == generation_id).values(
-                status=status, error=error, finished_at=utcnow(), cancel_requested=False)
-        )
+    """Record how a generation ended. On a full disk the data folder's reserve is given up to
+    record it; should even that fail, the row stays running and the next start's recovery
+    (storage.jobs.JobQueue.recover_stale) marks it failed."""
+    def record() -> None:
+        with db.session() as session:
+            session.execute(
+                update(Generation).where(Generation.id == generation_id).values(
+                    status=status, error=error, finished_at=utcnow(), cancel_requested=False)
+            )
+
+    try:
+        db.retry_when_full(record)
+    except BackdropError:
+        log.exception("could not record that generation %s ended %s (%s)", generation_id, status, error)
 
 
 def error_text(exc: BaseException) -> str:
@@ -151,10 +164,18 @@ def error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, BackdropError) else f"{type(exc).__name__}: {exc}"
 
 
+Deliver = Callable[[dict[str, list[Path]]], StagedFiles]
+
+
 def execute(generation_id: int, db: Database | None = None, run: Runner | None = None, progress=None,
-            cancel=None, registry=None):
+            cancel=None, registry=None, deliver: Deliver | None = None):
     """Run a recorded generation (already marked running) and record the outcome. Returns the
-    GenerationResult; re-raises the pipeline's error after recording it."""
+    GenerationResult; re-raises the pipeline's error after recording it.
+
+    ``deliver(stored)``, given the stored PNGs by kind (``result``, ``cutout``, ``mask``), stages
+    the caller's copies of them (core.files.StagedFiles); they are written before the generation
+    is marked done and renamed into place after, so a generation is never done without the files
+    its caller asked for, and a failed one leaves none of them."""
     from core.imaging import load_image
 
     db = db or get_database()
@@ -166,62 +187,132 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
         use_cache_dir(db.data_dir / "compile-cache")
     view = history.get(generation_id, db=db)
     hooks = _Hooks(db, generation_id, progress, cancel)
-    try:
-        inputs = _inputs(db, view)
-        result = run(load_image(inputs.image), inputs.request, mask=inputs.mask, progress=hooks.progress,
-                     cancel=hooks.cancel, registry=registry,
-                     picture=load_image(inputs.picture, what="background picture") if inputs.picture else None)
-    except Cancelled as exc:
-        finish(db, generation_id, "cancelled", str(exc) or "cancelled")
-        raise
-    except BaseException as exc:
-        finish(db, generation_id, "failed", error_text(exc))
-        raise
-    try:
-        record_result(db, generation_id, result)
-    except BaseException as exc:  # e.g. a full disk: the row must not stay "running"
-        finish(db, generation_id, "failed", f"recording the result failed: {error_text(exc)}")
-        raise
+    with _Heartbeat(db, generation_id):
+        try:
+            inputs = _inputs(db, view)
+            result = run(load_image(inputs.image), inputs.request, mask=inputs.mask, progress=hooks.progress,
+                         cancel=hooks.cancel, registry=registry,
+                         picture=load_image(inputs.picture, what="background picture") if inputs.picture else None)
+        except Cancelled as exc:
+            finish(db, generation_id, "cancelled", str(exc) or "cancelled")
+            raise
+        except BaseException as exc:
+            _log_unexpected(generation_id, exc)
+            finish(db, generation_id, "failed", error_text(exc))
+            raise
+        staged = None
+        try:
+            staged = record_result(db, generation_id, result, deliver)
+            if staged is not None:
+                staged.publish()
+        except BaseException as exc:
+            if staged is not None:
+                staged.discard()
+            _log_unexpected(generation_id, exc)
+            what = "writing the outputs" if isinstance(exc, OutputError) else "recording the result"
+            finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}")
+            raise
     return result
 
 
-def record_result(db: Database, generation_id: int, result) -> None:
-    """Store every output and mark the generation done, in one transaction."""
-    with db.session() as session:
-        row = session.get(Generation, generation_id)
-        request = GenerationRequest.from_dict(row.request)
-        for index, image in enumerate(result.images):
-            stored = history.store_image(session, db, image, pnginfo_for(request, result.record, generation_id, image, index))
-            session.add(Output(generation_id=generation_id, kind="result", index=index, image_sha256=stored.sha256))
-        cutout = history.store_image(session, db, result.cutout)  # untagged: equal cut-outs share a file
-        session.add(Output(generation_id=generation_id, kind="cutout", index=0, image_sha256=cutout.sha256))
-        mask = history.store_image(session, db, result.mask.convert("L"))
-        session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
-        row.mask_sha256 = mask.sha256
-        row.record = {**(row.record or {}), **result.record}
-        row.status, row.error, row.finished_at = "done", None, utcnow()
-        row.timings = {k: float(v) for k, v in result.timings.items()}
-        row.device = result.device
-        row.models = dict(result.models)
-        row.warnings = list(result.warnings)
-        row.versions = library_versions()
-        row.progress_step = row.progress_total = max(row.progress_total, 1)
-        row.cancel_requested = False
+def _log_unexpected(generation_id: int, exc: BaseException) -> None:
+    """A failure that is not the user's (a bug, the machine): its traceback goes to the log."""
+    if not isinstance(exc, BackdropError):
+        log.error("generation %s failed", generation_id, exc_info=exc)
+
+
+class _Heartbeat(threading.Thread):
+    """Marks the generation's row alive every HEARTBEAT_S while it runs, even through a long
+    stage with no progress to report: recovery on another host takes a silent row for dead."""
+
+    def __init__(self, db: Database, generation_id: int):
+        super().__init__(name=f"backdrop-heartbeat-{generation_id}", daemon=True)
+        self.db, self.generation_id = db, generation_id
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(HEARTBEAT_S):
+            try:
+                with self.db.session() as session:
+                    session.execute(update(Generation).where(Generation.id == self.generation_id,
+                                                             Generation.status == "running")
+                                    .values(heartbeat_at=utcnow()))
+            except Exception:  # a busy or full database: the next beat tries again
+                log.warning("heartbeat of generation %s not recorded", self.generation_id, exc_info=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def record_result(db: Database, generation_id: int, result, deliver: Deliver | None = None) -> StagedFiles | None:
+    """Store every output and mark the generation done, in one transaction; the caller's copies
+    (``deliver``) are staged inside it, before the commit. Images stored by a transaction that
+    then failed are removed again. Returns the staged copies, to publish."""
+    created: list[str] = []
+
+    def store(session, image, pnginfo=None):
+        stored = history.store_image(session, db, image, pnginfo)
+        if stored.created:
+            created.append(stored.sha256)
+        return stored
+
+    staged = None
+    try:
+        with db.session() as session:
+            row = session.get(Generation, generation_id)
+            request = GenerationRequest.from_dict(row.request)
+            paths: dict[str, list[Path]] = {"result": []}
+            for index, image in enumerate(result.images):
+                stored = store(session, image, pnginfo_for(request, result.record, generation_id, image, index))
+                session.add(Output(generation_id=generation_id, kind="result", index=index, image_sha256=stored.sha256))
+                paths["result"].append(db.images.path(stored.sha256))
+            cutout = store(session, result.cutout)  # untagged: equal cut-outs share a file
+            session.add(Output(generation_id=generation_id, kind="cutout", index=0, image_sha256=cutout.sha256))
+            mask = store(session, result.mask.convert("L"))
+            session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
+            paths.update(cutout=[db.images.path(cutout.sha256)], mask=[db.images.path(mask.sha256)])
+            row.mask_sha256 = mask.sha256
+            row.record = {**(row.record or {}), **result.record}
+            row.status, row.error, row.finished_at = "done", None, utcnow()
+            row.timings = {k: float(v) for k, v in result.timings.items()}
+            row.device = result.device
+            row.models = dict(result.models)
+            row.warnings = list(result.warnings)
+            row.versions = library_versions()
+            row.progress_step = row.progress_total = max(row.progress_total, 1)
+            row.cancel_requested = False
+            if deliver is not None:
+                staged = deliver(paths)
+        return staged
+    except BaseException:
+        if staged is not None:
+            staged.discard()
+        history.forget_unrecorded(db, created)
+        raise
 
 
 def generate_and_record(image: PILImage.Image | bytes | str | os.PathLike, request: GenerationRequest,
                         mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None,
                         progress=None, cancel=None, registry=None, db: Database | None = None,
-                        run: Runner | None = None, picture: bytes | str | os.PathLike | None = None):
-    """Run one generation now, in this thread, and record it. Returns (generation_id, result);
-    a failure is recorded (status failed, error text) and re-raised."""
+                        run: Runner | None = None, picture: bytes | str | os.PathLike | None = None,
+                        deliver: Deliver | None = None, user=None):
+    """Run one generation now, in this thread, and record it (owned by ``user``). Returns
+    (generation_id, result); a failure is recorded (status failed, error text) and re-raised.
+    ``deliver``: as in ``execute``. The row carries this process's id and a heartbeat like a
+    worker's job, so a run killed midway is recovered by any later start."""
     db = db or get_database()
     identity = worker_identity("sync")
     set_live(identity, True)
     try:
         generation_id = history.create(request, image, mask, parent_id, status="running", worker=identity, db=db,
-                                       picture=picture)
-        result = execute(generation_id, db=db, run=run, progress=progress, cancel=cancel, registry=registry)
+                                       picture=picture, user=user)
+        result = execute(generation_id, db=db, run=run, progress=progress, cancel=cancel, registry=registry,
+                         deliver=deliver)
     finally:
         set_live(identity, False)
     return generation_id, result
@@ -258,10 +349,10 @@ def _picture(db: Database, view: history.GenerationView) -> bytes | None:
                          f"pictures were) and {path!r} cannot be read: {exc.strerror or exc}") from None
 
 
-def rerun_inputs(generation_id: int, db: Database | None = None, **changes: Any) -> Inputs:
-    """The inputs to run a stored generation again, with ``changes`` to its request."""
+def rerun_inputs(generation_id: int, db: Database | None = None, user=None, **changes: Any) -> Inputs:
+    """The inputs to run a stored generation (one ``user`` may see) again, with ``changes`` to its request."""
     db = db or get_database()
-    inputs = _inputs(db, history.get(generation_id, db=db))
+    inputs = _inputs(db, history.get(generation_id, db=db, user=user))
     request = inputs.request.replace(**changes)
     picture = inputs.picture if request.background_spec.kind == "image" else None
     if request.background_spec.kind == "image" and picture is None:
@@ -270,10 +361,11 @@ def rerun_inputs(generation_id: int, db: Database | None = None, **changes: Any)
 
 
 def rerun(generation_id: int, db: Database | None = None, progress=None, cancel=None, registry=None,
-          run: Runner | None = None, **changes: Any):
+          run: Runner | None = None, deliver: Deliver | None = None, user=None, **changes: Any):
     """Run a stored generation again (a remix when ``changes`` edit fields such as seed or prompt),
     recorded as its child. Same request, seed and device give the identical image."""
     db = db or get_database()
-    inputs = rerun_inputs(generation_id, db=db, **changes)
+    inputs = rerun_inputs(generation_id, db=db, user=user, **changes)
     return generate_and_record(inputs.image, inputs.request, inputs.mask, parent_id=generation_id, progress=progress,
-                               cancel=cancel, registry=registry, db=db, run=run, picture=inputs.picture)
+                               cancel=cancel, registry=registry, db=db, run=run, picture=inputs.picture,
+                               deliver=deliver, user=user)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import socket
 import subprocess
 import tempfile
@@ -254,42 +255,101 @@ def test_docs_page_works_in_a_browser_without_a_network(server, client, lemur_pa
     assert len(made) == 1 and wait_finished(client, made[0]["id"])["status"] == "done"
 
 
-def test_serve_refuses_addresses_beyond_this_machine(tmp_path):
+def test_serve_refuses_addresses_beyond_this_machine_without_accounts(tmp_path):
     port = free_port()
+    environment = {**os.environ, "BACKDROP_DATA_DIR": str(tmp_path / "data")}
     for host in ("0.0.0.0", "::"):
         proc = subprocess.run([str(BACKDROP), "serve", "--host", host, "--port", str(port)], capture_output=True,
-                              text=True, timeout=60, cwd=tmp_path)
+                              text=True, timeout=60, cwd=tmp_path, env=environment)
         assert proc.returncode == 2 and proc.stdout == "", proc.stderr
-        assert proc.stderr.startswith(f"error: cannot serve the API on {host!r}: Backdrop has no user accounts yet")
+        assert proc.stderr.startswith(f"error: Backdrop will not serve {host} without sign-in"), proc.stderr
+        assert "backdrop users add NAME --admin" in proc.stderr
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def test_every_route_asks_who_calls_and_answers_only_this_machine(tmp_path, lemur_path, monkeypatch):
+def _asgi(app, client_host: str, method: str, path: str, token: str | None = None, **kw) -> httpx.Response:
+    """One request to the ASGI app in this process (as uvicorn passes it), from ``client_host``."""
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(client_host, 40000))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://backdrop", headers=headers) as http:
+            return await http.request(method, path, **kw)
+
+    return asyncio.run(call())
+
+
+def _routes(app) -> list[tuple[str, str]]:
+    """Every route but the health check, as (method, path with example ids)."""
+    routes = [(method.upper(), path.replace("{generation_id}", "1").replace("{kind}", "result"))
+              for path, operations in app.openapi()["paths"].items() for method in operations if path != "/v1/health"]
+    assert len(routes) == 7
+    return routes
+
+
+def test_without_accounts_only_this_machine_is_answered(tmp_path, lemur_path, monkeypatch):
     """In process (the ASGI app, as uvicorn runs it) with a client address set: a client beyond
-    loopback is refused on every route but the health check; uploads past the limit are 413."""
+    loopback is refused on every route but the health check; uploads past the limit are 413; a
+    storage failure (a full disk) is 503 with its message."""
     from backdrop import api
+    from storage.errors import disk_full
     from storage.jobs import JobQueue
 
     app = api.create_app(JobQueue(Database(None, tmp_path / "data")))
-    routes = [(method.upper(), path) for path, operations in app.openapi()["paths"].items()
-              for method in operations if path != "/v1/health"]
-    assert len(routes) == 7
-
-    async def call(client_host: str, method: str, path: str, **kw) -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=(client_host, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://backdrop") as http:
-            return await http.request(method, path, **kw)
-
-    for method, path in routes:
-        answer = asyncio.run(call("203.0.113.9", method, path.replace("{generation_id}", "1").replace("{kind}", "result")))
-        assert answer.status_code == 403 and "no user accounts yet" in answer.json()["detail"], (method, path)
-    assert asyncio.run(call("203.0.113.9", "GET", "/v1/health")).json()["executor"] == "none"
-    assert asyncio.run(call("::1", "GET", "/v1/generations")).json() == {"total": 0, "items": []}
+    for method, path in _routes(app):
+        answer = _asgi(app, "203.0.113.9", method, path)
+        assert answer.status_code == 403 and "no accounts yet" in answer.json()["detail"], (method, path)
+    assert _asgi(app, "203.0.113.9", "GET", "/v1/health").json()["executor"] == "none"
+    assert _asgi(app, "::1", "GET", "/v1/generations").json() == {"total": 0, "items": []}
     monkeypatch.setattr(api, "MAX_UPLOAD_BYTES", 1000)
-    answer = asyncio.run(call("127.0.0.1", "POST", "/v1/generations",
-                              files={"photo": ("p.png", lemur_path.read_bytes(), "image/png")}))
+    answer = _asgi(app, "127.0.0.1", "POST", "/v1/generations",
+                   files={"photo": ("p.png", lemur_path.read_bytes(), "image/png")})
     assert answer.status_code == 413 and "larger than the limit" in answer.json()["detail"]
+
+    def full_disk(*args, **kwargs):
+        raise disk_full(tmp_path, "recording a generation")
+
+    monkeypatch.setattr(history, "list_generations", full_disk)
+    answer = _asgi(app, "127.0.0.1", "GET", "/v1/generations")
+    assert answer.status_code == 503 and answer.json()["detail"].startswith("no space left on the disk of")
+
+
+def test_with_accounts_every_request_needs_a_token_and_sees_its_own(tmp_path, lemur_path, monkeypatch):
+    from backdrop import api
+    from storage import users
+    from storage.jobs import JobQueue
+
+    db = Database(None, tmp_path / "data")
+    app = api.create_app(JobQueue(db))
+    for name, admin in (("root", True), ("alice", False), ("bob", False)):
+        users.add(name, "a long password", admin=admin, db=db)
+    root, alice, bob = (users.create_token(name, db=db) for name in ("root", "alice", "bob"))
+    for method, path in _routes(app):
+        answer = _asgi(app, "127.0.0.1", method, path)
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer", (method, path)
+        assert "send an account's API token" in answer.json()["detail"]
+    wrong = _asgi(app, "127.0.0.1", "GET", "/v1/generations", token="bd_" + "x" * 43)
+    assert wrong.status_code == 401 and "not valid" in wrong.json()["detail"]
+
+    photo = {"photo": ("lemur.png", lemur_path.read_bytes(), "image/png")}
+    made = _asgi(app, "203.0.113.9", "POST", "/v1/generations", token=alice, files=photo)  # from anywhere, with a token
+    assert made.status_code == 202, made.text
+    mine = made.json()["id"]
+    assert history.get(mine, db=db).owner_id == users.get("alice", db=db).id
+    for method, path in _routes(app):
+        if "/1" in path:
+            answer = _asgi(app, "127.0.0.1", method, path.replace("/1", f"/{mine}", 1), token=bob)
+            assert answer.status_code == 404 and answer.json()["detail"] == f"no generation {mine}", (method, path)
+    assert _asgi(app, "127.0.0.1", "GET", "/v1/generations", token=bob).json()["total"] == 0
+    assert _asgi(app, "127.0.0.1", "GET", "/v1/generations", token=root).json()["total"] == 1, "an admin sees all"
+    child = _asgi(app, "127.0.0.1", "POST", f"/v1/generations/{mine}/rerun", token=alice).json()
+    assert child["parent_id"] == mine and history.get(child["id"], db=db).owner_id == history.get(mine, db=db).owner_id
+    monkeypatch.setenv("BACKDROP_MAX_QUEUED_PER_USER", "2")
+    full = _asgi(app, "127.0.0.1", "POST", "/v1/generations", token=alice, files=photo)
+    assert full.status_code == 422 and "you already have 2 jobs queued or running" in full.json()["detail"]
+    assert _asgi(app, "127.0.0.1", "POST", "/v1/generations", token=bob, files=photo).status_code == 202
+    users.revoke_token("alice", db=db)
+    assert _asgi(app, "127.0.0.1", "GET", "/v1/generations", token=alice).status_code == 401
 
 
 def test_the_generation_appears_in_the_apps_history(client, data_dir, lemur_path, monkeypatch):
@@ -310,3 +370,29 @@ def test_the_generation_appears_in_the_apps_history(client, data_dir, lemur_path
     finally:
         ui.worker().stop(30)
         ui.worker.clear()
+
+
+def test_with_an_account_the_same_curl_needs_its_token(server, db, lemur_path, tmp_path):
+    """Last in this module (it gives the server's database an account): on the real server,
+    requests without a token are refused; with an account's token the README's curl commands
+    work, and the account sees only what it made."""
+    from storage import users
+
+    users.add("carol", "a long password", db=db)
+    token = users.create_token("carol", db=db)
+    curl = ["curl", "-sS", "-H", f"Authorization: Bearer {token}"]
+    refused = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{server}/v1/generations"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.stdout == "401"
+    created = subprocess.run([*curl, "--fail-with-body", "-F", f"photo=@{lemur_path}", "-F",
+                              'request={"background": "color:#123456"}', f"{server}/v1/generations"],
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stdout + created.stderr
+    generation_id = json.loads(created.stdout)["id"]
+    with httpx.Client(base_url=server, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
+        assert wait_finished(client, generation_id)["status"] == "done"
+        assert client.get("/v1/generations").json()["total"] == 1, "carol's own only"
+    target = tmp_path / "carol.png"
+    downloaded = subprocess.run([*curl, "--fail", "-o", str(target),
+                                 f"{server}/v1/generations/{generation_id}/images/result"], capture_output=True, timeout=60)
+    assert downloaded.returncode == 0 and target.read_bytes() == history.get(generation_id, db=db).results[0].path.read_bytes()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core.models import ModelRegistry
-from core.prompts import (CHUNK, MAX_CHUNKS, chunks, encode_prompt_pair, encode_text, parse_weights, token_count,
-                          truncation_warning)
+from core.prompts import (CHUNK, MAX_CHUNKS, QUOTED_CHARS, chunks, encode_prompt_pair, encode_text, parse_weights,
+                          token_count, truncation_warning)
 
 
 @pytest.mark.parametrize("text, runs", [
@@ -107,4 +107,14 @@ def test_only_text_beyond_the_last_chunk_is_dropped_and_said(clip):
     assert len(chunks(tokenizer, huge)) > MAX_CHUNKS
     assert encode_text(tokenizer, encoder, huge, "cpu").shape[1] == MAX_CHUNKS * (CHUNK + 2)
     message = truncation_warning(tokenizer, huge, "prompt")
-    assert message and "tail" in message and f"{MAX_CHUNKS * CHUNK} tokens" in message
+    assert message and f"{MAX_CHUNKS * CHUNK} tokens" in message and "soft warm light" in message
+
+
+def test_truncation_warning_quotes_only_the_start_of_a_huge_prompt(clip):
+    """Issue 12: a 20 KB prompt was quoted whole into stderr and the stored warnings."""
+    tokenizer, _ = clip
+    huge = " ".join(f"word{i}" for i in range(3000))
+    assert len(huge) > 20_000
+    message = truncation_warning(tokenizer, huge, "prompt")
+    assert len(message) < QUOTED_CHARS + 300, len(message)
+    assert "more characters" in message and "word2999" not in message

@@ -443,9 +443,10 @@ def test_upgrade_from_first_revision_keeps_rows(database_url, tmp_path):
     old.dispose()
 
     new = Database(database_url or None, tmp_path / "data")
-    assert new.current_revision() == "0003"
+    assert new.current_revision() == "0004"
     rows = history.list_generations(db=new)
     assert [v.prompt for v in rows] == ["old row 2", "old row 1", "old row 0"]
+    assert all(v.owner_id is None for v in rows), "rows from before accounts are owned by nobody (admins see them)"
     assert [v.favourite for v in rows] == [False, True, False]
     assert [(v.warnings, [o.sha256 for o in v.outputs]) for v in rows] == [([], [photo.sha256])] * 3
     assert rows[0].generation_request().seed == 2
@@ -597,7 +598,7 @@ def test_ai_job_rerun_gives_identical_images(tiny_models, astronaut, tmp_path):
 def test_export_zip(db):
     a, _ = service.generate_and_record(_photo(12), GenerationRequest(prompt="export me"), _box_mask(), db=db, run=fake_run)
     b, _ = service.generate_and_record(_photo(13), GenerationRequest(prompt="other"), db=db, run=fake_run)
-    path, count = history.export(db.data_dir / "out" / "one.zip", ids=[a], db=db)
+    path, count = history.export(db.data_dir / "one.zip", ids=[a], db=db)
     assert count == 1
     with zipfile.ZipFile(path) as z:
         records = json.loads(z.read("records.json"))
@@ -689,3 +690,112 @@ def test_cli_reads_postgresql(postgres_server, tmp_path):
     _cli("export", gid, "-o", tmp_path / "pg.zip", env=env)
     with zipfile.ZipFile(tmp_path / "pg.zip") as z:
         assert json.loads(z.read("records.json"))[0]["id"] == gid
+
+
+# ---- accounts and ownership (issue 12) -------------------------------------------------------
+
+def test_accounts_passwords_and_tokens(db):
+    from storage import users
+
+    assert not users.any_accounts(db=db)
+    alice = users.add("alice", "correct horse", admin=True, db=db)
+    users.add("bob@example.com", None, db=db)  # signs in through the OIDC provider
+    assert users.any_accounts(db=db) and alice.admin
+    with pytest.raises(users.AccountError, match="already exists"):
+        users.add("alice", "another password", db=db)
+    with pytest.raises(InputError, match="at least 8"):
+        users.add("carol", "short", db=db)
+    with pytest.raises(InputError, match="not valid"):
+        users.add("bad name\x00", "long enough", db=db)
+    with db.engine.connect() as conn:
+        stored = conn.execute(text("SELECT password_hash FROM users WHERE name = 'alice'")).scalar()
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
+    assert users.authenticate("alice", "correct horse", db=db).name == "alice"
+    assert users.authenticate("alice", "wrong horse", db=db) is None
+    assert users.authenticate("bob@example.com", "", db=db) is None, "no password: no password sign-in"
+    assert users.authenticate("nobody", "correct horse", db=db) is None
+
+    token = users.create_token("alice", db=db)
+    assert token.startswith("bd_") and len(token) > 40
+    assert users.authenticate_token(token, db=db).name == "alice"
+    with db.engine.connect() as conn:
+        kept = conn.execute(text("SELECT token_hash FROM users WHERE name = 'alice'")).scalar()
+    assert kept != token and len(kept) == 64, "only the token's hash is kept"
+    newer = users.create_token("alice", db=db)
+    assert users.authenticate_token(token, db=db) is None, "a new token replaces the old one"
+    assert users.revoke_token("alice", db=db) and users.authenticate_token(newer, db=db) is None
+
+    before = users.get("alice", db=db).credentials_changed_at
+    users.set_password("alice", "battery staple", db=db)
+    assert users.get("alice", db=db).credentials_changed_at > before, "sessions made before it end"
+    assert users.authenticate("alice", "battery staple", db=db) is not None
+    with pytest.raises(users.AccountError, match="last admin"):
+        users.remove("alice", db=db)
+    assert users.remove("bob@example.com", db=db) == 0
+
+
+def test_each_user_sees_and_changes_only_their_own(db):
+    from storage import users
+
+    alice = users.add("alice", "alice's password", db=db)
+    bob = users.add("bob", "bob's password", db=db)
+    admin = users.add("root", "root's password", admin=True, db=db)
+    queue = jobs.JobQueue(db)
+    mine = queue.submit(GenerationRequest(prompt="alice's"), _photo(20), user=alice)
+    theirs = queue.submit(GenerationRequest(prompt="bob's"), _photo(21), user=bob)
+    nobody = history.create(GenerationRequest(prompt="before accounts"), _photo(22), db=db)  # CLI / local app
+    jobs.Worker(queue, run_fn=fake_run).run_once()
+    jobs.Worker(queue, run_fn=fake_run).run_once()
+
+    assert [v.prompt for v in history.list_generations(db=db, user=alice)] == ["alice's"]
+    assert [v.prompt for v in history.list_generations(db=db, user=bob)] == ["bob's"]
+    assert {v.id for v in history.list_generations(db=db, user=admin)} == {mine, theirs, nobody}
+    assert {v.id for v in history.list_generations(db=db)} == {mine, theirs, nobody}, "the command line sees all"
+    assert history.count_generations(db=db, user=alice) == 1
+    for action in (lambda: history.get(theirs, db=db, user=alice),
+                   lambda: history.set_favourite(theirs, db=db, user=alice),
+                   lambda: history.delete(theirs, db=db, user=alice),
+                   lambda: history.export(db.data_dir / "x.zip", ids=[theirs], db=db, user=alice),
+                   lambda: service.rerun_inputs(theirs, db=db, user=alice),
+                   lambda: queue.cancel(theirs, user=alice),
+                   lambda: queue.submit(GenerationRequest(), _photo(23), parent_id=theirs, user=alice),
+                   lambda: history.get(nobody, db=db, user=alice)):
+        with pytest.raises(history.NotFound):
+            action()
+    assert history.get(theirs, db=db, user=admin).owner_id == bob.id
+    child, _ = service.rerun(mine, db=db, run=fake_run, user=alice)
+    assert history.get(child, db=db, user=alice).owner_id == alice.id
+    assert history.get(mine, db=db, user=alice).children == [child]
+    path, count = history.export(db.data_dir / "mine.zip", db=db, user=alice)
+    assert count == 2
+    history.delete(mine, db=db, user=alice)
+    assert history.get(theirs, db=db, user=bob).status == "done", "bob's untouched"
+    assert users.remove("bob", db=db) == 1
+    assert history.get(theirs, db=db, user=admin).owner_id is None, "kept, owned by nobody: admins see it"
+
+
+def test_server_limits_pixels_per_job_and_jobs_per_account(db, monkeypatch):
+    from storage import users
+
+    alice = users.add("alice", "alice's password", db=db)
+    queue = jobs.JobQueue(db)
+    monkeypatch.setenv("BACKDROP_MAX_PIXELS", str(96 * 64 - 1))
+    with pytest.raises(InputError, match="megapixels per job"):
+        queue.submit(GenerationRequest(), _photo(30), user=alice)
+    monkeypatch.setenv("BACKDROP_MAX_PIXELS", "100000")
+    monkeypatch.setenv("BACKDROP_MAX_QUEUED_PER_USER", "2")
+    for seed in (31, 32):
+        queue.submit(GenerationRequest(), _photo(seed), user=alice)
+    with pytest.raises(InputError, match="at most 2 per user"):
+        queue.submit(GenerationRequest(), _photo(33), user=alice)
+    assert history.count_generations(db=db) == 2, "the refused job was not recorded"
+    queue.submit(GenerationRequest(), _photo(34))  # no account: the local app's single user
+    monkeypatch.setenv("BACKDROP_MAX_QUEUED_PER_USER", "many")
+    with pytest.raises(InputError, match="BACKDROP_MAX_QUEUED_PER_USER"):
+        queue.submit(GenerationRequest(), _photo(35), user=alice)
+
+
+def test_nul_prompt_never_reaches_the_database(db):
+    with pytest.raises(InputError, match="NUL"):
+        jobs.JobQueue(db).submit(GenerationRequest(prompt="a\x00b"), _photo(40))
+    assert history.count_generations(db=db) == 0
