@@ -319,8 +319,10 @@ def _run_task(url: str, data_dir: str, probe: str, generation_id: int) -> str | 
         return problem
     identity = service.worker_identity("batch")
     with db.session() as session:
-        session.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "running")
-                        .values(worker=identity, heartbeat_at=utcnow()))
+        taken = session.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "running")
+                                .values(worker=identity, heartbeat_at=utcnow())).rowcount
+    if not taken:  # cancelled, or failed by a recovery, while it waited for this task
+        return f"generation {generation_id} was {history.get(generation_id, db=db).status} before it started"
     service.set_live(identity, True)
     try:
         service.execute(generation_id, db=db)
@@ -362,7 +364,8 @@ def map_generations(photos: Iterable[tuple[str, bytes]], request: GenerationRequ
                 pending[task.remote(_url_text(db), str(db.data_dir), probe, generation_id)] = (name, generation_id)
             if not pending:
                 return
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=service.HEARTBEAT_S)
+            _beat(db, holder)  # the photos still waiting for a task are alive too
             for ref in ready:
                 name, generation_id = pending.pop(ref)
                 try:
@@ -376,6 +379,12 @@ def map_generations(photos: Iterable[tuple[str, bytes]], request: GenerationRequ
             ray.cancel(ref, force=True)
             _fail_if_running(db, generation_id, "interrupted: the batch stopped before it finished")
         service.set_live(holder, False)
+
+
+def _beat(db: Database, holder: str) -> None:
+    with db.session() as session:
+        session.execute(update(Generation).where(Generation.status == "running", Generation.worker == holder)
+                        .values(heartbeat_at=utcnow()))
 
 
 def _fail_if_running(db: Database, generation_id: int, error: str) -> None:

@@ -292,3 +292,19 @@ def test_a_batch_task_that_dies_or_a_stopped_batch_leaves_no_job_running(ray_clu
     assert len(views) == 2 and [v.status for v in views] == ["failed", "failed"], "none stays running"
     stopped = next(v for v in views if v.id != generation_id)
     assert stopped.error == "interrupted: the batch stopped before it finished"
+
+
+def test_a_batch_photo_cancelled_while_it_waited_for_a_task_is_not_run(tmp_path, lemur_path):
+    """A Ray task that finds its photo no longer running (cancelled, or failed by a recovery,
+    while it waited for a free worker) leaves it as it is (storage.ray_workers._run_task, without Ray)."""
+    from storage.ray_workers import _run_task, write_probe
+
+    db = Database(None, tmp_path / "data")
+    generation_id = history.create(GenerationRequest(), lemur_path.read_bytes(), status="running", worker="elsewhere:1:x",
+                                   db=db)
+    JobQueue(db).release("elsewhere:1:x", error="cancelled before it started")
+    error = _run_task(db.url.render_as_string(hide_password=False), str(db.data_dir), write_probe(db.data_dir),
+                      generation_id)
+    assert error == f"generation {generation_id} was failed before it started"
+    view = history.get(generation_id, db=db)
+    assert view.status == "failed" and view.outputs == [] and view.error == "cancelled before it started"
