@@ -299,6 +299,7 @@ def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return {name: float(value) if FIELD[name].type is float and type(value) is int else value
             for name, value in values.items()}
 
+
 # A model setting that is not a generation parameter: the Segment Anything checkpoint behind the
 # Studio's click selection (core.click_select). What a generation keeps is the mask it helped make.
 # SlimSAM-77 is SAM ViT-B pruned to 9.3M parameters (one 39 MB safetensors file, Apache-2.0) in
