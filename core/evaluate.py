@@ -35,8 +35,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from core.errors import InputError
-
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from core.imaging import PHOTO_SUFFIXES
 _ALPHA = re.compile(r"^(?P<name>.+)_alpha[^/]*\.png$", re.IGNORECASE)
 EDGE_BAND = 10  # px each side of the true contour where the gradient error is measured
 HALO_BAND = 4  # px just outside the true subject where the halo is measured

@@ -276,13 +276,12 @@ def model_registry():
 @st.cache_resource(validate=lambda job_worker: job_worker.is_alive())
 def worker():
     """The one job worker of this process: every session submits to its queue, so the
-    (not thread-safe) diffusers pipeline only ever runs in this thread, one job at a time.
-    A worker thread that died is replaced on the next call."""
-    from storage.jobs import JobQueue, Worker
+    (not thread-safe) diffusers pipeline only ever runs in this thread, one job at a time; with
+    a Ray cluster configured (BACKDROP_RAY_ADDRESS), Ray workers run the jobs instead. A worker
+    that died is replaced on the next call."""
+    from storage.jobs import JobQueue, start_serving
 
-    job_worker = Worker(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
-    job_worker.start()
-    return job_worker
+    return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
 
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:

@@ -112,23 +112,33 @@ class JobQueue:
             rows = session.execute(
                 select(Generation.id, Generation.worker, Generation.heartbeat_at).where(Generation.status == "running")
             ).all()
-        recovered = []
-        for generation_id, worker, heartbeat in rows:
-            if not _worker_gone(worker, heartbeat, stale_after):
-                continue
-            values = (dict(status="queued", worker=None, started_at=None, progress_step=0, progress_stage="")
-                      if requeue else dict(status="failed", error=INTERRUPTED, finished_at=utcnow()))
-            with self.db.session() as session:
-                changed = session.execute(
-                    update(Generation).where(Generation.id == generation_id, Generation.status == "running",
-                                             Generation.worker.is_(None) if worker is None else Generation.worker == worker)
-                    .values(cancel_requested=False, **values)
-                ).rowcount
-            if changed:
-                recovered.append(generation_id)
+        recovered = [generation_id for generation_id, worker, heartbeat in rows
+                     if _worker_gone(worker, heartbeat, stale_after) and self._recover(generation_id, worker, requeue)]
         if recovered:
             log.warning("recovered %d interrupted job(s): %s", len(recovered), recovered)
         return recovered
+
+    def release(self, worker: str, requeue: bool = False, error: str = INTERRUPTED) -> list[int]:
+        """The jobs of one worker known to be gone (a Ray actor whose process died): failed with
+        ``error``, or queued again with ``requeue``."""
+        with self.db.Session() as session:
+            held = list(session.scalars(select(Generation.id).where(Generation.status == "running",
+                                                                    Generation.worker == worker)))
+        released = [generation_id for generation_id in held if self._recover(generation_id, worker, requeue, error)]
+        if released:
+            log.warning("released %d job(s) of worker %s: %s", len(released), worker, released)
+        return released
+
+    def _recover(self, generation_id: int, worker: str | None, requeue: bool, error: str = INTERRUPTED) -> bool:
+        """Fail or requeue one running job, only if ``worker`` still holds it."""
+        values = (dict(status="queued", worker=None, started_at=None, progress_step=0, progress_stage="")
+                  if requeue else dict(status="failed", error=error, finished_at=utcnow()))
+        with self.db.session() as session:
+            return bool(session.execute(
+                update(Generation).where(Generation.id == generation_id, Generation.status == "running",
+                                         Generation.worker.is_(None) if worker is None else Generation.worker == worker)
+                .values(cancel_requested=False, **values)
+            ).rowcount)
 
 
 def _worker_gone(worker: str | None, heartbeat, stale_after: timedelta) -> bool:
@@ -226,3 +236,19 @@ class Worker(threading.Thread):
         self._stop_event.set()
         self._wake.set()
         self.join(timeout)
+
+
+def start_serving(queue: JobQueue | None = None, registry=None, warm_up: GenerationRequest | None = None,
+                  ray_address: str | None = None, ray_workers: int | None = None):
+    """Start what serves the queue and return it (``queue``, ``wake()``, ``current``,
+    ``is_alive()``, ``stop()``): Ray workers when a Ray cluster is named (``ray_address``, else
+    BACKDROP_RAY_ADDRESS; storage.ray_workers), else a Worker thread in this process."""
+    from storage.ray_workers import RayExecutor, configured_address
+
+    address = configured_address(ray_address)
+    if address:
+        executor = RayExecutor(queue, address=address, workers=ray_workers, warm_up=warm_up)
+    else:
+        executor = Worker(queue, registry=registry, warm_up=warm_up)
+    executor.start()
+    return executor
