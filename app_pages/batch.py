@@ -10,12 +10,12 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import BackdropError
+from core.imaging import PHOTO_SUFFIXES
 from app_pages import ui
 from storage import history
 
 state = st.session_state
 FORM = "batch_f_"
-SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 def server_photos(folder: str | None) -> list[Path]:
@@ -25,12 +25,12 @@ def server_photos(folder: str | None) -> list[Path]:
     if not root.is_dir():
         st.error(f"The batch folder given on the command line does not exist: {root}")
         return []
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
 def collect_sources() -> list[tuple[str, bytes]]:
     limit = st.get_option("server.maxUploadSize")
-    uploads = st.file_uploader(f"Photos (JPEG, PNG or WebP, up to {limit} MB each)", type=sorted(s[1:] for s in SUFFIXES),
+    uploads = st.file_uploader(f"Photos (JPEG, PNG or WebP, up to {limit} MB each)", type=sorted(s[1:] for s in PHOTO_SUFFIXES),
                                accept_multiple_files=True, key="batch_uploads")
     sources = [(u.name, u.getvalue()) for u in uploads or []]
     folder = ui.batch_dir_argument()

@@ -283,27 +283,24 @@ def model_registry():
 @st.cache_resource(validate=lambda job_workers: job_workers.is_alive(),
                    on_release=lambda job_workers: job_workers.stop(timeout=0))
 def workers():
-    """The job workers of this process, one per lane (storage.jobs.LaneWorkers), serving every
-    session: AI jobs (the diffusers pipeline is not thread-safe) run one at a time in the AI
-    worker's thread, the other backgrounds (seconds) in the quick worker's, so they never wait
-    behind an AI job. Replaced on the next call if a worker thread died (the other one is told
-    to stop after its job, so no lane gets two)."""
-    from storage.jobs import JobQueue, LaneWorkers
+    """What serves the queue for every session of this process (storage.jobs.start_serving): a
+    worker thread per lane, so AI jobs (the diffusers pipeline is not thread-safe) run one at a
+    time in the AI worker's thread and the other backgrounds (seconds) in the quick worker's,
+    never waiting behind an AI job; or, with a Ray cluster configured (BACKDROP_RAY_ADDRESS),
+    Ray workers. Replaced on the next call if a worker died (the old service is told to stop
+    after its job, so no lane gets two workers)."""
+    from storage.jobs import JobQueue, start_serving
 
-    job_workers = LaneWorkers(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
-    job_workers.start()
-    return job_workers
+    return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
 
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:
-    """Queue a generation for the signed-in user and wake its lane's worker; returns its id.
-    Every page submits here."""
-    from storage.jobs import lane_of
-
+    """Queue a generation for the signed-in user and wake the workers; returns its id. Every page
+    submits here."""
     job_workers = workers()
     generation_id = job_workers.queue.submit(request, image, mask, parent_id=parent_id, picture=picture,
                                              user=current_user())
-    job_workers.wake(lane_of(request.background_spec.kind))
+    job_workers.wake()
     return generation_id
 
 
@@ -430,10 +427,13 @@ def _live_worker_status() -> None:
 
 
 def _worker_lines(job_workers) -> None:
+    from storage.jobs import LaneWorkers
+
     lines = []
-    for lane, current in job_workers.current().items():
+    running = job_workers.running() if isinstance(job_workers, LaneWorkers) else {None: job_workers.current}
+    for lane, current in running.items():
         waiting = job_workers.queue.pending(lane) - (current is not None)
         which = f" #{current}" if is_admin() else ""  # another user's generation id is theirs
         doing = f"generating{which}" if current is not None else "idle"
-        lines.append(f"{'AI' if lane == 'ai' else 'Quick'} worker: {doing}; {waiting} waiting")
+        lines.append(f"{ {'ai': 'AI worker', 'quick': 'Quick worker'}.get(lane, 'Workers') }: {doing}; {waiting} waiting")
     st.caption("  \n".join(lines))

@@ -47,7 +47,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     replace.add_commands(subparsers)  # replace, mask
     if full:
-        from backdrop import app, doctor, evaluate, history, models, users
+        from backdrop import app, batch, doctor, evaluate, history, models, serve, users
 
         models.add_commands(subparsers)  # models, models fetch
         history.add_commands(subparsers)  # history, show, rerun, cancel, delete, export
@@ -55,6 +55,8 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
         users.add_commands(subparsers)  # users add | list | passwd | remove | token
         doctor.add_commands(subparsers)  # doctor
         app.add_commands(subparsers)  # app
+        batch.add_commands(subparsers)  # batch
+        serve.add_commands(subparsers)  # serve
     return parser
 
 

@@ -165,6 +165,8 @@ def _cancel(args: argparse.Namespace) -> int:
     view = history.get(args.id, db=db)
     if view.status == "running":
         print(f"generation {args.id}: asked to stop; it stops at its next step")
+    elif before.status == "running" and view.status == "cancelled":  # it stopped before we looked again
+        print(f"generation {args.id}: asked to stop; it has stopped (cancelled)")
     elif before.status == "queued" and view.status == "cancelled":
         print(f"generation {args.id}: cancelled")
     elif view.error == INTERRUPTED:

@@ -45,8 +45,6 @@ def _background_option(text: str) -> str:
 
 
 def _add_replace(subparsers) -> None:
-    from core.presets import PRESETS
-
     p = subparsers.add_parser(
         "replace",
         help="replace the background of a photo",
@@ -56,6 +54,20 @@ def _add_replace(subparsers) -> None:
     )
     p.add_argument("input", metavar="INPUT", help="the photo (JPEG, PNG, WebP, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.png", help="where to write the result (PNG)")
+    add_request_options(p)
+    p.add_argument("--mask", metavar="MASK.png", help="use this mask (white = subject) instead of the automatic one")
+    p.add_argument("--save-mask", metavar="MASK.png", help="also write the mask that was used (8-bit, full size)")
+    p.add_argument("--save-cutout", metavar="CUTOUT.png", help="also write the cut-out subject (RGBA, full size)")
+    p.add_argument("--json", action="store_true",
+                   help="print the request, the run record, the outputs and per-stage timings as JSON")
+    p.set_defaults(func=_replace)
+
+
+def add_request_options(p: argparse.ArgumentParser) -> None:
+    """One option per request field (the model and device ones starting from the saved
+    settings), and the sampler and prompt presets: what ``request_from_args`` reads."""
+    from core.presets import PRESETS
+
     defaults = _defaults()
     for spec in FIELDS:
         if spec.name == "background":
@@ -69,12 +81,6 @@ def _add_replace(subparsers) -> None:
                    "(sets --scheduler and --steps)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="prompt and negative prompt of a preset "
                    "(--prompt / --negative-prompt replace its texts)")
-    p.add_argument("--mask", metavar="MASK.png", help="use this mask (white = subject) instead of the automatic one")
-    p.add_argument("--save-mask", metavar="MASK.png", help="also write the mask that was used (8-bit, full size)")
-    p.add_argument("--save-cutout", metavar="CUTOUT.png", help="also write the cut-out subject (RGBA, full size)")
-    p.add_argument("--json", action="store_true",
-                   help="print the request, the run record, the outputs and per-stage timings as JSON")
-    p.set_defaults(func=_replace)
 
 
 def _add_mask(subparsers) -> None:

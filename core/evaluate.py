@@ -36,8 +36,8 @@ from scipy import ndimage as ndi
 
 from core.errors import InputError
 from core.hub import fetch_command
+from core.imaging import PHOTO_SUFFIXES
 
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _ALPHA = re.compile(r"^(?P<name>.+)_alpha[^/]*\.png$", re.IGNORECASE)
 EDGE_BAND = 10  # px each side of the true contour where the gradient error is measured
 HALO_BAND = 4  # px just outside the true subject where the halo is measured

@@ -17,6 +17,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from core.errors import InputError, OutputError
 from core.files import write_atomic
 
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what a folder of photos is read for (batch, eval)
 MAX_PIXELS = 80_000_000  # larger images are refused before decoding (decompression bombs)
 MIN_SIDE = 16  # px; thinner strips have no subject to cut out
 PNG_COMPRESS_LEVEL = 1  # a 12 MP PNG writes in ~0.7 s at level 1, ~3.8 s at the default 6

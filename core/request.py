@@ -244,6 +244,11 @@ class GenerationRequest:
     def replace(self, **changes: Any) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)
 
+    def with_fields(self, values: Mapping[str, Any]) -> "GenerationRequest":
+        """This request with ``values`` from outside (a JSON object: the HTTP API's body),
+        checked by ``field_values`` and then by each field's declaration."""
+        return self.replace(**field_values(values))
+
     def params(self) -> dict[str, Any]:
         """Field name -> value."""
         return {spec.name: getattr(self, spec.name) for spec in FIELDS}
@@ -279,6 +284,21 @@ def _fields() -> tuple[Param, ...]:
 FIELDS: tuple[Param, ...] = _fields()
 FIELD = {spec.name: spec for spec in FIELDS}
 SLOTS = {spec.slot: spec for spec in FIELDS if spec.slot}  # model slot -> its field
+
+
+def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Field values given as JSON, ready for ``replace``: a name that is no field is an
+    InputError (JSON clients misspell, and a silently ignored field would run with its default),
+    and a whole number given for a number field becomes a float, as the command line's parse
+    makes it. Each value is then checked by its field's declaration when the request is built."""
+    if not isinstance(values, Mapping):
+        raise InputError(f"the request must be an object of field names and values (got {type(values).__name__})")
+    unknown = sorted(set(values) - set(FIELD))
+    if unknown:
+        raise InputError(f"unknown field(s): {', '.join(unknown)} (the fields are: {', '.join(FIELD)})")
+    return {name: float(value) if FIELD[name].type is float and type(value) is int else value
+            for name, value in values.items()}
+
 
 # A model setting that is not a generation parameter: the Segment Anything checkpoint behind the
 # Studio's click selection (core.click_select). What a generation keeps is the mask it helped make.

@@ -179,23 +179,33 @@ class JobQueue:
             rows = session.execute(
                 select(Generation.id, Generation.worker, Generation.heartbeat_at).where(Generation.status == "running")
             ).all()
-        recovered = []
-        for generation_id, worker, heartbeat in rows:
-            if not _worker_gone(worker, heartbeat, stale_after):
-                continue
-            values = (dict(status="queued", worker=None, started_at=None, progress_step=0, progress_stage="")
-                      if requeue else dict(status="failed", error=INTERRUPTED, finished_at=utcnow()))
-            with self.db.session() as session:
-                changed = session.execute(
-                    update(Generation).where(Generation.id == generation_id, Generation.status == "running",
-                                             Generation.worker.is_(None) if worker is None else Generation.worker == worker)
-                    .values(cancel_requested=False, **values)
-                ).rowcount
-            if changed:
-                recovered.append(generation_id)
+        recovered = [generation_id for generation_id, worker, heartbeat in rows
+                     if _worker_gone(worker, heartbeat, stale_after) and self._recover(generation_id, worker, requeue)]
         if recovered:
             log.warning("recovered %d interrupted job(s): %s", len(recovered), recovered)
         return recovered
+
+    def release(self, worker: str, requeue: bool = False, error: str = INTERRUPTED) -> list[int]:
+        """The jobs of one worker known to be gone (a Ray actor whose process died): failed with
+        ``error``, or queued again with ``requeue``."""
+        with self.db.Session() as session:
+            held = list(session.scalars(select(Generation.id).where(Generation.status == "running",
+                                                                    Generation.worker == worker)))
+        released = [generation_id for generation_id in held if self._recover(generation_id, worker, requeue, error)]
+        if released:
+            log.warning("released %d job(s) of worker %s: %s", len(released), worker, released)
+        return released
+
+    def _recover(self, generation_id: int, worker: str | None, requeue: bool, error: str = INTERRUPTED) -> bool:
+        """Fail or requeue one running job, only if ``worker`` still holds it."""
+        values = (dict(status="queued", worker=None, started_at=None, progress_step=0, progress_stage="")
+                  if requeue else dict(status="failed", error=error, finished_at=utcnow()))
+        with self.db.session() as session:
+            return bool(session.execute(
+                update(Generation).where(Generation.id == generation_id, Generation.status == "running",
+                                         Generation.worker.is_(None) if worker is None else Generation.worker == worker)
+                .values(cancel_requested=False, **values)
+            ).rowcount)
 
 
 def _with_megapixels(session, query) -> list[tuple[Generation, float]]:
@@ -330,8 +340,9 @@ class Worker(threading.Thread):
 
 
 class LaneWorkers:
-    """One worker per lane over one queue: the app's job service. ``warm_up`` (a request) loads
-    the AI models in the AI worker's own thread when it starts."""
+    """One worker thread per lane over one queue: what serves the queue in this process, with the
+    same face as a Worker (``queue``, ``start``, ``wake``, ``current``, ``is_alive``, ``stop``).
+    ``warm_up`` (a request) loads the AI models in the AI worker's own thread when it starts."""
 
     def __init__(self, queue: JobQueue | None = None, run_fn=None, registry=None, poll_interval: float = 0.5,
                  warm_up: GenerationRequest | None = None):
@@ -346,17 +357,37 @@ class LaneWorkers:
     def is_alive(self) -> bool:
         return all(worker.is_alive() for worker in self.workers.values())
 
-    def wake(self, lane: str | None = None) -> None:
-        for name, worker in self.workers.items():
-            if lane in (None, name):
-                worker.wake()
+    def wake(self) -> None:
+        for worker in self.workers.values():
+            worker.wake()
 
-    def current(self) -> dict[str, int | None]:
+    def running(self) -> dict[str, int | None]:
         """The job each lane is running now (None: idle)."""
         return {lane: worker.current for lane, worker in self.workers.items()}
+
+    @property
+    def current(self) -> int | None:
+        """The oldest job running in a lane, or None."""
+        return min((job for job in self.running().values() if job is not None), default=None)
 
     def stop(self, timeout: float | None = None) -> None:
         for worker in self.workers.values():
             worker.request_stop()
         for worker in self.workers.values():
             worker.join(timeout)
+
+
+def start_serving(queue: JobQueue | None = None, registry=None, warm_up: GenerationRequest | None = None,
+                  ray_address: str | None = None, ray_workers: int | None = None):
+    """Start what serves the queue and return it (``queue``, ``wake()``, ``current``,
+    ``is_alive()``, ``stop()``): Ray workers when a Ray cluster is named (``ray_address``, else
+    BACKDROP_RAY_ADDRESS; storage.ray_workers), else a worker thread per lane in this process."""
+    from storage.ray_workers import RayExecutor, configured_address
+
+    address = configured_address(ray_address)
+    if address:
+        executor = RayExecutor(queue, address=address, workers=ray_workers, warm_up=warm_up)
+    else:
+        executor = LaneWorkers(queue, registry=registry, warm_up=warm_up)
+    executor.start()
+    return executor

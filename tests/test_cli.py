@@ -200,3 +200,24 @@ def test_sampler_presets_set_scheduler_and_steps():
     reference = request("--sampler-preset", "reference")[0]
     assert (reference.scheduler, reference.steps) == ("ddim", 42)
     assert request("--scheduler", "euler_a", "--steps", "9")[0].steps == 9
+
+
+def test_batch_in_this_process(rotated_jpeg, astronaut, tmp_path, capsys):
+    """Without Ray, `batch` runs the photos one after the other here; two photos with the same
+    name get distinct outputs, a bad option writes nothing, a folder without photos is an error."""
+    from storage import history
+
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(rotated_jpeg.read_bytes())
+    astronaut.resize((160, 120)).save(folder / "photo.png")
+    assert main(["batch", str(folder), "-o", str(out), "--background", "gradient:#000000,#ffffff"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"2 of 2 photo(s) done in {out}" and "2/2" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["photo-png.png", "photo.png"]  # photo.jpg came first
+    recorded = {v.results[0].path.read_bytes() for v in history.list_generations(limit=2)}
+    assert {p.read_bytes() for p in out.iterdir()} == recorded
+    assert _exit_code(["batch", str(folder), "-o", str(tmp_path / "none"), "--steps", "0"]) == 2
+    assert "steps must be from 1 to 150" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    assert main(["batch", str(out.parent / "missing"), "-o", str(out)]) == 2
+    assert "is not a folder" in capsys.readouterr().err

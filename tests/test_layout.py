@@ -61,5 +61,6 @@ def test_console_command_and_module_entry_point():
     for argv in ([str(command), "--help"], [sys.executable, "-m", "backdrop", "--help"]):
         proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=120)
         assert proc.returncode == 0, proc.stderr
-        for sub in ("replace", "mask", "history", "show", "rerun", "delete", "export", "models", "eval"):
+        for sub in ("replace", "mask", "history", "show", "rerun", "delete", "export", "models", "eval", "batch",
+                    "serve"):
             assert sub in proc.stdout

@@ -109,3 +109,18 @@ def test_run_record_keeps_json_only():
     with pytest.raises(ValueError, match="not a JSON number"):
         note(record, eta=float("inf"))
     note(None, anything=1)  # no record: nothing to do
+
+
+def test_json_values_are_checked_by_name_and_by_declaration():
+    """The HTTP API's body: a misspelt field is an error, never silently its default; a whole
+    number is a number; each value is then checked by its field."""
+    base = GenerationRequest(seed=4)
+    changed = base.with_fields({"guidance": 8, "background": "ai"})
+    assert changed.guidance == 8.0 and type(changed.guidance) is float and changed.seed == 4
+    assert changed == base.replace(guidance=8.0, background="ai")
+    with pytest.raises(InputError, match=re.escape("unknown field(s): colour, size")):
+        base.with_fields({"colour": "red", "size": 3})
+    with pytest.raises(InputError, match="must be an object"):
+        base.with_fields(["ai"])
+    with pytest.raises(InputError, match=re.escape("seed must be a whole number (got 1.5)")):
+        base.with_fields({"seed": 1.5})

@@ -395,7 +395,7 @@ def test_lanes_keep_quick_jobs_apart_from_ai_jobs(db):
     try:
         _wait(lambda: history.get(colour, db=db).status == "done", 30, "the colour job")
         assert history.get(ai, db=db).status == "running", "the colour job did not wait for the AI job"
-        assert workers.current() == {"quick": None, "ai": ai}
+        assert workers.running() == {"quick": None, "ai": ai} and workers.current == ai
         assert queue.pending("ai") == 1 and queue.pending("quick") == 0 and queue.pending() == 1
         release.set()
         _wait(lambda: history.get(ai, db=db).status == "done", 30, "the AI job")

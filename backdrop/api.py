@@ -1,0 +1,295 @@
+"""The HTTP API (``backdrop serve``): generations over the same storage and job queue as the app.
+
+Create a generation (multipart: the photo, an optional mask and background picture, the
+request's fields as JSON), follow its status and progress, download its images, list and search
+the history, re-run, cancel and delete. Input is checked exactly as the app and the command line
+check it (core.request, core.imaging) before anything is recorded: bad input is a 4xx answer
+``{"detail": "..."}`` and leaves no trace. Whatever serves the queue (a worker thread here, or
+Ray workers: storage.jobs.start_serving) runs the jobs; the API submits and reads. Every route
+asks ``backdrop.auth.current_user`` who is calling.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from importlib import metadata
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+
+from backdrop import api_schema as schema
+from backdrop.auth import current_user
+from storage.users import User
+from core.errors import BackdropError, InputError
+from core.request import BACKGROUND_KINDS, GenerationRequest, field_values, upgrade
+from storage import history, service
+from storage.errors import StorageError
+from storage.jobs import JobQueue
+from storage.models import STATUSES
+
+PREFIX = "/v1"
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # per file, as the app's uploads (.streamlit/config.toml's maxUploadSize)
+IMAGE_KINDS = ("result", "cutout", "mask")
+_ERRORS = {code: {"model": schema.Error} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
+
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(current_user)], responses=_ERRORS)
+
+
+def create_app(queue: JobQueue | None = None, executor=None) -> FastAPI:
+    """The API over ``queue`` (default: the configured database); ``executor`` (a
+    storage.jobs.start_serving result, or None when another process serves the queue) is woken
+    on each submission and stopped when the server stops."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if executor is not None:
+            executor.stop(30)
+
+    app = FastAPIOffline(title="Backdrop", version=metadata.version("backdrop"), lifespan=lifespan,  # /docs: no CDN
+                         description="Replace the background of photos: create generations, follow them, download their "
+                                     "images, search the history. Errors are `{\"detail\": \"...\"}`.")
+    app.state.queue = queue or (executor.queue if executor is not None else JobQueue())
+    app.state.executor = executor
+    app.include_router(router)
+    app.get(f"{PREFIX}/health", response_model=schema.Health, tags=["server"])(health)
+    app.add_exception_handler(InputError, _answer(422))
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(history.NotFound, _answer(404))
+    app.add_exception_handler(StorageError, _answer(503))  # the data folder or the database, not the request
+    app.add_exception_handler(BackdropError, _answer(400))
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+# ---- errors: one shape, a readable message ---------------------------------------------------
+
+def _answer(status: int):
+    """A handler answering ``status`` with the error's own message (BackdropErrors say what to do)."""
+
+    def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handler
+
+
+def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own checks (a missing part, a query value of the wrong type) as one sentence."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "invalid"))
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+
+# ---- what the routes share -------------------------------------------------------------------
+
+def _queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+def _wake(request: Request) -> None:
+    executor = request.app.state.executor
+    if executor is not None:
+        executor.wake()
+
+
+def _executor_kind(executor) -> str:
+    from storage.jobs import LaneWorkers, Worker
+
+    if executor is None:
+        return "none"
+    return "in-process" if isinstance(executor, (Worker, LaneWorkers)) else "ray"
+
+
+def _out(view: history.GenerationView) -> dict[str, Any]:
+    base = f"{PREFIX}/generations/{view.id}/images"
+    total = max(view.progress_total, 1)
+    step = min(view.progress_step, total) if view.status != "done" else total
+    return {
+        "id": view.id, "status": view.status, "error": view.error, "cancel_requested": view.cancel_requested,
+        "progress": {"stage": view.progress_stage, "step": view.progress_step, "total": view.progress_total,
+                     "fraction": step / total if view.status in ("running", "done") else 0.0},
+        "request": view.request, "record": view.record, "background_kind": view.background_kind,
+        "prompt": view.prompt, "parent_id": view.parent_id, "children": view.children, "favourite": view.favourite,
+        "created_at": view.created_at, "started_at": view.started_at, "finished_at": view.finished_at,
+        "device": view.device, "models": view.models, "timings": view.timings, "warnings": view.warnings,
+        "images": {
+            "result": [f"{base}/result?variant={o.index + 1}" for o in view.results],
+            "cutout": f"{base}/cutout" if view.output("cutout") else None,
+            "mask": f"{base}/mask" if view.output("mask") else None,
+        },
+    }
+
+
+def _read(upload: UploadFile, what: str) -> bytes:
+    data = upload.file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"the {what} is larger than the limit of {MAX_UPLOAD_BYTES / 2**20:g} MB")
+    if not data:
+        raise InputError(f"the {what} is an empty file")
+    return data
+
+
+def parse_request(text: str) -> GenerationRequest:
+    """The request from its JSON: only the fields that differ from the defaults (the model and
+    device fields default to this server's saved settings, as in the app), checked by
+    core.request. A request of an older schema version is upgraded as stored ones are."""
+    from storage.settings import request_settings
+
+    try:
+        values = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise InputError(f"the request is not valid JSON: {exc}") from None
+    if isinstance(values, dict) and "version" in values:
+        values = upgrade(values)
+        values.pop("version")
+    return GenerationRequest(**request_settings()).with_fields(values)
+
+
+# ---- routes ------------------------------------------------------------------------------------
+
+def health(request: Request) -> dict[str, Any]:
+    """Whether the server is up, what runs its queue and how much is waiting."""
+    executor = request.app.state.executor
+    kind = _executor_kind(executor)
+    workers = len(getattr(executor, "identities" if kind == "ray" else "workers", [executor] if executor else []))
+    return {"status": "ok", "executor": kind, "workers": workers,
+            "pending": _queue(request).pending()}
+
+
+@router.post("/generations", status_code=202, response_model=schema.Generation, tags=["generations"],
+             summary="Create a generation")
+def create_generation(request: Request, response: Response,
+                      photo: UploadFile = File(description="the photo (JPEG, PNG, WebP, ...)"),
+                      fields: str | UploadFile = Form("{}", alias="request",
+                                                      description="the request's fields as JSON (the GenerationRequest "
+                                                                  "schema); only those that differ from the defaults"),
+                      mask: UploadFile | None = File(None, description="your own mask (white = subject) instead of "
+                                                                       "the automatic one: the photo's size"),
+                      picture: UploadFile | None = File(None, description="the background picture, for the "
+                                                                          "`image` background"),
+                      user: User | None = Depends(current_user)) -> dict[str, Any]:
+    """Queue a generation; answers at once with its id and status (queued). Follow it with GET
+    on the generation, download its images when it is done."""
+    from core.imaging import load_image, load_mask
+
+    if not isinstance(fields, str):  # sent as a JSON file part (Swagger UI, curl -F request=@fields.json)
+        fields = _read(fields, "request").decode("utf-8", errors="replace")
+    generation_request = parse_request(fields)
+    data = _read(photo, "photo")
+    image = load_image(data, what="photo")
+    mask_image = load_mask(_read(mask, "mask"), image.size) if mask is not None else None
+    picture_data = _read(picture, "background picture") if picture is not None else None
+    queue = _queue(request)
+    generation_id = queue.submit(generation_request, data, mask_image, picture=picture_data, user=user)
+    _wake(request)
+    response.headers["Location"] = f"{PREFIX}/generations/{generation_id}"
+    return _out(queue.get(generation_id, user=user))
+
+
+@router.get("/generations", response_model=schema.GenerationList, tags=["generations"],
+            summary="List and search generations")
+def list_generations(request: Request, search: str | None = Query(None, description="text in the prompt"),
+                     status: list[Literal[STATUSES]] | None = Query(None, description="one or more statuses"),
+                     background: Literal[BACKGROUND_KINDS] | None = Query(None, description="background kind"),
+                     favourite: bool | None = Query(None), limit: int = Query(50, ge=1, le=500),
+                     offset: int = Query(0, ge=0), user: User | None = Depends(current_user)) -> dict[str, Any]:
+    """Newest first, as the app's History."""
+    filters = {"search": search, "status": status, "background": background, "favourite": favourite}
+    db = _queue(request).db
+    views = history.list_generations(limit=limit, offset=offset, db=db, user=user, **filters)
+    return {"total": history.count_generations(db=db, user=user, **filters), "items": [_out(v) for v in views]}
+
+
+@router.get("/generations/{generation_id}", response_model=schema.Generation, tags=["generations"],
+            summary="A generation: status, progress, request, what ran, its images")
+def get_generation(request: Request, generation_id: int, user: User | None = Depends(current_user)) -> dict[str, Any]:
+    return _out(_queue(request).get(generation_id, user=user))
+
+
+@router.get("/generations/{generation_id}/images/{kind}", tags=["generations"], summary="Download an image",
+            response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the PNG"}})
+def download_image(request: Request, generation_id: int, kind: Literal[IMAGE_KINDS],
+                   variant: int = Query(1, ge=1, description="which result, for several AI variants"),
+                   user: User | None = Depends(current_user)) -> Response:
+    """The full-resolution PNG: a result (carrying the generation's parameters in its text
+    chunks), the cut-out (with alpha) or the mask."""
+    queue = _queue(request)
+    view = queue.get(generation_id, user=user)
+    if view.status != "done":
+        why = f" ({view.error})" if view.error else ""
+        raise HTTPException(409, f"generation {generation_id} is {view.status}{why}: it has no images")
+    output = view.output(kind, variant - 1 if kind == "result" else 0)
+    if output is None:
+        raise HTTPException(404, f"generation {generation_id} has {len(view.results)} result(s), no variant {variant}")
+    return Response(queue.db.images.read(output.sha256), media_type=f"image/{output.format}", headers={
+        "Content-Disposition": f'attachment; filename="backdrop-{generation_id}-{kind}'
+                               f'{f"-{variant}" if kind == "result" else ""}.{output.format}"'})
+
+
+@router.post("/generations/{generation_id}/rerun", status_code=202, response_model=schema.Generation,
+             tags=["generations"], summary="Re-run or remix a generation")
+def rerun_generation(request: Request, response: Response, generation_id: int,
+                     changes: dict[str, Any] | None = Body(None, description="fields to change (a remix); none: the "
+                                                                            "same request, seed included"),
+                     user: User | None = Depends(current_user)) -> dict[str, Any]:
+    """Queue the generation again from its stored photo, mask and picture, as its child; the
+    same request and seed give the same image."""
+    queue = _queue(request)
+    inputs = service.rerun_inputs(generation_id, db=queue.db, user=user, **field_values(changes or {}))
+    new_id = queue.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
+                          user=user)
+    _wake(request)
+    response.headers["Location"] = f"{PREFIX}/generations/{new_id}"
+    return _out(queue.get(new_id, user=user))
+
+
+@router.post("/generations/{generation_id}/cancel", response_model=schema.Cancelled, tags=["generations"],
+             summary="Cancel a queued or running generation")
+def cancel_generation(request: Request, generation_id: int,
+                      user: User | None = Depends(current_user)) -> dict[str, Any]:
+    """A queued generation is cancelled at once; a running one stops at its next step."""
+    queue = _queue(request)
+    return {"id": generation_id, "status": queue.cancel(generation_id, user=user)}
+
+
+@router.delete("/generations/{generation_id}", status_code=204, response_class=Response, tags=["generations"],
+               summary="Delete a generation and the files only it used")
+def delete_generation(request: Request, generation_id: int, user: User | None = Depends(current_user)) -> Response:
+    queue = _queue(request)
+    try:
+        history.delete(generation_id, db=queue.db, user=user)
+    except history.NotFound:
+        raise
+    except BackdropError as exc:  # running: cancel it first
+        raise HTTPException(409, str(exc)) from None
+    return Response(status_code=204)
+
+
+# ---- the OpenAPI document ------------------------------------------------------------------------
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the request's JSON Schema (generated from core.request.FIELDS)
+    where the request is given: the create form's ``request`` part and the re-run body."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    fields = schema.RequestFields.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(fields.pop("$defs", {}))
+    schemas["GenerationRequest"] = fields
+    ref = {"$ref": "#/components/schemas/GenerationRequest"}
+    create = document["paths"][f"{PREFIX}/generations"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    form = schemas[create["schema"]["$ref"].rsplit("/", 1)[1]]
+    form["properties"]["request"] = {**ref, "description": form["properties"]["request"].get("description", "")}
+    create["encoding"] = {"request": {"contentType": "application/json"}}
+    rerun = document["paths"][f"{PREFIX}/generations/{{generation_id}}/rerun"]["post"]
+    rerun["requestBody"]["content"]["application/json"]["schema"] = ref
+    app.openapi_schema = document
+    return document

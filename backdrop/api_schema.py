@@ -1,0 +1,92 @@
+"""The HTTP API's documented shapes. The generation request's schema is generated from the one
+field table (core.request.FIELDS): each field's type, default, range or choices, label and help
+become its JSON Schema, so the API documents exactly what the app and the command line offer.
+The API validates requests with core.request itself (the same checks and messages); the model
+here documents them in the OpenAPI schema at ``/docs``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from core.request import FIELDS, SCHEMA_VERSION, Param
+from storage.models import STATUSES
+
+
+def _field(spec: Param) -> tuple[Any, Any]:
+    kind = Literal[tuple(spec.choices)] if spec.choices else spec.type
+    limits = {"ge": spec.low, "le": spec.high} if spec.low is not None else {}
+    extra = {"x-environment-variable": spec.env} if spec.env else None
+    return kind, Field(spec.default, title=spec.label, description=spec.help, json_schema_extra=extra, **limits)
+
+
+RequestFields = create_model(
+    "GenerationRequest",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__=(f"The parameters of a generation (request schema version {SCHEMA_VERSION}). Give only the fields "
+             "that differ from the defaults; the model and device fields default to this server's saved settings."),
+    version=(int, Field(SCHEMA_VERSION, description="the request's schema version: an older version's request is "
+                                                    "upgraded, as stored requests are")),
+    **{spec.name: _field(spec) for spec in FIELDS},
+)
+
+
+class Error(BaseModel):
+    detail: str = Field(description="what is wrong, and what to do about it")
+
+
+class Progress(BaseModel):
+    stage: str
+    step: int
+    total: int
+    fraction: float = Field(ge=0, le=1)
+
+
+class Images(BaseModel):
+    """Where to download a finished generation's images (paths on this server)."""
+
+    result: list[str] = Field(description="one per variant")
+    cutout: str | None = None
+    mask: str | None = None
+
+
+class Generation(BaseModel):
+    id: int
+    status: Literal[STATUSES]
+    progress: Progress
+    error: str | None
+    cancel_requested: bool
+    request: dict[str, Any] = Field(description="the request as stored (see the GenerationRequest schema)")
+    record: dict[str, Any] = Field(description="what ran: sizes, bucket, the texts encoded, ...")
+    background_kind: str
+    prompt: str
+    parent_id: int | None
+    children: list[int]
+    favourite: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    device: str | None
+    models: dict[str, Any]
+    timings: dict[str, float]
+    warnings: list[Any]
+    images: Images
+
+
+class GenerationList(BaseModel):
+    total: int = Field(description="how many match the filters")
+    items: list[Generation]
+
+
+class Cancelled(BaseModel):
+    id: int
+    status: str = Field(description="cancelled, or the status it had already reached")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    executor: Literal["in-process", "ray", "none"] = Field(description="what runs queued generations")
+    workers: int
+    pending: int = Field(description="generations queued or running")
