@@ -1,8 +1,11 @@
 """Backdrop's browser app: sign-in, navigation over the pages and the sidebar they share.
 
 Run with ``backdrop app`` (or ``streamlit run streamlit_app.py``; add ``-- --batch-dir DIR`` to
-offer a server-side folder on the Batch page). Pages live in ``pages/`` and only hold widgets;
-the work happens in ``core`` and ``storage``.
+offer a server-side folder on the Batch page). Pages live in ``app_pages/`` and only hold widgets;
+the work happens in ``core`` and ``storage``. The folder must not be called ``pages/``: Streamlit
+runs the files of a ``pages/`` folder as pages of their own until the first ``st.navigation``
+call of the process, so a page URL opened first after a restart would run without this script
+(no sign-in, no sidebar, the narrow layout, every module of the folder listed as a page).
 
 Who may connect is decided here, before any page runs (backdrop.access): with accounts, a
 sign-in form (or Streamlit's ``st.login`` where an OIDC provider is configured) gates every
@@ -15,7 +18,7 @@ import time
 import streamlit as st
 
 from backdrop import access
-from pages import ui
+from app_pages import ui
 from storage import users
 
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
@@ -105,16 +108,16 @@ def _sign_out(mode: str) -> None:
 st.set_page_config(page_title="Backdrop", page_icon=":frame_with_picture:", layout="wide")
 user, only = who_is_asking()
 if only is not None:
-    # a navigation of that one page: no other page (nor any file in pages/) is listed or reachable by its address
+    # a navigation of that one page: no other page is listed or reachable by its address
     st.navigation([st.Page(only, title="Sign in", url_path="sign-in", default=True)], position="hidden").run()
     st.stop()
 pages = [
-    st.Page("pages/studio.py", title="Studio", icon=":material/photo_camera:", default=True),
-    st.Page("pages/history.py", title="History", icon=":material/history:"),
-    st.Page("pages/batch.py", title="Batch", icon=":material/burst_mode:"),
+    st.Page("app_pages/studio.py", title="Studio", icon=":material/photo_camera:", default=True),
+    st.Page("app_pages/history.py", title="History", icon=":material/history:"),
+    st.Page("app_pages/batch.py", title="Batch", icon=":material/burst_mode:"),
 ]
 if user is None or user.admin:  # its settings (models, device) apply to everyone's generations
-    pages.append(st.Page("pages/models.py", title="Models", icon=":material/memory:"))
+    pages.append(st.Page("app_pages/models.py", title="Models", icon=":material/memory:"))
 navigation = st.navigation(pages)
 ui.sidebar()
 navigation.run()

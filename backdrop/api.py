@@ -100,11 +100,11 @@ def _wake(request: Request) -> None:
 
 
 def _executor_kind(executor) -> str:
-    from storage.jobs import Worker
+    from storage.jobs import LaneWorkers, Worker
 
     if executor is None:
         return "none"
-    return "in-process" if isinstance(executor, Worker) else "ray"
+    return "in-process" if isinstance(executor, (Worker, LaneWorkers)) else "ray"
 
 
 def _out(view: history.GenerationView) -> dict[str, Any]:
@@ -157,8 +157,9 @@ def parse_request(text: str) -> GenerationRequest:
 def health(request: Request) -> dict[str, Any]:
     """Whether the server is up, what runs its queue and how much is waiting."""
     executor = request.app.state.executor
-    workers = len(getattr(executor, "identities", [])) if _executor_kind(executor) == "ray" else int(executor is not None)
-    return {"status": "ok", "executor": _executor_kind(executor), "workers": workers,
+    kind = _executor_kind(executor)
+    workers = len(getattr(executor, "identities" if kind == "ray" else "workers", [executor] if executor else []))
+    return {"status": "ok", "executor": kind, "workers": workers,
             "pending": _queue(request).pending()}
 
 

@@ -38,7 +38,7 @@ def _cli_models(args) -> int:
         return 0
     width = max(len(r["id"]) for r in rows)
     for r in rows:
-        state = "present" if r["present"] else f"missing: {r['fetch']}"
+        state = "present" if r["present"] else "missing: " + "; ".join(filter(None, (r["fetch"], r["note"])))
         print(f"{r['slot']:<11} {r['id']:<{width}}  {state}")
     return 0
 

@@ -1,15 +1,19 @@
-"""Mask corrections with a brush, and the previews that show them.
+"""Mask corrections with a brush and clicks, and the previews that show them.
 
 The Studio's canvas returns the user's strokes as one RGBA drawing: see-through green paint
 adds to the subject, red paint erases from it. These functions turn that drawing into the
-corrected mask and draw the photo with its mask for the user to check; plain numpy and PIL, so
-they are tested without a browser.
+corrected mask, read the clicks and boxes of click selection off the canvas's objects, and draw
+the photo with its mask (and the regions the automatic mask was unsure about) for the user to
+check; plain numpy and PIL, so they are tested without a browser.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy import ndimage
 
 CANVAS_MAX_WIDTH = 540  # fits the wider of two columns on a 1366 px wide screen
 CANVAS_MAX_HEIGHT = 600
@@ -17,6 +21,8 @@ STROKE_ALPHA = 0.55  # strokes are see-through so the photo stays visible under 
 ADD_RGB = (0, 230, 64)
 ERASE_RGB = (235, 30, 30)
 TINT_RGB = (30, 40, 120)  # what the background (mask 0) is tinted with in previews
+OUTLINE_RGB = (255, 204, 0)  # the outline of a region the automatic mask was unsure about
+MARK_TYPES = ("circle", "rect")  # the canvas objects a click ("point" mode) and a box ("rect") make
 
 
 def display_size(width: int, height: int, max_w: int = CANVAS_MAX_WIDTH, max_h: int = CANVAS_MAX_HEIGHT) -> tuple[int, int]:
@@ -65,3 +71,73 @@ def corrected_mask(base: Image.Image, strokes: np.ndarray | None) -> Image.Image
     values[add] = 255
     values[erase] = 0
     return Image.fromarray(values)
+
+
+def marks(drawing: dict | None) -> tuple[list[dict], list[dict]]:
+    """Split a canvas drawing's objects into (brush strokes, click and box marks)."""
+    objects = list((drawing or {}).get("objects", []))
+    strokes = [o for o in objects if str(o.get("type", "")).lower() not in MARK_TYPES]
+    return strokes, [o for o in objects if str(o.get("type", "")).lower() in MARK_TYPES]
+
+
+def mark_target(mark: dict, photo_size: tuple[int, int], canvas_size: tuple[int, int]) -> tuple[str, tuple[float, ...]]:
+    """("point", (x, y)) for a click, ("box", (x0, y0, x1, y1)) for a box, in whole pixels of a
+    photo of ``photo_size`` shown on a canvas of ``canvas_size`` (a click lands on a pixel; a
+    box covers the pixels it touches), clipped to the photo."""
+    kind = str(mark.get("type", "")).lower()
+    w, h = photo_size
+    scale = (w / canvas_size[0], h / canvas_size[1])
+    sx, sy = mark.get("scaleX", 1) or 1, mark.get("scaleY", 1) or 1
+    left, top, stroke = float(mark.get("left", 0)), float(mark.get("top", 0)), float(mark.get("strokeWidth", 0) or 0)
+    if kind == "circle":
+        reach = float(mark.get("radius", 0)) * sx + stroke / 2  # from the circle's edge to its centre
+        x = left + (reach if mark.get("originX", "left") == "left" else 0)
+        y = top + (reach if mark.get("originY", "top") == "top" else 0)
+        return "point", (min(max(int(x * scale[0]), 0), w - 1), min(max(int(y * scale[1]), 0), h - 1))
+    width, height = float(mark.get("width", 0)) * sx, float(mark.get("height", 0)) * sy
+    x0 = left - (width / 2 if mark.get("originX") == "center" else 0)
+    y0 = top - (height / 2 if mark.get("originY") == "center" else 0)
+    xs = sorted(min(max(v * scale[0], 0.0), float(w)) for v in (x0, x0 + width))
+    ys = sorted(min(max(v * scale[1], 0.0), float(h)) for v in (y0, y0 + height))
+    x0, y0 = min(math.floor(xs[0]), w - 1), min(math.floor(ys[0]), h - 1)
+    return "box", (x0, y0, max(math.ceil(xs[1]), x0 + 1), max(math.ceil(ys[1]), y0 + 1))
+
+
+def scale_drawing(drawing: dict, factor: float) -> dict:
+    """The drawing for a canvas ``factor`` times the size (the canvas follows the screen's width):
+    every object moved and scaled with it."""
+    objects = []
+    for obj in drawing.get("objects", []):
+        obj = dict(obj)
+        for name in ("left", "top"):
+            obj[name] = float(obj.get(name, 0)) * factor
+        for name in ("scaleX", "scaleY"):
+            obj[name] = float(obj.get(name, 1) or 1) * factor
+        objects.append(obj)
+    return {**drawing, "objects": objects}
+
+
+def outline_regions(overlay: Image.Image, labels: Image.Image | None, count: int) -> Image.Image:
+    """``overlay`` with the outline and the number (1, 2, ...) of each region of ``labels`` (a
+    label image: region i has value i + 1), resized to the overlay's size."""
+    if labels is None or not count:
+        return overlay
+    small = np.asarray(labels.resize(overlay.size, Image.Resampling.NEAREST))
+    out = np.array(overlay.convert("RGB"))
+    draw_on = []
+    for index in range(count):
+        region = small == index + 1
+        if not region.any():
+            continue
+        ring = region & ~ndimage.binary_erosion(region, iterations=2)
+        out[ring] = OUTLINE_RGB
+        ys, xs = np.nonzero(region)
+        draw_on.append((index, int(xs.min()), int(ys.min())))
+    image = Image.fromarray(out)
+    draw = ImageDraw.Draw(image)
+    for index, x, y in draw_on:
+        label = str(index + 1)
+        box = (x, y, x + 8 + 7 * len(label), y + 16)
+        draw.rectangle(box, fill=OUTLINE_RGB)
+        draw.text((x + 4, y + 2), label, fill=(0, 0, 0))
+    return image

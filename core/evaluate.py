@@ -35,7 +35,9 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from core.errors import InputError
+from core.hub import fetch_command
 from core.imaging import PHOTO_SUFFIXES
+
 _ALPHA = re.compile(r"^(?P<name>.+)_alpha[^/]*\.png$", re.IGNORECASE)
 EDGE_BAND = 10  # px each side of the true contour where the gradient error is measured
 HALO_BAND = 4  # px just outside the true subject where the halo is measured
@@ -293,7 +295,7 @@ def evaluate(folder: Path, segmenters: list[str] | None = None, refine: str = "b
     samples = find_samples(Path(folder))
     segmenters = segmenters or available_segmenters()
     if not segmenters:
-        raise InputError("no segmenter weights installed: run `backdrop models fetch u2netp`")
+        raise InputError(f"no segmenter weights installed: run `{fetch_command()} u2netp`")
     modes = {"off": [False], "on": [True], "both": [False, True]}[refine]
     rows = []
     for seg in segmenters:

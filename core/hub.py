@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from core.errors import ModelMissingError
-
-FETCH_COMMAND = "backdrop models fetch"
 # What a download takes from a hub repo: configs, tokenizer files and the full-precision
 # safetensors; not the .ckpt/.bin duplicates, fp16 copies or the safety checker we never load.
 ALLOW_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
 IGNORE_PATTERNS = ["*fp16*", "*.ema.*", "*non_ema*", "safety_checker/*", "*.onnx*"]
+
+
+def fetch_command() -> str:
+    """``backdrop models fetch`` as it runs from the current folder: the ``backdrop`` script
+    installed beside the running Python (``.venv/bin/backdrop`` after ``make run`` in the app's
+    folder), so the command works whether or not the environment is activated."""
+    script = Path(sys.executable).parent / "backdrop"
+    if not script.exists():
+        return "backdrop models fetch"
+    try:
+        shown = str(script.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(script)
+    return f"{shown} models fetch"
 
 
 def offline() -> bool:
@@ -38,7 +51,7 @@ def missing(model_id: str, why: str) -> ModelMissingError:
     if looks_local(model_id):
         error = ModelMissingError(f"model folder {model_id!r} is not usable ({why}); point to a diffusers/transformers folder saved with save_pretrained")
     else:
-        error = ModelMissingError(f"model {model_id!r} is not available locally ({why}); download it with: {FETCH_COMMAND} {model_id}")
+        error = ModelMissingError(f"model {model_id!r} is not available locally ({why}); download it with: {fetch_command()} {model_id}")
     error.reason = why
     return error
 
@@ -69,7 +82,7 @@ def resolve_model(model_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     if not model_id:
-        raise ModelMissingError(f"no model given; set one or download the defaults with: {FETCH_COMMAND}")
+        raise ModelMissingError(f"no model given; set one or download the defaults with: {fetch_command()}")
     if looks_local(model_id):
         folder = Path(model_id).expanduser()
         if not folder.is_dir():

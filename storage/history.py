@@ -332,7 +332,7 @@ def _select_for_export(db: Database, ids: list[int] | None, filters: dict[str, A
 
 def export(path: str | Path, ids: list[int] | None = None, db: Database | None = None, user: User | None = None,
            **filters: Any) -> tuple[Path, int]:
-    """Write a zip: ``generation-ID/{input,mask,result-N,cutout}.EXT`` plus ``records.json`` (each
+    """Write a zip: ``generation-ID/{input,mask,result-N,cutout}.EXT`` (N from 1) plus ``records.json`` (each
     record with a ``files`` map). ``ids`` picks generations, else the filters do (as in
     ``list_generations``). Returns the path and the number of generations. ``path`` must be a
     new name or an ordinary file in a folder that exists (never a folder or a device); the zip is
@@ -347,7 +347,8 @@ def export(path: str | Path, ids: list[int] | None = None, db: Database | None =
             for view in views:
                 files: dict[str, str] = {}
                 entries = [("input", view.input_sha256)]
-                entries += [(f"{o.kind}-{o.index}" if o.kind == "result" else o.kind, o.sha256) for o in view.outputs]
+                # variants numbered from 1, as the app and the command line name them
+                entries += [(f"{o.kind}-{o.index + 1}" if o.kind == "result" else o.kind, o.sha256) for o in view.outputs]
                 entries += [(name, sha) for name, sha in (("user_mask", view.user_mask_sha256),
                                                            ("background", view.background_sha256)) if sha]
                 with db.Session() as session:

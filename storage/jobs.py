@@ -1,7 +1,10 @@
-"""Persisted job queue in the generations table, and the worker thread that serves it.
+"""Persisted job queue in the generations table, and the worker threads that serve it.
 
-``JobQueue.submit`` records a queued generation and returns its id at once. A ``Worker`` (one per
-device: a diffusers pipeline is not thread-safe) claims the oldest queued job with a conditional
+``JobQueue.submit`` records a queued generation and returns its id at once. Jobs run in two
+lanes: ``ai`` (an AI background: minutes on a CPU) and ``quick`` (every other background:
+seconds), each served by its own ``Worker`` (``LaneWorkers``), so a colour job never waits
+behind an AI job. Only the ``ai`` lane runs diffusers, whose pipeline is not thread-safe: one AI
+worker per device. A ``Worker`` claims the oldest queued job of its lane with a conditional
 ``UPDATE ... WHERE status = 'queued'`` whose row count says whether this worker won it; the same
 statement is atomic on SQLite (one writer at a time) and PostgreSQL (the losing UPDATE re-checks
 the row after the winner commits and matches nothing). The job then runs through
@@ -20,7 +23,9 @@ import logging
 import os
 import socket
 import threading
+import statistics
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from PIL import Image as PILImage
@@ -29,13 +34,43 @@ from sqlalchemy import func, select, update
 from core.request import GenerationRequest
 from storage import history, limits, service
 from storage.db import Database, get_database, utcnow
-from storage.models import Generation
+from storage.models import Generation, Image
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted: the process running it stopped mid-job (killed or crashed)"
 STALE_AFTER = timedelta(minutes=5)  # a run on another host silent this long is taken for dead (beats: 30 s)
 RECOVER_EVERY = 60.0  # seconds between an idle worker's looks for runs whose process is gone
+LANES = ("quick", "ai")
+SIMILAR_JOBS = 20  # how many recent finished jobs of the same kind an estimate is made from
+
+
+def lane_of(background_kind: str) -> str:
+    """The lane a job runs in: AI backgrounds (minutes) apart from the rest (seconds)."""
+    return "ai" if background_kind == "ai" else "quick"
+
+
+def _in_lane(lane: str | None):
+    if lane is None:
+        return True
+    if lane not in LANES:
+        raise ValueError(f"unknown lane {lane!r}: one of {', '.join(LANES)}")
+    return Generation.background_kind == "ai" if lane == "ai" else Generation.background_kind != "ai"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a queued or running job stands: ``ahead`` jobs of its lane run or wait before it
+    (0 once it runs), ``wait_s`` seconds until it is expected to start and ``run_s`` seconds it
+    is expected to run, from the recorded times of the last ``similar`` finished jobs of the same
+    background kind (None when there are none yet)."""
+
+    lane: str
+    status: str
+    ahead: int
+    wait_s: float | None
+    run_s: float | None
+    similar: int
 
 
 class JobQueue:
@@ -85,12 +120,13 @@ class JobQueue:
             raise history.NotFound(f"no generation {generation_id}")
         return status
 
-    def claim(self, worker: str) -> int | None:
-        """Take the oldest queued job for ``worker``; None when the queue is empty."""
+    def claim(self, worker: str, lane: str | None = None) -> int | None:
+        """Take the oldest queued job (of ``lane``, or any) for ``worker``; None when there is none."""
         while True:
             with self.db.session() as session:
                 candidate = session.scalar(
-                    select(Generation.id).where(Generation.status == "queued").order_by(Generation.id).limit(1))
+                    select(Generation.id).where(Generation.status == "queued", _in_lane(lane))
+                    .order_by(Generation.id).limit(1))
                 if candidate is None:
                     return None
                 now = utcnow()
@@ -101,8 +137,39 @@ class JobQueue:
             if won == 1:
                 return candidate
 
-    def pending(self) -> int:
-        return history.count_generations(db=self.db, status=["queued", "running"])
+    def pending(self, lane: str | None = None) -> int:
+        """Jobs queued or running (in ``lane``, or in all)."""
+        with self.db.Session() as session:
+            return session.scalar(select(func.count(Generation.id)).where(
+                Generation.status.in_(("queued", "running")), _in_lane(lane))) or 0
+
+    def place(self, generation_id: int, user=None) -> Place:
+        """Where a job (``user``'s, when given) stands in its lane, with its expected wait and run
+        time. The jobs ahead are everyone's: they share the lane's worker."""
+        history.get(generation_id, db=self.db, user=user)  # NotFound unless it is the user's
+        with self.db.Session() as session:
+            row = session.get(Generation, generation_id)
+            lane = lane_of(row.background_kind)
+            unfinished = _with_megapixels(session, select(Generation).where(
+                Generation.status.in_(("queued", "running")), _in_lane(lane), Generation.id != row.id))
+            ahead = [] if row.status == "running" else [
+                (job, mp) for job, mp in unfinished if job.status == "running" or job.id < row.id]
+            rates = {kind: _rate(session, kind) for kind in {row.background_kind} | {j.background_kind for j, _ in ahead}}
+            rate, similar = rates[row.background_kind]
+            own_mp = _with_megapixels(session, select(Generation).where(Generation.id == row.id))[0][1]
+            wait_s: float | None = 0.0
+            now = utcnow()
+            for job, mp in ahead:
+                job_rate = rates[job.background_kind][0]
+                if job_rate is None:
+                    wait_s = None
+                    break
+                seconds = job_rate * _work(job, mp)
+                if job.status == "running" and job.started_at is not None:
+                    seconds = max(seconds - (now - job.started_at).total_seconds(), 0.0)
+                wait_s += seconds
+            run_s = None if rate is None else rate * _work(row, own_mp)
+            return Place(lane, row.status, len(ahead), wait_s, run_s, similar)
 
     def recover_stale(self, requeue: bool = False, stale_after: timedelta = STALE_AFTER) -> list[int]:
         """Jobs left ``running`` by a worker that is gone: failed with INTERRUPTED (or queued again
@@ -141,6 +208,35 @@ class JobQueue:
             ).rowcount)
 
 
+def _with_megapixels(session, query) -> list[tuple[Generation, float]]:
+    """The generations ``query`` selects, each with its photo's size in megapixels."""
+    rows = session.execute(query.add_columns(Image.width, Image.height)
+                           .join(Image, Image.sha256 == Generation.input_sha256).order_by(Generation.id)).all()
+    return [(job, width * height / 1e6) for job, width, height in rows]
+
+
+def _rate(session, kind: str) -> tuple[float | None, int]:
+    """(median seconds per unit of work, how many jobs that is from) over the last finished
+    jobs of background ``kind``: what an estimate of a similar job is made from."""
+    rows = _with_megapixels(session, select(Generation).where(
+        Generation.status == "done", Generation.background_kind == kind, Generation.started_at.is_not(None),
+        Generation.finished_at.is_not(None), Generation.id.in_(
+            select(Generation.id).where(Generation.status == "done", Generation.background_kind == kind)
+            .order_by(Generation.id.desc()).limit(SIMILAR_JOBS))))
+    rates = [(job.finished_at - job.started_at).total_seconds() / _work(job, mp) for job, mp in rows]
+    return (statistics.median(rates) if rates else None), len(rates)
+
+
+def _work(job: Generation, megapixels: float) -> float:
+    """A job's amount of work, the unit its expected time scales with: diffusion steps for an AI
+    background (its cost hardly depends on the photo's size, which is bucketed), megapixels for
+    the others (decoding, cutting out, compositing and encoding grow with the photo)."""
+    if job.background_kind == "ai":
+        request = job.request or {}
+        return max(int(request.get("steps", 1)) * int(request.get("variants", 1)), 1)
+    return max(megapixels, 0.05)
+
+
 def _worker_gone(worker: str | None, heartbeat, stale_after: timedelta) -> bool:
     host, _, rest = (worker or "").partition(":")
     pid_text = rest.partition(":")[0]
@@ -164,13 +260,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Worker(threading.Thread):
-    """Serves the queue in a daemon thread: claim, run, record, repeat; waits ``poll_interval``
-    seconds (or until ``wake()``) when the queue is empty. ``run_fn`` defaults to
-    core.pipeline.run; the registry is the shared model cache."""
+    """Serves the queue (one ``lane`` of it, or every job) in a daemon thread: claim, run,
+    record, repeat; waits ``poll_interval`` seconds (or until ``wake()``) when there is nothing to
+    claim. ``run_fn`` defaults to core.pipeline.run; the registry is the shared model cache."""
 
     def __init__(self, queue: JobQueue | None = None, run_fn=None, registry=None, poll_interval: float = 0.5,
-                 recover: bool = True, warm_up: GenerationRequest | None = None):
-        super().__init__(name="backdrop-worker", daemon=True)
+                 recover: bool = True, warm_up: GenerationRequest | None = None, lane: str | None = None):
+        super().__init__(name=f"backdrop-worker-{lane or 'any'}", daemon=True)
+        _in_lane(lane)  # an unknown lane is an error now, not a worker that never claims
+        self.lane = lane
         self.queue = queue or JobQueue()
         self.run_fn = run_fn
         self.registry = registry
@@ -216,7 +314,7 @@ class Worker(threading.Thread):
     def run_once(self) -> bool:
         """Claim and run one job; False when there was none."""
         service.set_live(self.identity, True)
-        generation_id = self.queue.claim(self.identity)
+        generation_id = self.queue.claim(self.identity, self.lane)
         if generation_id is None:
             return False
         self.current = generation_id
@@ -231,24 +329,65 @@ class Worker(threading.Thread):
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current job (cancel it first to stop sooner)."""
+    def request_stop(self) -> None:
+        """Stop after the current job (cancel it first to stop sooner), without waiting."""
         self._stop_event.set()
         self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.request_stop()
         self.join(timeout)
+
+
+class LaneWorkers:
+    """One worker thread per lane over one queue: what serves the queue in this process, with the
+    same face as a Worker (``queue``, ``start``, ``wake``, ``current``, ``is_alive``, ``stop``).
+    ``warm_up`` (a request) loads the AI models in the AI worker's own thread when it starts."""
+
+    def __init__(self, queue: JobQueue | None = None, run_fn=None, registry=None, poll_interval: float = 0.5,
+                 warm_up: GenerationRequest | None = None):
+        self.queue = queue or JobQueue()
+        self.workers = {lane: Worker(self.queue, run_fn=run_fn, registry=registry, poll_interval=poll_interval,
+                                     warm_up=warm_up if lane == "ai" else None, lane=lane) for lane in LANES}
+
+    def start(self) -> None:
+        for worker in self.workers.values():
+            worker.start()
+
+    def is_alive(self) -> bool:
+        return all(worker.is_alive() for worker in self.workers.values())
+
+    def wake(self) -> None:
+        for worker in self.workers.values():
+            worker.wake()
+
+    def running(self) -> dict[str, int | None]:
+        """The job each lane is running now (None: idle)."""
+        return {lane: worker.current for lane, worker in self.workers.items()}
+
+    @property
+    def current(self) -> int | None:
+        """The oldest job running in a lane, or None."""
+        return min((job for job in self.running().values() if job is not None), default=None)
+
+    def stop(self, timeout: float | None = None) -> None:
+        for worker in self.workers.values():
+            worker.request_stop()
+        for worker in self.workers.values():
+            worker.join(timeout)
 
 
 def start_serving(queue: JobQueue | None = None, registry=None, warm_up: GenerationRequest | None = None,
                   ray_address: str | None = None, ray_workers: int | None = None):
     """Start what serves the queue and return it (``queue``, ``wake()``, ``current``,
     ``is_alive()``, ``stop()``): Ray workers when a Ray cluster is named (``ray_address``, else
-    BACKDROP_RAY_ADDRESS; storage.ray_workers), else a Worker thread in this process."""
+    BACKDROP_RAY_ADDRESS; storage.ray_workers), else a worker thread per lane in this process."""
     from storage.ray_workers import RayExecutor, configured_address
 
     address = configured_address(ray_address)
     if address:
         executor = RayExecutor(queue, address=address, workers=ray_workers, warm_up=warm_up)
     else:
-        executor = Worker(queue, registry=registry, warm_up=warm_up)
+        executor = LaneWorkers(queue, registry=registry, warm_up=warm_up)
     executor.start()
     return executor

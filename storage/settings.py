@@ -65,6 +65,19 @@ def request_settings(root: Path | None = None) -> dict[str, str]:
     return {name: value for name, value in load_settings(root).items() if name in FIELD}
 
 
+def _check_folder(spec, value: str) -> None:
+    """A model setting written as a path must name a folder that exists: a typo saved as a
+    default would only fail later, in the middle of a generation."""
+    from core.hub import looks_local
+
+    if spec.slot in (None, "segmenter") or not looks_local(value):
+        return
+    if not Path(value).expanduser().is_dir():
+        label = spec.label.split(" (")[0]
+        raise InputError(f"{label}: there is no folder {value!r} on this machine (a local model is a folder saved "
+                         "with save_pretrained; a Hugging Face id is written owner/name)")
+
+
 def save_settings(values: dict[str, Any], root: Path | None = None) -> dict[str, str]:
     """Validate and atomically write ``values`` (a subset of the settings; blank means "back to
     the default"); returns the effective settings afterwards."""
@@ -76,6 +89,7 @@ def save_settings(values: dict[str, Any], root: Path | None = None) -> dict[str,
         text = str(value or "").strip()
         if text:
             SETTINGS[name].validate(text)
+            _check_folder(SETTINGS[name], text)
             merged[name] = text
         else:
             merged.pop(name, None)

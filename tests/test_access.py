@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pages import ui
+from app_pages import ui
 from storage import history, users
 from storage.db import Database
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
@@ -167,10 +167,10 @@ def accounts(tmp_path, monkeypatch):
         user = users.add(name, f"{name}'s password", admin=admin, db=db)
         made[name] = history.create(__import__("core.request").request.GenerationRequest(prompt=f"{name}'s prompt"),
                                     photo_bytes(), db=db, user=user)
-    ui.worker.clear()
+    ui.workers.clear()
     yield made
-    ui.worker().stop(timeout=30)
-    ui.worker.clear()
+    ui.workers().stop(timeout=30)
+    ui.workers.clear()
 
 
 def photo_bytes() -> bytes:
@@ -198,7 +198,7 @@ def test_sign_in_gates_every_page_and_each_user_sees_their_own(accounts):
 
     at = AppTest.from_file(APP, default_timeout=60).run()
     with pytest.raises(ValueError, match="Known pages: \\['Sign in'\\]"):  # no other page exists yet
-        at.switch_page("pages/history.py")
+        at.switch_page("app_pages/history.py")
     assert [t.value for t in at.title] == ["Backdrop"] and not at.dataframe
     at.text_input(key="sign_in_name").set_value("alice")
     at.text_input(key="sign_in_password").set_value("not alice's password")
@@ -210,18 +210,18 @@ def test_sign_in_gates_every_page_and_each_user_sees_their_own(accounts):
         assert [t.value for t in at.title] == ["Studio"]
         assert any(t.value.startswith(f"Signed in as {name}") for t in at.sidebar.text)
         with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in a user's navigation
-            at.switch_page("pages/models.py")
-        at.switch_page("pages/history.py").run()
+            at.switch_page("app_pages/models.py")
+        at.switch_page("app_pages/history.py").run()
         shown = " ".join(t.value for t in at.text)
         assert f"{name}'s prompt" in shown, shown
         others = {"alice", "bob", "root"} - {name}
         assert not any(f"{other}'s prompt" in shown for other in others), shown
 
     at = signed_in("root")
-    at.switch_page("pages/history.py").run()
+    at.switch_page("app_pages/history.py").run()
     shown = " ".join(t.value for t in at.text)
     assert all(f"{name}'s prompt" in shown for name in ("alice", "bob", "root"))
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     assert [t.value for t in at.title] == ["Models"] and not at.error
     # (a new password ending open sessions is checked in Chromium below: AppTest reruns a page's
     # own script after the first run, without the app's main script where sign-in is checked)
@@ -246,7 +246,7 @@ def test_markdown_in_an_uploaded_file_name_is_shown_as_text(tmp_path, monkeypatc
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path / "data"))
-    ui.worker.clear()
+    ui.workers.clear()
     name = "[click](http://evil.example) ![x](http://evil.example/i.png) **b**.png"
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.file_uploader(key="studio_upload").set_value((name, b"not an image", "image/png")).run()
@@ -280,6 +280,18 @@ def test_served_app_shows_only_sign_in_then_each_users_own(tmp_path):
         stop(process)
 
 
+def settled(page) -> None:
+    """Wait until the canvas has drawn the photo: it then tells the app (a rerun of the Studio),
+    and Streamlit 1.67 lets a rerun of the page being left, sent before the new page has
+    started, win over a click on another page. A person clicks after seeing the photo."""
+    background = page.locator("canvas.dc-background-canvas").first
+    deadline = time.monotonic() + 60
+    while not background.evaluate("c => c.width > 0 && c.getContext('2d').getImageData(c.width >> 1, c.height >> 1, 1, 1).data[3] > 0"):
+        assert time.monotonic() < deadline, "the canvas never drew the photo"
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(500)
+
+
 def served(url: str, data: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -311,6 +323,7 @@ def served(url: str, data: Path) -> None:
                     files=[{"name": "[click](http://evil.example) ![x](http://evil.example/i.png).png",
                             "mimeType": "image/png", "buffer": photo}])
                 page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+                settled(page)
                 nav.get_by_role("link", name="History").click()
                 page.get_by_text(f"{name}'s prompt").wait_for()
                 other = "bob" if name == "alice" else "alice"

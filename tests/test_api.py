@@ -314,6 +314,17 @@ def test_without_accounts_only_this_machine_is_answered(tmp_path, lemur_path, mo
     assert answer.status_code == 503 and answer.json()["detail"].startswith("no space left on the disk of")
 
 
+def test_health_names_what_serves_the_queue(tmp_path):
+    """In this process: a worker per lane (AI jobs and the rest apart)."""
+    from backdrop import api
+    from storage.jobs import JobQueue, LaneWorkers
+
+    queue = JobQueue(Database(None, tmp_path / "data"))
+    app = api.create_app(queue, LaneWorkers(queue))
+    assert _asgi(app, "127.0.0.1", "GET", "/v1/health").json() == {
+        "status": "ok", "executor": "in-process", "workers": 2, "pending": 0}
+
+
 def test_with_accounts_every_request_needs_a_token_and_sees_its_own(tmp_path, lemur_path, monkeypatch):
     from backdrop import api
     from storage import users
@@ -355,21 +366,21 @@ def test_with_accounts_every_request_needs_a_token_and_sees_its_own(tmp_path, le
 def test_the_generation_appears_in_the_apps_history(client, data_dir, lemur_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from pages import ui
+    from app_pages import ui
     from test_app import APP
 
     generation_id = _create(client, lemur_path.read_bytes(), {"prompt": "made through the API"}).json()["id"]
     assert wait_finished(client, generation_id)["status"] == "done"
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(data_dir))
-    ui.worker.clear()
+    ui.workers.clear()
     try:
         at = AppTest.from_file(APP, default_timeout=60).run()
-        at.switch_page("pages/history.py").run()
+        at.switch_page("app_pages/history.py").run()
         assert not at.exception, at.exception
         assert any(t.value.startswith(f"#{generation_id} ") for t in at.text), [t.value for t in at.text]
     finally:
-        ui.worker().stop(30)
-        ui.worker.clear()
+        ui.workers().stop(30)
+        ui.workers.clear()
 
 
 def test_with_an_account_the_same_curl_needs_its_token(server, db, lemur_path, tmp_path):

@@ -16,7 +16,7 @@ from PIL import Image
 
 from storage import settings as user_settings
 from core import brush
-from pages import ui
+from app_pages import ui
 from test_brush import strokes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +32,10 @@ def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app-data")
     patch.setenv("BACKDROP_DATA_DIR", str(folder))
     patch.delenv("BACKDROP_DATABASE_URL", raising=False)
-    ui.worker.clear()
+    ui.workers.clear()
     yield folder
-    ui.worker().stop(timeout=30)
-    ui.worker.clear()
+    ui.workers().stop(timeout=30)
+    ui.workers.clear()
     patch.undo()
 
 
@@ -44,7 +44,7 @@ def app(page: str | None = None):
 
     at = AppTest.from_file(APP, default_timeout=60).run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -140,13 +140,14 @@ def test_drawing_survives_page_switch_and_undo_clear_reset(data_dir, lemur_path)
     size = brush.display_size(*at.session_state["studio_photo"].size)
     drawing = {"objects": [{"type": "Path", "id": 1}, {"type": "Path", "id": 2}]}
     at.session_state["studio_drawing"] = drawing
+    at.session_state["studio_actions"] = ["stroke", "stroke"]
     at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
     at.run()
     at.radio(key="studio_f_kind").set_value("ai").run()
     at.text_area(key="studio_f_prompt").set_value("a quiet harbour").run()
     changed = np.asarray(at.session_state["studio_mask"]).copy()
     for page in ("history", "batch", "models", "studio"):
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, at.exception
     assert at.radio(key="studio_f_kind").value == "ai"  # the form is kept too
     assert at.text_area(key="studio_f_prompt").value == "a quiet harbour"
@@ -285,6 +286,11 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     assert table.loc[table["slot"] == "Click-selection model", "model"].item() == "facebook/sam-vit-base"
     assert table.loc[table["slot"] == "Inpainting model", "present"].item() == "yes"
     assert at.success
+    saved = (data_dir / "settings.json").read_text()
+    at.text_input[1].set_value("/no/such/inpainting-folder")  # a typo'd folder is refused, nothing saved
+    at.button[0].click().run()
+    assert any("there is no folder '/no/such/inpainting-folder'" in e.value for e in at.error) and not at.success
+    assert (data_dir / "settings.json").read_text() == saved
     (data_dir / "settings.json").unlink()
 
 
@@ -326,7 +332,7 @@ def test_two_sessions_share_one_worker(data_dir, lemur_path, astronaut):
     from storage import history
 
     first, second = app(), app()
-    assert ui.worker() is ui.worker()  # st.cache_resource: one worker per process
+    assert ui.workers() is ui.workers()  # st.cache_resource: one worker per lane per process
     ids = [ui.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes()) for i in range(3)]
     ids.append(ui.submit(ui.base_request().replace(background="blur"), astronaut))
     for generation_id in ids:
@@ -427,7 +433,7 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
     at.button(key=f"history_open_{gid}").click().run()
     at.button(key="history_remix").click().run()  # st.switch_page: the Studio runs with the remix
     assert not at.exception, at.exception
-    at.switch_page("pages/studio.py").run()  # AppTest keeps its own idea of the page: follow the switch
+    at.switch_page("app_pages/studio.py").run()  # AppTest keeps its own idea of the page: follow the switch
     assert at.session_state["studio_f_shadow_softness"] == 0.9  # a field with no widget drawn until needed
     assert not at.button(key="studio_generate").disabled, [c.value for c in at.caption] + [e.value for e in at.error]
     at.button(key="studio_generate").click().run()
@@ -445,3 +451,101 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
     assert rerun.parent_id == gid and rerun.request == request.to_dict()
     assert rerun.background_sha256 == history.get(gid).background_sha256
     wait_done(at, rerun.id)
+
+
+def test_clear_and_reset_send_the_automatic_mask(data_dir, lemur_path):
+    """After Clear the canvas still sends a drawing (an empty one); after Reset the selections are
+    gone too: either way the mask is the automatic one again, and the generation is recorded with
+    the cut-out model that made it, not as a user's mask."""
+    at = upload_lemur(app(), lemur_path)
+    size = brush.display_size(*at.session_state["studio_photo"].size)
+    at.session_state["studio_strokes"] = np.zeros((size[1], size[0], 4), np.uint8)  # what the canvas sends after Clear
+    at.run()
+    at.button(key="studio_generate").click().run()
+    view = wait_done(at, at.session_state["studio_job"])
+    assert view.user_mask_sha256 is None and view.models["segmenter"]["id"] == "u2netp"
+
+    at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
+    at.run()
+    at.button(key="studio_generate").click().run()
+    assert wait_done(at, at.session_state["studio_job"]).user_mask_sha256  # a real correction is sent
+    at.button(key="studio_reset").click().run()
+    at.button(key="studio_generate").click().run()
+    view = wait_done(at, at.session_state["studio_job"])
+    assert view.user_mask_sha256 is None and view.models["segmenter"]["id"] == "u2netp"
+    assert any(f"Generation {view.id} done: ran " in s.value for s in at.success)
+
+
+def test_unsure_regions_flip_with_a_click(data_dir, synthetic_set):
+    """A region the automatic mask dropped as a whole (the wall clock beside the teddy is unsure)
+    is kept after one click on its button, and dropped again after another."""
+    from core.segment import analyse_mask
+
+    photo = Image.open(synthetic_set / "plush_clock.png").convert("RGB")
+    analysis = analyse_mask(photo)
+    region = np.asarray(analysis.region_mask(0)) == 255
+    assert not analysis.regions[0].kept
+    at = app()
+    at.file_uploader(key="studio_upload").set_value(
+        ("plush_clock.png", (synthetic_set / "plush_clock.png").read_bytes(), "image/png")).run()
+    button = at.button(key="studio_region_0")
+    assert button.label.startswith("Area 1: dropped") and button.label.endswith("keep it")
+    assert np.asarray(at.session_state["studio_mask"])[region].mean() < 10  # dropped (soft only at its edge)
+    button.click().run()
+    assert at.session_state["studio_decisions"] == {0: True}
+    assert np.asarray(at.session_state["studio_mask"])[region].mean() > 245
+    assert at.button(key="studio_region_0").label.startswith("Area 1: kept")
+    at.button(key="studio_region_0").click().run()
+    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), np.asarray(at.session_state["studio_auto_mask"]))
+
+
+def test_click_tools_without_sam_weights_say_what_to_run(data_dir, lemur_path, monkeypatch):
+    from core.hub import fetch_command
+
+    monkeypatch.setenv("BACKDROP_SAM_MODEL", "nobody/no-such-sam")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = upload_lemur(app(), lemur_path)
+    assert not at.warning
+    at.session_state["studio_tool"] = "click"
+    at.run()
+    warning = " ".join(w.value for w in at.warning)
+    assert f"`{fetch_command()} nobody/no-such-sam`" in warning and "The brush works without it" in warning
+
+
+def test_queue_and_progress_texts():
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    from storage.jobs import Place
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    queued = SimpleNamespace(status="queued")
+    assert ui.progress_text(queued, Place("ai", "queued", 2, 80.0, 20.0, 3)) == (
+        0.0, "Waiting in the AI queue: 2 jobs ahead, starting in about 1 min 20 s; then about 20 s to run "
+             "(from 3 similar jobs).")
+    assert ui.progress_text(queued, Place("quick", "queued", 0, 0.0, None, 0))[1] == \
+        "Next in the queue for colour, gradient, blur, picture and transparent backgrounds."
+    assert "no estimate yet" in ui.progress_text(queued, Place("ai", "queued", 1, None, None, 0))[1]
+    running = SimpleNamespace(status="running", progress_total=25, progress_step=5, progress_stage="generate",
+                              started_at=now - timedelta(seconds=12))
+    assert ui.progress_text(running, None, step_seconds=2.0, now=now) == (
+        0.2, "generate: step 5 of 25 · 12 s so far · about 40 s left")
+    assert ui.progress_text(running, Place("ai", "running", 0, 0.0, 10.0, 1), now=now)[1].endswith(
+        "taking longer than similar jobs")
+    done = SimpleNamespace(created_at=now, started_at=now + timedelta(seconds=14.6),
+                           finished_at=now + timedelta(seconds=15.1))
+    assert ui.finished_text(done) == "ran under a second, after 15 s in the queue"
+    assert ui.duration(3725) == "1 h 2 min"
+
+
+def test_a_cancelled_generation_shows_no_empty_timings(data_dir, lemur_path):
+    from core.request import GenerationRequest
+    from storage import history
+
+    generation_id = history.create(GenerationRequest(background="ai", prompt="never ran"), lemur_path.read_bytes(),
+                                   status="cancelled")
+    at = app("history")
+    at.button(key=f"history_open_{generation_id}").click().run()
+    assert not at.exception, at.exception
+    assert not [d for d in at.dataframe if "stage" in d.value.columns] and not at.json  # no empty table, no {}
+    assert any("Nothing was recorded as run" in c.value for c in at.caption)

@@ -1,9 +1,13 @@
 """End to end in a real browser: ``streamlit run`` on a loopback port, Debian's Chromium driven
-by Playwright (never ``playwright install``), tiny local models for the AI background.
+by Playwright (never ``playwright install``), tiny local models for the AI background and for
+click selection.
 
-One user's path through the app, in order: upload a photo, see the mask, paint a stroke and see
-the mask change, generate a colour and an AI background, download a result, find the
-generation in History and re-run it. A screenshot of each step goes to test-artifacts/browser/.
+People's paths through the app, each in its own browser session: one user's journey (upload,
+paint and undo, a colour and an AI background, compare before and after, History, re-run); two
+photos in a row (the second one several megapixels) and a file that is not a photo; a phone
+with a touch stroke; two sessions where a colour job finishes while another's AI job runs;
+click selection with Segment Anything; the messages that say what to run; and a page URL
+opened first after a restart. A screenshot of each step goes to test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 WAIT_MS = 150_000  # an AI generation with tiny models on a busy 2-core machine
+PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
                                 "(scripts/system-deps.sh installs it)")
@@ -55,61 +60,75 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> s
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_models, tmp_path_factory):
-    """The app as `make run` starts it (python -m streamlit run streamlit_app.py), with its own
-    data folder and the tiny models as the default models."""
-    port = free_port()
-    data = tmp_path_factory.mktemp("browser-data")
-    env = dict(
-        os.environ, BACKDROP_DATA_DIR=str(data), BACKDROP_INPAINT_MODEL=str(tiny_models["inpaint"]),
-        BACKDROP_CONTROLNET_MODEL=str(tiny_models["controlnet"]), BACKDROP_DEPTH_MODEL=str(tiny_models["depth"]),
-        BACKDROP_DEVICE="cpu", HF_HUB_OFFLINE="1",
-        # one torch thread: the server shares a small CPU with Chromium, and OpenMP threads that
-        # spin-wait for a busy core make each diffusion step many times slower
-        OMP_NUM_THREADS="1",
-    )
+@contextmanager
+def streamlit_app(data: Path, port: int, log_name: str, **env_vars: str):
+    """The app as `make run` starts it (python -m streamlit run streamlit_app.py) with its own data
+    folder; yields (url, health)."""
+    env = dict(os.environ, BACKDROP_DATA_DIR=str(data), BACKDROP_DEVICE="cpu", HF_HUB_OFFLINE="1",
+               # one torch thread: the server shares a small CPU with Chromium, and OpenMP threads that
+               # spin-wait for a busy core make each diffusion step many times slower
+               OMP_NUM_THREADS="1", **env_vars)
     env.pop("BACKDROP_DATABASE_URL", None)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    log = open(SHOTS / "streamlit.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        yield url, wait_healthy(url, process), data
-    finally:
-        process.terminate()
+    with open(SHOTS / log_name, "a") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            yield url, wait_healthy(url, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(tiny_models, tiny_sam, tmp_path_factory):
+    """The app with the tiny models as its default models (AI background and click selection)."""
+    data = tmp_path_factory.mktemp("browser-data")
+    (SHOTS / "streamlit.log").unlink(missing_ok=True)
+    with streamlit_app(data, free_port(), "streamlit.log", BACKDROP_INPAINT_MODEL=str(tiny_models["inpaint"]),
+                       BACKDROP_CONTROLNET_MODEL=str(tiny_models["controlnet"]),
+                       BACKDROP_DEPTH_MODEL=str(tiny_models["depth"]), BACKDROP_SAM_MODEL=tiny_sam) as (url, health):
+        yield url, health, data
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium, started once; each test opens its own sessions (contexts) in it."""
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):
         old.unlink()
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1400, "height": 2000}, accept_downloads=True,
-        )
-        context.set_default_timeout(WAIT_MS)
-        page = context.new_page()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@contextmanager
+def session(browser, **options):
+    """One person's browser session (a fresh context: its own cookies, so its own app session)."""
+    context = browser.new_context(**({"viewport": {"width": 1400, "height": 2000}} | options), accept_downloads=True)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    try:
         yield page
+    except BaseException:
+        page.screenshot(path=str(SHOTS / f"failure-{int(time.time())}.png"))
+        raise
+    finally:
         context.close()
 
 
 def shot(page, name: str) -> None:
     page.mouse.move(1, 1)  # no hover tooltip over the page
-    page.wait_for_timeout(300)  # let the last rerun paint
+    page.wait_for_timeout(400)  # let the last rerun paint
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
@@ -129,6 +148,76 @@ def image_at(page, img) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"), dtype=np.int16)
 
 
+def canvas_background(page) -> np.ndarray:
+    """The photo (with the mask's tint) the canvas shows under the drawing."""
+    data = page.locator("canvas.dc-background-canvas").first.evaluate(
+        "c => ({w: c.width, h: c.height, px: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)})")
+    return np.array(data["px"], dtype=np.uint8).reshape(data["h"], data["w"], 4)[..., :3]
+
+
+def upload(page, path) -> None:
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
+
+
+def preview(page):
+    return page.locator('[data-testid="stImage"] img').first
+
+
+def wait_new_preview(page, old_src: str) -> None:
+    page.wait_for_function(
+        "src => { const img = document.querySelector('[data-testid=\"stImage\"] img'); return img && img.src !== src; }",
+        arg=old_src)
+
+
+def drag(page, points) -> None:
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point)
+    page.mouse.up()
+
+
+def generation(data: Path, generation_id: int):
+    """A generation as the server recorded it (its data folder and SQLite database)."""
+    from storage import history
+    from storage.db import Database
+
+    database = Database(None, data)
+    try:
+        return history.get(generation_id, db=database)
+    finally:
+        database.dispose()
+
+
+def running(data: Path) -> int:
+    """The id of the one generation the server is running."""
+    from storage import history
+    from storage.db import Database
+
+    database = Database(None, data)
+    try:
+        (view,) = history.list_generations(status="running", db=database)
+        return view.id
+    finally:
+        database.dispose()
+
+
+def photo_file(folder: Path, name: str, size: tuple[int, int], source: str) -> Path:
+    """A large JPEG made from one of scikit-image's photos (a phone photo is 12 MP)."""
+    from skimage import data
+
+    path = folder / name
+    Image.fromarray(getattr(data, source)()).resize(size, Image.Resampling.BICUBIC).save(path, quality=90)
+    return path
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).mean(axis=2).ravel(), b.astype(np.float64).mean(axis=2).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# ---------------------------------------------------------------- tests
+
 def test_app_answers_on_its_port(server):
     url, health, _ = server
     assert health == "ok"
@@ -136,12 +225,43 @@ def test_app_answers_on_its_port(server):
         assert response.status == 200 and b"<div id=\"root\">" in response.read()
 
 
-def test_user_journey_in_chromium(server, page, lemur_path, tmp_path):
-    try:
+def test_page_url_opened_first_after_a_restart(browser, tmp_path):
+    """A refresh or a bookmark of /history after the server restarted: the History page inside
+    the app (its navigation, the workers' status, the wide layout), not Streamlit's own list of
+    the files in a pages folder; and with accounts, the sign-in, never the page itself."""
+    from storage import users
+    from storage.db import Database
+
+    port = free_port()
+    with streamlit_app(tmp_path, port, "restart.log") as (url, _), session(browser) as page:
+        page.goto(url)
+        page.get_by_text("Upload a photo to start").wait_for()
+    with streamlit_app(tmp_path, port, "restart.log") as (url, _), session(browser) as page:  # a restart
+        page.goto(f"{url}/history")
+        page.get_by_role("heading", name="History").wait_for()
+        page.get_by_text(re.compile(r"generation\(s\); page 1 of 1")).wait_for()
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text(re.compile(r"AI worker: idle")).wait_for()
+        shot(page, "20-history-opened-first-after-restart")
+        links = [text.split("\n")[-1].strip() for text in sidebar.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()]
+        assert links == ["Studio", "History", "Batch", "Models"]
+        assert page.get_by_text("streamlit app", exact=True).count() == 0 and page.get_by_text("ui", exact=True).count() == 0
+        main = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()
+        assert main["width"] > 900, "the wide layout of streamlit_app.py's set_page_config"
+    database = Database(None, tmp_path)
+    users.add("alice", "alice's password", admin=True, db=database)
+    database.dispose()
+    with streamlit_app(tmp_path, port, "restart.log") as (url, _), session(browser) as page:  # accounts now
+        page.goto(f"{url}/history")
+        page.get_by_role("button", name="Sign in").wait_for()
+        page.wait_for_timeout(1000)
+        assert page.get_by_role("heading", name="History").count() == 0, "a page ran before the sign-in"
+        shot(page, "20b-history-after-restart-asks-to-sign-in")
+
+
+def test_user_journey_in_chromium(server, browser, lemur_path, tmp_path):
+    with session(browser) as page:
         journey(page, server[0], lemur_path, tmp_path)
-    except BaseException:
-        page.screenshot(path=str(SHOTS / "failure.png"))
-        raise
 
 
 def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's story, step by step
@@ -152,30 +272,25 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     shot(page, "01-start")
 
     # upload a real photo: the automatic mask appears as the canvas background and the preview
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(lemur_path))
+    upload(page, lemur_path)
     page.get_by_text("Corrected mask: this is what will be kept").wait_for()
-    preview = page.locator('[data-testid="stImage"] img').first
-    preview.wait_for()
+    preview(page).wait_for()
     canvas = page.locator("canvas.dc-canvas").first
     canvas.wait_for()
     shot(page, "02-mask")
     assert painted_pixels(page) == 0
-    before = image_at(page, preview)
+    assert page.locator(".dc-toolbar").evaluate_all("bars => bars.every(b => getComputedStyle(b).display === 'none')"), \
+        "the canvas's own toolbar would duplicate Undo and Clear"
+    before = image_at(page, preview(page))
     tinted_background = before[5, 5].copy()
 
-    # one stroke with the Add brush across the top-left background (away from the canvas toolbar)
+    # one stroke with the Add brush across the top-left background
     box = canvas.bounding_box()
     start = (box["x"] + box["width"] * 0.04, box["y"] + box["height"] * 0.15)
-    page.mouse.move(*start)
-    page.mouse.down()
-    for i in range(1, 21):
-        page.mouse.move(start[0] + i * box["width"] * 0.012, start[1] + i * box["height"] * 0.004)
-    page.mouse.up()
-    page.wait_for_function(
-        "src => { const img = document.querySelector('[data-testid=\"stImage\"] img'); return img && img.src !== src; }",
-        arg=preview.get_attribute("src"),
-    )
-    after = image_at(page, preview)
+    src = preview(page).get_attribute("src")
+    drag(page, [(start[0] + i * box["width"] * 0.012, start[1] + i * box["height"] * 0.004) for i in range(21)])
+    wait_new_preview(page, src)
+    after = image_at(page, preview(page))
     shot(page, "03-stroke")
     changed = np.abs(after - before).sum(axis=2) > 30
     assert changed.mean() > 0.005, "the stroke did not change the corrected mask"
@@ -187,69 +302,401 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     assert np.abs(before[changed] - expected_before).mean() < 12
     assert np.array_equal(after[5, 5], tinted_background)  # outside the stroke: unchanged
 
-    # a colour background (the default choice), then download the full-resolution result
+    # Ctrl+Z takes the stroke back, Ctrl+Shift+Z puts it back
+    src = preview(page).get_attribute("src")
+    page.keyboard.press("Control+z")
+    wait_new_preview(page, src)
+    deadline = time.monotonic() + 30
+    while painted_pixels(page) or np.abs(image_at(page, preview(page)) - before).max() > 2:
+        assert time.monotonic() < deadline, "Ctrl+Z did not take the stroke back"
+        page.wait_for_timeout(250)
+    shot(page, "03b-ctrl-z")
+    page.keyboard.press("Control+Shift+Z")
+    deadline = time.monotonic() + 30
+    while not painted_pixels(page) or np.abs(image_at(page, preview(page)) - after).max() > 2:
+        assert time.monotonic() < deadline, "Ctrl+Shift+Z did not put the stroke back"
+        page.wait_for_timeout(250)
+
+    # a transparent background, then download the full-resolution result
+    page.get_by_text("Transparent", exact=True).click()
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text(re.compile(r"Generation 1 done")).wait_for()
-    shot(page, "04-colour-result")
+    page.get_by_text(re.compile(r"Generation 1 done: ran ")).wait_for()
+    shot(page, "04-transparent-result-on-checkerboard")
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download result PNG").first.click()
+    assert download_info.value.suggested_filename == "backdrop-1-result-1.png"
     saved = tmp_path / "result.png"
     download_info.value.save_as(saved)
     result = Image.open(saved)
-    assert result.format == "PNG" and result.size == Image.open(lemur_path).size
+    assert result.format == "PNG" and result.size == Image.open(lemur_path).size and result.mode == "RGBA"
+    shown = image_at(page, page.locator('[data-testid="stImage"] img').nth(1))
+    corner = shown[:30, :30].reshape(-1, 3)  # the result's transparent corner, as shown
+    light, grey = (np.abs(corner - 255).max(axis=1) < 10).mean(), (np.abs(corner - 204).max(axis=1) < 10).mean()
+    assert light > 0.3 and grey > 0.3, "transparency is shown on a checkerboard, not on white"
 
-    # an AI background with the tiny models: progress, then the variant
+    # before / after with a slider, and the edge at 100%
+    compare(page, "Before / after", "05-compare-slider")
+    compare(page, "Edge at 100%", "05b-compare-edge-100", natural=True)
+
+    # an AI background with the tiny models, two variants, started with Enter in the prompt box
     page.get_by_text("AI scene", exact=True).click()
-    prompt = page.get_by_label("Describe the new background", exact=True)
-    prompt.fill("a sunny beach at golden hour")
-    prompt.press("Control+Enter")
+    page.locator('[data-testid="stSlider"]').filter(has_text="Variants").get_by_role("slider").focus()
+    page.keyboard.press("ArrowRight")  # 2 variants
     page.get_by_text("Advanced settings").click()
     steps = page.locator('[data-testid="stSlider"]').filter(has_text="Steps").get_by_role("slider")
     steps.focus()
     steps.press("Home")
     steps.press("ArrowRight")  # 2 steps: enough to exercise the path, quick on a shared CPU
     page.locator('[data-testid="stSlider"]').filter(has_text="Steps").get_by_text("2", exact=True).wait_for()
-    page.get_by_role("button", name="Generate").click()
+    prompt = page.get_by_label("Describe the new background", exact=True)
+    prompt.fill("a sunny beach at golden hour")
+    prompt.press("Enter")
     page.locator('[data-testid="stProgress"]').wait_for()
-    page.get_by_role("button", name="Cancel").wait_for()
-    shot(page, "05-ai-progress")
+    shot(page, "06-ai-progress")
     page.get_by_text(re.compile(r"Generation 2 done")).wait_for()
-    shot(page, "06-ai-result")
-    assert page.get_by_role("button", name="Download result PNG").count() == 1
+    expect(prompt).to_have_value("a sunny beach at golden hour")  # Enter generated: no new line typed
+    page.get_by_text("Variant 1: chosen").wait_for()
+    page.get_by_role("button", name="Choose variant 2").click()
+    page.get_by_text("Variant 2: chosen").wait_for()
+    shot(page, "07-ai-variants-gallery")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download result PNG").click()
+    assert download_info.value.suggested_filename == "backdrop-2-result-2.png"
 
-    # History: both generations, newest first; open the AI one and re-run it
+    # History: both generations, newest first, cards with dates; open the AI one and re-run it
     page.get_by_role("link", name="History").click()
     page.get_by_text("2 generation(s); page 1 of 1").wait_for()
-    shot(page, "07-history")
+    shot(page, "08-history")
     cards = page.get_by_text(re.compile(r"^#\d+ "))
     assert cards.first.inner_text().startswith("#2 AI scene")
+    assert page.get_by_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$")).count() == 2
+    cards = [page.locator(f".st-key-history_card_{i}").bounding_box() for i in (1, 2)]
+    assert abs(cards[0]["y"] - cards[1]["y"]) < 2 and abs(cards[0]["height"] - cards[1]["height"]) < 2, \
+        "the cards of a row line up"
     page.locator(".st-key-history_open_2 button").click()
     page.get_by_text("Generation #2").wait_for()
     page.locator('[data-testid="stCode"]').filter(has_text="a sunny beach at golden hour").wait_for()
-    shot(page, "08-history-detail")
+    shot(page, "09-history-detail")
     page.get_by_role("button", name="Re-run").click()
     page.get_by_text("Generation #3").wait_for()
     page.get_by_text(re.compile(r"^done · AI scene")).wait_for()
     page.get_by_text("Made from").wait_for()
-    shot(page, "09-rerun-done")
+    shot(page, "10-rerun-done")
 
     # the other pages render in the browser too
     page.get_by_role("link", name="Models").click()
-    page.get_by_text("Depth ControlNet").wait_for()
+    page.get_by_text("Depth ControlNet (id or folder)").wait_for()
     page.get_by_text("runs on cpu, precision float32").wait_for()
-    shot(page, "10-models")
+    shot(page, "11-models")
     page.get_by_role("link", name="Batch").click()
     page.get_by_text("Every photo gets the same background recipe").wait_for()
-    shot(page, "11-batch")
+    shot(page, "12-batch")
 
     # back in the Studio the brush stroke is still there: on the canvas and in the mask
     page.get_by_role("link", name="Studio").click()
     page.locator("canvas.dc-canvas").first.wait_for()
-    expect(page.get_by_label("Describe the new background", exact=True)).to_have_value("a sunny beach at golden hour")
+    expect(prompt).to_have_value("a sunny beach at golden hour")
     deadline = time.monotonic() + 30
     while painted_pixels(page) == 0:
         assert time.monotonic() < deadline, "the brush stroke is gone from the canvas after switching pages"
         page.wait_for_timeout(250)
-    shot(page, "12-studio-again")
-    again = image_at(page, page.locator('[data-testid="stImage"] img').first)
+    shot(page, "13-studio-again")
+    again = image_at(page, preview(page))
     assert np.abs(again - after).max() <= 2, "the corrected mask changed after switching pages"
+
+
+def compare(page, tab: str, name: str, natural: bool = False) -> None:
+    """Open a comparison tab, move its slider and check the two images line up (at 100%: one
+    image pixel per screen pixel)."""
+    page.get_by_role("tab", name=tab).click()
+    panel = page.locator('[role="tabpanel"]:visible')
+    stage = panel.locator(".bd-stage")
+    stage.wait_for()
+    panel.locator(".bd-range").fill("25")
+    page.wait_for_timeout(300)
+    sizes = panel.locator(".bd-stage img").evaluate_all(
+        "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])")
+    assert sizes[0][:2] == sizes[1][:2] and sizes[0][0] > 0, "before and after at the same size"
+    if natural:
+        assert abs(sizes[1][2] - sizes[1][0]) < 1, "100%: one image pixel per screen pixel"
+    clips = panel.locator(".bd-stage img").evaluate_all("imgs => imgs.map(i => i.style.clipPath)")
+    assert clips == ["inset(0px 75% 0px 0px)", "inset(0px 0px 0px 25%)"]
+    panel.scroll_into_view_if_needed()
+    shot(page, name)
+
+
+def test_two_photos_in_a_row_then_a_file_that_is_not_a_photo(server, browser, lemur_path, tmp_path):
+    """The second photo of a session (12 MP, a phone's) replaces the first on the canvas and in
+    the generation; a file that is not a photo leaves no photo active to generate from."""
+    url, _, data = server
+    coffee = photo_file(tmp_path, "coffee_4000.jpg", (4000, 3000), "coffee")
+    with session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Working on: lemur.png (680x440)").wait_for()
+        page.locator("canvas.dc-canvas").first.wait_for()
+        upload(page, coffee)
+        page.get_by_text("Working on: coffee_4000.jpg (4000x3000)").wait_for()
+        deadline = time.monotonic() + 60
+        while page.locator("canvas.dc-canvas").first.evaluate("c => [c.width, c.height]") != [540, 405]:
+            assert time.monotonic() < deadline, "the canvas kept the first photo's shape"
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(1000)
+        shown = canvas_background(page)
+        expected = np.asarray(Image.open(coffee).resize((540, 405)))
+        assert correlation(shown, expected) > 0.8, "the canvas does not show the second photo"
+        shot(page, "21-second-photo")
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text(re.compile(r"Generation \d+ done")).wait_for()
+        generation_id = int(re.search(r"Generation (\d+) done", page.get_by_text(re.compile(r"Generation \d+ done")).inner_text())[1])
+        view = generation(data, generation_id)
+        result = np.asarray(Image.open(view.results[0].path).convert("RGB"))
+        assert result.shape == (3000, 4000, 3), "the generation ran on the first photo"
+        subject = np.asarray(Image.open(view.output("mask").path)) == 255
+        assert subject.mean() > 0.05 and np.array_equal(result[subject], np.asarray(Image.open(coffee).convert("RGB"))[subject]), \
+            "the subject's pixels are not the second photo's"
+        shot(page, "22-second-photo-result")
+
+        (tmp_path / "holiday.jpg").write_bytes(b"this is not a photo at all")
+        upload(page, tmp_path / "holiday.jpg")
+        page.get_by_text("This file cannot be used as a photo:").wait_for()
+        page.locator('[data-testid="stCode"]').filter(has_text="holiday.jpg is not an image").wait_for()
+        page.get_by_text("Upload a photo to start").wait_for()
+        assert page.get_by_role("button", name="Generate").count() == 0, "Generate would run on the previous photo"
+        assert page.locator("canvas.dc-canvas").count() == 0
+        shot(page, "23-not-a-photo")
+
+
+def test_phone_canvas_fits_and_paints_with_touch(server, browser, lemur_path):
+    """A 390x844 phone: the canvas fits the screen's width, sits on the first screen, and a finger
+    stroke paints the mask."""
+    with session(browser, **PHONE) as page:
+        page.goto(server[0])
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        canvas = page.locator("canvas.dc-canvas").first
+        deadline = time.monotonic() + 30
+        while canvas.bounding_box()["width"] > 390 - 2 * 16:
+            assert time.monotonic() < deadline, "the canvas is wider than the phone's screen"
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(1000)
+        box = canvas.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844, box
+        assert canvas.evaluate("c => c.width") == round(box["width"]), "drawn at the size it is shown"
+        shot(page, "30-phone")
+        before = image_at(page, preview(page))
+        src = preview(page).get_attribute("src")
+        cdp = page.context.new_cdp_session(page)
+        y = box["y"] + box["height"] * 0.12
+        points = [(box["x"] + box["width"] * (0.05 + 0.015 * i), y + i * 0.5) for i in range(16)]
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]})
+        for x, py in points[1:]:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": py}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        wait_new_preview(page, src)
+        assert painted_pixels(page) > 0
+        after = image_at(page, preview(page))
+        changed = np.abs(after - before).sum(axis=2) > 30
+        assert changed.mean() > 0.003, "the finger stroke did not change the mask"
+        ys, xs = np.nonzero(changed)
+        assert ys.mean() < after.shape[0] * 0.3 and xs.mean() < after.shape[1] * 0.6
+        shot(page, "31-phone-touch-stroke")
+
+
+def test_colour_job_finishes_while_another_sessions_ai_job_runs(server, browser, lemur_path):
+    """Two people: one starts a long AI job, the other a colour job, which is done while the AI
+    job still runs; a second AI job shows its place in the AI queue."""
+    url, _, data = server
+    with session(browser) as first, session(browser) as second:
+        for page in (first, second):
+            page.goto(url)
+            upload(page, lemur_path)
+            page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        first.get_by_text("AI scene", exact=True).click()
+        first.get_by_text("Advanced settings").click()
+        steps = first.locator('[data-testid="stSlider"]').filter(has_text="Steps").get_by_role("slider")
+        steps.focus()
+        steps.press("End")  # 150 steps: minutes here
+        first.get_by_label("Describe the new background", exact=True).fill("a long walk on a beach")
+        first.get_by_role("button", name="Generate").click()
+        first.get_by_text(re.compile(r"generate: step \d+ of 150 · .* so far")).wait_for()
+        bar = first.locator('[data-testid="stProgressBarTrack"] > div').evaluate("b => getComputedStyle(b).backgroundColor")
+        assert bar == "rgb(197, 57, 72)", "the progress bar in the theme's red, as the buttons"
+        ai_id = running(data)
+
+        started = time.monotonic()
+        second.get_by_role("button", name="Generate").click()
+        done = second.get_by_text(re.compile(r"Generation \d+ done"))
+        done.wait_for(timeout=60_000)
+        latency = time.monotonic() - started
+        colour_id = int(re.search(r"Generation (\d+) done", done.inner_text())[1])
+        assert generation(data, ai_id).status == "running", "the colour job waited for the AI job"
+        colour = generation(data, colour_id)
+        waited = (colour.started_at - colour.created_at).total_seconds()
+        print(f"colour job while an AI job runs: waited {waited:.2f} s in the queue, {latency:.1f} s click to result")
+        assert waited < 5
+        shot(first, "40-ai-job-running")
+        shot(second, "41-colour-done-meanwhile")
+
+        second.get_by_text("AI scene", exact=True).click()
+        second.get_by_label("Describe the new background", exact=True).fill("a harbour")
+        second.get_by_role("button", name="Generate").click()
+        second.get_by_text(re.compile(r"Waiting in the AI queue: 1 job ahead")).wait_for()
+        shot(second, "42-second-ai-job-queued")
+        second.get_by_role("button", name="Cancel").click()
+        first.get_by_role("button", name="Cancel").click()
+        first.get_by_text(re.compile(r"was cancelled")).wait_for()
+        second.get_by_text(re.compile(r"was cancelled")).wait_for()
+
+
+def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, tiny_sam, one_torch_thread,
+                                                   synthetic_set):
+    """Click mode with a (tiny, random) Segment Anything: a click on the background adds the
+    region SAM finds there to the mask, exactly as core.click_select.combine says; the same
+    click in Remove mode takes it out again; Undo takes the last selection back. (SAM runs here
+    with one thread, as in the server: a random SAM has logits at 0 on a pixel or two, and a
+    different summation order flips them.)"""
+    from core.click_select import combine, select_region
+    from core.segment import automatic_mask
+
+    photo = Image.open(lemur_path).convert("RGB")
+    auto = automatic_mask(photo)
+
+    def blocks(pixels: np.ndarray) -> np.ndarray:  # 6x6 means: the preview is a JPEG, the region a random speckle
+        h, w = (pixels.shape[0] // 6) * 6, (pixels.shape[1] // 6) * 6
+        return pixels[:h, :w].reshape(h // 6, 6, w // 6, 6, 3).mean(axis=(1, 3))
+
+    def mask_shown_is(page, expected: Image.Image, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            shown = image_at(page, preview(page))
+            predicted = np.asarray(brush.mask_overlay(photo, expected, (shown.shape[1], shown.shape[0])), dtype=np.int16)
+            differs = (np.abs(blocks(shown) - blocks(predicted)).max(axis=2) > 12).mean()
+            if differs < 0.01:
+                return
+            assert time.monotonic() < deadline, f"{what}: the mask shown is not combine's ({differs:.3f} differ)"
+            page.wait_for_timeout(250)
+
+    def generated_mask(page, after: int = 0) -> tuple[int, np.ndarray]:
+        """Generate; (the new generation's id, the mask it recorded: exact, full size)."""
+        page.get_by_role("button", name="Generate").click()
+        done = re.compile(r"Generation (\d+) done")
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while not [t for t in page.get_by_text(done).all_inner_texts() if int(done.search(t)[1]) > after]:
+            assert time.monotonic() < deadline, "the generation did not finish"
+            page.wait_for_timeout(250)
+        view = generation(server[2], int(done.search(page.get_by_text(done).first.inner_text())[1]))
+        assert view.user_mask_sha256, "a corrected mask is sent as the user's"
+        return view.id, np.asarray(Image.open(view.output("mask").path))
+
+    with session(browser) as page:
+        page.goto(server[0])
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        page.get_by_role("radio", name="Click", exact=True).click()
+        page.get_by_text("Click on a part of the photo").wait_for()
+        canvas = page.locator("canvas.dc-canvas").first
+        box = canvas.bounding_box()
+        at = (box["width"] * 0.1, box["height"] * 0.15)  # top-left background: not subject
+        page.mouse.click(box["x"] + at[0], box["y"] + at[1])
+        listed = page.get_by_text(re.compile(r"1\. added the region at \((\d+), (\d+)\)"))
+        point = tuple(int(v) for v in re.search(r"at \((\d+), (\d+)\)", listed.inner_text()).groups())
+        clicked = (at[0] * photo.width / box["width"], at[1] * photo.height / box["height"])
+        assert abs(point[0] - clicked[0]) <= 1.5 and abs(point[1] - clicked[1]) <= 1.5, (point, clicked)
+        assert np.asarray(auto)[point[1], point[0]] == 0
+        region = select_region(photo, points=[point], model_id=tiny_sam, device="cpu")
+        added = combine(auto, region, "add")
+        mask_shown_is(page, added, "add")
+        deadline = time.monotonic() + 30
+        while painted_pixels(page):  # the click's mark is taken off the canvas: it is no brush stroke
+            assert time.monotonic() < deadline, "the click's mark stayed on the canvas"
+            page.wait_for_timeout(250)
+        shot(page, "50-click-add")
+
+        page.get_by_role("radio", name="Remove", exact=True).click()
+        page.wait_for_timeout(500)
+        page.mouse.click(box["x"] + at[0], box["y"] + at[1])
+        page.get_by_text(re.compile(r"2\. removed the region at")).wait_for()
+        removed = combine(added, region, "remove")
+        mask_shown_is(page, removed, "remove")
+        shot(page, "51-click-remove")
+        first_id, used = generated_mask(page)
+        assert np.array_equal(used, np.asarray(removed)), "the generation used another mask"
+        in_region = np.asarray(region) >= 128
+        assert in_region.mean() > 0.01 and (np.asarray(removed)[in_region] == 0).all(), "remove takes the region out"
+        assert np.array_equal(np.asarray(removed)[~in_region], np.asarray(auto)[~in_region]), "outside: as before"
+
+        page.get_by_role("button", name="Undo").click()  # back to the added region
+        mask_shown_is(page, added, "undo")
+        assert np.array_equal(generated_mask(page, first_id)[1], np.asarray(added))
+        page.get_by_role("radio", name="Box", exact=True).click()
+        page.get_by_text("Drag a box around an object").wait_for()
+        shot(page, "52-box-tool")
+
+        # the areas the automatic mask was unsure about: outlined and numbered, flipped by a click
+        upload(page, synthetic_set / "plush_clock.png")
+        page.get_by_text(re.compile(r"The cut-out was unsure about \d+ area")).wait_for()
+        page.wait_for_timeout(1000)
+        outline = (np.abs(canvas_background(page).astype(int) - brush.OUTLINE_RGB).max(axis=2) < 40).mean()
+        assert outline > 0.002, "the unsure areas are not outlined on the photo"
+        src = preview(page).get_attribute("src")
+        page.get_by_role("button", name=re.compile(r"^Area 1: dropped")).click()
+        page.get_by_role("button", name=re.compile(r"^Area 1: kept")).wait_for()
+        wait_new_preview(page, src)
+        shot(page, "53-unsure-area-kept")
+
+
+def test_messages_name_the_command_that_works(server, browser, lemur_path):
+    """Missing weights: each listed with the command that fetches them from the app's folder, what
+    to do in a paragraph of its own, and no sentence that does not apply; the Models page refuses
+    a folder that does not exist and shows only commands in its command block."""
+    url, _, data = server
+
+    def save(page, inpaint: str, depth: str) -> None:  # through the sidebar: the session (and its photo) stays
+        page.get_by_role("link", name="Models").click()
+        page.get_by_text("Depth ControlNet (id or folder)").wait_for()
+        fields = page.locator('[data-testid="stTextInput"] input')
+        fields.nth(1).fill(inpaint)
+        fields.nth(3).fill(depth)
+        page.get_by_role("button", name="Save settings").click()
+
+    def ai_box(page, kind: str):
+        page.get_by_role("link", name="Studio").click()
+        page.get_by_text("AI scene", exact=True).click()
+        box = page.locator(f'[data-testid="stAlertContent{kind}"]').filter(has_text="weights are not on this machine")
+        box.wait_for()
+        return box
+
+    with session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        save(page, "/no/such/inpainting-folder", "")
+        page.get_by_text(re.compile(r"there is no folder '/no/such/inpainting-folder'")).wait_for()
+        assert page.get_by_text("Settings saved").count() == 0 and not (data / "settings.json").exists()
+        shot(page, "60-models-refuses-missing-folder")
+        try:
+            save(page, "nobody/not-downloaded-inpaint", "nobody/not-downloaded-depth")
+            page.get_by_text("Settings saved").wait_for()
+            block = page.locator('[data-testid="stCode"]').first.inner_text().strip().splitlines()
+            assert block == [".venv/bin/backdrop models fetch nobody/not-downloaded-depth",
+                             ".venv/bin/backdrop models fetch nobody/not-downloaded-inpaint"]
+            shot(page, "61-models-commands")
+
+            box = ai_box(page, "Warning")
+            assert box.locator("li").all_inner_texts() == [
+                "inpaint: nobody/not-downloaded-inpaint, to fix: .venv/bin/backdrop models fetch nobody/not-downloaded-inpaint"]
+            assert box.locator("p").last.inner_text().startswith("Run the command in a terminal in the app's folder")
+            assert page.get_by_role("button", name="Generate").is_disabled()
+            shot(page, "62-studio-missing-weights")
+
+            save(page, "", "nobody/not-downloaded-depth")  # the inpainting model back: only depth missing
+            page.get_by_text("Settings saved").wait_for()
+            box = ai_box(page, "Info")
+            assert box.locator("li").all_inner_texts() == [
+                "depth: nobody/not-downloaded-depth, to fix: .venv/bin/backdrop models fetch nobody/not-downloaded-depth"]
+            assert "depth control back" in box.locator("p").last.inner_text()
+            assert "Colour, gradient" not in box.inner_text()
+            shot(page, "63-studio-no-depth")
+        finally:  # the other tests' defaults back (the environment's tiny models)
+            (data / "settings.json").unlink(missing_ok=True)

@@ -36,3 +36,40 @@ def test_display_size_keeps_aspect_and_limits():
     assert brush.display_size(1080, 1920) == (338, 600)
     assert brush.display_size(4000, 1000) == (540, 135)
     assert brush.display_size(300, 200) == (300, 200)  # never enlarged
+
+
+def test_click_and_box_marks_in_photo_pixels():
+    """The canvas's objects for a click ("point" mode: a circle whose left edge sits radius +
+    half a stroke left of the click) and a box ("rect" mode), read back as the pixels of the
+    photo they were made on: a photo twice the canvas's size here."""
+    click = {"type": "circle", "left": 40 - 7, "top": 30, "radius": 6, "strokeWidth": 2, "originX": "left",
+             "originY": "center"}
+    box = {"type": "rect", "left": 10, "top": 20, "width": 30.4, "height": 15, "originX": "left", "originY": "top",
+           "scaleX": 1, "scaleY": 1}
+    path = {"type": "path", "path": [["M", 1, 1], ["L", 5, 5]]}
+    strokes_, marks = brush.marks({"objects": [path, click, box]})
+    assert strokes_ == [path] and marks == [click, box]
+    assert brush.mark_target(click, (800, 600), (400, 300)) == ("point", (80, 60))
+    assert brush.mark_target(box, (800, 600), (400, 300)) == ("box", (20, 40, 81, 70))
+    # a box dragged past the photo's edge is clipped to it; a click there stays on the last pixel
+    assert brush.mark_target({**box, "left": 390, "width": 50}, (800, 600), (400, 300))[1][::2] == (780, 800)
+    assert brush.mark_target({**click, "left": 500}, (800, 600), (400, 300))[1] == (799, 60)
+
+
+def test_scale_drawing_follows_the_canvas_width():
+    drawing = {"objects": [{"type": "path", "left": 10, "top": 20, "scaleX": 1, "scaleY": 1}], "background": ""}
+    scaled = brush.scale_drawing(drawing, 0.5)
+    assert scaled["objects"] == [{"type": "path", "left": 5.0, "top": 10.0, "scaleX": 0.5, "scaleY": 0.5}]
+    assert scaled["background"] == "" and drawing["objects"][0]["left"] == 10  # the original untouched
+
+
+def test_unsure_regions_outlined_and_numbered():
+    overlay = Image.new("RGB", (100, 60), (0, 0, 0))
+    labels = np.zeros((120, 200), np.uint8)
+    labels[20:80, 40:120] = 1  # region 0, at twice the overlay's size
+    out = np.asarray(brush.outline_regions(overlay, Image.fromarray(labels), 1))
+    assert tuple(out[30, 59]) == brush.OUTLINE_RGB  # on its outline (right edge at x 59)
+    assert tuple(out[25, 40]) == (0, 0, 0)  # inside it, away from the number and the outline
+    assert tuple(out[5, 5]) == (0, 0, 0)  # outside it
+    assert tuple(out[10, 21]) == brush.OUTLINE_RGB  # the number's box at the region's corner
+    assert brush.outline_regions(overlay, None, 0) is overlay

@@ -12,6 +12,7 @@ from PIL import Image
 from core.cache import get_cache
 from core.click_select import combine, select_region
 from core.errors import InputError, ModelMissingError
+from core.hub import fetch_command
 from core.models import ModelRegistry
 from core.request import SAM_MODEL, GenerationRequest
 
@@ -174,7 +175,7 @@ def test_sam_is_a_model_slot(tiny_sam, monkeypatch, tmp_path):
     assert "sam" not in {row["slot"] for row in weights.model_status(request)}
     rows = {row["slot"]: row for row in weights.model_status(request, load_settings(tmp_path)["sam_model"])}
     assert rows["sam"]["id"] == SAM_MODEL.default and not rows["sam"]["present"]
-    assert rows["sam"]["fetch"] == f"backdrop models fetch {SAM_MODEL.default}"
+    assert rows["sam"]["fetch"] == f"{fetch_command()} {SAM_MODEL.default}"
     assert {row["slot"]: row for row in weights.model_status(request, tiny_sam)}["sam"]["present"]
     monkeypatch.setenv("BACKDROP_SAM_MODEL", tiny_sam)
     assert load_settings(tmp_path)["sam_model"] == tiny_sam

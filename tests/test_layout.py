@@ -28,17 +28,28 @@ def imported_packages(folder: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("folder, forbidden", [
-    ("core", {"storage", "backdrop", "pages", "streamlit", "streamlit_app"}),
-    ("storage", {"backdrop", "pages", "streamlit", "streamlit_app"}),
-    ("backdrop", {"pages", "streamlit", "streamlit_app"}),
+    ("core", {"storage", "backdrop", "app_pages", "streamlit", "streamlit_app"}),
+    ("storage", {"backdrop", "app_pages", "streamlit", "streamlit_app"}),
+    ("backdrop", {"app_pages", "streamlit", "streamlit_app"}),
 ])
 def test_layering(folder, forbidden):
     offenders = {module: sorted(names & forbidden) for module, names in imported_packages(folder).items() if names & forbidden}
     assert offenders == {}
 
 
+def test_no_streamlit_pages_folder():
+    """Streamlit runs every file of a ``pages/`` folder beside the main script as a page of its
+    own until the process's first st.navigation call: after a restart, a bookmarked page URL
+    would run without streamlit_app.py (no sidebar, narrow layout, helper modules listed as
+    pages). The pages live in app_pages/, listed explicitly."""
+    assert not (ROOT / "pages").exists()
+    navigation = (ROOT / "streamlit_app.py").read_text()
+    pages = sorted(p.name for p in (ROOT / "app_pages").glob("*.py") if f'"app_pages/{p.name}"' in navigation)
+    assert pages == ["batch.py", "history.py", "models.py", "studio.py"]
+
+
 def test_no_process_wide_side_effects_in_production_code():
-    for folder in ("core", "storage", "backdrop", "pages"):
+    for folder in ("core", "storage", "backdrop", "app_pages"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             assert "unittest" not in text and "mock." not in text, path

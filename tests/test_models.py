@@ -4,6 +4,7 @@ the `models` command line. No network: hub lookups run with HF_HUB_OFFLINE set."
 import hashlib
 import json
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from core import device, hub, models, rembg_weights, weights
 from core.errors import InputError, ModelMissingError
+from core.hub import fetch_command
 from core.models import ModelRegistry
 from core.rembg_weights import EMBEDDED_MD5
 from core.weights import model_status
@@ -93,11 +95,13 @@ def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
     assert rows["inpaint"]["present"] and rows["inpaint"]["resolved"] == tiny_models["inpaint"]
     assert not rows["controlnet"]["present"]
     assert not rows["depth"]["present"] and rows["depth"]["resolved"] is None
-    assert rows["depth"]["fetch"] == "backdrop models fetch nobody/not-a-cached-model"
-    assert rows["controlnet"]["fetch"] == "a local folder: fix the path"
+    # the command as it runs from here: the backdrop script beside this Python (.venv/bin/backdrop)
+    assert fetch_command() == f"{Path(sys.executable).parent.relative_to(Path.cwd()) / 'backdrop'} models fetch"
+    assert (rows["depth"]["fetch"], rows["depth"]["note"]) == (f"{fetch_command()} nobody/not-a-cached-model", "")
+    assert rows["controlnet"]["fetch"] == "" and "local folder" in rows["controlnet"]["note"]  # no command fetches a folder
     isnet = {r["slot"]: r for r in model_status(request.replace(segmenter="isnet-general-use"))}["segmenter"]
-    assert not isnet["present"] and isnet["fetch"].startswith("backdrop models fetch isnet-general-use")
-    assert "needs a network" in isnet["fetch"]
+    assert not isnet["present"] and isnet["fetch"] == f"{fetch_command()} isnet-general-use"
+    assert "needs a network" in isnet["note"]
 
 
 def test_missing_hub_model_names_model_and_fetch_command(offline):
@@ -240,7 +244,7 @@ def test_cli_status_json(capsys, u2net_home, offline, monkeypatch, tiny_models):
     assert rows["inpaint"]["present"] and not rows["segmenter"]["present"]
     assert _cli(["models"]) == 0
     table = capsys.readouterr().out
-    assert "missing: backdrop models fetch u2netp" in table
+    assert f"missing: {fetch_command()} u2netp" in table
 
 
 def test_cli_fetch_reports_each_model_and_fails_when_one_fails(capsys, u2net_home, offline, monkeypatch, tiny_models,

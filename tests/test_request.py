@@ -77,7 +77,7 @@ def test_the_field_table_has_no_second_copy():
     """Each field's environment variable, help and label (those long enough to be its own, not a
     common word such as "Seed") live in core/request.py only: no other module of the product
     spells them out again."""
-    sources = {p: p.read_text() for folder in ("core", "storage", "backdrop", "pages")
+    sources = {p: p.read_text() for folder in ("core", "storage", "backdrop", "app_pages")
                for p in (ROOT / folder).rglob("*.py") if p != ROOT / "core" / "request.py"}
     sources[ROOT / "streamlit_app.py"] = (ROOT / "streamlit_app.py").read_text()
     for spec in FIELDS:

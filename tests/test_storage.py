@@ -369,6 +369,82 @@ def test_cancel_queued_and_running(db):
     assert queue.cancel(running) == "cancelled"
 
 
+def test_lanes_keep_quick_jobs_apart_from_ai_jobs(db):
+    """A colour job submitted while an AI job runs finishes while the AI job still runs: each
+    lane has its own worker, and a worker claims only its lane's jobs."""
+    queue = jobs.JobQueue(db)
+    release = threading.Event()
+
+    def run(image, request, **kw):
+        if request.background_spec.kind == "ai":
+            kw["progress"]("generate", 1, 10)
+            assert release.wait(30), "the AI job was never released"
+        return fake_run(image, request, **kw)
+
+    ai = queue.submit(GenerationRequest(background="ai", prompt="a long AI job"), _photo(10))
+    colour = queue.submit(GenerationRequest(background="color:#ff0000"), _photo(11))
+    assert queue.claim("probe", lane="ai") == ai and queue.claim("probe", lane="ai") is None
+    assert queue.claim("probe", lane="quick") == colour
+    with db.session() as session:  # back to the queue for the real workers
+        session.execute(update(Generation).values(status="queued", worker=None, started_at=None))
+    with pytest.raises(ValueError, match="unknown lane"):
+        jobs.Worker(queue, lane="fast")
+
+    workers = jobs.LaneWorkers(queue, run_fn=run, poll_interval=0.05)
+    workers.start()
+    try:
+        _wait(lambda: history.get(colour, db=db).status == "done", 30, "the colour job")
+        assert history.get(ai, db=db).status == "running", "the colour job did not wait for the AI job"
+        assert workers.running() == {"quick": None, "ai": ai} and workers.current == ai
+        assert queue.pending("ai") == 1 and queue.pending("quick") == 0 and queue.pending() == 1
+        release.set()
+        _wait(lambda: history.get(ai, db=db).status == "done", 30, "the AI job")
+    finally:
+        release.set()
+        workers.stop(10)
+    assert not workers.is_alive()
+
+
+def test_place_in_lane_and_estimate_from_similar_jobs(db):
+    """Position among the jobs of its lane, and times estimated from the recorded durations of
+    finished jobs of the same kind: per diffusion step for AI, per megapixel for the rest."""
+    queue = jobs.JobQueue(db)
+    photo = _photo(12, size=(1000, 500))  # 0.5 megapixel
+    now = datetime.now(timezone.utc)
+
+    def finished(request, seconds):
+        gid = history.create(request, photo, status="done", db=db)
+        with db.session() as session:
+            session.execute(update(Generation).where(Generation.id == gid).values(
+                started_at=now - timedelta(seconds=seconds), finished_at=now))
+
+    first = queue.submit(GenerationRequest(background="color:#000000"), photo)
+    assert queue.place(first) == jobs.Place("quick", "queued", 0, 0.0, None, 0)  # nothing to estimate from yet
+    for seconds in (1.0, 2.0, 30.0):  # colour: median 2 s for 0.5 MP -> 4 s per megapixel
+        finished(GenerationRequest(background="color:#ffffff"), seconds)
+    for steps, seconds in ((10, 20.0), (20, 40.0)):  # AI: 2 s per step
+        finished(GenerationRequest(background="ai", prompt="x", steps=steps), seconds)
+
+    ai_running = queue.submit(GenerationRequest(background="ai", prompt="running", steps=25), photo)
+    ai_next = queue.submit(GenerationRequest(background="ai", prompt="next", steps=5, variants=2), photo)
+    second = queue.submit(GenerationRequest(background="color:#00ff00"), _photo(13, size=(2000, 1000)))
+    assert queue.claim("probe", lane="ai") == ai_running
+    with db.session() as session:
+        session.execute(update(Generation).where(Generation.id == ai_running).values(started_at=now - timedelta(seconds=10)))
+
+    running = queue.place(ai_running)
+    assert (running.lane, running.status, running.ahead, running.wait_s, running.similar) == ("ai", "running", 0, 0.0, 2)
+    assert running.run_s == pytest.approx(50.0)
+    waiting = queue.place(ai_next)
+    assert waiting.ahead == 1 and waiting.wait_s == pytest.approx(40.0, abs=1.0)  # 50 s minus the 10 s it has run
+    assert waiting.run_s == pytest.approx(20.0)  # 5 steps x 2 variants
+    quick = queue.place(second)  # the AI jobs are not in its way
+    assert quick.lane == "quick" and quick.ahead == 1 and quick.similar == 3
+    assert quick.wait_s == pytest.approx(2.0) and quick.run_s == pytest.approx(8.0)  # 0.5 MP, then 2 MP
+    with pytest.raises(history.NotFound):
+        queue.place(10**6)
+
+
 KILLED_WORKER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[3])
@@ -604,9 +680,9 @@ def test_export_zip(db):
         records = json.loads(z.read("records.json"))
         assert [r["id"] for r in records] == [a]
         files = records[0]["files"]
-        assert set(files) == {"input", "result-0", "cutout", "mask", "user_mask"}
+        assert set(files) == {"input", "result-1", "cutout", "mask", "user_mask"}  # variants from 1, as downloads
         view = history.get(a, db=db)
-        assert z.read(files["result-0"]) == view.output("result").path.read_bytes()
+        assert z.read(files["result-1"]) == view.output("result").path.read_bytes()
         assert z.read(files["input"]) == db.images.read(view.input_sha256)
         assert records[0]["request"]["prompt"] == "export me" and records[0]["status"] == "done"
     path, count = history.export(db.data_dir / "all.zip", db=db, search="o")

@@ -7,7 +7,7 @@ from core.errors import BackdropError
 from core.device import resolve_device, torch_dtype
 from core.request import DEVICES, SAM_MODEL, SLOTS
 from core.weights import model_status
-from pages import ui
+from app_pages import ui
 from storage import settings as user_settings
 
 SLOT_LABELS = {slot: spec.label.split(" (")[0] for slot, spec in {**SLOTS, SAM_MODEL.slot: SAM_MODEL}.items()}
@@ -22,7 +22,7 @@ def status_table(request) -> None:
                 "model": row["id"],
                 "resolves to": row["resolved"] or "(not downloaded)",
                 "present": "yes" if row["present"] else "NO",
-                "to fetch": "" if row["present"] else row["fetch"],
+                "to fetch": "" if row["present"] else (row["fetch"] or row["note"]),
             }
             for row in rows
         ],
@@ -30,10 +30,14 @@ def status_table(request) -> None:
         width="stretch",
     )
     missing = [row for row in rows if not row["present"]]
-    if missing:
-        st.warning("Missing weights: run these in a terminal in the app's folder, then reload.")
-        st.code("\n".join(sorted({row["fetch"] for row in missing})), language="bash")
-    else:
+    commands = sorted({row["fetch"] for row in missing if row["fetch"]})
+    if commands:
+        st.warning("Missing weights: run these in a terminal in the app's folder, then reload this page.")
+        st.code("\n".join(commands), language="bash")
+    for row in missing:
+        if row["note"]:
+            st.warning(f"{SLOT_LABELS.get(row['slot'], row['slot'])} `{row['id']}`: {row['note']}.")
+    if not missing:
         st.success("All weights are present.")
 
 

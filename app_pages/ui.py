@@ -1,7 +1,8 @@
 """What the pages share: the sidebar, the one job worker per process, the background form
 (one widget per request field, from its declaration) and the results with their downloads.
 
-Not a page itself (streamlit_app.py lists the pages explicitly). Only widgets and calls: the
+Not a page itself (streamlit_app.py lists the pages explicitly, and the folder is not named
+``pages/``, so Streamlit never discovers it as one). Only widgets and calls: the
 work is in core (brush masks, readiness, colour match) and storage (jobs, history, zips).
 """
 
@@ -119,16 +120,22 @@ def forget_base(prefix: str) -> None:
 
 
 def explain_missing(rows: list[dict], blocking: bool = True) -> str:
+    """Markdown: which weights are missing, each with the command that fetches it, then what to
+    do (a paragraph of its own, after a blank line, so it is not read as part of the last item)."""
     head = ("AI backgrounds cannot run: these model weights are not on this machine." if blocking
             else "AI backgrounds will run without depth control: these weights are not on this machine.")
-    lines = [head]
+    lines = [head, ""]
     for row in rows:
-        lines.append(f"- {row['slot']}: `{row['id']}` - fix: `{row['fetch']}`")
-    lines.append(
-        "Run the command in a terminal in the app's folder, then reload this page (or choose other "
-        "models on the Models page). Colour, gradient, blur, picture and transparent backgrounds "
-        "work without them."
-    )
+        fix = f"`{row['fetch']}`" if row["fetch"] else row["note"]
+        lines.append(f"- {row['slot']}: `{row['id']}`, to fix: {fix}")
+    lines.append("")
+    if blocking:
+        lines.append("Run the command in a terminal in the app's folder, then reload this page (or choose other "
+                     "models on the Models page). Colour, gradient, blur, picture and transparent backgrounds "
+                     "work without them.")
+    else:
+        lines.append("Run the command in a terminal in the app's folder, then reload this page to get depth "
+                     "control back; or set Depth-control strength to 0 under Advanced settings.")
     return "\n".join(lines)
 
 
@@ -263,7 +270,7 @@ def _background_picture(prefix: str) -> bytes | None:
     return picture
 
 
-# ---------------------------------------------------------------- jobs and results
+# ---------------------------------------------------------------- jobs: submit, follow, cancel
 
 @st.cache_resource
 def model_registry():
@@ -273,109 +280,160 @@ def model_registry():
     return get_registry()
 
 
-@st.cache_resource(validate=lambda job_worker: job_worker.is_alive())
-def worker():
-    """The one job worker of this process: every session submits to its queue, so the
-    (not thread-safe) diffusers pipeline only ever runs in this thread, one job at a time; with
-    a Ray cluster configured (BACKDROP_RAY_ADDRESS), Ray workers run the jobs instead. A worker
-    that died is replaced on the next call."""
+@st.cache_resource(validate=lambda job_workers: job_workers.is_alive(),
+                   on_release=lambda job_workers: job_workers.stop(timeout=0))
+def workers():
+    """What serves the queue for every session of this process (storage.jobs.start_serving): a
+    worker thread per lane, so AI jobs (the diffusers pipeline is not thread-safe) run one at a
+    time in the AI worker's thread and the other backgrounds (seconds) in the quick worker's,
+    never waiting behind an AI job; or, with a Ray cluster configured (BACKDROP_RAY_ADDRESS),
+    Ray workers. Replaced on the next call if a worker died (the old service is told to stop
+    after its job, so no lane gets two workers)."""
     from storage.jobs import JobQueue, start_serving
 
     return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
 
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:
-    job_worker = worker()
-    generation_id = job_worker.queue.submit(request, image, mask, parent_id=parent_id, picture=picture,
-                                            user=current_user())
-    job_worker.wake()
+    """Queue a generation for the signed-in user and wake the workers; returns its id. Every page
+    submits here."""
+    job_workers = workers()
+    generation_id = job_workers.queue.submit(request, image, mask, parent_id=parent_id, picture=picture,
+                                             user=current_user())
+    job_workers.wake()
     return generation_id
 
 
-def progress_text(view) -> tuple[float, str]:
-    """(fraction, label) for a queued or running generation."""
+LANE_NAMES = {"ai": "AI queue", "quick": "queue for colour, gradient, blur, picture and transparent backgrounds"}
+
+
+def duration(seconds: float) -> str:
+    """12 s, 1 min 20 s, 2 h 5 min."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s" if seconds else "under a second"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _since(moment, now=None) -> float:
+    from storage.db import utcnow
+
+    return ((now or utcnow()) - moment).total_seconds() if moment else 0.0
+
+
+def progress_text(view, place=None, step_seconds: float | None = None, now=None) -> tuple[float, str]:
+    """(fraction, label) for a queued or running generation. Queued: how many jobs are ahead in
+    its lane and when it should start; running: the stage and step, the time so far and the time
+    left. ``place``: the queue's ``JobQueue.place``; ``step_seconds``: the seconds per step this
+    page has seen the job take (None until it has seen two steps)."""
     if view.status == "queued":
-        return 0.0, "Waiting for the worker..."
+        if place is None:
+            return 0.0, "Waiting for the worker..."
+        where = LANE_NAMES[place.lane]
+        label = (f"Waiting in the {where}: {place.ahead} job{'s' if place.ahead != 1 else ''} ahead"
+                 if place.ahead else f"Next in the {where}")
+        if place.wait_s is None:
+            label += "; no estimate yet (no similar job has finished here)"
+        else:
+            label += f", starting in about {duration(place.wait_s)}" if place.ahead else ""
+            if place.run_s is not None:
+                label += f"; then about {duration(place.run_s)} to run (from {place.similar} similar job" \
+                         f"{'s' if place.similar != 1 else ''})"
+        return 0.0, label + "."
     total = max(view.progress_total, 1)
     step = min(view.progress_step, total)
     stage = view.progress_stage or "starting"
     label = f"{stage}: step {step} of {total}" if total > 1 else f"{stage}..."
+    elapsed = _since(view.started_at, now)
+    label += f" · {duration(elapsed)} so far"
+    if step_seconds is not None and total > 1:
+        label += f" · about {duration(step_seconds * (total - step))} left"
+    elif place is not None and place.run_s is not None:
+        left = place.run_s - elapsed
+        label += f" · about {duration(left)} left" if left > 0 else " · taking longer than similar jobs"
     return step / total, label
+
+
+def finished_text(view) -> str:
+    """How long a finished generation ran, and how long it waited for its worker first."""
+    ran = _since(view.started_at, view.finished_at) if view.started_at else None
+    waited = _since(view.created_at, view.started_at) if view.started_at else _since(view.created_at, view.finished_at)
+    parts = [f"ran {duration(ran)}"] if ran is not None else ["never started"]
+    if waited >= 1:
+        parts.append(f"after {duration(waited)} in the queue")
+    return ", ".join(parts)
+
+
+def _step_seconds(view, key: str) -> float | None:
+    """Seconds per diffusion step as this page saw them: the first step it saw, and the latest."""
+    import time
+
+    if view.progress_stage != "generate" or view.progress_total <= 1:
+        return None
+    seen = st.session_state.setdefault(f"{key}_steps_seen", {})
+    first = seen.setdefault(view.id, (time.monotonic(), view.progress_step))
+    steps = view.progress_step - first[1]
+    return (time.monotonic() - first[0]) / steps if steps > 0 else None
 
 
 @st.fragment(run_every=0.5)
 def job_progress(generation_id: int, key: str) -> None:
-    """Polls a queued or running job's row with a progress bar and a cancel button; when it has
-    finished, reruns the page so the caller shows the outcome."""
-    view = worker().queue.get(generation_id, user=current_user())
+    """Polls a queued or running job with a progress bar, its place in the queue or its time left,
+    and a cancel button; when it has finished, reruns the page so the caller shows the outcome."""
+    queue = workers().queue
+    view = queue.get(generation_id, user=current_user())
     if view.status not in ("queued", "running"):
         st.rerun()
-    fraction, label = progress_text(view)
+    fraction, label = progress_text(view, queue.place(generation_id, user=current_user()), _step_seconds(view, key))
     st.progress(fraction, text=label)
     if view.cancel_requested:
         st.caption("Stopping at the next step...")
     elif st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:"):
-        worker().queue.cancel(generation_id, user=current_user())
+        queue.cancel(generation_id, user=current_user())
         st.rerun(scope="fragment")
 
 
-def show_outputs(view, key: str) -> None:
-    """The variants of a finished generation in a grid, each with full-resolution downloads."""
-    results = view.results
-    extras = [(o.kind, o) for o in (view.output("cutout"), view.output("mask")) if o is not None]
-    columns = st.columns(min(len(results), 4) or 1)
-    for i, output in enumerate(results):
-        with columns[i % len(columns)]:
-            st.image(str(output.path), caption=f"Variant {output.index + 1} ({output.width}x{output.height})")
-            st.download_button(
-                "Download result PNG", output.path.read_bytes(),
-                file_name=f"backdrop-{view.id}-result-{output.index + 1}.png", mime="image/png",
-                key=f"{key}_dl_result_{output.index}", on_click="ignore", icon=":material/download:",
-            )
-    extra_cols = st.columns(2)
-    for col, (kind, output) in zip(extra_cols, extras):
-        label = "Cut-out PNG (transparent)" if kind == "cutout" else "Mask PNG"
-        col.download_button(
-            label, output.path.read_bytes(), file_name=f"backdrop-{view.id}-{kind}.png",
-            mime="image/png", key=f"{key}_dl_{kind}", on_click="ignore", icon=":material/download:",
-        )
-    colour_match_look(view)
-    for warning in view.warnings:  # may quote the prompt: plain text, never Markdown
-        st.text(f"Warning: {warning}")
-
-
-def colour_match_look(view) -> None:
-    """Colour match changes the subject's pixels: show the first result beside the subject as
-    photographed, so the user sees exactly what it did."""
-    from core.harmony import as_photographed
-
-    harmony = view.request.get("harmony", 0)
-    cut = view.output("cutout")
-    if not harmony or not view.results or cut is None:
-        return
-    with Image.open(view.results[0].path) as result, Image.open(cut.path) as cutout:
-        before = as_photographed(result, cutout)
-        after = result.convert("RGB")
-    st.caption(f"Colour match {harmony:g} changed the subject's pixels: before and after")
-    left, right = st.columns(2)
-    left.image(before, caption="Subject as photographed", width="stretch")
-    right.image(after, caption="With colour match", width="stretch")
+# Streamlit draws progress bars in a fixed blue ("secondary"): in the theme's accent colour instead
+PROGRESS_STYLE = "<style>[data-testid='stProgressBarTrack'] > div {{ background-color: {}; }}</style>"
 
 
 def sidebar() -> None:
-    """Shown on every page: what the worker is doing and (to an admin) where data lives."""
+    """Shown on every page: what the workers are doing and (to an admin) where data lives."""
+    st.html(PROGRESS_STYLE.format(st.get_option("theme.primaryColor") or "#c53948"))
     with st.sidebar:
         worker_status()
         if is_admin():
             st.caption(f"Data folder: {user_settings.data_dir().resolve()}")
 
 
-@st.fragment(run_every=3.0)
 def worker_status() -> None:
-    job_worker = worker()
-    pending = job_worker.queue.pending()
-    if job_worker.current is not None:
-        which = f" #{job_worker.current}" if is_admin() else ""  # another user's generation id is theirs
-        st.caption(f"Worker: generating{which}; {pending} job(s) queued or running")
+    """What each lane's worker is doing. It refreshes itself only while there is work: Streamlit
+    1.67 merges a timer's fragment rerun into a pending page switch with the fragment's page (the
+    one being left), so a ticking fragment can undo a click on another page."""
+    job_workers = workers()
+    if job_workers.queue.pending():
+        _live_worker_status()
     else:
-        st.caption(f"Worker: idle; {pending} job(s) waiting")
+        _worker_lines(job_workers)
+
+
+@st.fragment(run_every=3.0)
+def _live_worker_status() -> None:
+    _worker_lines(workers())
+
+
+def _worker_lines(job_workers) -> None:
+    from storage.jobs import LaneWorkers
+
+    lines = []
+    running = job_workers.running() if isinstance(job_workers, LaneWorkers) else {None: job_workers.current}
+    for lane, current in running.items():
+        waiting = job_workers.queue.pending(lane) - (current is not None)
+        which = f" #{current}" if is_admin() else ""  # another user's generation id is theirs
+        doing = f"generating{which}" if current is not None else "idle"
+        lines.append(f"{ {'ai': 'AI worker', 'quick': 'Quick worker'}.get(lane, 'Workers') }: {doing}; {waiting} waiting")
+    st.caption("  \n".join(lines))

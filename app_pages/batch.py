@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import BackdropError
 from core.imaging import PHOTO_SUFFIXES
-from pages import ui
+from app_pages import ui
 from storage import history
 
 state = st.session_state
@@ -57,7 +57,8 @@ def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
             rows.append({"photo": job["name"], "generation": None, "status": "refused", "detail": job["error"]})
             continue
         view = history.get(job["id"], user=ui.current_user())
-        fraction, label = ui.progress_text(view) if view.status in ("queued", "running") else (1.0, view.error or "")
+        fraction, label = (ui.progress_text(view, ui.workers().queue.place(view.id, user=ui.current_user()))
+                           if view.status in ("queued", "running") else (1.0, view.error or ""))
         rows.append({"photo": job["name"], "generation": view.id, "status": view.status,
                      "progress": round(fraction * 100), "detail": label})
         views.append((job["name"], view))
@@ -80,7 +81,7 @@ def live_queue() -> None:
     st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
     if st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:"):
         for view in active:
-            ui.worker().queue.cancel(view.id, user=ui.current_user())
+            ui.workers().queue.cancel(view.id, user=ui.current_user())
 
 
 def finished_queue() -> None:

@@ -13,7 +13,8 @@ import streamlit as st
 
 from core.errors import BackdropError
 from core.request import BACKGROUND_KINDS, FIELDS, SCHEMA_VERSION
-from pages import ui
+from app_pages import results, ui
+from core.compare import card
 from storage import history
 from storage.db import get_database
 from storage.models import STATUSES
@@ -24,7 +25,7 @@ COLUMNS = 4
 
 
 def filters() -> dict:
-    search_col, status_col, kind_col, fav_col, date_col = st.columns([3, 2, 2, 1, 2], vertical_alignment="bottom")
+    search_col, status_col, kind_col, fav_col, date_col = st.columns([3, 2, 2, 1.6, 2], vertical_alignment="bottom")
     values: dict = {}
     values["search"] = search_col.text_input("Search prompts", key="history_search").strip() or None
     values["status"] = status_col.multiselect("Status", STATUSES, key="history_status") or None
@@ -39,13 +40,26 @@ def filters() -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def thumbnail(view) -> str | None:
+def thumbnail(view) -> bytes | None:
+    """The first result (the photo when there is none) as a card of the gallery's one size."""
     output = view.output("result") or None
     sha = output.sha256 if output else view.input_sha256
     try:
-        return str(get_database().images.thumbnail(sha))
+        return _card(str(get_database().images.thumbnail(sha)))
     except (OSError, ValueError):
         return None
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _card(path: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        card(image, (256, 192)).save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
 
 
 def gallery(chosen: dict) -> None:
@@ -56,22 +70,30 @@ def gallery(chosen: dict) -> None:
     st.caption(f"{total} generation(s); page {page + 1} of {pages}")
     if not views:
         st.info("Nothing here yet: generations made in the Studio or the Batch page appear here.")
-    columns = st.columns(COLUMNS)
-    for i, view in enumerate(views):
-        with columns[i % COLUMNS]:
-            path = thumbnail(view)
-            if path:
-                st.image(path, width="stretch")
-            star = " ★" if view.favourite else ""
-            st.text(f"#{view.id} {ui.KIND_LABELS.get(view.background_kind, view.background_kind)} · {view.status}{star}")
-            if view.prompt:
-                st.text(view.prompt[:80] + ("..." if len(view.prompt) > 80 else ""))
-            st.button("Open", key=f"history_open_{view.id}", on_click=select, args=(view.id,))
+    for start in range(0, len(views), COLUMNS):  # row by row: the cards of a row line up
+        columns = st.columns(COLUMNS)
+        for column, view in zip(columns, views[start:start + COLUMNS]):
+            with column, st.container(border=True, key=f"history_card_{view.id}"):
+                card_of(view)
     prev_col, next_col = st.columns(2)
     prev_col.button("Newer", disabled=page == 0, on_click=state.__setitem__, args=("history_page", page - 1),
                     key="history_prev", icon=":material/arrow_back:")
     next_col.button("Older", disabled=page >= pages - 1, on_click=state.__setitem__,
                     args=("history_page", page + 1), key="history_next", icon=":material/arrow_forward:")
+
+
+def card_of(view) -> None:
+    """One generation: picture, number, kind, status, date and one short line (the prompt's start,
+    or the background), so the cards of a row have one height."""
+    picture = thumbnail(view)
+    if picture:
+        st.image(picture, width="stretch")
+    star = " ★" if view.favourite else ""
+    st.text(f"#{view.id} {ui.KIND_LABELS.get(view.background_kind, view.background_kind)} · {view.status}{star}")
+    st.caption(f"{view.created_at:%Y-%m-%d %H:%M} UTC")
+    line = " ".join(view.prompt.split()) or str(view.request.get("background", ""))
+    st.text(line[:16] + ("..." if len(line) > 16 else ""), help=line if len(line) > 16 else None)
+    st.button("Open", key=f"history_open_{view.id}", on_click=select, args=(view.id,))
 
 
 def select(generation_id: int | None) -> None:
@@ -98,17 +120,22 @@ def detail(generation_id: int) -> None:
         if view.status in ("queued", "running"):
             ui.job_progress(view.id, key="history")
         elif view.status == "done":
-            ui.show_outputs(view, key=f"history_{view.id}")
+            st.caption(f"Done: {ui.finished_text(view)}.")
+            results.show_outputs(view, key=f"history_{view.id}")
         elif view.error:
             st.code(view.error, language=None, wrap_lines=True)
     with right:
         st.caption("Input photo")
         st.image(str(get_database().images.thumbnail(view.input_sha256, 512)))
-        st.caption("Timings (seconds)")
-        st.dataframe([{"stage": k, "seconds": round(float(v), 3)} for k, v in view.timings.items()],
-                     hide_index=True)
-        st.caption(f"Models (device: {view.device or 'n/a'})")
-        st.json(view.models, expanded=True)
+        if view.timings:
+            st.caption("Timings (seconds)")
+            st.dataframe([{"stage": k, "seconds": round(float(v), 3)} for k, v in view.timings.items()],
+                         hide_index=True)
+        if view.models:
+            st.caption(f"Models (device: {view.device or 'n/a'})")
+            st.json(view.models, expanded=True)
+        if not view.timings and not view.models and view.status in ("cancelled", "failed"):
+            st.caption("Nothing was recorded as run: it stopped before any stage finished.")
         lineage(view)
     parameters(view)
 
@@ -135,12 +162,10 @@ def parameters(view) -> None:
                    "changed": getattr(request, spec.name) != spec.default} for spec in FIELDS],
                  hide_index=True)
     record, versions = st.columns(2)
-    with record:
-        st.caption("What ran")
-        st.json(view.record, expanded=False)
-    with versions:
-        st.caption("Library versions")
-        st.json(view.versions, expanded=False)
+    for column, title, values in ((record, "What ran", view.record), (versions, "Library versions", view.versions)):
+        if values:  # nothing ran (cancelled before it started): no empty {}
+            column.caption(title)
+            column.json(values, expanded=False)
 
 
 def lineage(view) -> None:
@@ -172,7 +197,7 @@ def actions(view) -> None:
     if remix_col.button("Remix in Studio", key="history_remix", icon=":material/tune:",
                         help="Open this photo and its settings in the Studio to change them"):
         state.studio_remix = view.id
-        st.switch_page("pages/studio.py")
+        st.switch_page("app_pages/studio.py")
     fav_col.button("Unfavourite" if view.favourite else "Favourite", key="history_fav_toggle",
                    icon=":material/star:", on_click=history.set_favourite,
                    args=(view.id, not view.favourite), kwargs={"user": ui.current_user()})
