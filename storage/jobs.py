@@ -209,9 +209,12 @@ class JobQueue:
 
 
 def _with_megapixels(session, query) -> list[tuple[Generation, float]]:
-    """The generations ``query`` selects, each with its photo's size in megapixels."""
+    """The generations ``query`` selects, each with its photo's size in megapixels. Rows already
+    loaded in ``session`` are refreshed: a job that finished since an earlier query of the same
+    session must not keep that query's ``finished_at`` (None)."""
     rows = session.execute(query.add_columns(Image.width, Image.height)
-                           .join(Image, Image.sha256 == Generation.input_sha256).order_by(Generation.id)).all()
+                           .join(Image, Image.sha256 == Generation.input_sha256).order_by(Generation.id)
+                           .execution_options(populate_existing=True)).all()
     return [(job, width * height / 1e6) for job, width, height in rows]
 
 

@@ -445,6 +445,28 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
         queue.place(10**6)
 
 
+def test_place_while_the_job_ahead_finishes(db, monkeypatch):
+    """The job ahead finishes between place()'s queries, as it did under load: its row, loaded by
+    the first query as running, must be read again (not kept with finished_at None) by the
+    estimate's query of finished jobs."""
+    queue = jobs.JobQueue(db)
+    photo = _photo(14)
+    ahead = queue.submit(GenerationRequest(background="color:#000000"), photo)
+    mine = queue.submit(GenerationRequest(background="color:#ffffff"), photo)
+    assert queue.claim("probe", lane="quick") == ahead
+    estimate = jobs._rate
+
+    def finishing_meanwhile(session, kind):
+        with db.session() as other:
+            other.execute(update(Generation).where(Generation.id == ahead).values(
+                status="done", finished_at=datetime.now(timezone.utc)))
+        return estimate(session, kind)
+
+    monkeypatch.setattr(jobs, "_rate", finishing_meanwhile)
+    place = queue.place(mine)
+    assert (place.status, place.ahead, place.similar) == ("queued", 1, 1)
+
+
 KILLED_WORKER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[3])
