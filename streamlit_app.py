@@ -18,7 +18,7 @@ import time
 import streamlit as st
 
 from backdrop import access
-from app_pages import ui
+from app_pages import memory, ui
 from storage import users
 
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
@@ -106,6 +106,7 @@ def _sign_out(mode: str) -> None:
 
 
 st.set_page_config(page_title="Backdrop", page_icon=":frame_with_picture:", layout="wide")
+memory.start_reaper()
 user, only = who_is_asking()
 if only is not None:
     # a navigation of that one page: no other page is listed or reachable by its address

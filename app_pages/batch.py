@@ -40,14 +40,29 @@ def collect_sources() -> list[tuple[str, bytes]]:
     return sources
 
 
-def start(sources: list[tuple[str, bytes]], request, picture: bytes | None) -> None:
+def start(sources: list[tuple[str, bytes]], request, picture: bytes | None, user) -> list[dict]:
+    """One queued generation per photo (or the reason it was refused); touches no session state."""
     jobs = []
     for name, data in sources:
         try:
-            jobs.append({"name": name, "id": ui.submit(request, data, picture=picture), "error": None})
+            jobs.append({"name": name, "id": ui.submit(request, data, picture=picture, user=user), "error": None})
         except BackdropError as error:
             jobs.append({"name": name, "id": None, "error": str(error)})
-    state.batch_jobs = jobs
+    return jobs
+
+
+def reopen(ids: str) -> None:
+    """A reload (a new session) of ``?jobs=1,2,...``: the queue of that batch comes back (the
+    user's own generations only; the photos' names are not kept, so they show as numbers)."""
+    jobs = []
+    for text in ids.split(","):
+        try:
+            history.get(int(text), user=ui.current_user())
+        except (ValueError, history.NotFound):
+            continue
+        jobs.append({"name": f"generation {text}", "id": int(text), "error": None})
+    if jobs:
+        state.batch_jobs = jobs
 
 
 def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
@@ -79,9 +94,8 @@ def live_queue() -> None:
         st.rerun()
     queue_table(rows)
     st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
-    if st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:"):
-        for view in active:
-            ui.workers().queue.cancel(view.id, user=ui.current_user())
+    st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:", on_click=ui.cancel,
+              args=([view.id for view in active], ui.current_user()))
 
 
 def finished_queue() -> None:
@@ -100,10 +114,22 @@ sources = collect_sources()
 request, picture, reason = ui.background_form(FORM, ui.base_request())
 if reason:
     st.caption(f"Cannot start yet: {reason}.")
-if st.button(f"Process {len(sources)} photo(s)", type="primary", disabled=request is None or not sources,
-             key="batch_start", icon=":material/play_arrow:"):
-    start(sources, request, picture)
+begin = ui.press(f"Process {len(sources)} photo(s)", "batch_start", type="primary",
+                 disabled=request is None or not sources, icon=":material/play_arrow:")
+if begin.pending:
+    if request is None or not sources:
+        begin.settle(error=f"Start was pressed but cannot run: {reason or 'no photos'}.")
+    else:
+        user = ui.current_user()
+        begin.settle(outcome=start(sources, request, picture, user))
+begin.take_outcome(lambda jobs: state.__setitem__("batch_jobs", jobs))
+if begin.error:
+    st.error(begin.error)
+if not state.get("batch_address_read"):
+    state.batch_address_read = True
+    reopen(st.query_params.get("jobs", ""))
 if state.get("batch_jobs"):
+    st.query_params["jobs"] = ",".join(str(j["id"]) for j in state.batch_jobs if j["id"] is not None)
     st.subheader("Queue")
     statuses = [history.get(j["id"], user=ui.current_user()).status for j in state.batch_jobs if j["id"] is not None]
     if any(status in ("queued", "running") for status in statuses):

@@ -97,6 +97,9 @@ def card_of(view) -> None:
 
 
 def select(generation_id: int | None) -> None:
+    """Open a generation (None: the list); what was pressed on the one open before is forgotten."""
+    for key in ("history_rerun__press", "history_delete_yes__press"):
+        state.pop(key, None)
     state.history_selected = generation_id
     state.history_confirm_delete = False
     state.pop("history_export", None)
@@ -106,8 +109,9 @@ def detail(generation_id: int) -> None:
     try:
         view = history.get(generation_id, user=ui.current_user())
     except history.NotFound:
-        st.warning(f"Generation {generation_id} no longer exists.")
+        st.warning(f"Generation {generation_id} no longer exists, or is not yours.")
         select(None)
+        st.query_params.pop("id", None)
         return
     st.button("Back to all generations", on_click=select, args=(None,), icon=":material/arrow_back:",
               key="history_back")
@@ -183,21 +187,22 @@ def lineage(view) -> None:
 
 
 def actions(view) -> None:
+    user = ui.current_user()
     rerun_col, remix_col, fav_col, export_col, delete_col = st.columns(5)
-    if rerun_col.button("Re-run", key="history_rerun", icon=":material/replay:",
-                        help="Same photo, mask and settings (same seed gives the same image)"):
-        from storage.service import rerun_inputs
-
-        try:
-            inputs = rerun_inputs(view.id, user=ui.current_user())
-            select(ui.submit(inputs.request, inputs.image, inputs.mask, parent_id=view.id, picture=inputs.picture))
-            st.rerun()
-        except BackdropError as error:
-            st.error(str(error))
-    if remix_col.button("Remix in Studio", key="history_remix", icon=":material/tune:",
-                        help="Open this photo and its settings in the Studio to change them"):
-        state.studio_remix = view.id
-        st.switch_page("app_pages/studio.py")
+    with rerun_col:
+        again = ui.press("Re-run", "history_rerun", icon=":material/replay:",
+                         help="Same photo, mask and settings (same seed gives the same image)")
+        if again.pending:
+            rerun(again, view.id)
+    if again.take_outcome(select):  # the new generation opens
+        st.rerun()
+    with remix_col:
+        remix = ui.press("Remix in Studio", "history_remix", icon=":material/tune:",
+                         help="Open this photo and its settings in the Studio to change them")
+        if remix.pending:
+            state.studio_remix = view.id
+            remix.settle()
+            st.switch_page("app_pages/studio.py")
     fav_col.button("Unfavourite" if view.favourite else "Favourite", key="history_fav_toggle",
                    icon=":material/star:", on_click=history.set_favourite,
                    args=(view.id, not view.favourite), kwargs={"user": ui.current_user()})
@@ -212,15 +217,38 @@ def actions(view) -> None:
     else:
         st.warning(f"Delete generation #{view.id} and its images? This cannot be undone.")
         yes, no = st.columns(2)
-        if yes.button("Yes, delete", type="primary", key="history_delete_yes"):
-            try:
-                history.delete(view.id, user=ui.current_user())
-                select(None)
+        with yes:
+            delete = ui.press("Yes, delete", "history_delete_yes", type="primary")
+            if delete.pending:
+                try:
+                    history.delete(view.id, user=user)
+                except BackdropError as error:
+                    delete.settle(error=str(error))
+                else:
+                    delete.settle(outcome=view.id)
+            if delete.take_outcome(lambda _deleted: select(None)):
                 st.rerun()
-            except BackdropError as error:
-                st.error(str(error))
+            if delete.error:
+                st.error(delete.error)
         no.button("Keep it", key="history_delete_no", on_click=state.__setitem__,
                   args=("history_confirm_delete", False))
+    if again.error:
+        st.error(again.error)
+
+
+def rerun(again: ui.Press, generation_id: int) -> None:
+    """Re-run was pressed: queue the generation again as its child (the new one opens)."""
+    from storage.service import rerun_inputs
+
+    user = ui.current_user()
+    try:
+        inputs = rerun_inputs(generation_id, user=user)
+        job = ui.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
+                        user=user)
+    except BackdropError as error:
+        again.settle(error=str(error))
+    else:
+        again.settle(outcome=job)
 
 
 def export(ids: list[int] | None, **chosen) -> bytes:
@@ -230,9 +258,15 @@ def export(ids: list[int] | None, **chosen) -> bytes:
 
 
 st.title("History")
+if not state.get("history_address_read"):  # a reload (a new session) of ?id=N opens generation N again
+    state.history_address_read = True
+    if st.query_params.get("id", "").isdigit():
+        select(int(st.query_params["id"]))
 if state.get("history_selected"):
+    st.query_params["id"] = str(state.history_selected)
     detail(state.history_selected)
 else:
+    st.query_params.pop("id", None)
     chosen = filters()
     if chosen != state.get("history_filters"):
         state.history_filters, state.history_page = chosen, 0

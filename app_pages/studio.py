@@ -35,7 +35,8 @@ MARK_STYLE = {"click": dict(drawing_mode="point", stroke_width=2, point_display_
               "box": dict(drawing_mode="rect", stroke_width=2)}
 PHOTO_KEYS = ("studio_photo", "studio_photo_bytes", "studio_photo_name", "studio_photo_sha", "studio_analysis",
               "studio_auto_mask", "studio_decided_mask", "studio_base_mask", "studio_mask", "studio_decisions",
-              "studio_selections", "studio_actions", "studio_redo", "studio_parent", "studio_job", "studio_notice")
+              "studio_selections", "studio_actions", "studio_redo", "studio_parent", "studio_job", "studio_notice",
+              "studio_generate__press")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,31 @@ def photo_section() -> None:
     elif state.get("studio_photo") is not None:
         # the file's name is the user's text: plain text, never Markdown (it could hold links)
         st.text(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
+
+
+def open_from_address() -> None:
+    """A reload (a new session) of ``?job=N``: generation N's photo, mask and settings come back
+    with its progress or its result. Read once per session: later the address follows the page."""
+    from storage.history import NotFound, get
+    from storage.service import rerun_inputs
+
+    state.studio_address_read = True
+    text = st.query_params.get("job")
+    if text is None or state.get("studio_photo") is not None:
+        return
+    try:
+        generation_id = int(text)
+        view = get(generation_id, user=ui.current_user())
+        inputs = rerun_inputs(generation_id, user=ui.current_user())
+    except (ValueError, NotFound, BackdropError):
+        del st.query_params["job"]
+        st.warning(f"The address names generation {text}, which you cannot open here (deleted, or not yours).")
+        return
+    set_photo(inputs.image, f"generation {generation_id}", state.get("studio_upload_id"))
+    if inputs.mask is not None:
+        state.studio_decided_mask = state.studio_base_mask = inputs.mask
+    ui.prefill(FORM, inputs.request, inputs.picture)
+    state.update(studio_parent=view.parent_id, studio_job=generation_id)
 
 
 def open_remix() -> None:
@@ -389,17 +415,36 @@ def generate_section() -> None:
         request, picture, reason = ui.background_form(FORM, ui.form_base(FORM))
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")
-        if st.button("Generate", type="primary", disabled=request is None, key="studio_generate",
-                     icon=":material/auto_awesome:",
-                     help="Enter in the prompt box does the same (Shift+Enter: a new line)" if state.get(f"{FORM}kind") == "ai" else None):
-            try:
-                state.studio_job = ui.submit(request, state.studio_photo_bytes, user_mask(), state.get("studio_parent"),
-                                             picture=picture)
-            except BackdropError as error:
-                st.error(str(error))
+        generate = ui.press("Generate", "studio_generate", type="primary", disabled=request is None,
+                            icon=":material/auto_awesome:",
+                            help="Enter in the prompt box does the same (Shift+Enter: a new line)"
+                            if state.get(f"{FORM}kind") == "ai" else None)
+        if generate.pending:
+            submit(generate, request, picture, reason)
+        generate.take_outcome(lambda job: state.__setitem__("studio_job", job))
+        if generate.error:
+            st.error(generate.error)
     with output:
         if state.get("studio_job"):
+            st.query_params["job"] = str(state.studio_job)  # a reload comes back to it
             job_panel(state.studio_job)
+        else:
+            st.query_params.pop("job", None)
+
+
+def submit(generate: ui.Press, request, picture: bytes | None, reason: str | None) -> None:
+    """Generate was pressed: queue the job, or say why not. The inputs are read first: once the
+    job is queued, nothing may touch session state before the press is settled."""
+    if request is None:
+        generate.settle(error=f"Generate was pressed but cannot run: {reason}.")
+        return
+    photo, mask, parent, user = state.studio_photo_bytes, user_mask(), state.get("studio_parent"), ui.current_user()
+    try:
+        job = ui.submit(request, photo, mask, parent, picture=picture, user=user)
+    except BackdropError as error:
+        generate.settle(error=str(error))
+    else:
+        generate.settle(outcome=job)
 
 
 def job_panel(generation_id: int) -> None:
@@ -419,8 +464,11 @@ def job_panel(generation_id: int) -> None:
 st.title("Studio")
 if state.get("studio_remix"):
     open_remix()
+elif not state.get("studio_address_read"):
+    open_from_address()
 photo_section()
 if state.get("studio_photo") is None:
+    st.query_params.pop("job", None)
     st.info("Upload a photo to start: the subject is cut out automatically, then you choose a new background.")
 else:
     mask_section()

@@ -280,7 +280,7 @@ def model_registry():
     return get_registry()
 
 
-@st.cache_resource(validate=lambda job_workers: job_workers.is_alive(),
+@st.cache_resource(validate=lambda job_workers: job_workers.is_alive(), show_spinner=False,
                    on_release=lambda job_workers: job_workers.stop(timeout=0))
 def workers():
     """What serves the queue for every session of this process (storage.jobs.start_serving): a
@@ -294,12 +294,64 @@ def workers():
     return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
 
 
-def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None) -> int:
-    """Queue a generation for the signed-in user and wake the workers; returns its id. Every page
-    submits here."""
+class Press:
+    """The presses of one button in one session, acted on exactly once each.
+
+    Streamlit checks whether another rerun is waiting (the canvas reporting, a timer fragment, an
+    upload finishing) on every drawing and on every access of ``st.session_state``, callbacks
+    included, and abandons the run right there. So a press read from ``st.button``'s return value
+    is lost when the run it started is abandoned before reaching the button, and a job recorded
+    just before a write to session state is forgotten by the page. This object lives in session
+    state and is only changed in place, through its attributes, which Streamlit never
+    interrupts: the button's callback marks the press ``pending``; the page acts on it, with the
+    widget values of the run that gets there, and ``settle``s it with the outcome (a job id)
+    or an error in one step; the page then moves the outcome where it belongs
+    (``take_outcome``), and a run abandoned meanwhile leaves it there for the next run."""
+
+    def __init__(self) -> None:
+        self.token = 0  # which drawing of the button may still be pressed
+        self.pending = False
+        self.outcome = None
+        self.error: str | None = None
+
+    def pressed(self, token: int) -> None:
+        """The button's callback. The second click of a double click comes from a drawing whose
+        token is spent (each drawing has its own key), and is ignored."""
+        if token == self.token:
+            self.token += 1
+            self.pending, self.error = True, None
+
+    def settle(self, outcome=None, error: str | None = None) -> None:
+        self.pending, self.outcome, self.error = False, outcome, error
+
+    def take_outcome(self, store) -> bool:
+        """Hand the outcome to ``store`` (which may write session state and be interrupted: the
+        outcome then stays for the next run), then forget it; True when there was one."""
+        if self.outcome is None:
+            return False
+        store(self.outcome)
+        self.outcome = None
+        return True
+
+
+def press(label: str, key: str, **button) -> Press:
+    """A button whose presses are never lost nor doubled (see Press). Each drawing has its own
+    key inside the container ``key``, which the page's shortcuts and the tests find. Read
+    everything the action needs from session state before acting on a pending press, and
+    nothing between the action's effect (a job submitted) and ``settle``."""
+    state = st.session_state.setdefault(f"{key}__press", Press())
+    with st.container(key=key):
+        st.button(label, key=f"{key}__{state.token}", on_click=state.pressed, args=(state.token,), **button)
+    return state
+
+
+def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None,
+           *, user) -> int:
+    """Queue a generation for ``user`` (the signed-in one: pass ``current_user()``, read before
+    a Press is acted on) and wake the workers; returns its id. Every page submits here; nothing
+    here touches session state."""
     job_workers = workers()
-    generation_id = job_workers.queue.submit(request, image, mask, parent_id=parent_id, picture=picture,
-                                             user=current_user())
+    generation_id = job_workers.queue.submit(request, image, mask, parent_id=parent_id, picture=picture, user=user)
     job_workers.wake()
     return generation_id
 
@@ -392,9 +444,21 @@ def job_progress(generation_id: int, key: str) -> None:
     st.progress(fraction, text=label)
     if view.cancel_requested:
         st.caption("Stopping at the next step...")
-    elif st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:"):
-        queue.cancel(generation_id, user=current_user())
-        st.rerun(scope="fragment")
+    else:
+        st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:", on_click=cancel,
+                  args=([generation_id], current_user()))
+
+
+def cancel(generation_ids: list[int], user) -> None:
+    """A Cancel button's callback: only the database (no session state, where Streamlit could
+    interrupt it), and cancelling twice is harmless."""
+    from storage.history import NotFound
+
+    for generation_id in generation_ids:
+        try:
+            workers().queue.cancel(generation_id, user=user)
+        except NotFound:  # deleted meanwhile: nothing left to stop
+            pass
 
 
 # Streamlit draws progress bars in a fixed blue ("secondary"): in the theme's accent colour instead

@@ -24,6 +24,16 @@ APP = str(ROOT / "streamlit_app.py")
 WHITE = (255, 255, 255)
 
 
+def pressable(at, key: str):
+    """A button drawn by app_pages.ui.press (each drawing of it has its own key inside ``key``)."""
+    (button,) = [b for b in at.button if (b.key or "").startswith(f"{key}__")]
+    return button
+
+
+def generate_button(at):
+    return pressable(at, "studio_generate")
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """One data folder for the module: the app's worker is one per process (st.cache_resource)
@@ -119,8 +129,8 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
 
     at.radio(key="studio_f_kind").set_value("color").run()
     at.color_picker(key="studio_f_color").set_value("#ff0000").run()
-    assert not at.button(key="studio_generate").disabled
-    at.button(key="studio_generate").click().run()
+    assert not generate_button(at).disabled
+    generate_button(at).click().run()
     generation_id = at.session_state["studio_job"]
     view = wait_done(at, generation_id)
     assert view.status == "done", view.error
@@ -176,10 +186,10 @@ def test_ai_option_explains_missing_weights_other_kinds_work(data_dir, lemur_pat
     at.radio(key="studio_f_kind").set_value("ai").run()
     warning = " ".join(w.value for w in at.warning)
     assert "cannot run" in warning and str(missing) in warning and "inpaint" in warning
-    assert at.button(key="studio_generate").disabled
+    assert generate_button(at).disabled
     for kind in ("color", "gradient", "blur", "transparent"):
         at.radio(key="studio_f_kind").set_value(kind).run()
-        assert not at.button(key="studio_generate").disabled, kind
+        assert not generate_button(at).disabled, kind
         assert not at.warning
 
 
@@ -191,7 +201,7 @@ def test_missing_controlnet_only_warns_as_the_pipeline_runs_without_it(data_dir,
     at = upload_lemur(app(), lemur_path)
     at.radio(key="studio_f_kind").set_value("ai").run()
     assert not at.warning and "without depth control" in " ".join(i.value for i in at.info)
-    assert not at.button(key="studio_generate").disabled
+    assert not generate_button(at).disabled
 
 
 def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
@@ -201,7 +211,7 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     prompt = "<b>bold</b> **not markdown** <script>alert(1)</script>"
     request = GenerationRequest(background="gradient:#102030,#a0b0c0", prompt=prompt, seed=7)
     at = app("history")
-    generation_id = ui.submit(request, lemur_path.read_bytes())
+    generation_id = ui.submit(request, lemur_path.read_bytes(), user=None)
     wait_done(at, generation_id)
     at.text_input(key="history_search").set_value("not markdown").run()
     assert any(t.value.startswith(f"#{generation_id} ") for t in at.text)
@@ -215,7 +225,7 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
 
     at.button(key="history_fav_toggle").click().run()
     assert history.get(generation_id).favourite
-    at.button(key="history_rerun").click().run()
+    pressable(at, "history_rerun").click().run()
     child = at.session_state["history_selected"]
     assert child != generation_id and history.get(child).parent_id == generation_id
     child_view = wait_done(at, child)
@@ -225,12 +235,12 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
 
     at.button(key="history_delete").click().run()
     assert history.get(child)  # asked, not yet deleted
-    at.button(key="history_delete_yes").click().run()
+    pressable(at, "history_delete_yes").click().run()
     with pytest.raises(history.NotFound):
         history.get(child)
 
     at.button(key=f"history_open_{generation_id}").click().run()
-    at.button(key="history_remix").click().run()
+    pressable(at, "history_remix").click().run()
     assert not at.exception, at.exception
     assert at.session_state["studio_parent"] == generation_id
     assert at.radio(key="studio_f_kind").value == "gradient"
@@ -250,7 +260,7 @@ def test_batch_uploads_and_server_folder(data_dir, lemur_path, astronaut, tmp_pa
     assert at.checkbox(key="batch_use_dir").label.startswith("Include the 1 photo(s)")
     at.file_uploader(key="batch_uploads").set_value([("lemur.png", lemur_path.read_bytes(), "image/png")]).run()
     at.radio(key="batch_f_kind").set_value("transparent").run()
-    at.button(key="batch_start").click().run()
+    pressable(at, "batch_start").click().run()
     jobs = at.session_state["batch_jobs"]
     assert [j["name"] for j in jobs] == ["lemur.png", "astronaut.png"]
     for job in jobs:
@@ -315,7 +325,7 @@ def test_cancel_stops_a_running_ai_generation(data_dir, lemur_path, tiny_models,
     assert not at.warning  # the tiny models are present: nothing to explain
     at.text_area(key="studio_f_prompt").set_value("a beach").run()
     at.slider(key="studio_f_steps").set_value(150).run()
-    at.button(key="studio_generate").click().run()
+    generate_button(at).click().run()
     generation_id = at.session_state["studio_job"]
     deadline = time.monotonic() + 60
     while history.get(generation_id).progress_stage != "generate" and time.monotonic() < deadline:
@@ -333,8 +343,8 @@ def test_two_sessions_share_one_worker(data_dir, lemur_path, astronaut):
 
     first, second = app(), app()
     assert ui.workers() is ui.workers()  # st.cache_resource: one worker per lane per process
-    ids = [ui.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes()) for i in range(3)]
-    ids.append(ui.submit(ui.base_request().replace(background="blur"), astronaut))
+    ids = [ui.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes(), user=None) for i in range(3)]
+    ids.append(ui.submit(ui.base_request().replace(background="blur"), astronaut, user=None))
     for generation_id in ids:
         assert wait_done(first, generation_id).status == "done"
     second.run()
@@ -374,12 +384,12 @@ def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):
     at = upload_lemur(app(), lemur_path)
     assert cache.misses.get("mask") == 1  # computed at upload, for the overlay
     at.radio(key="studio_f_kind").set_value("image").run()
-    assert at.button(key="studio_generate").disabled  # no picture yet
+    assert generate_button(at).disabled  # no picture yet
     buffer = io.BytesIO()
     astronaut.save(buffer, format="PNG")
     at.file_uploader(key="studio_f_bg_upload").set_value(("space.png", buffer.getvalue(), "image/png")).run()
-    assert not at.button(key="studio_generate").disabled
-    at.button(key="studio_generate").click().run()
+    assert not generate_button(at).disabled
+    generate_button(at).click().run()
     view = wait_done(at, at.session_state["studio_job"])
     assert view.status == "done", view.error
     assert cache.misses.get("mask") == 1 and cache.hits.get("mask") == 1  # the job reused it
@@ -396,7 +406,7 @@ def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_
         at.radio(key="studio_f_kind").set_value(kind).run()
         assert at.slider(key="studio_f_harmony").value == 0.0, kind
     at.slider(key="studio_f_harmony").set_value(0.8).run()
-    at.button(key="studio_generate").click().run()
+    generate_button(at).click().run()
     view = wait_done(at, at.session_state["studio_job"])
     assert view.status == "done" and view.request["harmony"] == 0.8
     assert any("changed the subject's pixels" in c.value for c in at.caption)
@@ -431,12 +441,12 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
 
     at = app("history")
     at.button(key=f"history_open_{gid}").click().run()
-    at.button(key="history_remix").click().run()  # st.switch_page: the Studio runs with the remix
+    pressable(at, "history_remix").click().run()  # st.switch_page: the Studio runs with the remix
     assert not at.exception, at.exception
     at.switch_page("app_pages/studio.py").run()  # AppTest keeps its own idea of the page: follow the switch
     assert at.session_state["studio_f_shadow_softness"] == 0.9  # a field with no widget drawn until needed
-    assert not at.button(key="studio_generate").disabled, [c.value for c in at.caption] + [e.value for e in at.error]
-    at.button(key="studio_generate").click().run()
+    assert not generate_button(at).disabled, [c.value for c in at.caption] + [e.value for e in at.error]
+    generate_button(at).click().run()
     assert at.session_state["studio_job"], [e.value for e in at.error] + [c.value for c in at.caption]
     remix = history.get(at.session_state["studio_job"])
     assert remix.parent_id == gid and remix.request == request.to_dict()
@@ -446,7 +456,7 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
 
     at = app("history")
     at.button(key=f"history_open_{gid}").click().run()
-    at.button(key="history_rerun").click().run()
+    pressable(at, "history_rerun").click().run()
     rerun = history.get(at.session_state["history_selected"])
     assert rerun.parent_id == gid and rerun.request == request.to_dict()
     assert rerun.background_sha256 == history.get(gid).background_sha256
@@ -461,16 +471,16 @@ def test_clear_and_reset_send_the_automatic_mask(data_dir, lemur_path):
     size = brush.display_size(*at.session_state["studio_photo"].size)
     at.session_state["studio_strokes"] = np.zeros((size[1], size[0], 4), np.uint8)  # what the canvas sends after Clear
     at.run()
-    at.button(key="studio_generate").click().run()
+    generate_button(at).click().run()
     view = wait_done(at, at.session_state["studio_job"])
     assert view.user_mask_sha256 is None and view.models["segmenter"]["id"] == "u2netp"
 
     at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
     at.run()
-    at.button(key="studio_generate").click().run()
+    generate_button(at).click().run()
     assert wait_done(at, at.session_state["studio_job"]).user_mask_sha256  # a real correction is sent
     at.button(key="studio_reset").click().run()
-    at.button(key="studio_generate").click().run()
+    generate_button(at).click().run()
     view = wait_done(at, at.session_state["studio_job"])
     assert view.user_mask_sha256 is None and view.models["segmenter"]["id"] == "u2netp"
     assert any(f"Generation {view.id} done: ran " in s.value for s in at.success)
@@ -549,3 +559,109 @@ def test_a_cancelled_generation_shows_no_empty_timings(data_dir, lemur_path):
     assert not at.exception, at.exception
     assert not [d for d in at.dataframe if "stage" in d.value.columns] and not at.json  # no empty table, no {}
     assert any("Nothing was recorded as run" in c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------- presses and reloads (issue 15)
+
+def test_press_is_acted_on_once_and_survives_an_interrupted_run():
+    """ui.Press as the pages use it: a second click of the same drawing (a double click) is no
+    second press; an outcome whose store was interrupted (Streamlit raises a RerunException on
+    an access of session state when another rerun waits) stays for the next run."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import RerunException
+
+    press = ui.Press()
+    drawn = press.token
+    press.pressed(drawn)
+    press.pressed(drawn)  # the double click's second click, from the drawing already used
+    assert press.pending and press.token == drawn + 1
+    press.settle(outcome=41)
+    assert not press.pending
+
+    def interrupted(_outcome):
+        raise RerunException(None)
+
+    with pytest.raises(RerunException):
+        press.take_outcome(interrupted)
+    kept = []
+    assert press.take_outcome(kept.append) and kept == [41]
+    assert not press.take_outcome(kept.append) and kept == [41]
+    press.pressed(drawn)  # an old drawing again, after all that: still spent
+    assert not press.pending
+    press.pressed(press.token)
+    assert press.pending and press.error is None
+
+
+def test_generate_double_click_makes_one_job_and_a_reload_brings_it_back(data_dir, lemur_path):
+    """Generate pressed twice through the same drawing makes one job; a new session (a reload)
+    of the Studio's address (?job=N) shows that job's result with its photo and settings; an
+    address naming a generation that does not exist says so."""
+    from storage import history
+
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("gradient").run()
+    before = history.count_generations()
+    drawing = generate_button(at)
+    drawing.click().run()
+    # the double click's second click comes from the same drawing, after the first one's run
+    at.session_state["studio_generate__press"].pressed(int(drawing.key.rsplit("__", 1)[1]))
+    at.run()
+    assert history.count_generations() == before + 1
+    job = at.session_state["studio_job"]
+    view = wait_done(at, job)
+    assert at.query_params["job"] == str(job)
+
+    reloaded = AppTestWithAddress(job=str(job))
+    assert reloaded.session_state["studio_job"] == job
+    assert reloaded.radio(key="studio_f_kind").value == "gradient"
+    assert any(f"Generation {job} done" in s.value for s in reloaded.success), [s.value for s in reloaded.success]
+    assert reloaded.session_state["studio_photo_sha"] == view.input_sha256
+
+    missing = AppTestWithAddress(job="999999")
+    assert any("999999" in w.value for w in missing.warning)
+    assert "job" not in missing.query_params
+
+
+def AppTestWithAddress(page: str | None = None, **params):  # noqa: N802 - reads as the session it makes
+    """A new session (a reload) opened at an address with query parameters."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    for name, value in params.items():
+        if value:
+            at.query_params[name] = value
+    at.run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_results_reach_the_studio_after_a_page_switch(data_dir, lemur_path):
+    at = upload_lemur(app(), lemur_path)
+    generate_button(at).click().run()
+    job = at.session_state["studio_job"]
+    at.switch_page("app_pages/history.py").run()
+    wait_done(at, job)
+    at.switch_page("app_pages/studio.py").run()
+    assert not at.exception, at.exception
+    assert any(f"Generation {job} done" in s.value for s in at.success)
+
+
+def test_history_and_batch_reopen_from_their_address(data_dir, lemur_path):
+    """A reload of History's detail (?id=N) opens generation N again; of the Batch page
+    (?jobs=...) shows that batch's queue again."""
+    from core.request import GenerationRequest
+
+    generation_id = ui.submit(GenerationRequest(background="blur"), lemur_path.read_bytes(), user=None)
+    at = app("history")
+    wait_done(at, generation_id)
+    at.button(key=f"history_open_{generation_id}").click().run()
+    assert at.query_params["id"] == str(generation_id)
+    reloaded = AppTestWithAddress(id=str(generation_id))
+    reloaded.switch_page("app_pages/history.py").run()
+    assert reloaded.session_state["history_selected"] == generation_id
+    assert any(s.value == f"Generation #{generation_id}" for s in reloaded.subheader)
+
+    batch = AppTestWithAddress(jobs=f"{generation_id},abc,999999")
+    batch.switch_page("app_pages/batch.py").run()
+    assert [job["id"] for job in batch.session_state["batch_jobs"]] == [generation_id]
