@@ -55,6 +55,8 @@ def recorded(data: Path) -> dict[int, object]:
 def test_eight_users_at_once_each_get_their_own_result(lemur_path, tmp_path):
     data = tmp_path / "data"
     port = free_port()
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
     with streamlit_app(data, port, "load.log", STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL=str(SESSION_TTL_S)) as (url, _):
         pid = app_pid(port)
         photos = user_photos(lemur_path, tmp_path / "photos", USERS)
