@@ -241,7 +241,7 @@ def test_the_app_sends_its_jobs_to_ray_when_a_cluster_is_configured(ray_cluster,
         assert not at.exception, at.exception
         executor = ui.workers()
         assert isinstance(executor, RayExecutor) and executor.is_alive()
-        generation_id = ui.submit(ui.base_request(), lemur_path.read_bytes())
+        generation_id = ui.submit(ui.base_request(), lemur_path.read_bytes(), user=None)
         db = executor.queue.db
         assert _finished(db, [generation_id])[0].status == "done"
         assert _worker_of(db, generation_id) in executor.identities
