@@ -125,9 +125,7 @@ if begin.pending:
 begin.take_outcome(lambda jobs: state.__setitem__("batch_jobs", jobs))
 if begin.error:
     st.error(begin.error)
-if not state.get("batch_address_read"):
-    state.batch_address_read = True
-    reopen(st.query_params.get("jobs", ""))
+reopen(ui.address_on_arrival("batch", "jobs") or "")
 if state.get("batch_jobs"):
     st.query_params["jobs"] = ",".join(str(j["id"]) for j in state.batch_jobs if j["id"] is not None)
     st.subheader("Queue")

@@ -98,8 +98,8 @@ def card_of(view) -> None:
 
 def select(generation_id: int | None) -> None:
     """Open a generation (None: the list); what was pressed on the one open before is forgotten."""
-    for key in ("history_rerun__press", "history_delete_yes__press"):
-        state.pop(key, None)
+    for key in ("history_rerun", "history_delete_yes"):
+        state.pop(ui.press_state_key(key), None)
     state.history_selected = generation_id
     state.history_confirm_delete = False
     state.pop("history_export", None)
@@ -258,10 +258,9 @@ def export(ids: list[int] | None, **chosen) -> bytes:
 
 
 st.title("History")
-if not state.get("history_address_read"):  # a reload (a new session) of ?id=N opens generation N again
-    state.history_address_read = True
-    if st.query_params.get("id", "").isdigit():
-        select(int(st.query_params["id"]))
+address = ui.address_on_arrival("history", "id")  # a reload (a new session) of ?id=N opens generation N again
+if address is not None and address.isdigit():
+    select(int(address))
 if state.get("history_selected"):
     st.query_params["id"] = str(state.history_selected)
     detail(state.history_selected)

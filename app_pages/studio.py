@@ -36,7 +36,7 @@ MARK_STYLE = {"click": dict(drawing_mode="point", stroke_width=2, point_display_
 PHOTO_KEYS = ("studio_photo", "studio_photo_bytes", "studio_photo_name", "studio_photo_sha", "studio_analysis",
               "studio_auto_mask", "studio_decided_mask", "studio_base_mask", "studio_mask", "studio_decisions",
               "studio_selections", "studio_actions", "studio_redo", "studio_parent", "studio_job", "studio_notice",
-              "studio_generate__press")
+              ui.press_state_key("studio_generate"))
 
 
 @dataclass(frozen=True)
@@ -90,42 +90,40 @@ def photo_section() -> None:
         st.text(f"Working on: {state.studio_photo_name} ({state.studio_photo.width}x{state.studio_photo.height})")
 
 
-def open_from_address() -> None:
-    """A reload (a new session) of ``?job=N``: generation N's photo, mask and settings come back
-    with its progress or its result. Read once per session: later the address follows the page."""
-    from storage.history import NotFound, get
+def open_generation(generation_id: int) -> None:
+    """Load a recorded generation's photo, mask and settings into the Studio."""
     from storage.service import rerun_inputs
 
-    state.studio_address_read = True
-    text = st.query_params.get("job")
-    if text is None or state.get("studio_photo") is not None:
-        return
-    try:
-        generation_id = int(text)
-        view = get(generation_id, user=ui.current_user())
-        inputs = rerun_inputs(generation_id, user=ui.current_user())
-    except (ValueError, NotFound, BackdropError):
-        del st.query_params["job"]
-        st.warning(f"The address names generation {text}, which you cannot open here (deleted, or not yours).")
-        return
-    set_photo(inputs.image, f"generation {generation_id}", state.get("studio_upload_id"))
-    if inputs.mask is not None:
-        state.studio_decided_mask = state.studio_base_mask = inputs.mask
-    ui.prefill(FORM, inputs.request, inputs.picture)
-    state.update(studio_parent=view.parent_id, studio_job=generation_id)
-
-
-def open_remix() -> None:
-    """History's Remix put a generation id here: load its photo, mask and settings."""
-    from storage.service import rerun_inputs
-
-    generation_id = state.pop("studio_remix")
     inputs = rerun_inputs(generation_id, user=ui.current_user())
     set_photo(inputs.image, f"generation {generation_id}", state.get("studio_upload_id"))
     if inputs.mask is not None:
         state.studio_decided_mask = state.studio_base_mask = inputs.mask
     ui.prefill(FORM, inputs.request, inputs.picture)
+
+
+def open_remix() -> None:
+    """History's Remix put a generation id here: its photo, mask and settings, as the parent of
+    what is generated next."""
+    generation_id = state.pop("studio_remix")
+    open_generation(generation_id)
     state.studio_parent = generation_id
+
+
+def open_from_address(text: str) -> None:
+    """A reload (a new session) of ``?job=N``: generation N's photo, mask and settings come back
+    with its progress or its result."""
+    from storage.history import NotFound, get
+
+    if state.get("studio_photo") is not None:
+        return
+    try:
+        view = get(int(text), user=ui.current_user())
+        open_generation(view.id)
+    except (ValueError, NotFound, BackdropError):
+        del st.query_params["job"]
+        st.warning(f"The address names generation {text}, which you cannot open here (deleted, or not yours).")
+        return
+    state.update(studio_parent=view.parent_id, studio_job=view.id)
 
 
 # ---------------------------------------------------------------- edits: brush, clicks, regions, undo
@@ -462,10 +460,11 @@ def job_panel(generation_id: int) -> None:
 
 
 st.title("Studio")
+address = ui.address_on_arrival("studio", "job")  # read before a remix: the Studio's own address follows
 if state.get("studio_remix"):
     open_remix()
-elif not state.get("studio_address_read"):
-    open_from_address()
+elif address is not None:
+    open_from_address(address)
 photo_section()
 if state.get("studio_photo") is None:
     st.query_params.pop("job", None)

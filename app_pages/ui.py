@@ -339,10 +339,25 @@ def press(label: str, key: str, **button) -> Press:
     key inside the container ``key``, which the page's shortcuts and the tests find. Read
     everything the action needs from session state before acting on a pending press, and
     nothing between the action's effect (a job submitted) and ``settle``."""
-    state = st.session_state.setdefault(f"{key}__press", Press())
+    state = st.session_state.setdefault(press_state_key(key), Press())
     with st.container(key=key):
         st.button(label, key=f"{key}__{state.token}", on_click=state.pressed, args=(state.token,), **button)
     return state
+
+
+def press_state_key(key: str) -> str:
+    """Where the Press of the button ``key`` is kept in session state (pop it to forget it)."""
+    return f"{key}__press"
+
+
+def address_on_arrival(page: str, param: str) -> str | None:
+    """The query parameter ``param`` the page was opened with, the first time this session runs
+    the page (a reload is a new session); None afterwards, when the page writes its address."""
+    read = f"{page}_address_read"
+    if st.session_state.get(read):
+        return None
+    st.session_state[read] = True
+    return st.query_params.get(param)
 
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None,
@@ -454,9 +469,10 @@ def cancel(generation_ids: list[int], user) -> None:
     interrupt it), and cancelling twice is harmless."""
     from storage.history import NotFound
 
+    queue = workers().queue
     for generation_id in generation_ids:
         try:
-            workers().queue.cancel(generation_id, user=user)
+            queue.cancel(generation_id, user=user)
         except NotFound:  # deleted meanwhile: nothing left to stop
             pass
 

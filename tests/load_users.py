@@ -20,9 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS as BROWSER_ARGS
+
+CHROMIUM_ARGS = [*BROWSER_ARGS, "--disable-dev-shm-usage"]  # 8 pages at once: /dev/shm may be small
 DONE = re.compile(r"Generation (\d+) done")
 
 

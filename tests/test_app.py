@@ -603,7 +603,7 @@ def test_generate_double_click_makes_one_job_and_a_reload_brings_it_back(data_di
     drawing = generate_button(at)
     drawing.click().run()
     # the double click's second click comes from the same drawing, after the first one's run
-    at.session_state["studio_generate__press"].pressed(int(drawing.key.rsplit("__", 1)[1]))
+    at.session_state[ui.press_state_key("studio_generate")].pressed(int(drawing.key.rsplit("__", 1)[1]))
     at.run()
     assert history.count_generations() == before + 1
     job = at.session_state["studio_job"]

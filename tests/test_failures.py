@@ -331,15 +331,20 @@ def _running(folder: Path, timeout: float = 60) -> int:
     raise AssertionError("the replace never started running")
 
 
-def test_killed_replace_is_recovered_and_cancel_stops_a_live_one(data, tmp_path, capsys, monkeypatch):
-    source = photo(tmp_path / "in.png", 5)
-    args = [sys.executable, "-c", HANGING_REPLACE, str(ROOT), "replace", str(source), "-o", str(tmp_path / "o.png")]
+def _killed_while_running(args: list[str], data: Path) -> int:
+    """Start a replace, SIGKILL it once its generation runs; that generation's id."""
     killed = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE)
     try:
-        gid = _running(data)
+        return _running(data)
     finally:
         killed.send_signal(signal.SIGKILL)
         killed.wait(10)
+
+
+def test_killed_replace_is_recovered_and_cancel_stops_a_live_one(data, tmp_path, capsys, monkeypatch):
+    source = photo(tmp_path / "in.png", 5)
+    args = [sys.executable, "-c", HANGING_REPLACE, str(ROOT), "replace", str(source), "-o", str(tmp_path / "o.png")]
+    gid = _killed_while_running(args, data)
     # another process's worker, alive all along, recovers it (it looks again while idle)
     monkeypatch.setattr(jobs, "RECOVER_EVERY", 0.2)
     worker = jobs.Worker(jobs.JobQueue(Database(None, data)), poll_interval=0.05)
@@ -354,12 +359,7 @@ def test_killed_replace_is_recovered_and_cancel_stops_a_live_one(data, tmp_path,
     assert view.id == gid and view.status == "failed" and view.error == jobs.INTERRUPTED
 
     # a second one killed, with no worker anywhere: the next command recovers it
-    killed = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE)
-    try:
-        second = _running(data)
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(10)
+    second = _killed_while_running(args, data)
     code, out, _ = cli(capsys, "show", second)
     assert code == 0 and out.startswith(f"generation {second}: failed") and jobs.INTERRUPTED in out
     assert cli(capsys, "delete", second)[0] == 0
