@@ -188,9 +188,10 @@ def create_generation(request: Request, response: Response,
     picture_data = _read(picture, "background picture") if picture is not None else None
     queue = _queue(request)
     generation_id = queue.submit(generation_request, data, mask_image, picture=picture_data, user=user)
+    created = queue.get(generation_id, user=user)  # as created: read before a woken worker can claim it
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{generation_id}"
-    return _out(queue.get(generation_id, user=user))
+    return _out(created)
 
 
 @router.get("/generations", response_model=schema.GenerationList, tags=["generations"],
@@ -245,9 +246,10 @@ def rerun_generation(request: Request, response: Response, generation_id: int,
     inputs = service.rerun_inputs(generation_id, db=queue.db, user=user, **field_values(changes or {}))
     new_id = queue.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
                           user=user)
+    created = queue.get(new_id, user=user)  # as created: read before a woken worker can claim it
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{new_id}"
-    return _out(queue.get(new_id, user=user))
+    return _out(created)
 
 
 @router.post("/generations/{generation_id}/cancel", response_model=schema.Cancelled, tags=["generations"],
