@@ -14,7 +14,7 @@ import streamlit as st
 from core.errors import BackdropError
 from core.request import BACKGROUND_KINDS, FIELDS, SCHEMA_VERSION
 from app_pages import results, ui
-from core.compare import card
+from core.look.compare import card
 from storage import history
 from storage.db import get_database
 from storage.models import STATUSES

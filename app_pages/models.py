@@ -4,9 +4,9 @@ precision, the command that fetches what is missing; and the saved default model
 import streamlit as st
 
 from core.errors import BackdropError
-from core.device import resolve_device, torch_dtype
+from core.models.device import resolve_device, torch_dtype
 from core.request import DEVICES, SAM_MODEL, SLOTS
-from core.weights import model_status
+from core.models.weights import model_status
 from app_pages import ui
 from storage import settings as user_settings
 

@@ -21,10 +21,10 @@ from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 from app_pages import browser, results, ui
-from core import brush
+from core.masks import brush
 from core.errors import BackdropError
 from core.imaging import load_image
-from core.segment import analyse_mask
+from core.masks.segment import analyse_mask
 
 state = st.session_state
 CANVAS_KEY = "studio_canvas"
@@ -155,7 +155,7 @@ def rebuild_base() -> None:
 
 
 def _combine(base, region, mode):
-    from core.click_select import combine
+    from core.masks.click_select import combine
 
     return combine(base, region, mode)
 
@@ -217,7 +217,7 @@ def flip_region(index: int) -> None:
 def select(mark: dict, canvas_size: tuple[int, int]) -> None:
     """A click or a box on the canvas: the region Segment Anything finds there joins the mask (Add)
     or leaves it (Remove)."""
-    from core.click_select import select_region
+    from core.masks.click_select import select_region
 
     kind, target = brush.mark_target(mark, state.studio_photo.size, canvas_size)
     mode = state.get("studio_mode") or "add"
@@ -353,7 +353,7 @@ def tools() -> None:
 
 def sam_status() -> None:
     """Without Segment Anything's weights, say which and how to get them (the brush still works)."""
-    from core.weights import status_row
+    from core.models.weights import status_row
 
     row = status_row("sam", ui.settings()["sam_model"])
     if not row["present"]:

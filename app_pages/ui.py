@@ -15,7 +15,7 @@ import streamlit as st
 from PIL import Image
 
 from core.request import BACKGROUND_KINDS, FIELD, FIELDS, GenerationRequest
-from core.weights import ai_readiness
+from core.models.weights import ai_readiness
 from storage import settings as user_settings
 
 MAX_UI_SEED = 2**53 - 1  # browsers hold numbers as doubles: larger seeds would be rounded
@@ -275,7 +275,7 @@ def _background_picture(prefix: str) -> bytes | None:
 @st.cache_resource
 def model_registry():
     """The loaded-model cache, shared by every session (and the same object the CLI uses)."""
-    from core.models import get_registry
+    from core.models.registry import get_registry
 
     return get_registry()
 

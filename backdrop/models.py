@@ -30,7 +30,7 @@ def _configured() -> tuple:
 
 
 def _cli_models(args) -> int:
-    from core.weights import model_status
+    from core.models.weights import model_status
 
     rows = model_status(*_configured())
     if args.json:
@@ -45,7 +45,7 @@ def _cli_models(args) -> int:
 
 def _cli_fetch(args) -> int:
     from core.request import SAM_MODEL
-    from core.weights import fetch, slot_ids, slot_of
+    from core.models.weights import fetch, slot_ids, slot_of
 
     request, sam_model = _configured()
     wanted = [(slot_of(name), name) for name in args.names] or [*slot_ids(request).items(), (SAM_MODEL.slot, sam_model)]

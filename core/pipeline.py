@@ -17,16 +17,16 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from core.backgrounds import render_background
-from core.composite import composite, cutout
+from core.look.backgrounds import render_background
+from core.look.composite import composite, cutout
 from core.errors import Cancelled, InputError, ModelMissingError
-from core.buckets import crop, pad, placement
+from core.engine.buckets import crop, pad, placement
 from core.imaging import check_mask, fit_mask, to_rgb
-from core.matting import refine_alpha
+from core.masks.matting import refine_alpha
 from core.record import note
-from core.rembg_weights import revision as segmenter_revision
+from core.models.rembg_weights import revision as segmenter_revision
 from core.request import GenerationRequest
-from core.segment import automatic_mask
+from core.masks.segment import automatic_mask
 
 
 @dataclass
@@ -106,7 +106,7 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
 
 
 def _start_preload(request: GenerationRequest, registry) -> None:
-    from core.generate import preload
+    from core.engine.generate import preload
 
     threading.Thread(target=preload, args=(request, registry), name="backdrop-preload", daemon=True).start()
 
@@ -123,13 +123,13 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
 def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: GenerationResult, stage, notify, cancel,
                     registry) -> list[Image.Image]:
     """Depth on the unmasked photo (unless control is off or its weights are missing), the
-    backgrounds generated in the photo's bucket (core.buckets), cropped and enlarged to the
+    backgrounds generated in the photo's bucket (core.engine.buckets), cropped and enlarged to the
     photo's size. Fills in the models used with their revisions (result.models) and what ran
     (result.record)."""
-    from core.depth import estimate_depth
-    from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
-    from core.device import resolve_device
-    from core.models import get_registry
+    from core.engine.depth import estimate_depth
+    from core.engine.generate import NO_DEPTH_CONTROL, generate_backgrounds
+    from core.models.device import resolve_device
+    from core.models.registry import get_registry
 
     registry = registry or get_registry()
     result.device = resolve_device(request.device)

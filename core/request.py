@@ -301,7 +301,7 @@ def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # A model setting that is not a generation parameter: the Segment Anything checkpoint behind the
-# Studio's click selection (core.click_select). What a generation keeps is the mask it helped make.
+# Studio's click selection (core.masks.click_select). What a generation keeps is the mask it helped make.
 # SlimSAM-77 is SAM ViT-B pruned to 9.3M parameters (one 39 MB safetensors file, Apache-2.0) in
 # transformers' SamModel format; any SamModel checkpoint (facebook/sam-vit-base, ...) can be chosen.
 SAM_MODEL = Param("Click-selection model (id or folder)",

@@ -307,7 +307,7 @@ class Worker(threading.Thread):
             service.set_live(self.identity, False)
 
     def _warm_up(self) -> None:
-        from core.generate import warm_up
+        from core.engine.generate import warm_up
 
         try:
             log.info("worker warm-up: %s", warm_up(self.warm_up, self.registry))

@@ -182,7 +182,7 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
     if run is None:
         from core.pipeline import run
     if os.environ.get("BACKDROP_COMPILE"):  # compiled steps are kept with the data it makes
-        from core.compile import use_cache_dir
+        from core.engine.compile import use_cache_dir
 
         use_cache_dir(db.data_dir / "compile-cache")
     view = history.get(generation_id, db=db)

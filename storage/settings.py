@@ -68,7 +68,7 @@ def request_settings(root: Path | None = None) -> dict[str, str]:
 def _check_folder(spec, value: str) -> None:
     """A model setting written as a path must name a folder that exists: a typo saved as a
     default would only fail later, in the middle of a generation."""
-    from core.hub import looks_local
+    from core.models.hub import looks_local
 
     if spec.slot in (None, "segmenter") or not looks_local(value):
         return

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from storage import settings as user_settings
-from core import brush
+from core.masks import brush
 from app_pages import ui
 from test_brush import strokes
 
@@ -414,6 +414,7 @@ def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_
     assert "Subject as photographed" in captions and "With colour match" in captions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ai", "image"])
 def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut):
     """A request with every field off its default, recorded, then remixed through the Studio's
@@ -489,7 +490,7 @@ def test_clear_and_reset_send_the_automatic_mask(data_dir, lemur_path):
 def test_unsure_regions_flip_with_a_click(data_dir, synthetic_set):
     """A region the automatic mask dropped as a whole (the wall clock beside the teddy is unsure)
     is kept after one click on its button, and dropped again after another."""
-    from core.segment import analyse_mask
+    from core.masks.segment import analyse_mask
 
     photo = Image.open(synthetic_set / "plush_clock.png").convert("RGB")
     analysis = analyse_mask(photo)
@@ -510,7 +511,7 @@ def test_unsure_regions_flip_with_a_click(data_dir, synthetic_set):
 
 
 def test_click_tools_without_sam_weights_say_what_to_run(data_dir, lemur_path, monkeypatch):
-    from core.hub import fetch_command
+    from core.models.hub import fetch_command
 
     monkeypatch.setenv("BACKDROP_SAM_MODEL", "nobody/no-such-sam")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

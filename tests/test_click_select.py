@@ -1,4 +1,4 @@
-"""Click and box selection (core.click_select) with a tiny random Segment Anything in the real
+"""Click and box selection (core.masks.click_select) with a tiny random Segment Anything in the real
 format, loaded through the product's registry: what a random model allows us to check is the
 plumbing (sizes, coordinates, prompts, the embedding cache, the add/remove arithmetic, the
 errors), not which object it picks."""
@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from core.cache import get_cache
-from core.click_select import combine, select_region
+from core.masks.click_select import combine, select_region
 from core.errors import InputError, ModelMissingError
-from core.hub import fetch_command
-from core.models import ModelRegistry
+from core.models.hub import fetch_command
+from core.models.registry import ModelRegistry
 from core.request import SAM_MODEL, GenerationRequest
 
 
@@ -127,7 +127,7 @@ def test_combine_adds_removes_and_replaces():
 
 def test_clicked_region_joins_or_leaves_the_automatic_mask(photo, tiny_sam, registry):
     """The Studio's two gestures on the automatic mask: add the clicked region, remove it."""
-    from core.segment import automatic_mask
+    from core.masks.segment import automatic_mask
 
     mask = automatic_mask(photo)
     region = select_region(photo, points=[(30, 30)], model_id=tiny_sam, device="cpu", registry=registry)
@@ -166,7 +166,7 @@ def test_a_checkpoint_of_another_kind_is_refused(photo, tiny_models, registry):
 
 
 def test_sam_is_a_model_slot(tiny_sam, monkeypatch, tmp_path):
-    from core import weights
+    from core.models import weights
     from storage.settings import load_settings, save_settings
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -190,7 +190,7 @@ def test_sam_is_a_model_slot(tiny_sam, monkeypatch, tmp_path):
 
 def test_mask_command_with_points(tmp_path, photo, tiny_sam, monkeypatch, capsys):
     from backdrop.cli import main
-    from core.segment import automatic_mask
+    from core.masks.segment import automatic_mask
 
     source = tmp_path / "photo.png"
     photo.save(source)

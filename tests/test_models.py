@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core import device, hub, models, rembg_weights, weights
+from core.models import device, hub, registry as models, rembg_weights, weights
 from core.errors import InputError, ModelMissingError
-from core.hub import fetch_command
-from core.models import ModelRegistry
-from core.rembg_weights import EMBEDDED_MD5
-from core.weights import model_status
+from core.models.hub import fetch_command
+from core.models.registry import ModelRegistry
+from core.models.rembg_weights import EMBEDDED_MD5
+from core.models.weights import model_status
 
 
 @pytest.fixture

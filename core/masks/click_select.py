@@ -24,8 +24,8 @@ from PIL import Image
 
 from core.cache import get_cache, image_digest
 from core.errors import InputError
-from core.device import resolve_device, torch_dtype
-from core.models import get_registry
+from core.models.device import resolve_device, torch_dtype
+from core.models.registry import get_registry
 from core.request import SAM_MODEL
 
 MODEL_SIDE = 1024  # SAM sees the photo at 1024 px on its long side; larger photos are reduced first

@@ -7,7 +7,7 @@ and where the model is unsure whole regions come out half transparent ("ghosts")
 1. a linear remap (LOW -> 0, HIGH -> 255) puts the soft ramp a little inside the model's
    0.5 contour, where the true edge usually lies (the model's ramp spills outward: halo);
 2. near the boundary a colour guided filter lets the photo's edges shape the alpha;
-3. ``core.mask_cleanup`` decides every pixel, decides each large unsure region as a whole
+3. ``core.masks.cleanup`` decides every pixel, decides each large unsure region as a whole
    (reported, so a user can flip it), and keeps soft alpha only in a band of
    BAND_FRACTION of the long side along the boundary: opaque inside, 0 outside.
 The figures that chose these settings are in README's Quality section (``backdrop
@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image
 
 from core.cache import get_cache, image_digest
-from core import rembg_weights
+from core.models import rembg_weights
 from core.errors import InputError, ModelMissingError
-from core.hub import fetch_command
-from core.mask_cleanup import (
+from core.models.hub import fetch_command
+from core.masks.cleanup import (
     UnsureRegion,
     confine_to_band,
     decide_unsure_regions,

@@ -1,8 +1,8 @@
 """The AI background: SD1.5 inpainting with the depth ControlNet, at the working size.
 
 This module is the policy (which models run, what the user is warned about); the work is in
-core.conditioning (prompt, mask and control tensors, starting noise), core.sampler (the
-denoising loop), core.runner (the step: eager, CUDA graph or compiled) and core.decode.
+core.engine.conditioning (prompt, mask and control tensors, starting noise), core.engine.sampler (the
+denoising loop), core.engine.runner (the step: eager, CUDA graph or compiled) and core.engine.decode.
 
 Only the background comes from here. The pipeline composites the ORIGINAL photo over the
 (upscaled) result, because the VAE round trip and the 9-channel UNet also change pixels outside
@@ -22,14 +22,14 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from core import conditioning, sampler
+from core.engine import conditioning, sampler
 from core.cache import get_cache
-from core.decode import decode
+from core.engine.decode import decode
 from core.errors import BackdropError, Cancelled, InputError, ModelMissingError
-from core.device import resolve_device
-from core.models import ModelRegistry, get_registry
+from core.models.device import resolve_device
+from core.models.registry import ModelRegistry, get_registry
 from core.presets import full_negative_prompt
-from core.prompts import encode_prompt_pair, token_count, truncation_warning
+from core.engine.prompts import encode_prompt_pair, token_count, truncation_warning
 from core.record import note
 from core.request import SCHEDULERS
 
@@ -134,7 +134,7 @@ def preload(request, registry: ModelRegistry | None = None, present_only: bool =
     thread, finds them loaded. ``present_only`` skips models not already on this machine (a
     warm-up must never start a download). Returns the slots loaded; never raises for a missing
     model (the run itself reports it)."""
-    from core.hub import local_folder
+    from core.models.hub import local_folder
 
     registry = registry or get_registry()
     device = resolve_device(request.device)
@@ -160,7 +160,7 @@ def warm_up(request, registry: ModelRegistry | None = None) -> dict:
     step's CUDA graph is captured. Returns what was done (for the log)."""
     import torch
 
-    from core.buckets import placement
+    from core.engine.buckets import placement
 
     registry = registry or get_registry()
     started = time.perf_counter()
@@ -202,7 +202,7 @@ def _models(request, depth, registry: ModelRegistry, device: str, warnings: list
 def _attention(device: str):
     """cuDNN / flash attention on CUDA (captured graphs keep the kernels chosen at capture)."""
     if device.startswith("cuda"):
-        from core.cuda_graphs import attention_backends
+        from core.engine.cuda_graphs import attention_backends
 
         return attention_backends()
     return contextlib.nullcontext()

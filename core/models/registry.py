@@ -3,7 +3,7 @@
 Every stage gets its models through ``get_registry()``, so the Streamlit app (which wraps it in
 ``st.cache_resource``), the command line, workers and the tests share one loader and one cache.
 Weights load with ``use_safetensors=True`` and never with ``trust_remote_code``; where they come
-from is core.hub's job, which weights are here core.weights'.
+from is core.models.hub's job, which weights are here core.models.weights'.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from core.device import torch_dtype
+from core.models.device import torch_dtype
 from core.errors import InputError
-from core.hub import first_line, missing, model_revision, resolve_model
+from core.models.hub import first_line, missing, model_revision, resolve_model
 from core.request import SAM_MODEL
 
 
@@ -90,9 +90,9 @@ class ModelRegistry:
         return self._load("controlnet", controlnet_id, device, build)
 
     def step_runner(self, inpaint_id: str, controlnet_id: str | None, device: str):
-        """How the guided step of these models runs on ``device`` (core.runner): kept here so
+        """How the guided step of these models runs on ``device`` (core.engine.runner): kept here so
         its CUDA graphs and compiled code live as long as the models."""
-        from core.runner import StepRunner
+        from core.engine.runner import StepRunner
 
         unet = self.inpaint_base(inpaint_id, device).unet
         controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
@@ -116,7 +116,7 @@ class ModelRegistry:
 
     def sam(self, model_id: str, device: str):
         """(SamProcessor, SamModel) for a Segment Anything checkpoint in transformers' format
-        (click selection, core.click_select)."""
+        (click selection, core.masks.click_select)."""
 
         def build(folder, dtype):
             from transformers import SamModel, SamProcessor

@@ -10,8 +10,8 @@ from __future__ import annotations
 from PIL import Image
 
 from core.cache import get_cache, image_digest
-from core.device import resolve_device
-from core.models import ModelRegistry, get_registry
+from core.models.device import resolve_device
+from core.models.registry import ModelRegistry, get_registry
 
 
 def estimate_depth(image: Image.Image, model_id: str, device: str = "auto", registry: ModelRegistry | None = None) -> Image.Image:

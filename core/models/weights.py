@@ -2,16 +2,16 @@
 
 The slots are the request's model fields (core.request.SLOTS). Never downloads when asked
 what is here; ``fetch`` downloads hub models into the normal Hugging Face cache and rembg
-models where rembg finds them (core.rembg_weights).
+models where rembg finds them (core.models.rembg_weights).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core import rembg_weights
+from core.models import rembg_weights
 from core.errors import InputError, ModelMissingError
-from core.hub import fetch_command, local_folder, looks_local, model_revision, resolve_model
+from core.models.hub import fetch_command, local_folder, looks_local, model_revision, resolve_model
 from core.request import SAM_MODEL, SLOTS
 
 
@@ -81,7 +81,7 @@ def slot_of(name: str) -> str:
 
 # What an AI background needs. The inpainting model is required: without it nothing is
 # generated. The depth estimator and the ControlNet are depth control: without either the
-# generator runs without depth control and says so in a warning (core.generate). The app
+# generator runs without depth control and says so in a warning (core.engine.generate). The app
 # asks this before a run, the pipeline acts on the same rule during it.
 AI_REQUIRED = ("inpaint",)
 AI_DEPTH_CONTROL = ("depth", "controlnet")
