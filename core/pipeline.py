@@ -1,4 +1,4 @@
-"""One generation, stage by stage: prepare, segment, (depth, generate), composite.
+"""One generation, stage by stage: prepare, (prompt), segment, (depth, generate), composite.
 
 The generator only ever provides the background: the final image is always the ORIGINAL
 full-resolution photo composited over it with the soft alpha, so the subject's pixels survive
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,8 @@ from core.imaging import check_mask, fit_mask, to_rgb
 from core.masks.matting import refine_alpha
 from core.record import note
 from core.models.rembg_weights import revision as segmenter_revision
+from core.prompting.denylist import DenyList
+from core.prompting.stage import PromptRun, prepare as prepare_prompt
 from core.request import GenerationRequest
 from core.masks.segment import automatic_mask
 
@@ -42,12 +44,16 @@ class GenerationResult:
 
 
 def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None = None,
-        progress=None, cancel=None, registry=None, picture: Image.Image | None = None) -> GenerationResult:
+        progress=None, cancel=None, registry=None, picture: Image.Image | None = None,
+        denylist: DenyList | None = None) -> GenerationResult:
     """Replace the background of ``image`` as ``request`` says.
 
     ``mask`` ('L', white = subject) replaces the automatic one; it must have the image's size
-    or its working size. ``picture`` is the background picture of an ``image`` background. ``progress(stage, done, total)`` reports stages (and diffusion steps);
-    ``cancel()`` returning True stops the run with Cancelled between stages and steps.
+    or its working size. ``picture`` is the background picture of an ``image`` background.
+    ``denylist`` takes its terms out of an AI background's prompt (core.prompting).
+    ``progress(stage, done, total)`` reports stages (and diffusion steps and the prompt
+    assistant's tokens); ``cancel()`` returning True stops the run with Cancelled between stages
+    and steps.
     """
     timings: dict[str, float] = {}
     notify = progress or (lambda stage, done, total: None)
@@ -69,8 +75,13 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         background.check_picture(picture)
         record: dict = {}
         note(record, input_size=photo.size)
+    prompt = PromptRun(request)
     if background.declared.generated:  # the weights load from disk while the photo is cut out
         _start_preload(request, registry)
+        with stage("prompt") if request.enhance_prompt else nullcontext():
+            prompt = prepare_prompt(request, denylist, registry, notify, cancel)
+        request = prompt.request  # the prompt that runs; the stored request keeps the user's
+        note(record, **prompt.record)
     with stage("segment"):
         if mask is not None:
             alpha = fit_mask(mask, photo.size)
@@ -83,8 +94,10 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
             alpha = refine_alpha(photo, alpha, warnings=refine_warnings)
     models = {"segmenter": {"id": request.segmenter, "revision": segmenter_revision(request.segmenter)}
               if mask is None else {"id": "user mask", "revision": ""}}
+    if prompt.model:
+        models["prompt"] = prompt.model
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record,
-                              warnings=refine_warnings)
+                              warnings=prompt.warnings + refine_warnings)
 
     if background.declared.generated:
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 from core.errors import InputError
 from core.look.backgrounds import KINDS, Background
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # scheduler name -> the sampler's name in AUTOMATIC1111's parameters text and the app
 SCHEDULERS: Mapping[str, str] = {"dpmpp": "DPM++ 2M", "ddim": "DDIM", "euler_a": "Euler a"}
@@ -51,7 +51,8 @@ class Param:
 
     ``group`` says where the app shows it: ``ai`` and ``advanced`` (the AI background's form and
     its advanced settings), ``look`` (edges, colour match and shadows), ``models`` (the Models
-    page's defaults) or ``background`` (its own widget). ``flag`` replaces the command line's
+    page's defaults), ``background`` (its own widget) or ``prompt`` (no widget: the Studio's
+    Improve prompt button shows the assistant's text before generating instead). ``flag`` replaces the command line's
     ``--field-name``; ``shown_if`` names a field whose value must be above 0 for the widget to
     be drawn (the value is kept either way)."""
 
@@ -135,6 +136,10 @@ class GenerationRequest:
                         "[word] softens them (AUTOMATIC1111's syntax).", group="ai")
     negative_prompt: str = param("", "Avoid (negative prompt)",
                                  "What the AI background must not show; same syntax as the prompt.", group="ai")
+    enhance_prompt: bool = param(False, "Improve the prompt with the prompt assistant",
+                                 "Before generating, a small language model rewrites the prompt as a described "
+                                 "background (surface, setting, light, camera) without people, text, logos or names; "
+                                 "the run record keeps both texts.", group="prompt")
     seed: int = param(0, "Seed", "Random seed: the same seed and settings give the same image.",
                       low=0, high=2**63 - 1, group="ai")
     variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...); other "
@@ -183,15 +188,23 @@ class GenerationRequest:
     depth_model: str = param("depth-anything/Depth-Anything-V2-Small-hf", "Depth estimator (id or folder)",
                              "Any transformers depth-estimation model (Intel/dpt-large is the reference's).",
                              env="BACKDROP_DEPTH_MODEL", slot="depth", group="models")
+    prompt_model: str = param("Qwen/Qwen2.5-0.5B-Instruct", "Prompt assistant (causal LM id or folder)",
+                              "A small instruct language model in transformers' format, for Improve prompt and "
+                              "enhance prompt.", env="BACKDROP_PROMPT_MODEL", slot="prompt", group="models")
     device: str = param("auto", "Device", "auto | cpu | cuda | cuda:N | mps (auto: cuda, then mps, then cpu).",
                         check=_device, env="BACKDROP_DEVICE", group="models")
 
     def __post_init__(self) -> None:
         for spec in FIELDS:
             spec.validate(getattr(self, spec.name))
+        generated = self.background_spec.declared.generated
         if self.variants != 1 and not self.background_spec.declared.variants:
             # only a kind with variants makes them: what is stored says what is made
             object.__setattr__(self, "variants", 1)
+        if self.enhance_prompt and not generated:  # only an AI background reads a prompt
+            object.__setattr__(self, "enhance_prompt", False)
+        if self.enhance_prompt and not self.prompt.strip():
+            raise InputError("enhance prompt needs a prompt to improve: a few words, e.g. 'beach at sunset'")
 
     @property
     def background_spec(self) -> Background:
@@ -280,7 +293,13 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2, before the prompt assistant: it did not run (``enhance_prompt`` false), and its
+    model is the one version 3 started with (never used by these generations)."""
+    return {**data, "enhance_prompt": False, "prompt_model": "Qwen/Qwen2.5-0.5B-Instruct", "version": 3}
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:

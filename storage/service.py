@@ -32,6 +32,7 @@ from core.request import SCHEDULERS, GenerationRequest
 from storage import history
 from storage.db import Database, get_database, utcnow
 from storage.models import Generation, Output
+from storage.settings import prompt_denylist
 
 LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "rembg", "onnxruntime", "pillow", "numpy", "sqlalchemy")
 HEARTBEAT_S = 30.0  # a running generation's row is marked alive this often
@@ -70,8 +71,11 @@ def parameters_text(request: GenerationRequest, record: dict[str, Any], generati
     encoder read (the quality negative included), then ``Key: value`` pairs. ``Size`` is the
     size the sampler worked at, the bucket (replaying it elsewhere needs that; version-1
     generations recorded it as ``work_size``), ``Output size`` the image's.
-    Variant i was generated with seed + i, written as A1111 writes batch seeds. Backgrounds
-    that are not AI have no prompt and no sampler: only their sizes and background."""
+    Variant i was generated with seed + i, written as A1111 writes batch seeds. When the prompt
+    that ran is not the one typed (the prompt assistant wrote it, or the deny-list took words
+    out), the typed one follows as ``Prompt as typed``, with the assistant's model and revision
+    and what was removed. Backgrounds that are not AI have no prompt and no sampler: only their
+    sizes and background."""
     fields: list[tuple[str, Any]] = [("Background", request.background), ("Backdrop generation", generation_id)]
     if not request.background_spec.declared.generated:
         return _a1111_pairs([("Size", f"{width}x{height}"), *fields])
@@ -84,6 +88,14 @@ def parameters_text(request: GenerationRequest, record: dict[str, Any], generati
     if record.get("depth_control"):
         sampler.append(("ControlNet", f"{request.controlnet_model} ({request.control_scale})"))
     prompt = record.get("prompt", request.prompt)
+    if prompt != request.prompt:
+        sampler.append(("Prompt as typed", request.prompt))
+    if "prompt_assistant" in record:
+        assistant = record["prompt_assistant"]
+        sampler += [("Prompt assistant", assistant["model"]), ("Prompt assistant revision", assistant["revision"])]
+    removed = [*record.get("prompt_removed", ()), *record.get("prompt_assistant", {}).get("removed_after", ())]
+    if removed:
+        sampler.append(("Removed from prompt", ", ".join(dict.fromkeys(removed))))
     negative = record.get("negative_prompt", request.negative_prompt)
     lines = [prompt] + ([f"Negative prompt: {negative}"] if negative else [])
     return "\n".join(lines + [_a1111_pairs(sampler + fields)])
@@ -192,7 +204,8 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
             inputs = _inputs(db, view)
             result = run(load_image(inputs.image), inputs.request, mask=inputs.mask, progress=hooks.progress,
                          cancel=hooks.cancel, registry=registry,
-                         picture=load_image(inputs.picture, what="background picture") if inputs.picture else None)
+                         picture=load_image(inputs.picture, what="background picture") if inputs.picture else None,
+                         denylist=prompt_denylist(db.data_dir))
         except Cancelled as exc:
             finish(db, generation_id, "cancelled", str(exc) or "cancelled")
             raise

@@ -1,7 +1,9 @@
 """Where Backdrop keeps its data, and the user's saved defaults: the models and device.
 
 ``BACKDROP_DATA_DIR`` (default ``./data``) is the data folder: the SQLite database, the image
-store and ``settings.json``, the defaults the Models page saves so they survive restarts. Which
+store, ``settings.json``, the defaults the Models page saves so they survive restarts, and
+``prompt-denylist.txt``, the words and phrases an admin takes out of every AI prompt
+(core.prompting.denylist; no file, no list). Which
 request fields are settings, and their environment variables, is declared on the request
 (core.request: the fields with an ``env``), and the model slots that no request chooses declare
 their setting in core.models.slots. Each setting's value: what the user saved, else
@@ -19,6 +21,7 @@ from typing import Any
 from core.errors import InputError
 from core.files import write_atomic
 from core.models.slots import SETTINGS_OF_SLOTS, SLOTS
+from core.prompting.denylist import DenyList
 from core.request import FIELD, FIELDS
 
 SETTINGS = {spec.name: spec for spec in (*FIELDS, *SETTINGS_OF_SLOTS) if spec.env}
@@ -31,6 +34,21 @@ def data_dir() -> Path:
 
 def settings_path(root: Path | None = None) -> Path:
     return (root or data_dir()) / "settings.json"
+
+
+def denylist_path(root: Path | None = None) -> Path:
+    return (root or data_dir()) / "prompt-denylist.txt"
+
+
+def prompt_denylist(root: Path | None = None) -> DenyList:
+    """The admin's prompt deny-list (empty when there is no file)."""
+    return DenyList.read(denylist_path(root))
+
+
+def save_denylist(text: str, root: Path | None = None) -> DenyList:
+    """Write the deny-list's text as given (comments kept) and return the list it makes."""
+    write_atomic(denylist_path(root), lambda stream: stream.write(text.encode("utf-8")), make_folder=True)
+    return DenyList.parse(text)
 
 
 def saved_settings(root: Path | None = None) -> dict[str, str]:

@@ -80,6 +80,16 @@ def tiny_sam(tmp_path_factory) -> str:
     return str(build_sam(tmp_path_factory.mktemp("tiny_sam")))
 
 
+@pytest.fixture(scope="session")
+def tiny_prompt_lm(tmp_path_factory) -> str:
+    """A tiny random Qwen2 chat model (Qwen2ForCausalLM, its byte-level BPE tokenizer and chat
+    template, saved with save_pretrained) as a local folder, for the prompt assistant through the
+    real loader."""
+    from tiny_models import build_prompt_lm
+
+    return str(build_prompt_lm(tmp_path_factory.mktemp("tiny_prompt_lm")))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_data_dir(tmp_path_factory):
     """Generations the tests record (``backdrop replace`` records every one) go to a

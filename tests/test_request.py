@@ -23,9 +23,10 @@ def test_every_field_is_declared_with_label_help_and_type():
         assert spec.label and spec.help and spec.type in (str, int, float, bool), spec.name
         assert isinstance(spec.default, spec.type) and getattr(GenerationRequest(), spec.name) == spec.default
         assert (spec.low is None) == (spec.high is None)
-    assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth"}
+    assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth", "prompt"}
     assert {spec.env for spec in FIELDS if spec.env} == {
-        "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL", "BACKDROP_DEVICE"}
+        "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL",
+        "BACKDROP_PROMPT_MODEL", "BACKDROP_DEVICE"}
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -44,14 +45,14 @@ def test_validation_comes_from_the_declaration(name, value, message):
 def test_to_dict_is_versioned_and_from_dict_is_strict():
     request = GenerationRequest(background="ai", prompt="dunes", seed=9, harmony=0.3)
     stored = json.loads(json.dumps(request.to_dict()))
-    assert stored["version"] == SCHEMA_VERSION == 2
+    assert stored["version"] == SCHEMA_VERSION == 3
     assert GenerationRequest.from_dict(stored) == request
     with pytest.raises(InputError, match="missing: seed"):
         GenerationRequest.from_dict({k: v for k, v in stored.items() if k != "seed"})  # never today's default
     with pytest.raises(InputError, match="unknown: colour"):
         GenerationRequest.from_dict({**stored, "colour": "red"})
-    with pytest.raises(InputError, match="version 3, written by a newer Backdrop"):
-        GenerationRequest.from_dict({**stored, "version": 3})
+    with pytest.raises(InputError, match="version 4, written by a newer Backdrop"):
+        GenerationRequest.from_dict({**stored, "version": 4})
 
 
 def test_version_1_upgrades_explicitly():
@@ -67,10 +68,32 @@ def test_version_1_upgrades_explicitly():
     assert request.shadow_angle == 315.0 and request.harmony == 0.5 and request.quality_negative is False
     image = GenerationRequest.from_dict(json.loads((STORED / "v1-image.json").read_text()))
     assert image.background == "image" and image.harmony == 0.5
-    assert upgrade(ai)["version"] == 2 and "work_width" not in upgrade(ai)
+    assert upgrade(ai)["version"] == SCHEMA_VERSION and "work_width" not in upgrade(ai)
     broken = {k: v for k, v in ai.items() if k != "steps"}
     with pytest.raises(InputError, match="missing: steps"):
         GenerationRequest.from_dict(broken)
+
+
+def test_version_2_upgrades_explicitly():
+    """A request stored by version 2 (written by that version's code, before the prompt
+    assistant): the assistant did not run, and its model field gets the model version 3 started
+    with; every value stored is kept."""
+    stored = json.loads((STORED / "v2-ai.json").read_text())
+    assert stored["version"] == 2 and "enhance_prompt" not in stored
+    request = GenerationRequest.from_dict(stored)
+    assert request.enhance_prompt is False and request.prompt_model == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert {k: v for k, v in request.to_dict().items() if k in stored and k != "version"} == \
+        {k: v for k, v in stored.items() if k != "version"}
+    assert upgrade(stored)["version"] == 3
+
+
+def test_enhance_prompt_needs_words_and_an_ai_background():
+    """Only an AI background reads a prompt: another kind records the assistant off (what is
+    stored says what ran); an AI background asked to improve nothing is an error."""
+    assert GenerationRequest(background="ai", prompt="beach", enhance_prompt=True).enhance_prompt is True
+    assert GenerationRequest(background="color:#ffffff", prompt="beach", enhance_prompt=True).enhance_prompt is False
+    with pytest.raises(InputError, match="enhance prompt needs a prompt to improve"):
+        GenerationRequest(background="ai", prompt="  ", enhance_prompt=True)
 
 
 def test_the_field_table_has_no_second_copy():

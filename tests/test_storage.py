@@ -130,7 +130,7 @@ def _box_mask(size=(96, 64)) -> Image.Image:
     return mask
 
 
-def fake_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None):
+def fake_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None, denylist=None):
     """Stands in for core.pipeline.run where a test is about the queue, not the pixels."""
     if progress:
         progress("generate", 1, 2)
@@ -337,7 +337,7 @@ def test_cancel_queued_and_running(db):
     queue = jobs.JobQueue(db)
     started = threading.Event()
 
-    def slow_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None):
+    def slow_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None, denylist=None):
         for step in range(2000):
             progress("generate", step, 2000)
             started.set()

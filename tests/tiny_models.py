@@ -206,3 +206,66 @@ def build_sam(folder: Path) -> Path:
     SamModel(config).save_pretrained(folder, safe_serialization=True)
     SamProcessor(SamImageProcessor()).save_pretrained(folder)
     return folder
+
+
+# The prompt assistant's tiny language model: Qwen2's architecture and its byte-level BPE, with
+# whole-word tokens for the words a background description is made of.
+PROMPT_WORDS = (
+    "a an the of on in at with and photo background beach sunset sea sky studio table wooden marble city street "
+    "night forest light soft warm sand wave golden hour bokeh lens depth field shallow morning window kitchen "
+    "counter stone concrete wall floor linen fabric paper white grey blue green plant leaf shadow glow sunlit "
+    "bright dark moody matte glossy surface texture blurred distant horizon ocean water reflection camera angle "
+    "low eye level lighting diffused backdrop seamless cafe terrace garden desert dune snow mountain lake"
+).split()
+PROMPT_LM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True, initializer_range=0.5)
+# ChatML, as Qwen2.5's template writes a chat that has a system message
+CHAT_TEMPLATE = ("{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                 "'<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                 "{%- endif %}")
+
+
+def tiny_chat_tokenizer():
+    """A Qwen2 tokenizer built in memory with the ``tokenizers`` library: every byte is a token
+    (any text tokenizes), merges build each word of PROMPT_WORDS with its leading space, and
+    Qwen's chat tokens and template."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+    vocab = {char: i for i, char in enumerate(sorted(ByteLevel.alphabet()))}
+    merges: list[tuple[str, str]] = []
+    for word in dict.fromkeys(PROMPT_WORDS):
+        spelled = "Ġ" + word  # byte-level BPE writes the leading space as Ġ
+        for end in range(2, len(spelled) + 1):
+            if (spelled[:end - 1], spelled[end - 1]) not in merges:
+                merges.append((spelled[:end - 1], spelled[end - 1]))
+                vocab.setdefault(spelled[:end], len(vocab))
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_prompt_lm(folder: Path) -> Path:
+    """A tiny random Qwen2ForCausalLM with its tokenizer and chat template, saved with
+    save_pretrained as Qwen/Qwen2.5-0.5B-Instruct's folder is laid out. The embeddings of every
+    token that is not a whole word are shrunk (they are tied to the output layer), so the random
+    model answers in words, which the deny-list tests need; sampling settings in its
+    generation_config.json, as Qwen's, which greedy decoding must override."""
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = tiny_chat_tokenizer()
+    torch.manual_seed(6)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                                         pad_token_id=tokenizer.pad_token_id, **PROMPT_LM))
+    words = set(tokenizer.convert_tokens_to_ids(["Ġ" + word for word in PROMPT_WORDS]))
+    with torch.no_grad():
+        for token in range(len(tokenizer)):
+            if token not in words:
+                model.model.embed_tokens.weight[token] *= 0.05
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

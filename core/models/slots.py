@@ -81,7 +81,7 @@ REMBG = Source("rembg", _rembg_locate, _rembg_resolve, lambda name, _path: rembg
 class Slot:
     """One model slot. ``build(path, dtype, device)`` makes the loaded object from the files
     ``source`` resolved (a folder, or rembg's model file); ``stage`` is what uses it (``segment``,
-    ``ai``, ``click``); ``needed(request)`` says whether a generation with ``request`` needs it
+    ``ai``, ``click``, ``prompt``); ``needed(request)`` says whether a generation with ``request`` needs it
     (``required``: it cannot run without; ``degrades``: it runs without and says so; None);
     ``without`` is what the user gets while its weights are missing, and ``instead`` what they can
     do meanwhile. ``setting`` declares the saved setting that chooses the model of a slot that is
@@ -146,6 +146,18 @@ def _sam(folder: Path, dtype, device: str):
     return _processor_and_model(folder, SamProcessor, SamModel, dtype, device)
 
 
+def _causal_lm(folder: Path, dtype, device: str):
+    """(tokenizer, causal language model) for the prompt assistant, any causal LM in transformers'
+    format. On a GPU in bfloat16 where it has it: such models are trained and stored in bf16, whose
+    range fp16 lacks."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype == torch.float16 and device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        dtype = torch.bfloat16
+    return _processor_and_model(folder, AutoTokenizer, AutoModelForCausalLM, dtype, device)
+
+
 def _rembg_session(path: Path, _dtype, _device: str):
     """A rembg session (onnxruntime picks the providers it has: CUDA where onnxruntime-gpu is installed)."""
     import rembg
@@ -176,6 +188,10 @@ def _ai(request) -> bool:
     return request.background_spec.declared.generated
 
 
+def _prompt_assistant(request) -> Role | None:
+    return "required" if request.enhance_prompt and _ai(request) else None
+
+
 def _depth_control(request) -> Role | None:
     return "degrades" if _ai(request) and request.control_scale > 0 else None
 
@@ -203,6 +219,8 @@ SLOTS: dict[str, Slot] = {slot.name: slot for slot in (
          _DEPTH_OFF),
     Slot("sam", "Click-selection model", HUB, "click", _sam, lambda request: None,
          "Click and box selection cannot run", "The brush works without it.", setting=SAM_MODEL),
+    Slot("prompt", "Prompt assistant", HUB, "prompt", _causal_lm, _prompt_assistant,
+         "Improve prompt cannot run", "Write the prompt yourself: everything else works without it."),
 )}
 SETTINGS_OF_SLOTS = tuple(slot.setting for slot in SLOTS.values() if slot.setting)
 
