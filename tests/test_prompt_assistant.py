@@ -211,3 +211,51 @@ def test_the_denylist_applies_without_the_assistant(tiny_models, astronaut, one_
     assert result.record["prompt"] == "a bottle on a beach" and result.record["prompt_removed"] == ["Coca-Cola"]
     assert "prompt" not in result.models and "prompt" not in result.timings
     assert result.warnings[0] == "the deny-list removed 'Coca-Cola' from the prompt"
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_command_line_option_runs_and_shows_the_stage(tiny_models, tiny_prompt_lm, astronaut, tmp_path, capsys,
+                                                      one_torch_thread):
+    import json
+
+    from backdrop.cli import main
+
+    photo, mask, out = tmp_path / "photo.png", tmp_path / "mask.png", tmp_path / "out.png"
+    astronaut.resize((96, 64)).save(photo)
+    box = Image.new("L", (96, 64), 0)
+    box.paste(255, (30, 10, 70, 64))
+    box.save(mask)
+    models = ["--inpaint-model", tiny_models["inpaint"], "--control-scale", "0", "--device", "cpu", "--steps", "1"]
+    assert main(["replace", str(photo), "-o", str(out), "--mask", str(mask), "-b", "ai", "--prompt", "beach",
+                 "--enhance-prompt", "--prompt-model", tiny_prompt_lm, *models, "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    text = propose("beach", tiny_prompt_lm, "cpu").text
+    assert report["request"]["enhance_prompt"] is True and report["request"]["prompt"] == "beach"
+    assert report["record"]["prompt"] == report["record"]["prompt_assistant"]["text"] == text
+    assert report["models"]["prompt"]["id"] == tiny_prompt_lm and "prompt" in report["timings"]
+    assert f"prompt assistant ({tiny_prompt_lm}, {assistant.MAX_NEW_TOKENS} tokens in " in captured.err
+    assert captured.err.rstrip().endswith(text)
+    assert Image.open(out).text["parameters"].startswith(text + "\n")
+    assert main(["show", str(report["generation_id"])]) == 0
+    shown = capsys.readouterr().out
+    assert "Describe the new background: beach" in shown and f"  prompt: {text}" in shown
+    assert f"    model: {tiny_prompt_lm}" in shown
+
+
+def test_command_line_errors_say_what_to_do(astronaut, tmp_path, capsys, monkeypatch):
+    from backdrop.cli import main
+    from core.models.hub import fetch_command
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    photo, out = tmp_path / "photo.png", tmp_path / "out.png"
+    astronaut.resize((96, 64)).save(photo)
+    assert main(["replace", str(photo), "-o", str(out), "-b", "color:#ffffff", "--prompt", "x", "--enhance-prompt"]) == 2
+    assert "--enhance-prompt: only the AI background reads a prompt" in capsys.readouterr().err
+    assert main(["replace", str(photo), "-o", str(out), "-b", "ai", "--enhance-prompt"]) == 2
+    assert "enhance prompt needs a prompt to improve" in capsys.readouterr().err
+    assert main(["replace", str(photo), "-o", str(out), "-b", "ai", "--prompt", "beach", "--enhance-prompt",
+                 "--prompt-model", "nobody/no-such-lm"]) == 2
+    assert f"download it with: {fetch_command()} nobody/no-such-lm" in capsys.readouterr().err
+    assert not out.exists()
