@@ -156,6 +156,7 @@ def parameters(view) -> None:
     if request.prompt or request.negative_prompt:
         st.caption("Prompt")
         st.code(request.prompt, language=None, wrap_lines=True)
+        prompt_as_it_ran(request, view.record)
         st.caption("Negative prompt")
         st.code(request.negative_prompt, language=None, wrap_lines=True)
         ran = view.record.get("negative_prompt")
@@ -171,6 +172,24 @@ def parameters(view) -> None:
         if values:  # nothing ran (cancelled before it started): no empty {}
             column.caption(title)
             column.json(values, expanded=False)
+
+
+def prompt_as_it_ran(request, record: dict) -> None:
+    """The prompt the encoder read, when it is not the one typed: the prompt assistant's text
+    (with its model, revision and time) and what the deny-list took out."""
+    ran = record.get("prompt")
+    if ran is None or ran == request.prompt:
+        return
+    assistant = record.get("prompt_assistant")
+    st.caption("Prompt as it ran" + (", written by the prompt assistant from the prompt above" if assistant else
+                                     ", after the deny-list"))
+    st.code(ran, language=None, wrap_lines=True)
+    if assistant:
+        st.text(f"{assistant['model']} @ {assistant['revision'] or '-'}: {assistant['tokens']} tokens in "
+                f"{assistant['seconds']:.1f} s")
+    removed = [*record.get("prompt_removed", ()), *(assistant or {}).get("removed_after", ())]
+    if removed:
+        st.text("Taken out by the deny-list: " + ", ".join(dict.fromkeys(removed)))
 
 
 def lineage(view) -> None:

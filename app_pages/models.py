@@ -69,14 +69,41 @@ def settings_form(current: dict[str, str]) -> None:
                 st.error(str(error))
 
 
+def denylist_form() -> None:
+    """The words and phrases taken out of every AI prompt (storage.settings: a text file in the
+    data folder, which an admin may also edit by hand)."""
+    path = user_settings.denylist_path()
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as error:
+        st.error(f"{path} cannot be read ({error}): saving here replaces it.")
+        text = ""
+    with st.form("models_denylist"):
+        text = st.text_area("Words and phrases taken out of every AI prompt, one a line (# starts a comment)", text,
+                            height=160, placeholder="# brands\nNike\nCoca-Cola\n# people\nTaylor Swift",
+                            help="Names of people and brands: removed from the prompt as typed and from the prompt "
+                                 "assistant's text, in any case, as whole words; each generation says what was removed.")
+        st.caption(f"Kept in {path}")
+        if st.form_submit_button("Save the deny-list"):
+            try:
+                st.session_state.models_denylist_saved = len(user_settings.save_denylist(text))
+                st.rerun()
+            except BackdropError as error:
+                st.error(str(error))
+
+
 st.title("Models")
 if not ui.is_admin():  # not in an ordinary user's navigation either (streamlit_app.py)
     st.error("The Models page is for admins: its settings apply to everyone's generations.")
     st.stop()
 if st.session_state.pop("models_saved", False):
     st.success("Settings saved: new generations use these models.")
+if "models_denylist_saved" in st.session_state:
+    st.success(f"Deny-list saved: {st.session_state.pop('models_denylist_saved')} word(s) or phrase(s).")
 request = ui.base_request()
 status_table(request)
 device_line(request)
 st.subheader("Defaults")
 settings_form(user_settings.load_settings())
+st.subheader("Prompt deny-list")
+denylist_form()

@@ -20,7 +20,7 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
-from app_pages import browser, results, ui
+from app_pages import browser, prompt_assistant, results, ui
 from core.masks import brush
 from core.errors import BackdropError
 from core.imaging import load_image
@@ -409,7 +409,9 @@ def generate_section() -> None:
         if state.get(f"{FORM}base") is not None and state.get("studio_parent"):
             st.caption(f"Models and device as in generation #{state.studio_parent}.")
             st.button("Use the Models page's defaults", key="studio_forget_base", on_click=ui.forget_base, args=(FORM,))
-        request, picture, reason = ui.background_form(FORM, ui.form_base(FORM))
+        base = ui.form_base(FORM)
+        request, picture, reason = ui.background_form(FORM, base,
+                                                      under_prompt=lambda: prompt_assistant.section(FORM, base))
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")
         generate = ui.press("Generate", "studio_generate", type="primary", disabled=request is None,

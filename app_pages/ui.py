@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import sys
+from typing import Callable
 
 import streamlit as st
 from PIL import Image
@@ -161,8 +162,9 @@ def field_widget(prefix: str, spec, **extra):
     return st.slider(spec.label, float(spec.low), float(spec.high), step=spec.step, **common)
 
 
-def _group(prefix: str, group: str) -> None:
-    """Every form field of ``group``; a field with ``shown_if`` only while that field is above 0."""
+def _group(prefix: str, group: str, under_prompt: Callable[[], None] | None = None) -> None:
+    """Every form field of ``group``; a field with ``shown_if`` only while that field is above 0;
+    ``under_prompt`` draws what goes under the prompt box."""
     state = st.session_state
     for spec in FORM_FIELDS:
         if spec.group != group or (spec.shown_if and not state[f"{prefix}{spec.shown_if}"] > 0):
@@ -175,12 +177,16 @@ def _group(prefix: str, group: str) -> None:
                             on_click=_roll_seed, args=(prefix,))
         else:
             field_widget(prefix, spec)
+            if spec.name == "prompt" and under_prompt is not None:
+                under_prompt()
 
 
-def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationRequest | None, bytes | None, str | None]:
-    """Draw the background choice and every parameter's widget; returns (request, picture,
-    None) when the choice can run (``picture``: an image background's bytes), or (None, None,
-    reason) when it cannot (missing weights, no background picture...)."""
+def background_form(prefix: str, base: GenerationRequest, under_prompt: Callable[[], None] | None = None,
+                    ) -> tuple[GenerationRequest | None, bytes | None, str | None]:
+    """Draw the background choice and every parameter's widget (``under_prompt``: what a page
+    adds under the prompt box); returns (request, picture, None) when the choice can run
+    (``picture``: an image background's bytes), or (None, None, reason) when it cannot (missing
+    weights, no background picture...)."""
     from core.errors import InputError
     from core.presets import PRESETS
 
@@ -206,7 +212,7 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
             "Start from a preset", [""] + list(PRESETS), persist_state="session", key=f"{prefix}preset", on_change=_apply_preset,
             args=(prefix,), format_func=lambda n: PRESETS[n].label if n else "(none - write your own)",
         )
-        _group(prefix, "ai")
+        _group(prefix, "ai", under_prompt)
         with st.expander("Advanced settings"):
             _group(prefix, "advanced")
     elif kind.colours:

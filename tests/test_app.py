@@ -281,11 +281,11 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     at = app("models")
     table = at.dataframe[0].value
     assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator",
-                                   "Click-selection model"]
+                                   "Click-selection model", "Prompt assistant"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
     at.text_input[1].set_value(str(tiny_models["inpaint"]))
-    at.text_input[4].set_value("facebook/sam-vit-base")
+    next(t for t in at.text_input if t.label.startswith("Click-selection model")).set_value("facebook/sam-vit-base")
     at.selectbox[0].set_value("cpu")
     at.button[0].click().run()
     assert not at.exception, at.exception
@@ -416,7 +416,8 @@ def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ai", "image"])
-def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut):
+def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut,
+                                                tiny_prompt_lm):
     """A request with every field off its default, recorded, then remixed through the Studio's
     own code (History's Remix button, the prefilled form, Generate) and re-run through History's
     Re-run button: both submit exactly the stored request, models and device included."""
@@ -429,12 +430,13 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
         quality_negative=False, mask_grow=9, spill_removal=False, refine_matting=True, harmony=0.3,
         contact_shadow=0.25, cast_shadow=0.4, shadow_angle=200.0, shadow_softness=0.9, segmenter="isnet-general-use",
         inpaint_model=str(tiny_models["inpaint"]), controlnet_model=str(tiny_models["controlnet"]),
-        depth_model=str(tiny_models["depth"]), device="cpu",
+        depth_model=str(tiny_models["depth"]), device="cpu", enhance_prompt=True, prompt_model=tiny_prompt_lm,
     )
     request = GenerationRequest(**values)
-    # only the AI background has variants: another kind records (and makes) one
-    assert all(getattr(request, spec.name) != spec.default for spec in FIELDS if kind == "ai" or spec.name != "variants")
-    assert request.variants == (2 if kind == "ai" else 1)
+    # only the AI background has variants and reads a prompt: another kind records (and makes) one, unimproved
+    assert all(getattr(request, spec.name) != spec.default for spec in FIELDS
+               if kind == "ai" or spec.name not in ("variants", "enhance_prompt"))
+    assert request.variants == (2 if kind == "ai" else 1) and request.enhance_prompt == (kind == "ai")
     picture = io.BytesIO()
     astronaut.resize((200, 150)).save(picture, format="PNG")
     picture = picture.getvalue() if kind == "image" else None
