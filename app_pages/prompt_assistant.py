@@ -65,19 +65,22 @@ def proposal_box(prefix: str) -> None:
     proposal = state[PROPOSAL]
     with st.container(border=True, key="studio_proposal_box"):
         st.text_area("Proposed prompt: edit it, then use it", key=TEXT, height=120)
-        st.caption(f"Written in {proposal.seconds:.1f} s ({proposal.tokens} tokens"
-                   + (", stopped at the token limit" if proposal.limited else "") + ") by")
-        st.text(proposal.model)  # a folder's path or an id: plain text, never Markdown
-        removed = [*proposal.removed_before, *proposal.removed_after]
-        if removed:
-            st.caption("Taken out by the deny-list:")
-            st.text(", ".join(dict.fromkeys(removed)))
+        removed = ", ".join(_code(term) for term in dict.fromkeys([*proposal.removed_before, *proposal.removed_after]))
+        st.caption(f"Written by {_code(proposal.model)} in {proposal.seconds:.1f} s: {proposal.tokens} tokens"
+                   + (", stopped at the token limit" if proposal.limited else "") + "."
+                   + (f" Taken out by the deny-list: {removed}." if removed else ""))
         if proposal.empty:
             st.warning("The assistant gave no usable text: the proposal is your own words.")
         use, discard = st.columns(2)
         use.button("Use this prompt", key="studio_proposal_use", type="primary", icon=":material/check:",
                    on_click=use_proposal, args=(prefix,), help="Puts the text above into the prompt box")
         discard.button("Keep mine", key="studio_proposal_discard", icon=":material/close:", on_click=forget)
+
+
+def _code(text: str) -> str:
+    """Text from outside (a model's path, words of the user's prompt) as Markdown code: shown as
+    written, never as a link or formatting."""
+    return "`" + text.replace("`", "'") + "`"
 
 
 def use_proposal(prefix: str) -> None:

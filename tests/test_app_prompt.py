@@ -49,8 +49,8 @@ def test_improve_prompt_fills_a_proposal_the_user_edits_and_uses(assistant_here,
         (expected.output, expected.text, ("Nike",))
     assert at.text_area(key="studio_proposal_text").value == expected.text
     assert at.text_area(key="studio_f_prompt").value == WORDS  # a proposal, not a rewrite
-    shown = [t.value for t in at.text]
-    assert assistant_here in shown and "Nike" in shown  # the model, and what the deny-list took out
+    shown = " ".join(c.value for c in at.caption)  # the model, and what the deny-list took out
+    assert f"Written by `{assistant_here}` in " in shown and "Taken out by the deny-list: `Nike`." in shown
     edited = "on wet sand, " + " ".join(expected.text.split()[:8])
     at.text_area(key="studio_proposal_text").input(edited).run()
     at.button(key="studio_proposal_use").click().run()

@@ -88,13 +88,15 @@ def streamlit_app(data: Path, port: int, log_name: str, **env_vars: str):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models, tiny_sam, tmp_path_factory):
-    """The app with the tiny models as its default models (AI background and click selection)."""
+def server(tiny_models, tiny_sam, tiny_prompt_lm, tmp_path_factory):
+    """The app with the tiny models as its default models (AI background, click selection and the
+    prompt assistant)."""
     data = tmp_path_factory.mktemp("browser-data")
     (SHOTS / "streamlit.log").unlink(missing_ok=True)
     with streamlit_app(data, free_port(), "streamlit.log", BACKDROP_INPAINT_MODEL=str(tiny_models["inpaint"]),
                        BACKDROP_CONTROLNET_MODEL=str(tiny_models["controlnet"]),
-                       BACKDROP_DEPTH_MODEL=str(tiny_models["depth"]), BACKDROP_SAM_MODEL=tiny_sam) as (url, health):
+                       BACKDROP_DEPTH_MODEL=str(tiny_models["depth"]), BACKDROP_SAM_MODEL=tiny_sam,
+                       BACKDROP_PROMPT_MODEL=tiny_prompt_lm) as (url, health):
         yield url, health, data
 
 
@@ -703,3 +705,43 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
             shot(page, "63-studio-no-depth")
         finally:  # the other tests' defaults back (the environment's tiny models)
             (data / "settings.json").unlink(missing_ok=True)
+
+
+def test_improve_prompt_proposes_and_the_user_edits_and_uses_it(server, browser, lemur_path, tiny_prompt_lm):
+    """Short words in the prompt box, Improve prompt: the assistant's proposal (the tiny random
+    model's words, without the deny-list's names) in a box of its own, the prompt box untouched;
+    edited and used, it becomes the prompt."""
+    from playwright.sync_api import expect
+
+    from core.prompting.assistant import propose
+    from core.prompting.denylist import DenyList
+
+    url, _, data = server
+    (data / "prompt-denylist.txt").write_text("# brands\nnike\n")
+    expected = propose("a Nike shoe on a beach", tiny_prompt_lm, "cpu", DenyList.parse("nike"))
+    try:
+        with session(browser) as page:
+            page.goto(url)
+            upload(page, lemur_path)
+            page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+            page.locator("canvas.dc-canvas").first.wait_for()  # the canvas has reported its width: no rerun pending
+            page.get_by_text("AI scene", exact=True).click()
+            prompt = page.get_by_label("Describe the new background", exact=True)
+            prompt.fill("a Nike shoe on a beach")
+            page.get_by_role("button", name="Improve prompt").click()
+            proposal = page.get_by_label("Proposed prompt: edit it, then use it")
+            proposal.wait_for()
+            expect(proposal).to_have_value(expected.text)
+            expect(prompt).to_have_value("a Nike shoe on a beach")  # a proposal, not a rewrite
+            page.locator(".st-key-studio_proposal_box").get_by_text(re.compile("Taken out by the deny-list: Nike")).wait_for()
+            page.locator(".st-key-studio_proposal_box").scroll_into_view_if_needed()
+            shot(page, "70-improve-prompt-proposal")
+            edited = "on wet sand at golden hour, " + " ".join(expected.text.split()[:6])
+            proposal.fill(edited)
+            page.get_by_role("button", name="Use this prompt").click()
+            expect(prompt).to_have_value(edited)
+            expect(page.get_by_label("Proposed prompt: edit it, then use it")).to_have_count(0)
+            prompt.scroll_into_view_if_needed()
+            shot(page, "71-improve-prompt-used")
+    finally:
+        (data / "prompt-denylist.txt").unlink()
