@@ -10,9 +10,12 @@ Keys written today: ``input_size`` ([width, height]); for AI backgrounds the ``b
 sampler ran at ("768x512") and the photo's ``content`` size in it (core.engine.buckets), ``prompt`` and
 ``negative_prompt`` (as encoded), ``prompt_tokens`` and ``negative_prompt_tokens`` (CLIP tokens
 of text, without start and end), ``eta``, ``guided``, ``depth_control`` (whether the ControlNet
-ran), ``step`` and ``vae_decode`` (how the engine ran). Generations stored before the record
-existed have ``input_size``, ``work_size`` (the size they ran at) and, for a picture
-background, ``background_path`` (storage migration 0003).
+ran), ``step`` and ``vae_decode`` (how the engine ran); from the prompt stage
+(core.prompting.stage) ``prompt_assistant`` (the assistant's words, text, model, revision,
+tokens and seconds), ``prompt_removed`` (what the deny-list took out of the prompt as typed) and
+``denylist`` (a hash of the list's terms). Generations stored before the record existed have
+``input_size``, ``work_size`` (the size they ran at) and, for a picture background,
+``background_path`` (storage migration 0003).
 """
 
 from __future__ import annotations
