@@ -409,3 +409,30 @@ def test_with_an_account_the_same_curl_needs_its_token(server, db, lemur_path, t
     downloaded = subprocess.run([*curl, "--fail", "-o", str(target),
                                  f"{server}/v1/generations/{generation_id}/images/result"], capture_output=True, timeout=60)
     assert downloaded.returncode == 0 and target.read_bytes() == history.get(generation_id, db=db).results[0].path.read_bytes()
+
+
+def test_enhance_prompt_runs_the_assistant_as_part_of_the_generation(client, data_dir, lemur_path, tiny_models,
+                                                                     tiny_prompt_lm):
+    """The API's field: the generation's record keeps the words and the assistant's text, its
+    models the assistant's; a request without words to improve is refused before anything is
+    recorded; a model that is not here fails the generation with the command that fetches it."""
+    from core.prompting.assistant import propose
+    from core.prompting.denylist import DenyList
+    from storage.settings import save_denylist
+
+    save_denylist("nike\n", data_dir)
+    photo = lemur_path.read_bytes()
+    fields = {"background": "ai", "prompt": "a Nike shoe on a beach", "enhance_prompt": True, "steps": 1,
+              "prompt_model": tiny_prompt_lm, "inpaint_model": tiny_models["inpaint"], "control_scale": 0.0,
+              "device": "cpu"}
+    done = wait_finished(client, _create(client, photo, fields).json()["id"])
+    assert done["status"] == "done", done["error"]
+    expected = propose("a Nike shoe on a beach", tiny_prompt_lm, "cpu", DenyList.parse("nike"))
+    assert done["request"]["prompt"] == "a Nike shoe on a beach" and done["request"]["enhance_prompt"] is True
+    assert done["record"]["prompt"] == done["record"]["prompt_assistant"]["text"] == expected.text
+    assert done["record"]["prompt_removed"] == ["Nike"] and done["models"]["prompt"]["id"] == tiny_prompt_lm
+    refused = _create(client, photo, {**fields, "prompt": ""})
+    assert refused.status_code == 422 and "enhance prompt needs a prompt" in refused.json()["detail"]
+    missing = wait_finished(client, _create(client, photo, {**fields, "prompt_model": "nobody/no-such-lm"}).json()["id"])
+    assert missing["status"] == "failed" and "models fetch nobody/no-such-lm" in missing["error"]
+    (data_dir / "prompt-denylist.txt").unlink()
