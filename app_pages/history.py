@@ -185,8 +185,9 @@ def prompt_as_it_ran(request, record: dict) -> None:
                                      ", after the deny-list"))
     st.code(ran, language=None, wrap_lines=True)
     if assistant:
+        reused = " (written earlier, for the same words)" if assistant.get("cached") else ""
         st.text(f"{assistant['model']} @ {assistant['revision'] or '-'}: {assistant['tokens']} tokens in "
-                f"{assistant['seconds']:.1f} s")
+                f"{assistant['seconds']:.1f} s{reused}")
     removed = [*record.get("prompt_removed", ()), *(assistant or {}).get("removed_after", ())]
     if removed:
         st.text("Taken out by the deny-list: " + ", ".join(dict.fromkeys(removed)))

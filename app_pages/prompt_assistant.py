@@ -48,7 +48,8 @@ def propose(improve: ui.Press, words: str, base) -> None:
     from storage.settings import prompt_denylist
 
     if not words.strip():
-        improve.settle(error="Type a few words in the prompt box first (e.g. beach at sunset), then press Improve prompt.")
+        improve.settle(error="Type a few words in the prompt box first (e.g. beach at sunset), then press "
+                             "Improve prompt.")
         return
     try:
         with st.spinner(f"The prompt assistant is writing (at most {MAX_NEW_TOKENS} tokens)..."):

@@ -182,8 +182,8 @@ def _replace(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     assistant = result.record.get("prompt_assistant")
     if assistant:  # the text the user did not type, and what it cost
-        print(f"prompt assistant ({assistant['model']}, {assistant['tokens']} tokens in {assistant['seconds']:.1f} s): "
-              f"{result.record['prompt']}", file=sys.stderr)
+        print(f"prompt assistant ({assistant['model']}, {assistant['tokens']} tokens in {assistant['seconds']:.1f} s"
+              f"{', written earlier' if assistant['cached'] else ''}): {result.record['prompt']}", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "generation_id": generation_id, "request": request.to_dict(), "record": result.record,

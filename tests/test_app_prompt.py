@@ -36,6 +36,7 @@ def studio_with_words(lemur_path, words: str):
     return at
 
 
+@pytest.mark.slow
 def test_improve_prompt_fills_a_proposal_the_user_edits_and_uses(assistant_here, lemur_path, one_torch_thread):
     at = studio_with_words(lemur_path, "")
     pressable(at, "studio_improve").click().run()
@@ -79,6 +80,7 @@ def test_without_its_weights_the_button_says_what_to_run(data_dir, lemur_path, t
     assert not generate_button(at).disabled and not at.warning  # everything else works
 
 
+@pytest.mark.slow
 def test_history_shows_both_prompts_and_a_remix_says_generate_rewrites(assistant_here, lemur_path, astronaut,
                                                                       one_torch_thread):
     from core.request import GenerationRequest

@@ -138,7 +138,8 @@ def test_missing_weights_name_the_command_and_nothing_else_needs_them(monkeypatc
     request = GenerationRequest(background="ai", prompt="beach", enhance_prompt=True, prompt_model="nobody/no-such-lm")
     (row,) = readiness(request, "prompt").blocking
     assert row["fetch"] == f"{fetch_command()} nobody/no-such-lm"
-    assert explain_missing([row]).startswith("Improve prompt cannot run") and "Write the prompt yourself" in explain_missing([row])
+    message = explain_missing([row])
+    assert message.startswith("Improve prompt cannot run") and "Write the prompt yourself" in message
     with pytest.raises(ModelMissingError, match=f"download it with: {fetch_command()} nobody/no-such-lm"):
         propose("beach", "nobody/no-such-lm", "cpu", registry=ModelRegistry())
     assert "prompt" not in needed(request.replace(enhance_prompt=False))  # without the option, never needed
@@ -152,6 +153,7 @@ def test_a_model_that_is_not_a_causal_lm_is_refused(tiny_sam):
 
 # ---------------------------------------------------------------- a generation with the stage
 
+@pytest.mark.slow
 def test_a_generation_records_the_stage_and_reruns_identically(tiny_models, tiny_prompt_lm, astronaut, tmp_path,
                                                                one_torch_thread):
     """Through storage, as the command line and the workers run it: the deny-list from the data
@@ -162,6 +164,9 @@ def test_a_generation_records_the_stage_and_reruns_identically(tiny_models, tiny
     from storage.db import Database
     from storage.settings import save_denylist
 
+    from core.cache import get_cache
+
+    get_cache().clear()  # the assistant's text is cached per process: written afresh here
     db = Database(None, tmp_path / "data")
     save_denylist("nike\n", db.data_dir)
     photo = astronaut.resize((96, 64))
@@ -181,6 +186,7 @@ def test_a_generation_records_the_stage_and_reruns_identically(tiny_models, tiny
     assert (ran["words"], ran["asked"], ran["output"]) == (request.prompt, "a shoe by the sea", expected.output)
     assert ran["model"] == tiny_prompt_lm and ran["revision"] == registry.revision(tiny_prompt_lm)
     assert ran["max_new_tokens"] == assistant.MAX_NEW_TOKENS and ran["tokens"] == expected.tokens
+    assert ran["cached"] is False
     assert view.record["prompt_removed"] == ["Nike"] and view.record["denylist"] == DenyList.parse("nike").digest
     assert view.models["prompt"] == {"id": tiny_prompt_lm, "revision": ran["revision"]}
     assert view.timings["prompt"] > 0 and "the deny-list removed 'Nike' from the prompt" in view.warnings
@@ -194,9 +200,14 @@ def test_a_generation_records_the_stage_and_reruns_identically(tiny_models, tiny
                                                       mask, db=db, registry=registry)
     assert np.array_equal(np.asarray(typed_result.images[0]), np.asarray(result.images[0]))
     assert "prompt_assistant" not in history.get(typed, db=db).record
-    again, again_result = service.rerun(gid, db=db, registry=ModelRegistry())
-    assert history.get(again, db=db).record["prompt"] == expected.text
-    assert np.array_equal(np.asarray(again_result.images[0]), np.asarray(result.images[0]))
+    # a re-run: the same text, taken from the process's cache, then written afresh; the same image
+    for cached in (True, False):
+        if not cached:
+            get_cache().clear()
+        again, again_result = service.rerun(gid, db=db, registry=ModelRegistry())
+        record = history.get(again, db=db).record
+        assert record["prompt"] == expected.text and record["prompt_assistant"]["cached"] is cached
+        assert np.array_equal(np.asarray(again_result.images[0]), np.asarray(result.images[0]))
 
 
 def test_the_denylist_applies_without_the_assistant(tiny_models, astronaut, one_torch_thread):

@@ -6,6 +6,10 @@ the user asked (their words, ``enhance_prompt`` on); the rest of the run gets a 
 prompt that runs, and the run record keeps what happened: the assistant's words, text, model and
 revision (``prompt_assistant``), what the deny-list removed (``prompt_removed``) and which list
 it was (``denylist``: a hash of its terms).
+
+The assistant's text is kept in the stage cache (core.cache) by model, revision, device, words
+and list: a batch of photos with one recipe, or a re-run in the same process, writes it once
+(greedy decoding would write the same text again); the record then says ``cached``.
 """
 
 from __future__ import annotations
@@ -36,16 +40,13 @@ def prepare(request: GenerationRequest, denylist: DenyList | None = None, regist
     if denylist:
         run.record["denylist"] = denylist.digest
     if request.enhance_prompt:
-        from core.models.device import resolve_device
-        from core.prompting.assistant import propose
-
-        proposal = propose(request.prompt, request.prompt_model, resolve_device(request.device), denylist,
-                           registry, progress, cancel)
+        proposal, cached = _proposal(request, denylist, registry, progress, cancel)
         text, removed = proposal.text, proposal.removed_before
-        run.record["prompt_assistant"] = proposal.record()
+        run.record["prompt_assistant"] = {**proposal.record(), "cached": cached}
         run.model = {"id": proposal.model, "revision": proposal.revision}
         if proposal.removed_after:
-            run.warnings.append(f"the deny-list removed {_quoted(proposal.removed_after)} from the prompt assistant's text")
+            run.warnings.append(f"the deny-list removed {_quoted(proposal.removed_after)} from the prompt "
+                                "assistant's text")
         if proposal.empty:
             run.warnings.append("the prompt assistant gave no usable text: the prompt ran as typed")
     else:
@@ -56,6 +57,27 @@ def prepare(request: GenerationRequest, denylist: DenyList | None = None, regist
         run.warnings.insert(0, f"the deny-list removed {_quoted(removed)} from the prompt")
     run.request = request.replace(prompt=text, enhance_prompt=False)
     return run
+
+
+def _proposal(request: GenerationRequest, denylist: DenyList, registry, progress, cancel):
+    """(the assistant's proposal for the request's words, whether it came from the cache)."""
+    from core.cache import get_cache
+    from core.models.device import resolve_device
+    from core.models.registry import get_registry
+    from core.prompting.assistant import propose
+
+    registry = registry or get_registry()
+    device = resolve_device(request.device)
+    registry.load("prompt", request.prompt_model, device)  # its revision is part of the key
+    written = []
+
+    def write():
+        written.append(propose(request.prompt, request.prompt_model, device, denylist, registry, progress, cancel))
+        return written[0]
+
+    key = (request.prompt_model, registry.revision(request.prompt_model), device, request.prompt, denylist.terms)
+    proposal = get_cache().get_or_compute("proposal", key, write)
+    return proposal, not written
 
 
 def _quoted(terms) -> str:
