@@ -20,7 +20,7 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
-from app_pages import browser, results, ui
+from app_pages import browser, form, job_view, press, results, ui
 from core.masks import brush
 from core.errors import BackdropError
 from core.imaging import load_image
@@ -36,7 +36,7 @@ MARK_STYLE = {"click": dict(drawing_mode="point", stroke_width=2, point_display_
 PHOTO_KEYS = ("studio_photo", "studio_photo_bytes", "studio_photo_name", "studio_photo_sha", "studio_analysis",
               "studio_auto_mask", "studio_decided_mask", "studio_base_mask", "studio_mask", "studio_decisions",
               "studio_selections", "studio_actions", "studio_redo", "studio_parent", "studio_job", "studio_notice",
-              ui.press_state_key("studio_generate"))
+              press.press_state_key("studio_generate"))
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def open_generation(generation_id: int) -> None:
     set_photo(inputs.image, f"generation {generation_id}", state.get("studio_upload_id"))
     if inputs.mask is not None:
         state.studio_decided_mask = state.studio_base_mask = inputs.mask
-    ui.prefill(FORM, inputs.request, inputs.picture)
+    form.prefill(FORM, inputs.request, inputs.picture)
 
 
 def open_remix() -> None:
@@ -226,7 +226,7 @@ def select(mark: dict, canvas_size: tuple[int, int]) -> None:
         with st.spinner("Selecting..."):
             region = select_region(state.studio_photo, points=[target] if kind == "point" else (),
                                    box=target if kind == "box" else None, model_id=settings["sam_model"],
-                                   device=settings["device"], registry=ui.model_registry())
+                                   device=settings["device"], registry=job_view.model_registry())
     except BackdropError as error:
         state.studio_notice = str(error)
         return
@@ -405,15 +405,15 @@ def user_mask():
 # ---------------------------------------------------------------- background, generation, results
 
 def generate_section() -> None:
-    form, output = st.columns([2, 3])
-    with form:
+    form_column, output = st.columns([2, 3])
+    with form_column:
         if state.get(f"{FORM}base") is not None and state.get("studio_parent"):
             st.caption(f"Models and device as in generation #{state.studio_parent}.")
-            st.button("Use the Models page's defaults", key="studio_forget_base", on_click=ui.forget_base, args=(FORM,))
-        request, picture, reason = ui.background_form(FORM, ui.form_base(FORM))
+            st.button("Use the Models page's defaults", key="studio_forget_base", on_click=form.forget_base, args=(FORM,))
+        request, picture, reason = form.background_form(FORM, form.form_base(FORM))
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")
-        generate = ui.press("Generate", "studio_generate", type="primary", disabled=request is None,
+        generate = press.press("Generate", "studio_generate", type="primary", disabled=request is None,
                             icon=":material/auto_awesome:",
                             help="Enter in the prompt box does the same (Shift+Enter: a new line)"
                             if state.get(f"{FORM}kind") == "ai" else None)
@@ -430,7 +430,7 @@ def generate_section() -> None:
             st.query_params.pop("job", None)
 
 
-def submit(generate: ui.Press, request, picture: bytes | None, reason: str | None) -> None:
+def submit(generate: press.Press, request, picture: bytes | None, reason: str | None) -> None:
     """Generate was pressed: queue the job, or say why not. The inputs are read first: once the
     job is queued, nothing may touch session state before the press is settled."""
     if request is None:
@@ -438,7 +438,7 @@ def submit(generate: ui.Press, request, picture: bytes | None, reason: str | Non
         return
     photo, mask, parent, user = state.studio_photo_bytes, user_mask(), state.get("studio_parent"), ui.current_user()
     try:
-        job = ui.submit(request, photo, mask, parent, picture=picture, user=user)
+        job = job_view.submit(request, photo, mask, parent, picture=picture, user=user)
     except BackdropError as error:
         generate.settle(error=str(error))
     else:
@@ -446,9 +446,9 @@ def submit(generate: ui.Press, request, picture: bytes | None, reason: str | Non
 
 
 def job_panel(generation_id: int) -> None:
-    view = ui.workers().queue.get(generation_id, user=ui.current_user())
+    view = job_view.workers().queue.get(generation_id, user=ui.current_user())
     if view.status in ("queued", "running"):
-        ui.job_progress(generation_id, key="studio")
+        job_view.job_progress(generation_id, key="studio")
     elif view.status == "done":
         st.success(f"Generation {generation_id} done: {ui.finished_text(view)}.")
         results.show_outputs(view, key="studio")

@@ -16,7 +16,8 @@ from PIL import Image
 
 from storage import settings as user_settings
 from core.masks import brush
-from app_pages import ui
+from app_pages import job_view, ui
+from app_pages.press import Press, press_state_key
 from test_brush import strokes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +26,7 @@ WHITE = (255, 255, 255)
 
 
 def pressable(at, key: str):
-    """A button drawn by app_pages.ui.press (each drawing of it has its own key inside ``key``)."""
+    """A button drawn by app_pages.press.press (each drawing of it has its own key inside ``key``)."""
     (button,) = [b for b in at.button if (b.key or "").startswith(f"{key}__")]
     return button
 
@@ -42,10 +43,10 @@ def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app-data")
     patch.setenv("BACKDROP_DATA_DIR", str(folder))
     patch.delenv("BACKDROP_DATABASE_URL", raising=False)
-    ui.workers.clear()
+    job_view.workers.clear()
     yield folder
-    ui.workers().stop(timeout=30)
-    ui.workers.clear()
+    job_view.workers().stop(timeout=30)
+    job_view.workers.clear()
     patch.undo()
 
 
@@ -211,7 +212,7 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     prompt = "<b>bold</b> **not markdown** <script>alert(1)</script>"
     request = GenerationRequest(background="gradient:#102030,#a0b0c0", prompt=prompt, seed=7)
     at = app("history")
-    generation_id = ui.submit(request, lemur_path.read_bytes(), user=None)
+    generation_id = job_view.submit(request, lemur_path.read_bytes(), user=None)
     wait_done(at, generation_id)
     at.text_input(key="history_search").set_value("not markdown").run()
     assert any(t.value.startswith(f"#{generation_id} ") for t in at.text)
@@ -342,9 +343,10 @@ def test_two_sessions_share_one_worker(data_dir, lemur_path, astronaut):
     from storage import history
 
     first, second = app(), app()
-    assert ui.workers() is ui.workers()  # st.cache_resource: one worker per lane per process
-    ids = [ui.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes(), user=None) for i in range(3)]
-    ids.append(ui.submit(ui.base_request().replace(background="blur"), astronaut, user=None))
+    assert job_view.workers() is job_view.workers()  # st.cache_resource: one worker per lane per process
+    ids = [job_view.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes(), user=None)
+           for i in range(3)]
+    ids.append(job_view.submit(ui.base_request().replace(background="blur"), astronaut, user=None))
     for generation_id in ids:
         assert wait_done(first, generation_id).status == "done"
     second.run()
@@ -565,12 +567,12 @@ def test_a_cancelled_generation_shows_no_empty_timings(data_dir, lemur_path):
 # ---------------------------------------------------------------- presses and reloads (issue 15)
 
 def test_press_is_acted_on_once_and_survives_an_interrupted_run():
-    """ui.Press as the pages use it: a second click of the same drawing (a double click) is no
+    """Press as the pages use it: a second click of the same drawing (a double click) is no
     second press; an outcome whose store was interrupted (Streamlit raises a RerunException on
     an access of session state when another rerun waits) stays for the next run."""
     from streamlit.runtime.scriptrunner_utils.exceptions import RerunException
 
-    press = ui.Press()
+    press = Press()
     drawn = press.token
     press.pressed(drawn)
     press.pressed(drawn)  # the double click's second click, from the drawing already used
@@ -604,7 +606,7 @@ def test_generate_double_click_makes_one_job_and_a_reload_brings_it_back(data_di
     drawing = generate_button(at)
     drawing.click().run()
     # the double click's second click comes from the same drawing, after the first one's run
-    at.session_state[ui.press_state_key("studio_generate")].pressed(int(drawing.key.rsplit("__", 1)[1]))
+    at.session_state[press_state_key("studio_generate")].pressed(int(drawing.key.rsplit("__", 1)[1]))
     at.run()
     assert history.count_generations() == before + 1
     job = at.session_state["studio_job"]
@@ -653,7 +655,7 @@ def test_history_and_batch_reopen_from_their_address(data_dir, lemur_path):
     (?jobs=...) shows that batch's queue again."""
     from core.request import GenerationRequest
 
-    generation_id = ui.submit(GenerationRequest(background="blur"), lemur_path.read_bytes(), user=None)
+    generation_id = job_view.submit(GenerationRequest(background="blur"), lemur_path.read_bytes(), user=None)
     at = app("history")
     wait_done(at, generation_id)
     at.button(key=f"history_open_{generation_id}").click().run()
