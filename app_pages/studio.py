@@ -19,6 +19,7 @@ from app_pages import browser, form, job_view, press, results, ui
 from core.errors import BackdropError
 from core.masks import brush
 from core.masks.editor import MaskEditor
+from core.models.slots import SAM_MODEL
 
 state = st.session_state
 CANVAS_KEY = "studio_canvas"
@@ -118,7 +119,7 @@ def find_region(photo, kind: str, target: tuple):
     settings = ui.settings()
     with st.spinner("Selecting..."):
         return select_region(photo, points=[target] if kind == "point" else (), box=target if kind == "box" else None,
-                             model_id=settings["sam_model"], device=settings["device"],
+                             model_id=settings[SAM_MODEL.name], device=settings["device"],
                              registry=job_view.model_registry())
 
 
@@ -201,13 +202,11 @@ def tools(edit: MaskEditor) -> None:
 
 def sam_status() -> None:
     """Without Segment Anything's weights, say which and how to get them (the brush still works)."""
-    from core.models.weights import status_row
+    from core.models.slots import explain_missing, status_row
 
-    row = status_row("sam", ui.settings()["sam_model"])
+    row = status_row("sam", ui.settings()[SAM_MODEL.name])
     if not row["present"]:
-        fix = f"run `{row['fetch']}` in a terminal in the app's folder, then reload" if row["fetch"] else row["note"]
-        st.warning(f"Click selection needs the Segment Anything model `{row['id']}`, which is not on this machine: "
-                   f"{fix}. The brush works without it.", icon=":material/block:")
+        st.warning(explain_missing([row]), icon=":material/block:")
 
 
 def regions_panel(edit: MaskEditor) -> None:
