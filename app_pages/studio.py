@@ -234,7 +234,8 @@ def generate_section() -> None:
         parent = editor().parent
         if state.get(f"{FORM}base") is not None and parent:
             st.caption(f"Models and device as in generation #{parent}.")
-            st.button("Use the Models page's defaults", key="studio_forget_base", on_click=form.forget_base, args=(FORM,))
+            st.button("Use the Models page's defaults", key="studio_forget_base", on_click=form.forget_base,
+                      args=(FORM,))
         request, picture, reason = form.background_form(FORM, form.form_base(FORM))
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")

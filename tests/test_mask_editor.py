@@ -212,6 +212,7 @@ def test_after_clear_or_reset_the_automatic_mask_is_sent(editor):
 
 
 def test_a_new_photo_replaces_everything(editor, analyser):
+    editor.open(png(), "generation 5", "u2netp", mask=box_mask((0, 0, 40, 30)), parent=5)  # a remix
     canvas_shows(editor, ADD)
     select_clicked(editor)
     editor.flip(0)
@@ -219,13 +220,14 @@ def test_a_new_photo_replaces_everything(editor, analyser):
     editor.notice = "the last click selected nothing"
     nonce = editor.canvas["backdrop_nonce"]
     other = png((10, 200, 10))
-    editor.open(other, "second.png", "isnet-general-use", parent=None)
-    assert editor.photo_bytes == other and editor.name == "second.png" and editor.photo.getpixel((0, 0)) == (10, 200, 10)
+    editor.open(other, "second.png", "isnet-general-use")
+    assert editor.photo_bytes == other and editor.name == "second.png"
+    assert editor.photo.getpixel((0, 0)) == (10, 200, 10) and editor.parent is None
     assert analyser.calls[-1] == (SIZE, "isnet-general-use", {})
-    assert (editor.selections, editor.decisions, editor.strokes, editor.painted, editor.notice) == ([], {}, [], None, None)
-    assert not editor.can_undo and not editor.can_redo
+    assert editor.selections == [] and editor.decisions == {} and editor.strokes == [] and editor.painted is None
+    assert editor.notice is None and not editor.can_undo and not editor.can_redo
     assert editor.canvas["objects"] == [] and editor.canvas["backdrop_nonce"] != nonce
-    assert editor.sent_mask() is None
+    assert editor.sent_mask() is None  # the new photo's automatic mask, not the remixed one's
     canvas_shows(editor, ADD)  # the canvas still holds the first photo's stroke until it has reloaded
     assert editor.strokes == [] and editor.sent_mask() is None and not editor.can_undo
     editor.flip(0)
