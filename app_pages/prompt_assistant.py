@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import ui
+from app_pages import job_view, press, ui
 from core.errors import BackdropError
 from core.models.slots import explain_missing, status_row
 
@@ -22,14 +22,16 @@ PROPOSAL = "studio_proposal"  # the Proposal shown, and the text area the user e
 TEXT = "studio_proposal_text"
 
 
-def section(prefix: str, base) -> None:
-    """The button, what it needs when its model is missing, and the proposal once written."""
+def section(prefix: str, base, parent: int | None) -> None:
+    """The button, what it needs when its model is missing, and the proposal once written;
+    ``parent``: the remixed generation the form started from."""
     if base.enhance_prompt:
-        rewritten_on_generate(prefix, base)
+        rewritten_on_generate(prefix, base, parent)
     row = status_row("prompt", base.prompt_model)
-    improve = ui.press("Improve prompt", "studio_improve", icon=":material/auto_fix_high:", disabled=not row["present"],
-                       help="A small language model turns the words above into a described background (surface, "
-                            "setting, light, camera), without names, brands or logos. You edit it before using it.")
+    improve = press.press("Improve prompt", "studio_improve", icon=":material/auto_fix_high:",
+                          disabled=not row["present"],
+                          help="A small language model turns the words above into a described background (surface, "
+                               "setting, light, camera), without names, brands or logos. You edit it before using it.")
     if improve.pending:
         propose(improve, state.get(f"{prefix}prompt", ""), base)
     improve.take_outcome(lambda proposal: state.update({PROPOSAL: proposal, TEXT: proposal.text}))
@@ -41,7 +43,7 @@ def section(prefix: str, base) -> None:
         proposal_box(prefix)
 
 
-def propose(improve: ui.Press, words: str, base) -> None:
+def propose(improve: press.Press, words: str, base) -> None:
     """Improve prompt was pressed: write the proposal (the inputs were read before)."""
     from core.models.device import resolve_device
     from core.prompting.assistant import MAX_NEW_TOKENS, propose as write
@@ -54,7 +56,7 @@ def propose(improve: ui.Press, words: str, base) -> None:
     try:
         with st.spinner(f"The prompt assistant is writing (at most {MAX_NEW_TOKENS} tokens)..."):
             proposal = write(words, base.prompt_model, resolve_device(base.device), prompt_denylist(),
-                             registry=ui.model_registry())
+                             registry=job_view.model_registry())
     except BackdropError as error:
         improve.settle(error=str(error))
     else:
@@ -95,14 +97,14 @@ def forget() -> None:
     state.pop(TEXT, None)
 
 
-def rewritten_on_generate(prefix: str, base) -> None:
+def rewritten_on_generate(prefix: str, base, parent: int | None) -> None:
     """A remixed generation ran the assistant as part of it (the command line's or the API's
     option): say that Generate does so again, and offer the text it ran with instead."""
     from storage.history import NotFound, get
 
     st.info("The prompt assistant wrote this generation's prompt from the words above when it ran; Generate "
             "does it again (the same words give the same text).", icon=":material/auto_fix_high:")
-    parent, ran = state.get("studio_parent"), None
+    ran = None
     if parent is not None:
         try:
             ran = get(parent, user=ui.current_user()).record.get("prompt")
