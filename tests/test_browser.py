@@ -707,7 +707,8 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
             (data / "settings.json").unlink(missing_ok=True)
 
 
-def test_improve_prompt_proposes_and_the_user_edits_and_uses_it(server, browser, lemur_path, tiny_prompt_lm):
+def test_improve_prompt_proposes_and_the_user_edits_and_uses_it(server, browser, lemur_path, tiny_models,
+                                                                tiny_prompt_lm):
     """Short words in the prompt box, Improve prompt: the assistant's proposal (the tiny random
     model's words, without the deny-list's names) in a box of its own, the prompt box untouched;
     edited and used, it becomes the prompt."""
@@ -743,5 +744,35 @@ def test_improve_prompt_proposes_and_the_user_edits_and_uses_it(server, browser,
             expect(page.get_by_label("Proposed prompt: edit it, then use it")).to_have_count(0)
             prompt.scroll_into_view_if_needed()
             shot(page, "71-improve-prompt-used")
+
+            # a generation the command line ran with --enhance-prompt: History shows both prompts
+            gid = enhanced_generation(data, lemur_path, tiny_models["inpaint"], tiny_prompt_lm)
+            page.goto(f"{url}/history?id={gid}")
+            page.get_by_text(f"Generation #{gid}").wait_for()
+            page.get_by_text("Prompt as it ran, written by the prompt assistant from the prompt above").wait_for()
+            page.locator('[data-testid="stCode"]').filter(has_text=expected.text).wait_for()
+            page.get_by_text("Taken out by the deny-list: Nike").wait_for()
+            page.get_by_text("Prompt as it ran, written by").scroll_into_view_if_needed()
+            shot(page, "72-history-prompt-as-typed-and-as-it-ran")
     finally:
         (data / "prompt-denylist.txt").unlink()
+
+
+def enhanced_generation(data: Path, lemur_path, inpaint_model: str, prompt_model: str) -> int:
+    """What `backdrop replace -b ai --prompt "a Nike shoe on a beach" --enhance-prompt` records,
+    in the server's data folder (its own models, one step)."""
+    from core.request import GenerationRequest
+    from storage import service
+    from storage.db import Database
+
+    database = Database(None, data)
+    try:
+        request = GenerationRequest(background="ai", prompt="a Nike shoe on a beach", enhance_prompt=True,
+                                    prompt_model=prompt_model, inpaint_model=inpaint_model, steps=1, control_scale=0.0,
+                                    device="cpu")
+        mask = Image.new("L", (680, 440), 0)
+        mask.paste(255, (200, 100, 480, 440))
+        gid, _ = service.generate_and_record(lemur_path.read_bytes(), request, mask, db=database)
+        return gid
+    finally:
+        database.dispose()
