@@ -66,11 +66,6 @@ class Proposal:
         """What the run record keeps of it (core.record: JSON values only)."""
         return {**asdict(self), "max_new_tokens": MAX_NEW_TOKENS, "seed": SEED}
 
-    def summary(self) -> str:
-        """One line for a person: which model, how many tokens, how long."""
-        stop = ", stopped at the token limit" if self.limited else ""
-        return f"{self.model}: {self.tokens} tokens in {self.seconds:.1f} s{stop}"
-
 
 def messages(words: str) -> list[dict[str, str]]:
     """The chat the model reads: the fixed instruction, then the user's words."""
