@@ -18,6 +18,8 @@ from storage.models import STATUSES
 def _field(spec: Param) -> tuple[Any, Any]:
     kind = Literal[tuple(spec.choices)] if spec.choices else spec.type
     limits = {"ge": spec.low, "le": spec.high} if spec.low is not None else {}
+    if spec.type is str and not spec.choices:
+        limits["max_length"] = spec.max_length
     extra = {"x-environment-variable": spec.env} if spec.env else None
     return kind, Field(spec.default, title=spec.label, description=spec.help, json_schema_extra=extra, **limits)
 

@@ -36,6 +36,9 @@ SAMPLER_PRESETS = {
 BACKGROUND_KINDS = ("ai", "color", "gradient", "blur", "image", "transparent")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 
+PROMPT_MAX = 10_000  # characters: far more than the 600 tokens the text encoder reads (core.prompts)
+NAME_MAX = 4096  # characters of any other text field: a model id or a folder's path
+
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -103,6 +106,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     step: float | None = None
+    max_length: int = NAME_MAX  # characters, for text fields
     choices: Mapping[str, str] | None = None  # value -> label
     check: Callable[[Any], Any] | None = None
     env: str | None = None
@@ -127,8 +131,8 @@ class Param:
             ok = isinstance(value, str)
         if not ok:
             raise InputError(f"{what} must be {_KIND[self.type]} (got {value!r})")
-        if self.type is str and "\x00" in value:  # PostgreSQL's text cannot hold it; no prompt needs it
-            raise InputError(f"{what} must not contain a NUL character (\\x00)")
+        if self.type is str:
+            _check_text(what, value, self.max_length)
         if self.low is not None and not self.low <= value <= self.high:
             raise InputError(f"{what} must be {self.limits} (got {value!r})")
         if self.choices is not None and value not in self.choices:
@@ -162,6 +166,20 @@ class Param:
 _KIND = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
+def _check_text(what: str, value: str, max_length: int) -> None:
+    """Text a database can store and a person could have typed: at most ``max_length``
+    characters, no NUL (PostgreSQL's text cannot hold it), valid Unicode (a lone surrogate from
+    JSON's ``\\udXXX`` escapes or an undecodable argument cannot be stored as UTF-8)."""
+    if len(value) > max_length:
+        raise InputError(f"{what} must be at most {max_length:,} characters (got {len(value):,})")
+    if "\x00" in value:
+        raise InputError(f"{what} must not contain a NUL character (\\x00)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} is not valid text (it holds a lone UTF-16 surrogate)") from None
+
+
 def param(default: Any, label: str, help: str, **declaration: Any) -> Any:
     """Declare a request field: its default, label, help and the rest of ``Param``."""
     return field(default=default, metadata={"param": Param(label, help, **declaration)})
@@ -175,10 +193,12 @@ class GenerationRequest:
                             "ai | color:#RRGGBB | gradient:#RRGGBB,#RRGGBB | blur | image | transparent",
                             check=Background.parse, group="background")
     prompt: str = param("", "Describe the new background",
-                        "What the AI background shows. Any length; (word:1.3) or (word) stresses words, "
-                        "[word] softens them (AUTOMATIC1111's syntax).", group="ai")
+                        "What the AI background shows, up to 10,000 characters (the first 600 tokens are read); "
+                        "(word:1.3) or (word) stresses words, [word] softens them (AUTOMATIC1111's syntax).",
+                        max_length=PROMPT_MAX, group="ai")
     negative_prompt: str = param("", "Avoid (negative prompt)",
-                                 "What the AI background must not show; same syntax as the prompt.", group="ai")
+                                 "What the AI background must not show; same syntax as the prompt.",
+                                 max_length=PROMPT_MAX, group="ai")
     seed: int = param(0, "Seed", "Random seed: the same seed and settings give the same image.",
                       low=0, high=2**63 - 1, group="ai")
     variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...); other "
