@@ -40,7 +40,7 @@ from storage.models import STATUSES
 PREFIX = "/v1"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # per file, as the app's uploads (.streamlit/config.toml's maxUploadSize)
 MAX_JSON_BYTES = 256 * 1024  # the request's fields as JSON: both prompts at their longest fit, however escaped
-MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL store: ids and offsets past it are refused (422)
+MAX_ID = history.MAX_ID  # the largest integer SQLite and PostgreSQL store: ids and offsets past it are refused (422)
 MAX_SEARCH = 1000  # characters of a search
 GenerationId = Annotated[int, Path(ge=1, le=MAX_ID, description="the generation's id")]
 IMAGE_KINDS = ("result", "cutout", "mask")

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from storage.users import User
 
 MAX_LINEAGE = 1000  # guards the ancestor walk against a corrupted cycle
+MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL store: no generation has a larger id
 
 
 class NotFound(BackdropError):
@@ -119,6 +120,8 @@ def visible(query: Select, user: User | None) -> Select:
 
 
 def _owned_row(session: Session, generation_id: int, user: User | None, **options: Any) -> Generation:
+    if not 0 < generation_id <= MAX_ID:  # past the database's integers: no such row (and no OverflowError)
+        raise NotFound(f"no generation {generation_id}")
     row = session.get(Generation, generation_id, **options)
     if row is None or not (user is None or user.admin or row.owner_id == user.id):
         raise NotFound(f"no generation {generation_id}")
