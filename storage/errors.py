@@ -33,8 +33,8 @@ class DatabaseDamaged(StorageError):
 
 
 def disk_full(where: Path, what: str) -> DiskFull:
-    return DiskFull(f"no space left on the disk of {where} while {what}: nothing was changed. Free some space "
-                    "(`backdrop delete ID` removes a generation and the images only it used) and try again")
+    return DiskFull(f"no space left on the disk of {where} while {what}. Free some space (`backdrop delete ID` "
+                    "removes a generation and the images only it used) and try again")
 
 
 def read_only(where: Path, what: str, detail: str) -> ReadOnly:

@@ -142,10 +142,10 @@ class _Hooks:
         return self._cancelled
 
 
-def finish(db: Database, generation_id: int, status: str, error: str | None = None) -> None:
-    """Record how a generation ended. On a full disk the data folder's reserve is given up to
-    record it; should even that fail, the row stays running and the next start's recovery
-    (storage.jobs.JobQueue.recover_stale) marks it failed."""
+def finish(db: Database, generation_id: int, status: str, error: str | None = None) -> bool:
+    """Record how a generation ended; True when it was recorded. On a full disk the data
+    folder's reserve is given up to record it; should even that fail, the row stays running and
+    the next start's recovery (storage.jobs.JobQueue.recover_stale) marks it failed."""
     def record() -> None:
         with db.session() as session:
             session.execute(
@@ -157,6 +157,8 @@ def finish(db: Database, generation_id: int, status: str, error: str | None = No
         db.retry_when_full(record)
     except BackdropError:
         log.exception("could not record that generation %s ended %s (%s)", generation_id, status, error)
+        return False
+    return True
 
 
 def error_text(exc: BaseException) -> str:
@@ -210,7 +212,9 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
                 staged.discard()
             _log_unexpected(generation_id, exc)
             what = "writing the outputs" if isinstance(exc, OutputError) else "recording the result"
-            finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}")
+            if finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}") and isinstance(exc, BackdropError):
+                # the caller is told what is kept: the generation, failed with this cause
+                raise type(exc)(f"{exc}; generation {generation_id} is recorded as failed") from exc
             raise
     return result
 

@@ -190,6 +190,7 @@ def test_real_full_disk_for_the_data_folder(tmp_path, monkeypatch, capsys, tmpfs
     # the same photo (stored already) on another background: recorded, then its results find no room
     code, _, err = subprocess_cli("replace", first, "--mask", mask, "-o", tmp_path / "b-out.png", "-b", "transparent")
     assert code == 2 and "error: no space left on the disk of" in err and "Traceback" not in err, err
+    assert "nothing was changed" not in err and "generation 2 is recorded as failed" in err, err
     assert not (tmp_path / "b-out.png").exists()
     code, out, err = subprocess_cli("history", "--json")
     assert code == 0, err
@@ -490,3 +491,43 @@ def test_bounded_shadows_match_full_resolution_ones(monkeypatch):
     difference = np.abs(bounded - full)
     assert full.min() < 120, "a real shadow to compare"
     assert difference.mean() < 0.5 and np.percentile(difference, 99.9) <= 8, (difference.mean(), difference.max())
+
+
+# ---- issue 18: refused before anything is recorded; what is printed; messages that are true --------
+
+def test_input_the_run_would_fail_on_is_refused_before_anything_is_recorded(data, tmp_path, capsys):
+    """A 20000x20 strip (its automatic mask is empty) and an unknown segmenter left failed rows;
+    now `error:`, exit 2, nothing recorded, as for every other bad input."""
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (20, 20000, 3), dtype=np.uint8)).save(strip)
+    code, _, err = cli(capsys, "replace", strip, "-o", tmp_path / "out.png")
+    assert code == 2 and err.startswith("error: mask is empty"), err
+    code, _, err = cli(capsys, "replace", photo(tmp_path / "in.png", 7), "-o", tmp_path / "out.png",
+                       "--segmenter", "no-such-model")
+    assert code == 2 and err.startswith("error: unknown segmenter 'no-such-model'"), err
+    assert recorded(data) == [] and not (tmp_path / "out.png").exists()
+
+
+def test_stored_text_is_printed_with_control_characters_escaped(data, tmp_path, capsys):
+    """A prompt holding terminal escapes (set the window title, clear the screen; C1's CSI) is
+    stored as typed and printed escaped by `history` and `show`, to whoever reads them."""
+    hostile = "\x1b]0;owned\x07\x1b[2J\x9b31m\rover"
+    assert cli(capsys, "replace", photo(tmp_path / "in.png", 8), "-o", tmp_path / "out.png", "--prompt", hostile,
+               "--negative-prompt", "tab\there")[0] == 0
+    [view] = recorded(data)
+    assert view.prompt == hostile, "stored as typed"
+    for args in (("history",), ("show", view.id), ("history", "--json"), ("show", view.id, "--json")):
+        code, out, err = cli(capsys, *args)
+        assert code == 0, err
+        assert not any(c in out for c in "\x1b\x07\x9b\r\t"), (args, out)
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\rover" in cli(capsys, "show", view.id)[1]
+
+
+def test_history_search_without_a_match_says_so(data, tmp_path, capsys):
+    code, _, err = cli(capsys, "history")
+    assert code == 0 and err.strip() == "no generations recorded"
+    assert cli(capsys, "replace", photo(tmp_path / "in.png", 9), "-o", tmp_path / "out.png", "--prompt", "a lemur")[0] == 0
+    code, out, err = cli(capsys, "history", "--search", "marble")
+    assert code == 0 and out == "" and err.strip() == "no generations match these filters (1 recorded)", err
+    code, _, err = cli(capsys, "history", "--offset", str(2**64))
+    assert code == 2 and "--offset" in err, err
