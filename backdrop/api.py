@@ -324,6 +324,7 @@ def rerun_generation(request: Request, response: Response, generation_id: Genera
     """Queue the generation again from its stored photo, mask and picture, as its child; the
     same request and seed give the same image."""
     queue = _queue(request)
+    queue.get(generation_id, user=user)  # 404 before the body's fields are looked at
     inputs = service.rerun_inputs(generation_id, db=queue.db, user=user, **request_fields(changes or {}, user))
     new_id = queue.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
                           user=user)

@@ -29,8 +29,9 @@ RequestFields = create_model(
     __config__=ConfigDict(extra="forbid"),
     __doc__=(f"The parameters of a generation (request schema version {SCHEMA_VERSION}). Give only the fields "
              "that differ from the defaults; the model and device fields default to this server's saved settings."),
-    version=(int, Field(SCHEMA_VERSION, description="the request's schema version: an older version's request is "
-                                                    "upgraded, as stored requests are")),
+    version=(int, Field(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION,
+                        description="the request's schema version: an older version's request is upgraded, as "
+                                    "stored requests are")),
     **{spec.name: _field(spec) for spec in FIELDS},
 )
 

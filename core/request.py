@@ -86,7 +86,7 @@ def _hex(text: str, spec: str) -> tuple[int, int, int]:
 
 
 def _device(value: str) -> None:
-    if not _DEVICE.match(value):
+    if not _DEVICE.fullmatch(value):
         raise InputError(f"device must be one of {', '.join(DEVICES)} or cuda:N (got {value!r})")
 
 
@@ -310,14 +310,23 @@ def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """Field values given as JSON, ready for ``replace``: a name that is no field is an
     InputError (JSON clients misspell, and a silently ignored field would run with its default),
     and a whole number given for a number field becomes a float, as the command line's parse
-    makes it. Each value is then checked by its field's declaration when the request is built."""
+    makes it, and a number without a fraction given for a whole-number field becomes an int (JSON
+    Schema's integers include 25.0). Each value is then checked by its field's declaration when
+    the request is built."""
     if not isinstance(values, Mapping):
         raise InputError(f"the request must be an object of field names and values (got {type(values).__name__})")
     unknown = sorted(set(values) - set(FIELD))
     if unknown:
         raise InputError(f"unknown field(s): {', '.join(unknown)} (the fields are: {', '.join(FIELD)})")
-    return {name: float(value) if FIELD[name].type is float and type(value) is int else value
-            for name, value in values.items()}
+    return {name: _json_number(FIELD[name].type, value) for name, value in values.items()}
+
+
+def _json_number(kind: type, value: Any) -> Any:
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind is int and type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 # A model setting that is not a generation parameter: the Segment Anything checkpoint behind the
@@ -362,7 +371,7 @@ def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` brought to SCHEMA_VERSION (a copy; ``version`` included)."""
     values = dict(data)
     version = values.setdefault("version", 1)
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InputError(f"stored request has no valid version (got {version!r})")
     if version > SCHEMA_VERSION:
         raise InputError(f"stored request is version {version}, written by a newer Backdrop; this one reads "
