@@ -103,16 +103,14 @@ class BodyLimit:
 
         async def limited_receive():
             nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:  # a streamed body past the limit: answer now, end the request for the route
-                    refused = True
-                    if not started:
+                if received > limit:  # a streamed body past the limit: answer now, stop the route reading it
+                    if not refused and not started:
                         await _refuse(send, 413, _too_large(limit))
-                    return {"type": "http.disconnect"}
+                    refused = True
+                    raise _TooLarge
             return message
 
         async def guarded_send(message):
@@ -122,12 +120,19 @@ class BodyLimit:
             started = True
             await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            pass
+
+
+class _TooLarge(Exception):
+    """Raised into the route reading a body past its limit (the 413 is already sent)."""
 
 
 def _too_large(limit: int) -> str:
     shown = f"{limit / 2**20:g} MB" if limit >= 2**20 else f"{limit / 2**10:g} KB"
-    return f"the request's body is larger than this route takes ({shown})"
+    return f"the request is larger than the limit of {shown} for this route"
 
 
 async def _refuse(send, status: int, detail: str) -> None:

@@ -226,6 +226,9 @@ def test_deep_and_large_bodies_are_refused_before_they_cost_anything(queued_serv
     answer = httpx.post(f"{url}/v1/generations/{queued}/rerun", content=big,
                         headers={"Content-Type": "application/json"}, timeout=60)
     assert answer.status_code == 413 and "larger than" in answer.json()["detail"], answer.text
+    streamed = httpx.post(f"{url}/v1/generations/{queued}/rerun", content=(b" " * 65536 for _ in range(64)),
+                          headers={"Content-Type": "application/json"}, timeout=60)  # chunked: no Content-Length
+    assert streamed.status_code == 413 and "larger than" in streamed.json()["detail"], streamed.text
     as_file = {**photo, "request": ("request.json", json.dumps({"prompt": "y" * 10_000_000}), "application/json")}
     answer = httpx.post(f"{url}/v1/generations", files=as_file, timeout=60)
     assert answer.status_code == 413 and "larger than" in answer.json()["detail"], answer.text
