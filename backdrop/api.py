@@ -5,8 +5,10 @@ request's fields as JSON), follow its status and progress, download its images, 
 the history, re-run, cancel and delete. Input is checked exactly as the app and the command line
 check it (core.request, core.imaging) before anything is recorded: bad input is a 4xx answer
 ``{"detail": "..."}`` and leaves no trace. Whatever serves the queue (a worker thread here, or
-Ray workers: storage.jobs.start_serving) runs the jobs; the API submits and reads. Every route
-asks ``backdrop.auth.current_user`` who is calling.
+Ray workers: storage.jobs.start_serving) runs the jobs; the API submits and reads. Before any
+route runs, backdrop.guard refuses requests under another name or from a web page of another
+origin, and bodies past their route's limit; every route asks ``backdrop.auth.current_user``
+who is calling.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ MAX_ID = history.MAX_ID  # the largest integer SQLite and PostgreSQL store: ids 
 MAX_SEARCH = 1000  # characters of a search
 GenerationId = Annotated[int, Path(ge=1, le=MAX_ID, description="the generation's id")]
 IMAGE_KINDS = ("result", "cutout", "mask")
-_ERRORS = {code: {"model": schema.Error} for code in (400, 401, 403, 404, 409, 413, 422, 503)}
+_ERRORS = {code: {"model": schema.Error} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(current_user)], responses=_ERRORS)
 
@@ -280,7 +282,8 @@ def list_generations(request: Request, search: str | None = Query(None, max_leng
                      status: list[Literal[STATUSES]] | None = Query(None, description="one or more statuses"),
                      background: Literal[BACKGROUND_KINDS] | None = Query(None, description="background kind"),
                      favourite: bool | None = Query(None), limit: int = Query(50, ge=1, le=500),
-                     offset: int = Query(0, ge=0, le=MAX_ID), user: User | None = Depends(current_user)) -> dict[str, Any]:
+                     offset: int = Query(0, ge=0, le=MAX_ID),
+                     user: User | None = Depends(current_user)) -> dict[str, Any]:
     """Newest first, as the app's History."""
     filters = {"search": search, "status": status, "background": background, "favourite": favourite}
     db = _queue(request).db
@@ -290,7 +293,8 @@ def list_generations(request: Request, search: str | None = Query(None, max_leng
 
 @router.get("/generations/{generation_id}", response_model=schema.Generation, tags=["generations"],
             summary="A generation: status, progress, request, what ran, its images")
-def get_generation(request: Request, generation_id: GenerationId, user: User | None = Depends(current_user)) -> dict[str, Any]:
+def get_generation(request: Request, generation_id: GenerationId,
+                   user: User | None = Depends(current_user)) -> dict[str, Any]:
     return _out(_queue(request).get(generation_id, user=user))
 
 
@@ -320,7 +324,8 @@ def download_image(request: Request, generation_id: GenerationId, kind: Literal[
                  "required": False, "description": "fields to change (a remix); none: the same request, seed included",
                  "content": {"application/json": {"schema": {"type": "object"}}}}})
 def rerun_generation(request: Request, response: Response, generation_id: GenerationId,
-                     changes: Any = Depends(_remix_fields), user: User | None = Depends(current_user)) -> dict[str, Any]:
+                     changes: Any = Depends(_remix_fields),
+                     user: User | None = Depends(current_user)) -> dict[str, Any]:
     """Queue the generation again from its stored photo, mask and picture, as its child; the
     same request and seed give the same image."""
     queue = _queue(request)
@@ -345,7 +350,8 @@ def cancel_generation(request: Request, generation_id: GenerationId,
 
 @router.delete("/generations/{generation_id}", status_code=204, response_class=Response, tags=["generations"],
                summary="Delete a generation and the files only it used")
-def delete_generation(request: Request, generation_id: GenerationId, user: User | None = Depends(current_user)) -> Response:
+def delete_generation(request: Request, generation_id: GenerationId,
+                      user: User | None = Depends(current_user)) -> Response:
     queue = _queue(request)
     try:
         history.delete(generation_id, db=queue.db, user=user)

@@ -124,7 +124,8 @@ def _show(args: argparse.Namespace) -> int:
     def say(line: str) -> None:  # stored text (prompts, errors, the run record) is printed escaped
         print(printable(line))
 
-    say(f"generation {v.id}: {v.status}" + (f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == "running" else ""))
+    progress = f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == "running" else ""
+    say(f"generation {v.id}: {v.status}{progress}")
     if v.error:
         say(f"error: {v.error}")
     say(f"created {v.created_at.isoformat()}, finished {v.finished_at.isoformat() if v.finished_at else '-'}, "

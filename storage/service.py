@@ -212,8 +212,8 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
                 staged.discard()
             _log_unexpected(generation_id, exc)
             what = "writing the outputs" if isinstance(exc, OutputError) else "recording the result"
-            if finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}") and isinstance(exc, BackdropError):
-                # the caller is told what is kept: the generation, failed with this cause
+            recorded = finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}")
+            if recorded and isinstance(exc, BackdropError):  # the caller is told what is kept
                 raise type(exc)(f"{exc}; generation {generation_id} is recorded as failed") from exc
             raise
     return result

@@ -22,9 +22,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from api_server import free_port, serve
+from api_server import serve
+from test_storage import _new_pg_database, postgres_server  # noqa: F401 - the fixture, shared
 from storage.db import Database
 from storage.models import Generation
 
@@ -324,9 +325,6 @@ def test_only_admins_choose_models_and_device_per_request(tmp_path, monkeypatch)
 
 
 # ---- 2. the per-account queue limit under 30 parallel posts --------------------------------------------
-
-from test_storage import _new_pg_database, postgres_server  # noqa: E402, F401 - the fixture, shared
-
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_queue_limit_holds_under_thirty_parallel_posts(backend, tmp_path, request):
