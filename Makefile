@@ -1,4 +1,5 @@
-# `make run`: set up and start the app (on 127.0.0.1; HOST=... to serve a network). `make test`: set up and run the whole test suite.
+# `make run`: set up and start the app (on 127.0.0.1; HOST=... to serve a network). `make test`: set up and run the whole test suite;
+# `make test-fast`: the tests that need no browser, no PostgreSQL and no long run (a few minutes), for a developer's loop.
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
@@ -8,7 +9,7 @@ PORT ?= 8501
 # (`.venv/bin/backdrop users add NAME --admin`) or an OIDC provider: `backdrop app` refuses otherwise.
 HOST ?= 127.0.0.1
 
-.PHONY: setup run test
+.PHONY: setup run test test-fast
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,3 +30,6 @@ run: setup
 test: setup
 	bash scripts/system-deps.sh
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser and not postgres"

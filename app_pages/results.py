@@ -13,7 +13,7 @@ import streamlit as st
 from PIL import Image
 
 from app_pages import browser
-from core.compare import card, edge_window, on_checkerboard
+from core.look.compare import card, edge_window, on_checkerboard
 
 FIT_WIDTH = 1200  # px: the fitted views are sent at most this wide (the downloads are full size)
 
@@ -81,7 +81,7 @@ def downloads(view, output, key: str) -> None:
 def colour_match_look(view) -> None:
     """Colour match changes the subject's pixels: show the first result beside the subject as
     photographed, so the user sees exactly what it did."""
-    from core.harmony import as_photographed
+    from core.look.harmony import as_photographed
 
     harmony = view.request.get("harmony", 0)
     cut = view.output("cutout")

@@ -21,10 +21,11 @@ from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 from app_pages import browser, results, ui
-from core import brush
+from core.masks import brush
 from core.errors import BackdropError
 from core.imaging import load_image
-from core.segment import analyse_mask
+from core.masks.segment import analyse_mask
+from core.models.slots import SAM_MODEL
 
 state = st.session_state
 CANVAS_KEY = "studio_canvas"
@@ -156,7 +157,7 @@ def rebuild_base() -> None:
 
 
 def _combine(base, region, mode):
-    from core.click_select import combine
+    from core.masks.click_select import combine
 
     return combine(base, region, mode)
 
@@ -218,7 +219,7 @@ def flip_region(index: int) -> None:
 def select(mark: dict, canvas_size: tuple[int, int]) -> None:
     """A click or a box on the canvas: the region Segment Anything finds there joins the mask (Add)
     or leaves it (Remove)."""
-    from core.click_select import select_region
+    from core.masks.click_select import select_region
 
     kind, target = brush.mark_target(mark, state.studio_photo.size, canvas_size)
     mode = state.get("studio_mode") or "add"
@@ -226,7 +227,7 @@ def select(mark: dict, canvas_size: tuple[int, int]) -> None:
     try:
         with st.spinner("Selecting..."):
             region = select_region(state.studio_photo, points=[target] if kind == "point" else (),
-                                   box=target if kind == "box" else None, model_id=settings["sam_model"],
+                                   box=target if kind == "box" else None, model_id=settings[SAM_MODEL.name],
                                    device=settings["device"], registry=ui.model_registry())
     except BackdropError as error:
         state.studio_notice = str(error)
@@ -354,13 +355,11 @@ def tools() -> None:
 
 def sam_status() -> None:
     """Without Segment Anything's weights, say which and how to get them (the brush still works)."""
-    from core.weights import status_row
+    from core.models.slots import explain_missing, status_row
 
-    row = status_row("sam", ui.settings()["sam_model"])
+    row = status_row("sam", ui.settings()[SAM_MODEL.name])
     if not row["present"]:
-        fix = f"run `{row['fetch']}` in a terminal in the app's folder, then reload" if row["fetch"] else row["note"]
-        st.warning(f"Click selection needs the Segment Anything model `{row['id']}`, which is not on this machine: "
-                   f"{fix}. The brush works without it.", icon=":material/block:")
+        st.warning(explain_missing([row]), icon=":material/block:")
 
 
 def regions_panel() -> None:

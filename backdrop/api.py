@@ -33,7 +33,8 @@ from backdrop.auth import current_user
 from backdrop.guard import BodyLimit, BrowserGuard
 from storage.users import User
 from core.errors import BackdropError, InputError, ModelMissingError
-from core.request import BACKGROUND_KINDS, FIELD, GenerationRequest, field_values, upgrade
+from core.look.backgrounds import KINDS
+from core.request import FIELD, GenerationRequest, field_values, upgrade
 from storage import history, service
 from storage.errors import StorageError
 from storage.jobs import JobQueue
@@ -269,10 +270,10 @@ def create_generation(request: Request, response: Response,
     picture_data = _read(picture, "background picture") if picture is not None else None
     queue = _queue(request)
     generation_id = queue.submit(generation_request, data, mask_image, picture=picture_data, user=user, cut_out=True)
-    view = queue.get(generation_id, user=user)  # as queued: a worker woken now may take it at once
+    created = queue.get(generation_id, user=user)  # as created: read before a woken worker can claim it
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{generation_id}"
-    return _out(view)
+    return _out(created)
 
 
 @router.get("/generations", response_model=schema.GenerationList, tags=["generations"],
@@ -280,7 +281,7 @@ def create_generation(request: Request, response: Response,
 def list_generations(request: Request, search: str | None = Query(None, max_length=MAX_SEARCH,
                                                                  description="text in the prompt"),
                      status: list[Literal[STATUSES]] | None = Query(None, description="one or more statuses"),
-                     background: Literal[BACKGROUND_KINDS] | None = Query(None, description="background kind"),
+                     background: Literal[tuple(KINDS)] | None = Query(None, description="background kind"),
                      favourite: bool | None = Query(None), limit: int = Query(50, ge=1, le=500),
                      offset: int = Query(0, ge=0, le=MAX_ID),
                      user: User | None = Depends(current_user)) -> dict[str, Any]:
@@ -333,10 +334,10 @@ def rerun_generation(request: Request, response: Response, generation_id: Genera
     inputs = service.rerun_inputs(generation_id, db=queue.db, user=user, **request_fields(changes or {}, user))
     new_id = queue.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
                           user=user)
-    view = queue.get(new_id, user=user)
+    created = queue.get(new_id, user=user)  # as created: read before a woken worker can claim it
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{new_id}"
-    return _out(view)
+    return _out(created)
 
 
 @router.post("/generations/{generation_id}/cancel", response_model=schema.Cancelled, tags=["generations"],

@@ -1,5 +1,5 @@
-"""`backdrop eval DIR`: the quality report (core.evaluate) on photos with hand-made alpha mattes;
-`backdrop testset DIR`: the synthetic photos with exact mattes it measures (core.testset)."""
+"""`backdrop eval DIR`: the quality report (core.quality.evaluate) on photos with hand-made alpha mattes;
+`backdrop testset DIR`: the synthetic photos with exact mattes it measures (core.quality.testset)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--segmenter", action="append", help="rembg model to evaluate (repeatable; default: every installed one)")
     parser.add_argument("--refine", choices=("off", "on", "both"), default="both", help="matting refinement (default: both)")
     parser.set_defaults(func=_cli_eval)
-    from core.testset import LEMUR_DIR
+    from core.quality.testset import LEMUR_DIR
 
     parser = subparsers.add_parser("testset", help="write the synthetic quality test set (photos + exact mattes)",
                                    description="Write the synthetic test set into FOLDER (NAME.png + NAME_alpha.png), "
@@ -26,7 +26,7 @@ def add_commands(subparsers) -> None:
 
 
 def _cli_eval(args) -> int:
-    from core.evaluate import evaluate, format_table
+    from core.quality.evaluate import evaluate, format_table
     from core.files import write_atomic
 
     report = evaluate(args.folder, args.segmenter, args.refine)
@@ -39,7 +39,7 @@ def _cli_eval(args) -> int:
 
 
 def _cli_testset(args) -> int:
-    from core.testset import build
+    from core.quality.testset import build
 
     for path in build(args.folder, args.lemur, args.only):
         print(path)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from backdrop.cli import add_field_option, check_outputs, database, printable, stage_copies, variant_paths
 from core.errors import BackdropError
-from core.request import BACKGROUND_KINDS, FIELDS, SCHEMA_VERSION
+from core.look.backgrounds import KINDS
+from core.request import FIELDS, SCHEMA_VERSION
 from storage.models import STATUSES
 
 
@@ -77,7 +78,7 @@ def _whole(low: int):
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", metavar="TEXT", help="text in the prompt")
     p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--background", metavar="KIND", choices=BACKGROUND_KINDS, help=", ".join(BACKGROUND_KINDS))
+    p.add_argument("--background", metavar="KIND", choices=list(KINDS), help=", ".join(KINDS))
     p.add_argument("--favourite", action="store_true", default=None, help="favourites only")
 
 

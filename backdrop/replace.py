@@ -18,7 +18,9 @@ from pathlib import Path
 
 from backdrop.cli import add_field_option, check_outputs, stage_copies, variant_paths
 from core.errors import InputError
-from core.request import FIELD, FIELDS, SAM_MODEL, SAMPLER_PRESETS, Background, GenerationRequest
+from core.look.backgrounds import Background
+from core.models.slots import SAM_MODEL
+from core.request import FIELD, FIELDS, SAMPLER_PRESETS, GenerationRequest
 
 
 def add_commands(subparsers) -> None:
@@ -99,7 +101,7 @@ def _add_mask(subparsers) -> None:
 
 def _add_click_options(p: argparse.ArgumentParser, defaults: dict) -> None:
     """``mask``'s Segment Anything selection: points and a box pick a region, added to the
-    automatic mask, removed from it, or replacing it (core.click_select)."""
+    automatic mask, removed from it, or replacing it (core.masks.click_select)."""
     from storage.settings import load_settings
 
     p.add_argument("--point", action="append", default=[], type=_numbers(2), metavar="X,Y",
@@ -150,7 +152,7 @@ def _replace(args: argparse.Namespace) -> int:
     from core.imaging import load_image, load_mask
 
     request, picture = request_from_args(args)
-    if args.variants > 1 and request.background_spec.kind != "ai":
+    if args.variants > 1 and not request.background_spec.declared.variants:
         raise InputError(f"--variants {args.variants}: only the AI background makes variants (this one is "
                          f"{request.background_spec.kind!r})")
     outputs = variant_paths(args.output, request.variants)
@@ -213,13 +215,13 @@ def _progress_printer():
 
 def _mask(args: argparse.Namespace) -> int:
     from core.imaging import check_mask, load_image, save_png_atomic
-    from core.segment import automatic_mask
+    from core.masks.segment import automatic_mask
 
     check_outputs({"-o": Path(args.output)}, inputs=(args.input,))
     image = load_image(args.input)
     mask = automatic_mask(image, args.segmenter)
     if args.point or args.negative_point or args.box:
-        from core.click_select import combine, select_region
+        from core.masks.click_select import combine, select_region
 
         region = select_region(image, args.point, args.negative_point, args.box, args.sam_model, args.device)
         mask = combine(mask, region, args.select)

@@ -1,12 +1,12 @@
 """CPU benchmark: the automatic mask and a plain-colour background, product against a baseline.
 
-(1) ``core.segment.automatic_mask`` on a 1024 px photo, warm, against plain ``rembg.remove``
+(1) ``core.masks.segment.automatic_mask`` on a 1024 px photo, warm, against plain ``rembg.remove``
     with the same model.
 (2) A colour background for a 4000x3000 photo end to end (load the JPEG from disk, mask,
     composite, save the PNG) through ``core``, against a plain script: ``rembg.remove`` then
     a PIL paste and ``Image.save``.
 (3) The AI background's denoising with the tiny test models at 512x512 (tests/tiny_models.py):
-    the product's engine (core.generate) against the stock diffusers
+    the product's engine (core.engine.generate) against the stock diffusers
     StableDiffusionControlNetInpaintPipeline on the same modules and inputs, ms per step; and
     the first AI image from a fresh process, twice (imports, model loads, first run).
 
@@ -101,9 +101,9 @@ def ai_tiny(repeats: int, steps: int = 10) -> dict:
 
     import torch
 
-    from core import generate
-    from core.models import ModelRegistry
-    from core.prompts import encode_prompt_pair
+    from core.engine import generate
+    from core.models.registry import ModelRegistry
+    from core.engine.prompts import encode_prompt_pair
     from core.request import GenerationRequest
     from tests.tiny_models import build_tiny_models
 
@@ -118,13 +118,13 @@ def ai_tiny(repeats: int, steps: int = 10) -> dict:
                                 inpaint_model=paths["inpaint"], controlnet_model=paths["controlnet"],
                                 depth_model=paths["depth"])
     registry = ModelRegistry()
-    base = registry.inpaint_base(request.inpaint_model, "cpu")
+    base = registry.load("inpaint", request.inpaint_model, "cpu")
     from diffusers import StableDiffusionControlNetInpaintPipeline
 
     stock = StableDiffusionControlNetInpaintPipeline(
         vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
         scheduler=generate.make_scheduler("dpmpp", base.scheduler.config),
-        controlnet=registry.controlnet(request.controlnet_model, "cpu"), safety_checker=None, feature_extractor=None,
+        controlnet=registry.load("controlnet", request.controlnet_model, "cpu"), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     stock.set_progress_bar_config(disable=True)
     with torch.inference_mode():
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import rembg
 
-    from core.segment import automatic_mask
+    from core.masks.segment import automatic_mask
 
     report: dict = {
         "label": "cpu", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,8 +1,8 @@
 """Edge benchmark: what the mask clean-up costs, and edge refinement on every photo the tests use.
 
-(1) The automatic mask's clean-up (core.segment: remap, unsure regions, guided filter, band)
+(1) The automatic mask's clean-up (core.masks.segment: remap, unsure regions, guided filter, band)
     at 1024x768 and 4000x3000, against the model call itself (u2netp) in the same run.
-(2) ``core.matting.refine_alpha`` (the product's bounded refinement: its promise is at most
+(2) ``core.masks.matting.refine_alpha`` (the product's bounded refinement: its promise is at most
     2 s on 2 cores for any photo) on the synthetic set, the lemur, scikit-image's astronaut,
     coffee, chelsea and rocket, and the lemur at 4000x3000, against pymatting's
     ``estimate_alpha_cf`` with its defaults on the same trimap at the same solve size.
@@ -38,7 +38,7 @@ from cpu_bench import load_average, make_photo, timed_pair  # noqa: E402
 def test_photos(folder: Path) -> dict[str, Image.Image]:
     from skimage import data
 
-    from core.testset import build
+    from core.quality.testset import build
 
     photos = {p.stem: Image.open(p).convert("RGB") for p in build(folder)}
     photos["lemur"] = Image.open(ROOT / "tests" / "data" / "lemur" / "lemur.png").convert("RGB")
@@ -49,7 +49,7 @@ def test_photos(folder: Path) -> dict[str, Image.Image]:
 
 
 def cleanup_costs(repeats: int) -> dict:
-    from core import segment
+    from core.masks import segment
 
     out = {}
     for size in ((1024, 768), (4000, 3000)):
@@ -68,7 +68,7 @@ def pymatting_default(photo: Image.Image, mask: Image.Image) -> None:
     the product's solve size (whole image, no crop, no deadline)."""
     from pymatting import estimate_alpha_cf
 
-    from core import matting
+    from core.masks import matting
 
     scale = min(1.0, matting.MAX_SOLVE_SIDE / max(photo.size))
     size = (round(photo.width * scale), round(photo.height * scale))
@@ -79,8 +79,8 @@ def pymatting_default(photo: Image.Image, mask: Image.Image) -> None:
 
 
 def refine_costs(photos: dict[str, Image.Image], repeats: int) -> dict:
-    from core.matting import refine_alpha
-    from core.segment import automatic_mask
+    from core.masks.matting import refine_alpha
+    from core.masks.segment import automatic_mask
 
     out = {}
     for name, photo in photos.items():

@@ -8,7 +8,7 @@ weights, saves them with ``save_pretrained`` and times, in one process on one ma
     depth, StableDiffusionControlNetInpaintPipeline with DDIM 42 steps, eta 1, fp16, eager,
     no caching, then a paste of the photo over the result;
 (b) ``core.pipeline.run`` with the product's defaults, loading the same folders through
-    ``core.models``.
+    ``core.models.registry``.
 
 Usage: ``python bench/gpu_bench.py`` on a CUDA machine (see bench/README.md);
 ``python bench/gpu_bench.py --smoke`` runs every code path on a CPU with tiny models.
@@ -252,9 +252,9 @@ class Reference:
 def shrink_working_size_for_smoke() -> None:
     """The product works in buckets of 512 to 1024 px (SD1.5 degrades below 512); the smoke
     run's tiny models work in tiny buckets instead, so the CPU finishes in seconds."""
-    import core.buckets
+    import core.engine.buckets
 
-    core.buckets.TIERS, core.buckets.STEP, core.buckets.MIN_SHORT = (48, 64), 8, 8
+    core.engine.buckets.TIERS, core.engine.buckets.STEP, core.engine.buckets.MIN_SHORT = (48, 64), 8, 8
 
 
 def product_request(paths: dict[str, str], device: str, segmenter: str, smoke: bool):
@@ -413,7 +413,7 @@ def step_modes(photo, request, device, repeats: int, compile_wait_s: float) -> d
     if compile_wait_s > 0:
         with env(BACKDROP_COMPILE="1"):
             first = _timed_product(photo, request, device)
-            from core.models import get_registry
+            from core.models.registry import get_registry
 
             runner = get_registry().step_runner(request.inpaint_model, request.controlnet_model, device)
             compiled = runner.compiled()

@@ -1,6 +1,6 @@
 """Shadow benchmark: contact and cast shadows at a bounded resolution against full resolution.
 
-``core.shadows.apply_shadows`` computes the shadow density on the mask reduced to at most
+``core.look.shadows.apply_shadows`` computes the shadow density on the mask reduced to at most
 ``SHADOW_SIDE`` px (1024) on its long side; before issue 12 it was computed at the photo's own
 size, where its blurs cost the cube of the size. Measured: (1) at 12 MP (4000x3000), both
 shadows, the product against the full-resolution computation (``SHADOW_SIDE`` set past the
@@ -36,7 +36,7 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from PIL import Image, ImageOps
 from core.request import GenerationRequest
-from core.shadows import apply_shadows
+from core.look.shadows import apply_shadows
 size = (10000, 8000)
 alpha = ImageOps.fit(Image.open(sys.argv[2]).convert("L"), size)
 background = Image.new("RGB", size, (200, 210, 220))
@@ -49,7 +49,7 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core import shadows
+    from core.look import shadows
     from core.request import GenerationRequest
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

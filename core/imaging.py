@@ -161,9 +161,9 @@ def load_mask(source: str | Path | bytes, size: tuple[int, int]) -> Image.Image:
 
 def fit_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Accept a mask at the photo's size, or at its working size (the size the generator sees
-    it at, core.buckets), resized to the photo's size; anything else is a mismatch. Returns a
+    it at, core.engine.buckets), resized to the photo's size; anything else is a mismatch. Returns a
     checked 'L' mask."""
-    from core.buckets import placement
+    from core.engine.buckets import placement
 
     mask = mask.convert("L")
     if mask.size != size:

@@ -17,16 +17,16 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from core.backgrounds import render_background
-from core.composite import composite, cutout
+from core.look.backgrounds import render_background
+from core.look.composite import composite, cutout
 from core.errors import Cancelled, InputError, ModelMissingError
-from core.buckets import crop, pad, placement
+from core.engine.buckets import crop, pad, placement
 from core.imaging import check_mask, fit_mask, to_rgb
-from core.matting import refine_alpha
+from core.masks.matting import refine_alpha
 from core.record import note
-from core.rembg_weights import revision as segmenter_revision
+from core.models.rembg_weights import revision as segmenter_revision
 from core.request import GenerationRequest
-from core.segment import automatic_mask
+from core.masks.segment import automatic_mask
 
 
 @dataclass
@@ -66,11 +66,10 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         photo = to_rgb(image)
         place = placement(*photo.size)
         background = request.background_spec
-        if background.kind == "image" and picture is None:
-            raise InputError("an image background needs its picture")
+        background.check_picture(picture)
         record: dict = {}
         note(record, input_size=photo.size)
-    if background.kind == "ai":  # the weights load from disk while the photo is cut out
+    if background.declared.generated:  # the weights load from disk while the photo is cut out
         _start_preload(request, registry)
     with stage("segment"):
         if mask is not None:
@@ -87,7 +86,7 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record,
                               warnings=refine_warnings)
 
-    if background.kind == "ai":
+    if background.declared.generated:
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-cutout") as pool:
             cut = pool.submit(cutout, photo, alpha, spill_removal=request.spill_removal)
@@ -106,7 +105,7 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
 
 
 def _start_preload(request: GenerationRequest, registry) -> None:
-    from core.generate import preload
+    from core.engine.generate import preload
 
     threading.Thread(target=preload, args=(request, registry), name="backdrop-preload", daemon=True).start()
 
@@ -123,13 +122,14 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
 def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: GenerationResult, stage, notify, cancel,
                     registry) -> list[Image.Image]:
     """Depth on the unmasked photo (unless control is off or its weights are missing), the
-    backgrounds generated in the photo's bucket (core.buckets), cropped and enlarged to the
+    backgrounds generated in the photo's bucket (core.engine.buckets), cropped and enlarged to the
     photo's size. Fills in the models used with their revisions (result.models) and what ran
     (result.record)."""
-    from core.depth import estimate_depth
-    from core.generate import NO_DEPTH_CONTROL, generate_backgrounds
-    from core.device import resolve_device
-    from core.models import get_registry
+    from core.engine.depth import estimate_depth
+    from core.engine.generate import generate_backgrounds
+    from core.models.slots import NO_DEPTH_CONTROL, needed
+    from core.models.device import resolve_device
+    from core.models.registry import get_registry
 
     registry = registry or get_registry()
     result.device = resolve_device(request.device)
@@ -138,7 +138,7 @@ def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: Gen
         work = photo.resize(place.content, Image.Resampling.LANCZOS)
         repaint = inpaint_mask(alpha, place.content, request.mask_grow)
     depth = None
-    if request.control_scale > 0:
+    if "depth" in needed(request, "ai"):
         with stage("depth"):
             try:
                 depth = pad(estimate_depth(work, request.depth_model, result.device, registry=registry), place)

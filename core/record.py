@@ -7,7 +7,7 @@ Stages add keys with ``note``; storage keeps the record as one JSON value, so a 
 key without a schema change. Model ids and revisions are the generation's ``models``.
 
 Keys written today: ``input_size`` ([width, height]); for AI backgrounds the ``bucket`` the
-sampler ran at ("768x512") and the photo's ``content`` size in it (core.buckets), ``prompt`` and
+sampler ran at ("768x512") and the photo's ``content`` size in it (core.engine.buckets), ``prompt`` and
 ``negative_prompt`` (as encoded), ``prompt_tokens`` and ``negative_prompt_tokens`` (CLIP tokens
 of text, without start and end), ``eta``, ``guided``, ``depth_control`` (whether the ControlNet
 ran), ``step`` and ``vae_decode`` (how the engine ran). Generations stored before the record

@@ -37,8 +37,9 @@ def check(request: GenerationRequest, image: PILImage.Image | bytes | str | os.P
         load_mask(mask, photo.size)
     if mask is not None:
         return
-    from core.segment import automatic_mask, get_session
+    from core.masks.segment import SESSION_DEVICE, automatic_mask
+    from core.models.registry import get_registry
 
-    get_session(request.segmenter)  # an unknown or remote model, or weights not here
+    get_registry().load("segmenter", request.segmenter, SESSION_DEVICE)  # unknown, remote, or weights not here
     if cut_out:
         check_mask(automatic_mask(photo, request.segmenter))

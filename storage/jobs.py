@@ -31,6 +31,7 @@ from datetime import timedelta
 from PIL import Image as PILImage
 from sqlalchemy import func, select, update
 
+from core.look.backgrounds import KINDS
 from core.request import GenerationRequest
 from storage import admission, history, limits, service
 from storage.db import Database, get_database, utcnow
@@ -41,13 +42,14 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted: the process running it stopped mid-job (killed or crashed)"
 STALE_AFTER = timedelta(minutes=5)  # a run on another host silent this long is taken for dead (beats: 30 s)
 RECOVER_EVERY = 60.0  # seconds between an idle worker's looks for runs whose process is gone
-LANES = ("quick", "ai")
+LANES = tuple(dict.fromkeys(kind.lane for kind in KINDS.values()))  # each served by its own worker
 SIMILAR_JOBS = 20  # how many recent finished jobs of the same kind an estimate is made from
 
 
 def lane_of(background_kind: str) -> str:
-    """The lane a job runs in: AI backgrounds (minutes) apart from the rest (seconds)."""
-    return "ai" if background_kind == "ai" else "quick"
+    """The lane a job runs in, as its background kind declares it (core.look.backgrounds.KINDS):
+    AI backgrounds (minutes) apart from the rest (seconds)."""
+    return KINDS[background_kind].lane
 
 
 def _in_lane(lane: str | None):
@@ -55,7 +57,7 @@ def _in_lane(lane: str | None):
         return True
     if lane not in LANES:
         raise ValueError(f"unknown lane {lane!r}: one of {', '.join(LANES)}")
-    return Generation.background_kind == "ai" if lane == "ai" else Generation.background_kind != "ai"
+    return Generation.background_kind.in_([name for name, kind in KINDS.items() if kind.lane == lane])
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ def _work(job: Generation, megapixels: float) -> float:
     """A job's amount of work, the unit its expected time scales with: diffusion steps for an AI
     background (its cost hardly depends on the photo's size, which is bucketed), megapixels for
     the others (decoding, cutting out, compositing and encoding grow with the photo)."""
-    if job.background_kind == "ai":
+    if lane_of(job.background_kind) == "ai":
         request = job.request or {}
         return max(int(request.get("steps", 1)) * int(request.get("variants", 1)), 1)
     return max(megapixels, 0.05)
@@ -302,7 +304,7 @@ class Worker(threading.Thread):
             service.set_live(self.identity, False)
 
     def _warm_up(self) -> None:
-        from core.generate import warm_up
+        from core.engine.generate import warm_up
 
         try:
             log.info("worker warm-up: %s", warm_up(self.warm_up, self.registry))

@@ -130,7 +130,7 @@ class QueueActor:
     ``serve`` waits on the worker."""
 
     def __init__(self, url: str, data_dir: str, probe: str, warm_up: dict | None, poll_interval: float):
-        from core.models import get_registry
+        from core.models.registry import get_registry
 
         self.db = Database(url, data_dir, migrate=False)
         self.problem = _problem(self.db, probe)

@@ -1,6 +1,7 @@
 """Shared fixtures: real photos (the lemur copied from shared data, scikit-image's photos), the
 synthetic quality set and tiny models."""
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ def astronaut() -> Image.Image:
 
 @pytest.fixture(scope="session")
 def synthetic_set(tmp_path_factory) -> Path:
-    """The synthetic quality set (core/testset.py): NAME.png + NAME_alpha.png with exact truth."""
-    from core.testset import build
+    """The synthetic quality set (core/quality/testset.py): NAME.png + NAME_alpha.png with exact truth."""
+    from core.quality.testset import build
 
     folder = tmp_path_factory.mktemp("synthetic")
     build(folder)
@@ -73,7 +74,7 @@ def inpaint_inputs(astronaut) -> tuple:
 @pytest.fixture(scope="session")
 def tiny_sam(tmp_path_factory) -> str:
     """A tiny random Segment Anything (SamModel + SamProcessor, saved with save_pretrained) as a
-    local folder, for core.click_select through the real loader."""
+    local folder, for core.masks.click_select through the real loader."""
     from tiny_models import build_sam
 
     return str(build_sam(tmp_path_factory.mktemp("tiny_sam")))
@@ -88,3 +89,18 @@ def _isolated_data_dir(tmp_path_factory):
     patch.delenv("BACKDROP_DATABASE_URL", raising=False)
     yield
     patch.undo()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
+def pytest_collection_modifyitems(items):
+    """Tiers found from what a test uses, so a new test cannot land in the fast tier by
+    forgetting a marker: ``postgres`` for every test that reaches the PostgreSQL server (directly
+    or through a fixture parametrised over the two databases), ``browser`` (and ``slow``) for
+    every test whose own source drives Chromium (one that drives it through a helper is marked
+    by hand)."""
+    for item in items:
+        if "postgres_server" in item.fixturenames or "[postgresql" in item.nodeid:
+            item.add_marker("postgres")
+        if "browser" in item.fixturenames or "playwright" in inspect.getsource(item.obj):
+            item.add_marker("browser")
+            item.add_marker("slow")

@@ -123,6 +123,7 @@ def test_users_commands(tmp_path, monkeypatch, capsys):
 
 # ---- the bound address ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_default_app_listens_on_loopback_only(tmp_path):
     """`make run`'s command (`backdrop app`) and a plain `streamlit run` with the repository's
     config both bind 127.0.0.1: another address of this machine gets no answer."""
@@ -141,6 +142,7 @@ def test_default_app_listens_on_loopback_only(tmp_path):
             stop(process)
 
 
+@pytest.mark.slow
 def test_serving_a_network_without_accounts_is_refused(tmp_path):
     env = env_with(tmp_path / "data")
     proc = subprocess.run([BACKDROP, "app", "--host", "0.0.0.0", "--port", str(free_port())], cwd=ROOT, env=env,
@@ -258,6 +260,8 @@ def test_markdown_in_an_uploaded_file_name_is_shown_as_text(tmp_path, monkeypatc
 
 # ---- served to a network, in Chromium from another address ----------------------------------
 
+@pytest.mark.browser  # through served(): the hook in conftest.py sees only the test's own source
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_served_app_shows_only_sign_in_then_each_users_own(tmp_path):
     other = non_loopback_address() or "127.0.0.1"

@@ -73,6 +73,7 @@ def _recorded(db: Database) -> tuple[int, int, int]:
     return (*rows, sum(1 for p in db.images.root.rglob("*") if p.is_file()))
 
 
+@pytest.mark.slow
 def test_curl_creates_a_generation_and_downloads_its_result(server, db, lemur_path, tmp_path):
     """The README's commands: the result is the recorded PNG, and its pixels are those of the
     same request run by a direct library call."""
@@ -142,6 +143,7 @@ def test_bad_input_is_refused_with_a_message_and_nothing_recorded(client, db, le
     assert _recorded(db) == before, "bad input left a record or a file"
 
 
+@pytest.mark.slow
 def test_list_search_rerun_cancel_delete(client, db, lemur_path, tiny_models):
     photo = lemur_path.read_bytes()
     first = _create(client, photo, {"background": "color:#102030", "prompt": "searchable alpha"})

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from storage import settings as user_settings
-from core import brush
+from core.masks import brush
 from app_pages import ui
 from test_brush import strokes
 
@@ -128,7 +128,7 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
     assert mask[5, 5] == 255 and mask[int(cy * sy), int(cx * sx)] == 0
 
     at.radio(key="studio_f_kind").set_value("color").run()
-    at.color_picker(key="studio_f_color").set_value("#ff0000").run()
+    at.color_picker(key="studio_f_color_colour").set_value("#ff0000").run()
     assert not generate_button(at).disabled
     generate_button(at).click().run()
     generation_id = at.session_state["studio_job"]
@@ -244,7 +244,7 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     assert not at.exception, at.exception
     assert at.session_state["studio_parent"] == generation_id
     assert at.radio(key="studio_f_kind").value == "gradient"
-    assert at.color_picker(key="studio_f_grad_top").value == "#102030"
+    assert at.color_picker(key="studio_f_gradient_top").value == "#102030"
     assert at.session_state["studio_f_prompt"] == prompt
 
 
@@ -414,6 +414,7 @@ def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_
     assert "Subject as photographed" in captions and "With colour match" in captions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ai", "image"])
 def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut):
     """A request with every field off its default, recorded, then remixed through the Studio's
@@ -489,7 +490,7 @@ def test_clear_and_reset_send_the_automatic_mask(data_dir, lemur_path):
 def test_unsure_regions_flip_with_a_click(data_dir, synthetic_set):
     """A region the automatic mask dropped as a whole (the wall clock beside the teddy is unsure)
     is kept after one click on its button, and dropped again after another."""
-    from core.segment import analyse_mask
+    from core.masks.segment import analyse_mask
 
     photo = Image.open(synthetic_set / "plush_clock.png").convert("RGB")
     analysis = analyse_mask(photo)
@@ -510,7 +511,7 @@ def test_unsure_regions_flip_with_a_click(data_dir, synthetic_set):
 
 
 def test_click_tools_without_sam_weights_say_what_to_run(data_dir, lemur_path, monkeypatch):
-    from core.hub import fetch_command
+    from core.models.hub import fetch_command
 
     monkeypatch.setenv("BACKDROP_SAM_MODEL", "nobody/no-such-sam")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

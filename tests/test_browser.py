@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import brush
+from core.masks import brush
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "browser"
@@ -37,8 +37,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 WAIT_MS = 150_000  # an AI generation with tiny models on a busy 2-core machine
 PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
-                                "(scripts/system-deps.sh installs it)")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed "
+                                 "(scripts/system-deps.sh installs it)")]
 
 
 def free_port() -> int:
@@ -552,12 +553,12 @@ def test_colour_job_finishes_while_another_sessions_ai_job_runs(server, browser,
 def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, tiny_sam, one_torch_thread,
                                                    synthetic_set):
     """Click mode with a (tiny, random) Segment Anything: a click on the background adds the
-    region SAM finds there to the mask, exactly as core.click_select.combine says; the same
+    region SAM finds there to the mask, exactly as core.masks.click_select.combine says; the same
     click in Remove mode takes it out again; Undo takes the last selection back. (SAM runs here
     with one thread, as in the server: a random SAM has logits at 0 on a pixel or two, and a
     different summation order flips them.)"""
-    from core.click_select import combine, select_region
-    from core.segment import automatic_mask
+    from core.masks.click_select import combine, select_region
+    from core.masks.segment import automatic_mask
 
     photo = Image.open(lemur_path).convert("RGB")
     auto = automatic_mask(photo)
@@ -685,7 +686,8 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
 
             box = ai_box(page, "Warning")
             assert box.locator("li").all_inner_texts() == [
-                "inpaint: nobody/not-downloaded-inpaint, to fix: .venv/bin/backdrop models fetch nobody/not-downloaded-inpaint"]
+                "Inpainting model: nobody/not-downloaded-inpaint, to fix: .venv/bin/backdrop models fetch "
+                "nobody/not-downloaded-inpaint"]
             assert box.locator("p").last.inner_text().startswith("Run the command in a terminal in the app's folder")
             assert page.get_by_role("button", name="Generate").is_disabled()
             shot(page, "62-studio-missing-weights")
@@ -694,8 +696,9 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
             page.get_by_text("Settings saved").wait_for()
             box = ai_box(page, "Info")
             assert box.locator("li").all_inner_texts() == [
-                "depth: nobody/not-downloaded-depth, to fix: .venv/bin/backdrop models fetch nobody/not-downloaded-depth"]
-            assert "depth control back" in box.locator("p").last.inner_text()
+                "Depth estimator: nobody/not-downloaded-depth, to fix: .venv/bin/backdrop models fetch "
+                "nobody/not-downloaded-depth"]
+            assert "Depth-control strength to 0" in box.locator("p").last.inner_text()
             assert "Colour, gradient" not in box.inner_text()
             shot(page, "63-studio-no-depth")
         finally:  # the other tests' defaults back (the environment's tiny models)

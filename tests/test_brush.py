@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from core import brush
+from core.masks import brush
 
 
 def strokes(size, add_box=None, erase_box=None) -> np.ndarray:

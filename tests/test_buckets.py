@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.buckets import MIN_SHORT, STEP, TIERS, crop, pad, placement
+from core.engine.buckets import MIN_SHORT, STEP, TIERS, crop, pad, placement
 
 
 @pytest.mark.parametrize(

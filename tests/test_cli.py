@@ -33,6 +33,7 @@ def _backdrop(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([str(command), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_replace_on_white_subprocess(rotated_jpeg, tmp_path):
     out = tmp_path / "out.png"
     mask, cut = tmp_path / "mask.png", tmp_path / "cut.png"

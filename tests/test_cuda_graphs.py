@@ -19,11 +19,11 @@ from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from core import generate
-from core.cuda_graphs import StepGraphs
-from core.models import ModelRegistry
+from core.engine import generate
+from core.engine.cuda_graphs import StepGraphs
+from core.models.registry import ModelRegistry
 from core.request import GenerationRequest
-from core.runner import StepRunner
+from core.engine.runner import StepRunner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = (96, 64)
@@ -98,8 +98,8 @@ def _graphed_registry(monkeypatch) -> ModelRegistry:
     registry = ModelRegistry()
 
     def runner(self, inpaint_id, controlnet_id, device):
-        unet = self.inpaint_base(inpaint_id, device).unet
-        controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
+        unet = self.load("inpaint", inpaint_id, device).unet
+        controlnet = self.load("controlnet", controlnet_id, device) if controlnet_id else None
         key = ("step", inpaint_id, controlnet_id)
         if key not in self._cache:
             made = StepRunner(unet, controlnet, device)
@@ -151,7 +151,7 @@ def test_a_failed_capture_runs_eagerly_and_says_so_once(tiny_models, inputs, fak
     expected = _arrays(generate.generate_backgrounds(*inputs, request, registry=ModelRegistry()))
     fake_cuda["fail"] = True
     records = []
-    with caplog.at_level(logging.WARNING, logger="core.cuda_graphs"):
+    with caplog.at_level(logging.WARNING, logger="core.engine.cuda_graphs"):
         for _ in range(2):
             record: dict = {}
             images = _arrays(generate.generate_backgrounds(*inputs, request, registry=registry, record=record))

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core import generate as engine
-from core.generate import DDIM_ETA, generate_backgrounds, make_scheduler
-from core.models import ModelRegistry
-from core.prompts import encode_prompt_pair
+from core.engine import generate as engine
+from core.engine.generate import DDIM_ETA, generate_backgrounds, make_scheduler
+from core.models.registry import ModelRegistry
+from core.engine.prompts import encode_prompt_pair
 from core.request import GenerationRequest
 
 SIZE = (96, 64)
@@ -72,7 +72,7 @@ def stock(inputs, request, registry, control: bool):
     from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
 
     photo, repaint, depth = inputs
-    base = registry.inpaint_base(request.inpaint_model, "cpu")
+    base = registry.load("inpaint", request.inpaint_model, "cpu")
     parts = dict(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
                  scheduler=make_scheduler(request.scheduler, base.scheduler.config), safety_checker=None,
                  feature_extractor=None, requires_safety_checker=False)
@@ -85,7 +85,7 @@ def stock(inputs, request, registry, control: bool):
                   guidance_scale=request.guidance, num_images_per_prompt=request.variants,
                   eta=DDIM_ETA if request.scheduler == "ddim" else 0.0)
     if control:
-        pipe = StableDiffusionControlNetInpaintPipeline(**parts, controlnet=registry.controlnet(request.controlnet_model, "cpu"))
+        pipe = StableDiffusionControlNetInpaintPipeline(**parts, controlnet=registry.load("controlnet", request.controlnet_model, "cpu"))
         kwargs.update(control_image=depth.convert("RGB"), controlnet_conditioning_scale=request.control_scale)
     else:
         pipe = StableDiffusionInpaintPipeline(**parts)
@@ -151,6 +151,7 @@ def test_unusable_unet_is_refused(tiny_models, inputs, tmp_path, monkeypatch):
         generate_backgrounds(*inputs, base_request(tiny_models, inpaint_model=str(tmp_path)), registry=ModelRegistry())
 
 
+@pytest.mark.slow
 def test_compiled_step_is_prepared_in_the_background(tiny_models, inputs, monkeypatch, tmp_path):
     """BACKDROP_COMPILE=1: the first run is served by the plain step while the compile runs on a
     background thread; later runs of that shape use the compiled step, with the same images.
@@ -177,7 +178,7 @@ def test_compiled_step_is_prepared_in_the_background(tiny_models, inputs, monkey
 
 
 def test_large_images_decode_in_tiles_and_batches_one_at_a_time(tiny_models, inputs, registry, monkeypatch):
-    from core import decode as decode_module
+    from core.engine import decode as decode_module
 
     request = base_request(tiny_models, variants=2, steps=2)
     full: dict = {}
@@ -199,7 +200,7 @@ def test_large_images_decode_in_tiles_and_batches_one_at_a_time(tiny_models, inp
 def test_preload_and_warm_up_load_only_what_is_here(tiny_models, monkeypatch):
     import huggingface_hub
 
-    from core.generate import preload, warm_up
+    from core.engine.generate import preload, warm_up
 
     real_download = huggingface_hub.snapshot_download
 
@@ -238,7 +239,7 @@ def test_worker_warms_up_at_start(tiny_models, tmp_path):
 
 
 def test_compile_cache_lives_in_the_data_folder(monkeypatch, tmp_path, lemur_path):
-    from core import compile as compile_module
+    from core.engine import compile as compile_module
     from storage.db import Database
     from storage.service import generate_and_record
 
@@ -260,10 +261,10 @@ def test_models_loading_on_several_threads_at_once(tiny_models):
         registry = ModelRegistry()
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
-        loads = [lambda: registry.inpaint_base(tiny_models["inpaint"], "cpu"),
-                 lambda: registry.depth(tiny_models["depth"], "cpu"),
-                 lambda: registry.controlnet(tiny_models["controlnet"], "cpu"),
-                 lambda: registry.depth(tiny_models["depth"], "cpu")]
+        loads = [lambda: registry.load("inpaint", tiny_models["inpaint"], "cpu"),
+                 lambda: registry.load("depth", tiny_models["depth"], "cpu"),
+                 lambda: registry.load("controlnet", tiny_models["controlnet"], "cpu"),
+                 lambda: registry.load("depth", tiny_models["depth"], "cpu")]
 
         def load(fn):
             barrier.wait()

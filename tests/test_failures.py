@@ -173,6 +173,7 @@ def test_real_full_disk_for_the_output_fails_the_generation(data, tmp_path, caps
     assert view.status == "failed" and "writing the outputs failed" in view.error
 
 
+@pytest.mark.slow
 def test_real_full_disk_for_the_data_folder(tmp_path, monkeypatch, capsys, tmpfs):
     """Filled to the last byte: replace fails plainly with its row failed (earlier ones intact),
     and history, show and delete still run thanks to the space reserve, so space can be freed."""
@@ -343,6 +344,7 @@ def _killed_while_running(args: list[str], data: Path) -> int:
         killed.wait(10)
 
 
+@pytest.mark.slow
 def test_killed_replace_is_recovered_and_cancel_stops_a_live_one(data, tmp_path, capsys, monkeypatch):
     source = photo(tmp_path / "in.png", 5)
     args = [sys.executable, "-c", HANGING_REPLACE, str(ROOT), "replace", str(source), "-o", str(tmp_path / "o.png")]
@@ -475,10 +477,11 @@ def test_smaller_items(data, tmp_path, capsys):
     assert proc.wait(60) == 141 and proc.stderr.read() == b""
 
 
+@pytest.mark.slow
 def test_bounded_shadows_match_full_resolution_ones(monkeypatch):
     """Shadows are computed at SHADOW_SIDE at most: at 2400x1800 they stay within a few levels
     of the full-resolution computation (the timing is in bench/shadow_bench.py)."""
-    from core import shadows
+    from core.look import shadows
 
     alpha = Image.new("L", (2400, 1800), 0)
     from PIL import ImageDraw

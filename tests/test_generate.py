@@ -1,4 +1,4 @@
-"""The AI path with tiny random models loaded through the real loader (core.models): depth,
+"""The AI path with tiny random models loaded through the real loader (core.models.registry): depth,
 generation (schedulers, seeds, variants, control on/off, progress, cancel, warnings) and the
 whole pipeline end to end on a real photo."""
 
@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from core.cache import get_cache
-from core.depth import estimate_depth
+from core.engine.depth import estimate_depth
 from core.errors import Cancelled, ModelMissingError
-from core.generate import generate_backgrounds
-from core.models import ModelRegistry
-from core.rembg_weights import EMBEDDED_MD5
+from core.engine.generate import generate_backgrounds
+from core.models.registry import ModelRegistry
+from core.models.rembg_weights import EMBEDDED_MD5
 from core.request import GenerationRequest
 
 SIZE = (128, 96)  # working size: multiples of 8, not square
@@ -161,7 +161,7 @@ def test_progress_and_cancel(photo, repaint, depth, request_, registry):
 def test_long_and_weighted_prompts_run_and_only_what_is_dropped_warns(photo, repaint, request_, registry):
     """A prompt past CLIP's 75 tokens is read whole (no warning) and changes the image; a
     weight changes it too; only text past the last chunk is dropped, and said."""
-    from core.prompts import MAX_CHUNKS
+    from core.engine.prompts import MAX_CHUNKS
 
     base = request_.replace(quality_negative=False, steps=2)
     long_prompt = ", ".join(["sunset beach"] * 40) + ", unusual tail words"
@@ -184,6 +184,7 @@ def test_long_and_weighted_prompts_run_and_only_what_is_dropped_warns(photo, rep
     assert record["prompt"] == huge and record["prompt_tokens"] > MAX_CHUNKS * 75
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end_on_a_real_photo(astronaut, tiny_models, registry):
     """core.pipeline.run with background "ai": automatic u2netp mask, depth on the photo, tiny
     ControlNet inpainting, composite at the input's (odd) size."""
@@ -241,17 +242,16 @@ def test_pipeline_without_depth_weights_warns_and_cancel_stops_it(astronaut, req
 
 @pytest.mark.parametrize("slot", ["inpaint", "controlnet", "depth"])
 def test_readiness_is_the_pipelines_own_rule(slot, astronaut, tiny_models, registry, tmp_path):
-    """One policy for what an AI background needs: what core.weights.ai_readiness says about a
+    """One policy for what an AI background needs: what core.models.slots.readiness says about a
     missing model (the app blocks or warns from it) is what the pipeline then does."""
+    from core.models.slots import SLOTS, readiness
     from core.pipeline import run
-    from core.request import SLOTS
-    from core.weights import ai_readiness
 
     request = GenerationRequest(
         background="ai", steps=1, device="cpu", inpaint_model=tiny_models["inpaint"],
         controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"],
-    ).replace(**{SLOTS[slot].name: str(tmp_path / f"no-{slot}")})
-    blocking, degraded = ai_readiness(request)
+    ).replace(**{SLOTS[slot].choice.name: str(tmp_path / f"no-{slot}")})
+    blocking, degraded = readiness(request, "ai").blocking, readiness(request, "ai").degraded
     photo = astronaut.resize((96, 64))
     mask = Image.new("L", photo.size, 0)
     mask.paste(255, (30, 10, 70, 64))
@@ -264,4 +264,4 @@ def test_readiness_is_the_pipelines_own_rule(slot, astronaut, tiny_models, regis
         result = run(photo, request, mask=mask, registry=registry)
         assert result.images and result.record["depth_control"] is False
         assert any("without depth control" in w and f"no-{slot}" in w for w in result.warnings)
-    assert ai_readiness(request.replace(control_scale=0.0))[1] == []  # depth control off: nothing missing for it
+    assert readiness(request.replace(control_scale=0.0), "ai").degraded == []  # depth control off: nothing missing for it

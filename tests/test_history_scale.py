@@ -16,6 +16,7 @@ from core.request import GenerationRequest
 
 ROWS = 10_000
 LIMIT_S = 2.0
+pytestmark = pytest.mark.slow  # 10,000 generations recorded first
 
 
 @pytest.fixture

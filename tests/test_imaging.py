@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from core.errors import InputError
-from core.buckets import placement
+from core.engine.buckets import placement
 from core.imaging import MAX_PIXELS, load_image, load_mask, save_png_atomic
 
 

@@ -28,7 +28,8 @@ FREED_MB_PER_SESSION = 1.5
 SESSION_TTL_S = 5  # how long the app keeps a closed session for its reconnection (Streamlit's default: 120 s)
 ARTIFACTS = SHOTS.parent / "load"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
 
 
 def app_pid(port: int) -> int:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.models import ModelRegistry
-from core.prompts import (CHUNK, MAX_CHUNKS, QUOTED_CHARS, chunks, encode_prompt_pair, encode_text, parse_weights,
+from core.models.registry import ModelRegistry
+from core.engine.prompts import (CHUNK, MAX_CHUNKS, QUOTED_CHARS, chunks, encode_prompt_pair, encode_text, parse_weights,
                           token_count, truncation_warning)
 
 
@@ -33,7 +33,7 @@ def test_parse_follows_automatic1111(text, runs):
 
 @pytest.fixture(scope="module")
 def clip(tiny_models):
-    base = ModelRegistry().inpaint_base(tiny_models["inpaint"], "cpu")
+    base = ModelRegistry().load("inpaint", tiny_models["inpaint"], "cpu")
     return base.tokenizer, base.text_encoder
 
 

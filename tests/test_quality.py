@@ -9,10 +9,10 @@ from PIL import Image
 from skimage import color
 
 from core.errors import InputError
-from core.harmony import as_photographed, harmonize, ring_mask
+from core.look.harmony import as_photographed, harmonize, ring_mask
 from core.presets import PRESETS, QUALITY_NEGATIVE, full_negative_prompt, get_preset
 from core.request import FIELD, GenerationRequest
-from core.shadows import apply_shadows
+from core.look.shadows import apply_shadows
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -37,8 +37,8 @@ def test_quality_negative_is_added_unless_turned_off():
 def test_colour_match_is_off_unless_asked_and_its_before_after_is_exact_where_opaque():
     """The subject promise: harmony starts at 0 for every background, so opaque subject pixels
     are the input's; when it is on, ``as_photographed`` puts them back for the before/after."""
-    from core.composite import composite, cutout
-    from core.evaluate import foreground_preservation
+    from core.look.composite import composite, cutout
+    from core.quality.evaluate import foreground_preservation
 
     assert GenerationRequest().harmony == 0.0 and FIELD["harmony"].default == 0.0
     photo, alpha, scene = _subject_scene()
@@ -132,14 +132,14 @@ def lemur_photo(lemur_path):
 
 @pytest.fixture(scope="module")
 def lemur_mask(lemur_photo):
-    from core.segment import automatic_mask
+    from core.masks.segment import automatic_mask
 
     return automatic_mask(lemur_photo, "u2netp")
 
 
 def test_refinement_agrees_better_with_the_reference_matte_and_keeps_fur_soft(lemur_photo, lemur_mask, lemur_alpha):
-    from core.evaluate import iou, sad
-    from core.matting import refine_alpha
+    from core.quality.evaluate import iou, sad
+    from core.masks.matting import refine_alpha
 
     truth = lemur_alpha / 255.0
     refined = np.asarray(refine_alpha(lemur_photo, lemur_mask))
@@ -156,8 +156,8 @@ def test_refinement_agrees_better_with_the_reference_matte_and_keeps_fur_soft(le
 def test_refinement_of_a_photo_larger_than_the_solve_size(lemur_photo, lemur_mask, lemur_alpha):
     """Above MAX_SOLVE_SIDE the matte is solved small and enlarged: full size out, still
     closer to the reference than the raw mask."""
-    from core.evaluate import sad
-    from core.matting import MAX_SOLVE_SIDE, refine_alpha
+    from core.quality.evaluate import sad
+    from core.masks.matting import MAX_SOLVE_SIDE, refine_alpha
 
     size = (MAX_SOLVE_SIDE + 400, round((MAX_SOLVE_SIDE + 400) * lemur_photo.height / lemur_photo.width))
     photo = lemur_photo.resize(size, Image.LANCZOS)
@@ -170,6 +170,7 @@ def test_refinement_of_a_photo_larger_than_the_solve_size(lemur_photo, lemur_mas
     assert ((values > 0) & (values < 255)).sum() > 4000
 
 
+@pytest.mark.slow
 def test_eval_cli_on_the_lemur_writes_table_and_json(tmp_path, capsys):
     from backdrop.cli import main
 
@@ -196,7 +197,7 @@ def test_eval_cli_on_the_lemur_writes_table_and_json(tmp_path, capsys):
 
 
 def test_eval_pairs_photos_with_alpha_suffixes(tmp_path):
-    from core.evaluate import find_samples
+    from core.quality.evaluate import find_samples
 
     for name in ("a.png", "a_alpha.png", "b.jpg", "b_alpha_fba.png", "c_trimap.png", "d_alpha.png"):
         (tmp_path / name).write_bytes(b"")
@@ -211,8 +212,8 @@ def test_eval_pairs_photos_with_alpha_suffixes(tmp_path):
 
 
 def test_composite_puts_shadows_under_the_subject_and_harmony_only_when_asked():
-    from core.composite import composite
-    from core.evaluate import foreground_preservation
+    from core.look.composite import composite
+    from core.quality.evaluate import foreground_preservation
 
     alpha, background = _standing_subject()
     rng = np.random.default_rng(1)
@@ -275,7 +276,7 @@ def test_replace_cli_quality_options_build_the_request():
 
 
 def test_refinement_past_its_time_limit_keeps_the_unrefined_edge_and_says_so(lemur_photo, lemur_mask):
-    from core.matting import refine_alpha
+    from core.masks.matting import refine_alpha
 
     warnings: list[str] = []
     out = refine_alpha(lemur_photo, lemur_mask, time_limit=0.0, warnings=warnings)
@@ -289,7 +290,7 @@ def test_refinement_solver_failure_falls_back_quietly(lemur_photo, lemur_mask, m
     carries the warning."""
     import pymatting
 
-    from core.matting import refine_alpha
+    from core.masks.matting import refine_alpha
     from core.pipeline import run
 
     def failing(matrix, *args, **kwargs):
@@ -307,6 +308,7 @@ def test_refinement_solver_failure_falls_back_quietly(lemur_photo, lemur_mask, m
     assert "PERFORMANCE WARNING" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_refinement_stays_within_two_seconds_on_the_tests_photos(synthetic_set, lemur_photo, astronaut):
     """The product's promise (issue 13): at most 2 s for any photo, here every photo the tests
     use, at its own size and at 12 MP. The deadline (with fallback) makes it a bound rather
@@ -315,8 +317,8 @@ def test_refinement_stays_within_two_seconds_on_the_tests_photos(synthetic_set, 
 
     from skimage import data
 
-    from core.matting import refine_alpha
-    from core.segment import automatic_mask
+    from core.masks.matting import refine_alpha
+    from core.masks.segment import automatic_mask
 
     photos = [Image.open(p).convert("RGB") for p in sorted(synthetic_set.glob("*.png")) if "_alpha" not in p.name]
     photos += [lemur_photo, astronaut] + [Image.fromarray(getattr(data, n)()).convert("RGB") for n in ("coffee", "chelsea", "rocket")]

@@ -33,6 +33,7 @@ from test_storage import _new_pg_database, postgres_server  # noqa: F401 - the f
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # what storage.ray_workers.connect("local") sets
+pytestmark = pytest.mark.slow  # a Ray cluster / 10,000 generations
 
 
 @pytest.fixture(scope="module")

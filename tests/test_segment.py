@@ -9,9 +9,10 @@ from skimage import data
 
 from core.errors import InputError, ModelMissingError
 from core.imaging import load_image
-from core.evaluate import contour_distance, ghost_share
-from core.segment import _REMAP, HIGH, LOW, analyse_mask, automatic_mask, band_width
-from core import segment
+from core.quality.evaluate import contour_distance, ghost_share
+from core.masks.segment import _REMAP, HIGH, LOW, analyse_mask, automatic_mask, band_width
+from core.masks import segment
+from core.models.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_soft_pixels_only_along_the_edge(lemur_mask, lemur_alpha):
 def test_ghost_region_is_decided_reported_and_can_be_flipped(monkeypatch):
     """A model that is unsure about a whole area (a half-transparent body part) gives a mask
     that keeps or drops it as a whole, says so, and flips it on request."""
-    from core import segment
+    from core.masks import segment
 
     h, w = 240, 320
     yy, xx = np.mgrid[:h, :w]
@@ -110,7 +111,7 @@ def test_ghost_region_is_decided_reported_and_can_be_flipped(monkeypatch):
 def test_edge_follows_the_photo():
     """A model's wide ramp lying off a sharp photo edge: the guided filter moves the mask's
     edge onto the photo's; far from the edge nothing changes."""
-    from core.mask_cleanup import confine_to_band, follow_photo_edges
+    from core.masks.cleanup import confine_to_band, follow_photo_edges
 
     h, w = 120, 300
     photo = np.full((h, w, 3), (40, 90, 160), np.uint8)
@@ -124,7 +125,7 @@ def test_edge_follows_the_photo():
 
 
 def test_large_photo_regions_are_at_the_photos_scale(monkeypatch):
-    from core import segment
+    from core.masks import segment
 
     raw = np.zeros((256, 256), np.uint8)
     raw[64:192, 64:192] = 140
@@ -138,15 +139,16 @@ def test_large_photo_regions_are_at_the_photos_scale(monkeypatch):
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.setenv("REMBG_HOME", str(tmp_path))
-    with pytest.raises(ModelMissingError, match="backdrop models fetch u2net` .needs a network"):
-        segment._new_session("u2net")
+    with pytest.raises(ModelMissingError, match="backdrop models fetch u2net` .downloads from rembg's releases: needs a "
+                                                "network"):
+        ModelRegistry().load("segmenter", "u2net", segment.SESSION_DEVICE)
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded
 
 
 @pytest.mark.parametrize("name, message", [("no-such-model", "unknown segmenter"), ("withoutbg", "remote")])
 def test_unusable_segmenters(name, message):
     with pytest.raises(InputError, match=message):
-        segment._new_session(name)
+        ModelRegistry().load("segmenter", name, segment.SESSION_DEVICE)
 
 
 def test_mask_is_computed_once_per_photo_and_model(astronaut):

@@ -737,6 +737,7 @@ def _main(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_cli_replace_history_show_rerun_delete_export(tmp_path, lemur_path, lemur_alpha, capsys, monkeypatch):
     """The 'done when' of issue 3, on SQLite: three generations from the command line, listed,
     one re-run to the identical image, one deleted with its unshared files. ``replace`` and

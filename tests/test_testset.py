@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core.errors import InputError
-from core.testset import SAMPLES, Cutout, build, compose
+from core.quality.testset import SAMPLES, Cutout, build, compose
 
 
 def test_compose_is_exactly_alpha_times_subject_plus_rest_times_background():
@@ -55,11 +55,12 @@ def test_testset_command_then_eval(tmp_path, capsys):
     assert row["image"] == "horse_clock" and row["ghost"] == 0.0
 
 
+@pytest.mark.slow
 def test_default_mask_on_the_synthetic_set(synthetic_set):
     """What README's Quality section quotes: no ghosts anywhere, and the default composite
     beats both the raw mask pasted softly and a hard cut-out on halo and on edge error, on
     average and on (nearly) every photo."""
-    from core.evaluate import evaluate
+    from core.quality.evaluate import evaluate
 
     report = evaluate(synthetic_set, ["u2netp"], refine="off")
     assert len(report["images"]) == len(SAMPLES)

@@ -1,5 +1,5 @@
 """Tiny random models in the real on-disk formats, so tests load them through the product's own
-loader (core.models) and run the whole AI path on CPU in seconds.
+loader (core.models.registry) and run the whole AI path on CPU in seconds.
 
 The shapes follow diffusers' own pipeline tests, with two corrections that matter for a
 ControlNet inpainting pipeline: the VAE has four blocks (downsampling by 8, like SD1.5), and the

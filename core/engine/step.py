@@ -1,6 +1,6 @@
 """One denoising step's network: the depth ControlNet and the inpainting UNet as ONE module.
 
-The same module runs eagerly (CPU, or CUDA without graphs) and is what core.cuda_graphs
+The same module runs eagerly (CPU, or CUDA without graphs) and is what core.engine.cuda_graphs
 captures: a single forward whose inputs are plain tensors, so a captured graph replays the whole
 step with one launch. Its arithmetic is the stock diffusers inpainting pipelines' (ControlNet on
 the scaled latents, its residuals scaled, then the UNet on latents + mask + masked-image

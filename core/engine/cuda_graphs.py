@@ -1,6 +1,6 @@
 """The guided step captured as a CUDA graph: one launch per step instead of hundreds.
 
-Measured on an H100 (shared/gpu/README.md): the stock pipeline's step takes 60 ms, nearly all of
+Measured on an H100 on 2026-11-23 (bench/h100/README.md): the stock pipeline's step takes 60 ms, nearly all of
 it Python launching kernels; the same ControlNet + UNet captured as one ``torch.cuda.CUDAGraph``
 replays in 15 ms, bit-identical to eager. Rules this module keeps, each learned the hard way:
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.step import GuidedStep, Predict
+from core.engine.step import GuidedStep, Predict
 
 log = logging.getLogger(__name__)
 

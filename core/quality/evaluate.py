@@ -35,7 +35,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from core.errors import InputError
-from core.hub import fetch_command
+from core.models.hub import fetch_command
 from core.imaging import PHOTO_SUFFIXES
 
 _ALPHA = re.compile(r"^(?P<name>.+)_alpha[^/]*\.png$", re.IGNORECASE)
@@ -74,7 +74,7 @@ def find_samples(folder: Path) -> list[Sample]:
 
 def available_segmenters() -> list[str]:
     """rembg models whose weights are installed (no download happens in an evaluation)."""
-    from core import rembg_weights
+    from core.models import rembg_weights
 
     return [name for name in rembg_weights.names() if rembg_weights.model_file(name) is not None]
 
@@ -206,10 +206,10 @@ BASELINES = ("raw", "hard")
 def _warm_up(segmenter: str, refine: bool) -> None:
     """Load the model and compile pymatting's kernels outside the timed part: the report's
     seconds are the per-image cost of a warm process, as in the app and a batch run."""
-    from core.composite import composite
-    from core.matting import refine_alpha
+    from core.look.composite import composite
+    from core.masks.matting import refine_alpha
     from core.request import GenerationRequest
-    from core.segment import automatic_mask
+    from core.masks.segment import automatic_mask
 
     yy, xx = np.mgrid[:64, :64]
     disc = Image.fromarray(np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 400, 255, 0).astype(np.uint8), "L")
@@ -222,10 +222,10 @@ def _warm_up(segmenter: str, refine: bool) -> None:
 
 
 def evaluate_sample(sample: Sample, segmenter: str, refine: bool) -> dict:
-    from core.composite import composite
-    from core.matting import refine_alpha
+    from core.look.composite import composite
+    from core.masks.matting import refine_alpha
     from core.request import GenerationRequest
-    from core.segment import automatic_mask, raw_mask
+    from core.masks.segment import automatic_mask, raw_mask
 
     photo = Image.open(sample.photo).convert("RGB")
     truth_img = Image.open(sample.alpha).convert("L")

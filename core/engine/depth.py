@@ -10,8 +10,8 @@ from __future__ import annotations
 from PIL import Image
 
 from core.cache import get_cache, image_digest
-from core.device import resolve_device
-from core.models import ModelRegistry, get_registry
+from core.models.device import resolve_device
+from core.models.registry import ModelRegistry, get_registry
 
 
 def estimate_depth(image: Image.Image, model_id: str, device: str = "auto", registry: ModelRegistry | None = None) -> Image.Image:
@@ -20,7 +20,7 @@ def estimate_depth(image: Image.Image, model_id: str, device: str = "auto", regi
     (pixels, model, revision, device): a re-run or remix of the same photo skips it."""
     registry = registry or get_registry()
     device = resolve_device(device)
-    processor, model = registry.depth(model_id, device)
+    processor, model = registry.load("depth", model_id, device)
     key = (image_digest(image), model_id, registry.revision(model_id), device, str(model.dtype))
     return get_cache().get_or_compute("depth", key, lambda: _predict(image, processor, model, device))
 

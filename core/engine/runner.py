@@ -12,9 +12,9 @@ import threading
 
 import torch
 
-from core.compile import CompiledStep, compile_enabled
-from core.cuda_graphs import StepGraphs, graphs_enabled, shape_key
-from core.step import GuidedStep, Predict, eager_predictor
+from core.engine.compile import CompiledStep, compile_enabled
+from core.engine.cuda_graphs import StepGraphs, graphs_enabled, shape_key
+from core.engine.step import GuidedStep, Predict, eager_predictor
 
 
 class StepRunner:

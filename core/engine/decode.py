@@ -14,7 +14,7 @@ import os
 import torch
 from PIL import Image
 
-from core.conditioning import vae_scale_factor
+from core.engine.conditioning import vae_scale_factor
 
 TILE_ABOVE_PIXELS = 512 * 768  # an image larger than this (per variant) is decoded in tiles
 SLICE_ABOVE_PIXELS = 1024 * 1024  # a batch larger than this in total is decoded one variant at a time

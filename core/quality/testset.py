@@ -23,7 +23,7 @@ from core.errors import InputError
 
 CANVAS = (640, 480)
 SUPERSAMPLE = 4  # shapes are drawn this much larger, then box-reduced: alpha = exact coverage
-LEMUR_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "lemur"
+LEMUR_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "lemur"
 
 
 @dataclass

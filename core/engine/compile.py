@@ -1,6 +1,6 @@
 """Optional: the guided step compiled with torch.compile, prepared in the background.
 
-Measured on an H100 (shared/gpu/README.md): Inductor makes the step 11 ms instead of the graph's
+Measured on an H100 on 2026-11-23 (bench/h100/README.md): Inductor makes the step 11 ms instead of the graph's
 15 ms, but the first compile takes 112 s (15-18 s with a saved cache), far too long to make a
 user wait. So with ``BACKDROP_COMPILE=1`` the worker keeps serving with the plain step (CUDA
 graph) while this module compiles each shape on a background thread; once a shape is compiled,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from core.step import GuidedStep
+from core.engine.step import GuidedStep
 
 log = logging.getLogger(__name__)
 

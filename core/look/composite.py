@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from core.harmony import harmonize
-from core.shadows import apply_shadows
+from core.look.harmony import harmonize
+from core.look.shadows import apply_shadows
 
 SPILL_PIXELS = 100_000  # the band's bounding box is solved at most this large (~0.2 s)
 SPILL_MARGIN = 8  # px of context around the band's bounding box

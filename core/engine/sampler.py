@@ -1,5 +1,5 @@
 """The denoising loop: the scheduler's own timesteps and ``step``, classifier-free guidance,
-progress and cancel after every step. The network call is a ``Predict`` function (core.step),
+progress and cancel after every step. The network call is a ``Predict`` function (core.engine.step),
 so the CPU's eager step and the GPU's captured graph share everything else here."""
 
 from __future__ import annotations

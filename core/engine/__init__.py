@@ -1,0 +1,1 @@
+"""The AI background engine: conditioning, the denoising loop, the step (eager, CUDA graph, compiled), buckets, decode, depth and prompts."""

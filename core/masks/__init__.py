@@ -1,0 +1,1 @@
+"""The subject's mask: the automatic cut-out and its clean-up, click selection, brush strokes, edge matting."""

@@ -1,0 +1,1 @@
+"""Models: the loaded-model registry, where weights come from (hub, rembg), which are here, the device."""

@@ -1,0 +1,1 @@
+"""Quality: the synthetic set with exact mattes, and the evaluation against alpha mattes."""
