@@ -618,7 +618,8 @@ def test_generate_double_click_makes_one_job_and_a_reload_brings_it_back(data_di
     assert reloaded.session_state["studio_photo_sha"] == view.input_sha256
 
     missing = AppTestWithAddress(job="999999")
-    assert any("999999" in w.value for w in missing.warning)
+    assert any(w.value.startswith("The address names a generation you cannot open") for w in missing.warning)
+    assert any(c.value == "999999" for c in missing.code), "the address, as text"
     assert "job" not in missing.query_params
 
 

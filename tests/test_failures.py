@@ -548,6 +548,7 @@ def _many_generations(data: Path, count: int) -> None:
         db.dispose()
 
 
+@pytest.mark.slow
 def test_damaged_database_refuses_writes_and_doctor_salvages_it(data, tmp_path, capsys):
     """4 KB overwritten inside the file (not its first page): `replace` wrote into it four times
     before; now every command refuses it with `error:` and what to do, and leaves it as it was.

@@ -289,6 +289,7 @@ def test_input_the_job_would_fail_on_is_refused_at_submission(queued_server):
     assert _rows(data_dir) == before
 
 
+@pytest.mark.slow
 def test_only_admins_choose_models_and_device_per_request(tmp_path, monkeypatch):
     """A non-admin account's request naming a model (a folder of the server's: /etc) or a device
     other than the server's settings is refused (403) and nothing is recorded; its requests
@@ -326,6 +327,7 @@ def test_only_admins_choose_models_and_device_per_request(tmp_path, monkeypatch)
 
 # ---- 2. the per-account queue limit under 30 parallel posts --------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_queue_limit_holds_under_thirty_parallel_posts(backend, tmp_path, request):
     """BACKDROP_MAX_QUEUED_PER_USER=5 and 30 posts at once with one token, three rounds (the
@@ -372,6 +374,7 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "409",
 """
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tmp_path):
     """`schemathesis run --checks all` against a real `backdrop serve`, bounded (20 cases an
     operation and phase, fixed seeds: a few tens of seconds), without accounts and then with an
