@@ -224,7 +224,7 @@ def _check_sqlite_file(path: Path, images: Path) -> None:
 def _refuse_damaged(path: Path) -> None:
     """A damaged database is not written into: writes go on into an intact page as if nothing
     were wrong, and its history is salvaged instead (``backdrop doctor --salvage``). SQLite's
-    quick_check reads every page (no index cross-check): about 30 ms for 16,000 generations.
+    quick_check reads every page (no index cross-check): 30 to 100 ms for 16,000 generations here.
     Other failures to read it (a full disk, permissions) are left to the engine to report."""
     if not path.is_file():
         return
