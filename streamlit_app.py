@@ -19,7 +19,7 @@ import streamlit as st
 from streamlit.logger import get_logger
 
 from backdrop import access
-from app_pages import memory, ui
+from app_pages import job_view, memory, ui
 from storage import users
 
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
@@ -130,5 +130,5 @@ pages = [
 if user is None or user.admin:  # its settings (models, device) apply to everyone's generations
     pages.append(st.Page("app_pages/models.py", title="Models", icon=":material/memory:"))
 navigation = st.navigation(pages)
-ui.sidebar()
+job_view.sidebar()
 navigation.run()
