@@ -22,7 +22,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from api_server import BACKDROP, free_port, serve, wait_finished
-from core.request import FIELD, FIELDS, GenerationRequest
+from core.request import FIELD, FIELDS, SCHEMA_VERSION, GenerationRequest
 from storage import history, service
 from storage.db import Database
 from storage.models import Generation, Image as ImageRow
@@ -123,7 +123,7 @@ def test_bad_input_is_refused_with_a_message_and_nothing_recorded(client, db, le
         (photo, {"seed": "seven"}, {}, "seed must be a whole number (got 'seven')"),
         (photo, {"colour": "red"}, {}, "unknown field(s): colour"),
         (photo, {"background": "plaid"}, {}, "unknown background 'plaid'"),
-        (photo, {"version": 3}, {}, "version 3, written by a newer Backdrop"),
+        (photo, {"version": SCHEMA_VERSION + 1}, {}, f"version {SCHEMA_VERSION + 1}, written by a newer Backdrop"),
         (photo, {"background": "image"}, {}, "an image background needs its picture"),
         (photo, {}, {"picture": ("p.png", photo, "image/png")}, "a background picture was given for a 'color'"),
         (photo, {}, {"mask": ("m.png", small_mask.getvalue(), "image/png")}, "mask is 50x50 but the photo is 680x440"),
