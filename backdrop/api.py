@@ -195,14 +195,16 @@ def _json(text: str | bytes, what: str) -> Any:
 
 def request_fields(values: Any, user: User | None) -> dict[str, Any]:
     """The fields a client gave (core.request.field_values); ``version`` (the schema's) upgrades
-    a request of an older version, as stored ones are. Models and the device are chosen per
-    request only by an admin (or without accounts): anyone else may name the server's settings
-    (the Models page's, which apply to everyone), no other model or folder of this server."""
+    a request of an older version, as stored ones are, but only the fields the client named are
+    kept: a field added since that version stays as the base has it (the server's settings, or
+    the generation re-run), where a stored request, which names every field, gets the upgrade's
+    value. Models and the device are chosen per request only by an admin (or without accounts):
+    anyone else may name the server's settings (the Models page's, which apply to everyone), no
+    other model or folder of this server."""
     from storage.settings import request_settings
 
     if isinstance(values, dict) and "version" in values:
-        values = upgrade(values)
-        values.pop("version")
+        values = {name: value for name, value in upgrade(values).items() if name in values and name != "version"}
     fields = field_values(values)
     if user is not None and not user.admin:
         server = request_settings()

@@ -431,6 +431,12 @@ def test_enhance_prompt_runs_the_assistant_as_part_of_the_generation(client, dat
     assert done["request"]["prompt"] == "a Nike shoe on a beach" and done["request"]["enhance_prompt"] is True
     assert done["record"]["prompt"] == done["record"]["prompt_assistant"]["text"] == expected.text
     assert done["record"]["prompt_removed"] == ["Nike"] and done["models"]["prompt"]["id"] == tiny_prompt_lm
+    # a client of request version 2 (before the assistant) re-runs it with a new seed: what it did
+    # not name stays as stored, the assistant included
+    again = client.post(f"/v1/generations/{done['id']}/rerun", json={"version": 2, "seed": 5})
+    assert again.status_code == 202, again.text
+    rerun = wait_finished(client, again.json()["id"])
+    assert rerun["request"] == {**done["request"], "seed": 5} and rerun["record"]["prompt"] == expected.text
     refused = _create(client, photo, {**fields, "prompt": ""})
     assert refused.status_code == 422 and "enhance prompt needs a prompt" in refused.json()["detail"]
     missing = wait_finished(client, _create(client, photo, {**fields, "prompt_model": "nobody/no-such-lm"}).json()["id"])
