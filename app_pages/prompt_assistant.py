@@ -54,9 +54,10 @@ def propose(improve: press.Press, words: str, base) -> None:
                              "Improve prompt.")
         return
     try:
-        with st.spinner(f"The prompt assistant is writing (at most {MAX_NEW_TOKENS} tokens)..."):
-            proposal = write(words, base.prompt_model, resolve_device(base.device), prompt_denylist(),
-                             registry=job_view.model_registry())
+        device = resolve_device(base.device)
+        slow = "; on a CPU this takes up to about half a minute" if device == "cpu" else ""
+        with st.spinner(f"The prompt assistant is writing (at most {MAX_NEW_TOKENS} tokens{slow})..."):
+            proposal = write(words, base.prompt_model, device, prompt_denylist(), registry=job_view.model_registry())
     except BackdropError as error:
         improve.settle(error=str(error))
     else:
