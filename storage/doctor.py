@@ -16,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import config
 from storage import settings
 from storage.space import space_reserve
 
@@ -33,7 +34,7 @@ class Finding:
 def examine(data_dir: str | Path | None = None, url: str | None = None) -> list[Finding]:
     """Every finding, in order; ``url`` empty: the SQLite file in the data folder."""
     folder = Path(data_dir).absolute() if data_dir else settings.data_dir()
-    url = url if url is not None else os.environ.get("BACKDROP_DATABASE_URL", "")
+    url = url if url is not None else config().database_url
     findings = _folder(folder)
     if not folder.is_dir():
         return findings

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text, update
 
+from core.config import config
 from core.errors import InputError
 from core.files import write_atomic
 from core.request import GenerationRequest
@@ -46,8 +47,6 @@ from storage.models import Generation
 
 log = logging.getLogger(__name__)
 
-ADDRESS_ENV = "BACKDROP_RAY_ADDRESS"
-WORKERS_ENV = "BACKDROP_RAY_WORKERS"
 LOCAL = "local"
 PROBES = ".ray-probes"  # a file per serving process, read by its workers: they see the same data folder
 START_TIMEOUT_S = 180  # a worker process starting and opening the database; models load after
@@ -56,7 +55,7 @@ DIED = "interrupted: the Ray worker running it died mid-job ({reason}); run it a
 
 def configured_address(address: str | None = None) -> str | None:
     """The Ray cluster to use: ``address``, else BACKDROP_RAY_ADDRESS; None when neither names one."""
-    return (address or os.environ.get(ADDRESS_ENV) or "").strip() or None
+    return (address or "").strip() or config().ray_address or None
 
 
 def connect(address: str, num_cpus: int | None = None):
@@ -86,12 +85,7 @@ def _placement(ray) -> dict:
 
 
 def default_workers(ray) -> int:
-    configured = os.environ.get(WORKERS_ENV, "").strip()
-    if configured:
-        if not configured.isdigit() or int(configured) < 1:
-            raise InputError(f"{WORKERS_ENV} must be a whole number of at least 1 (got {configured!r})")
-        return int(configured)
-    return max(1, int(ray.cluster_resources().get("GPU", 0)))
+    return config().ray_workers or max(1, int(ray.cluster_resources().get("GPU", 0)))
 
 
 def _url_text(db: Database) -> str:
@@ -255,7 +249,7 @@ class RayExecutor:
             ray.kill(actor)
             raise InputError(f"no Ray worker started within {START_TIMEOUT_S} s: the cluster has no free "
                              f"{'GPU' if 'num_gpus' in _placement(ray) else 'CPU'} for one (each takes one); "
-                             f"ask for fewer workers ({WORKERS_ENV}) or add nodes") from None
+                             f"ask for fewer workers (BACKDROP_RAY_WORKERS) or add nodes") from None
         if problem:
             ray.kill(actor)
             raise InputError(problem)

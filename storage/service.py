@@ -26,6 +26,7 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
+from core.config import config
 from core.errors import BackdropError, Cancelled, InputError, OutputError
 from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
@@ -181,7 +182,7 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
     db = db or get_database()
     if run is None:
         from core.pipeline import run
-    if os.environ.get("BACKDROP_COMPILE"):  # compiled steps are kept with the data it makes
+    if config().compile:  # compiled steps are kept with the data it makes
         from core.engine.compile import use_cache_dir
 
         use_cache_dir(db.data_dir / "compile-cache")
