@@ -153,8 +153,15 @@ def _roll_seed(prefix: str) -> None:
 
 
 def base_request() -> GenerationRequest:
-    """A request carrying the user's saved default models and device."""
-    return GenerationRequest(**{k: v for k, v in settings().items() if k in FIELD})
+    """A request carrying the user's saved default models and device (storage.settings); with an
+    invalid environment variable, the defaults and an error."""
+    from core.errors import InputError
+
+    try:
+        return user_settings.base_request()
+    except InputError as error:
+        st.error(str(error))
+        return GenerationRequest()
 
 
 def field_widget(prefix: str, spec, **extra):
@@ -283,13 +290,14 @@ def model_registry():
 @st.cache_resource(validate=lambda job_workers: job_workers.is_alive(), show_spinner=False,
                    on_release=lambda job_workers: job_workers.stop(timeout=0))
 def workers():
-    """What serves the queue for every session of this process (storage.jobs.start_serving): a
+    """What serves the queue for every session of this process (storage.serving.start_serving): a
     worker thread per lane, so AI jobs (the diffusers pipeline is not thread-safe) run one at a
     time in the AI worker's thread and the other backgrounds (seconds) in the quick worker's,
     never waiting behind an AI job; or, with a Ray cluster configured (BACKDROP_RAY_ADDRESS),
     Ray workers. Replaced on the next call if a worker died (the old service is told to stop
     after its job, so no lane gets two workers)."""
-    from storage.jobs import JobQueue, start_serving
+    from storage.jobs import JobQueue
+    from storage.serving import start_serving
 
     return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
 
@@ -371,68 +379,13 @@ def submit(request: GenerationRequest, image, mask=None, parent_id: int | None =
     return generation_id
 
 
-LANE_NAMES = {"ai": "AI queue", "quick": "queue for colour, gradient, blur, picture and transparent backgrounds"}
-
-
-def duration(seconds: float) -> str:
-    """12 s, 1 min 20 s, 2 h 5 min."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s" if seconds else "under a second"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
-def _since(moment, now=None) -> float:
-    from storage.db import utcnow
-
-    return ((now or utcnow()) - moment).total_seconds() if moment else 0.0
-
-
-def progress_text(view, place=None, step_seconds: float | None = None, now=None) -> tuple[float, str]:
-    """(fraction, label) for a queued or running generation. Queued: how many jobs are ahead in
-    its lane and when it should start; running: the stage and step, the time so far and the time
-    left. ``place``: the queue's ``JobQueue.place``; ``step_seconds``: the seconds per step this
-    page has seen the job take (None until it has seen two steps)."""
-    if view.status == "queued":
-        if place is None:
-            return 0.0, "Waiting for the worker..."
-        where = LANE_NAMES[place.lane]
-        label = (f"Waiting in the {where}: {place.ahead} job{'s' if place.ahead != 1 else ''} ahead"
-                 if place.ahead else f"Next in the {where}")
-        if place.wait_s is None:
-            label += "; no estimate yet (no similar job has finished here)"
-        else:
-            label += f", starting in about {duration(place.wait_s)}" if place.ahead else ""
-            if place.run_s is not None:
-                label += f"; then about {duration(place.run_s)} to run (from {place.similar} similar job" \
-                         f"{'s' if place.similar != 1 else ''})"
-        return 0.0, label + "."
-    total = max(view.progress_total, 1)
-    step = min(view.progress_step, total)
-    stage = view.progress_stage or "starting"
-    label = f"{stage}: step {step} of {total}" if total > 1 else f"{stage}..."
-    elapsed = _since(view.started_at, now)
-    label += f" · {duration(elapsed)} so far"
-    if step_seconds is not None and total > 1:
-        label += f" · about {duration(step_seconds * (total - step))} left"
-    elif place is not None and place.run_s is not None:
-        left = place.run_s - elapsed
-        label += f" · about {duration(left)} left" if left > 0 else " · taking longer than similar jobs"
-    return step / total, label
-
-
-def finished_text(view) -> str:
-    """How long a finished generation ran, and how long it waited for its worker first."""
-    ran = _since(view.started_at, view.finished_at) if view.started_at else None
-    waited = _since(view.created_at, view.started_at) if view.started_at else _since(view.created_at, view.finished_at)
-    parts = [f"ran {duration(ran)}"] if ran is not None else ["never started"]
-    if waited >= 1:
-        parts.append(f"after {duration(waited)} in the queue")
-    return ", ".join(parts)
+def resubmit(generation_id: int, *, user) -> int:
+    """Queue a stored generation again as its child (Re-run; storage.jobs.JobQueue.resubmit) and
+    wake the workers; returns the new id. As ``submit``: nothing here touches session state."""
+    job_workers = workers()
+    new_id = job_workers.queue.resubmit(generation_id, user=user)
+    job_workers.wake()
+    return new_id
 
 
 def _step_seconds(view, key: str) -> float | None:
@@ -451,9 +404,12 @@ def _step_seconds(view, key: str) -> float | None:
 def job_progress(generation_id: int, key: str) -> None:
     """Polls a queued or running job with a progress bar, its place in the queue or its time left,
     and a cancel button; when it has finished, reruns the page so the caller shows the outcome."""
+    from storage.lifecycle import UNFINISHED
+    from storage.progress import progress_text
+
     queue = workers().queue
     view = queue.get(generation_id, user=current_user())
-    if view.status not in ("queued", "running"):
+    if view.status not in UNFINISHED:
         st.rerun()
     fraction, label = progress_text(view, queue.place(generation_id, user=current_user()), _step_seconds(view, key))
     st.progress(fraction, text=label)
@@ -507,11 +463,8 @@ def _live_worker_status() -> None:
 
 
 def _worker_lines(job_workers) -> None:
-    from storage.jobs import LaneWorkers
-
     lines = []
-    running = job_workers.running() if isinstance(job_workers, LaneWorkers) else {None: job_workers.current}
-    for lane, current in running.items():
+    for lane, current in job_workers.running().items():
         waiting = job_workers.queue.pending(lane) - (current is not None)
         which = f" #{current}" if is_admin() else ""  # another user's generation id is theirs
         doing = f"generating{which}" if current is not None else "idle"

@@ -23,10 +23,10 @@ def add_commands(subparsers) -> None:
 def _configured() -> tuple:
     """(a request with the saved default models, the click-selection model), as the app starts
     from (storage.settings)."""
-    from core.request import SAM_MODEL, GenerationRequest
-    from storage.settings import load_settings, request_settings
+    from core.request import SAM_MODEL
+    from storage.settings import base_request, load_settings
 
-    return GenerationRequest(**request_settings()), load_settings()[SAM_MODEL.name]
+    return base_request(), load_settings()[SAM_MODEL.name]
 
 
 def _cli_models(args) -> int:

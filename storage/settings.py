@@ -17,7 +17,7 @@ from typing import Any
 from core.config import config
 from core.errors import InputError
 from core.files import write_atomic
-from core.request import FIELD, FIELDS, SAM_MODEL
+from core.request import FIELD, FIELDS, SAM_MODEL, GenerationRequest
 
 SETTINGS = {spec.name: spec for spec in (*FIELDS, SAM_MODEL) if spec.env}
 
@@ -50,10 +50,10 @@ def load_settings(root: Path | None = None) -> dict[str, str]:
     return {name: saved.get(name) or environment.get(spec.env) for name, spec in SETTINGS.items()}
 
 
-def request_settings(root: Path | None = None) -> dict[str, str]:
-    """The effective settings that are request fields (the models and the device), ready for
-    ``GenerationRequest(**...)``."""
-    return {name: value for name, value in load_settings(root).items() if name in FIELD}
+def base_request(root: Path | None = None) -> GenerationRequest:
+    """A request with the effective default models and device: what the app's forms, the
+    command line's options, the HTTP API's requests and the workers' warm-up start from."""
+    return GenerationRequest(**{name: value for name, value in load_settings(root).items() if name in FIELD})
 
 
 def _check_folder(spec, value: str) -> None:

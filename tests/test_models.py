@@ -53,21 +53,21 @@ def fake_wheel(folder: Path, payload: bytes | None) -> Path:
 def test_slots_are_the_requests_model_fields_and_settings_choose_them(monkeypatch, tmp_path):
     """One table: the slots, their environment variables and defaults are the request's
     declarations; the saved settings win over the environment, which wins over the default."""
-    from core.request import FIELD, SLOTS, GenerationRequest
-    from storage.settings import request_settings, save_settings
+    from core.request import FIELD, SLOTS
+    from storage.settings import base_request, save_settings
 
     assert {slot: spec.name for slot, spec in SLOTS.items()} == {
         "segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model"}
     for spec in SLOTS.values():
         monkeypatch.delenv(spec.env, raising=False)
-    assert weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))["inpaint"] == FIELD["inpaint_model"].default
+    assert weights.slot_ids(base_request(tmp_path))["inpaint"] == FIELD["inpaint_model"].default
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", "Intel/dpt-large")
     monkeypatch.setenv("BACKDROP_SEGMENTER", "isnet-general-use")
-    ids = weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))
+    ids = weights.slot_ids(base_request(tmp_path))
     assert ids["depth"] == "Intel/dpt-large" and ids["segmenter"] == "isnet-general-use"
     assert ids["controlnet"] == FIELD["controlnet_model"].default
     save_settings({"depth_model": "mine/depth"}, tmp_path)
-    assert weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))["depth"] == "mine/depth"
+    assert weights.slot_ids(base_request(tmp_path))["depth"] == "mine/depth"
 
 
 def test_resolve_device():
