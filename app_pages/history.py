@@ -12,7 +12,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import BackdropError
-from core.request import BACKGROUND_KINDS, FIELDS, SCHEMA_VERSION
+from core.look.backgrounds import KINDS
+from core.request import FIELDS, SCHEMA_VERSION
 from app_pages import results, ui
 from core.look.compare import card
 from storage import history
@@ -30,8 +31,8 @@ def filters() -> dict:
     values: dict = {}
     values["search"] = search_col.text_input("Search prompts", key="history_search").strip() or None
     values["status"] = status_col.multiselect("Status", STATUSES, key="history_status") or None
-    values["background"] = kind_col.selectbox("Background", [None, *BACKGROUND_KINDS], key="history_kind",
-                                              format_func=lambda k: "any" if k is None else ui.KIND_LABELS[k])
+    values["background"] = kind_col.selectbox("Background", [None, *KINDS], key="history_kind",
+                                              format_func=lambda k: "any" if k is None else ui.kind_label(k))
     values["favourite"] = True if fav_col.checkbox("Favourites", key="history_fav") else None
     dates = date_col.date_input("Dates", value=(), key="history_dates", format="YYYY-MM-DD")
     if len(dates) >= 1:
@@ -90,7 +91,7 @@ def card_of(view) -> None:
     if picture:
         st.image(picture, width="stretch")
     star = " ★" if view.favourite else ""
-    st.text(f"#{view.id} {ui.KIND_LABELS.get(view.background_kind, view.background_kind)} · {view.status}{star}")
+    st.text(f"#{view.id} {ui.kind_label(view.background_kind)} · {view.status}{star}")
     st.caption(f"{view.created_at:%Y-%m-%d %H:%M} UTC")
     line = " ".join(view.prompt.split()) or str(view.request.get("background", ""))
     st.text(line[:16] + ("..." if len(line) > 16 else ""), help=line if len(line) > 16 else None)
@@ -117,7 +118,7 @@ def detail(generation_id: int) -> None:
     st.button("Back to all generations", on_click=select, args=(None,), icon=":material/arrow_back:",
               key="history_back")
     st.subheader(f"Generation #{view.id}")
-    st.text(f"{view.status} · {ui.KIND_LABELS.get(view.background_kind, view.background_kind)} · "
+    st.text(f"{view.status} · {ui.kind_label(view.background_kind)} · "
             f"created {view.created_at:%Y-%m-%d %H:%M:%S} UTC" + (" · favourite" if view.favourite else ""))
     actions(view)
     left, right = st.columns([3, 2])

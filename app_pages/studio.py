@@ -25,6 +25,7 @@ from core.masks import brush
 from core.errors import BackdropError
 from core.imaging import load_image
 from core.masks.segment import analyse_mask
+from core.models.slots import SAM_MODEL
 
 state = st.session_state
 CANVAS_KEY = "studio_canvas"
@@ -225,7 +226,7 @@ def select(mark: dict, canvas_size: tuple[int, int]) -> None:
     try:
         with st.spinner("Selecting..."):
             region = select_region(state.studio_photo, points=[target] if kind == "point" else (),
-                                   box=target if kind == "box" else None, model_id=settings["sam_model"],
+                                   box=target if kind == "box" else None, model_id=settings[SAM_MODEL.name],
                                    device=settings["device"], registry=ui.model_registry())
     except BackdropError as error:
         state.studio_notice = str(error)
@@ -353,13 +354,11 @@ def tools() -> None:
 
 def sam_status() -> None:
     """Without Segment Anything's weights, say which and how to get them (the brush still works)."""
-    from core.models.weights import status_row
+    from core.models.slots import explain_missing, status_row
 
-    row = status_row("sam", ui.settings()["sam_model"])
+    row = status_row("sam", ui.settings()[SAM_MODEL.name])
     if not row["present"]:
-        fix = f"run `{row['fetch']}` in a terminal in the app's folder, then reload" if row["fetch"] else row["note"]
-        st.warning(f"Click selection needs the Segment Anything model `{row['id']}`, which is not on this machine: "
-                   f"{fix}. The brush works without it.", icon=":material/block:")
+        st.warning(explain_missing([row]), icon=":material/block:")
 
 
 def regions_panel() -> None:

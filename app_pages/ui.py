@@ -14,19 +14,12 @@ import sys
 import streamlit as st
 from PIL import Image
 
-from core.request import BACKGROUND_KINDS, FIELD, FIELDS, GenerationRequest
-from core.models.weights import ai_readiness
+from core.look.backgrounds import KINDS
+from core.request import FIELD, FIELDS, GenerationRequest
+from core.models.slots import explain_missing, readiness
 from storage import settings as user_settings
 
 MAX_UI_SEED = 2**53 - 1  # browsers hold numbers as doubles: larger seeds would be rounded
-KIND_LABELS = {
-    "ai": "AI scene",
-    "color": "Colour",
-    "gradient": "Gradient",
-    "blur": "Blurred original",
-    "image": "My image",
-    "transparent": "Transparent",
-}
 
 
 # ---------------------------------------------------------------- who is asking
@@ -99,15 +92,27 @@ def prefill(prefix: str, request: GenerationRequest, picture: bytes | None = Non
     state = st.session_state
     spec = request.background_spec
     state[f"{prefix}kind"] = spec.kind
-    if spec.kind == "color":
-        state[f"{prefix}color"] = _hex(spec.colors[0])
-    elif spec.kind == "gradient":
-        state[f"{prefix}grad_top"], state[f"{prefix}grad_bottom"] = (_hex(c) for c in spec.colors)
+    for key, colour in zip(_colour_keys(prefix, spec.declared), spec.colors):
+        state[key] = _hex(colour)
     state[f"{prefix}picture"] = picture
     for field in FORM_FIELDS:
         state[f"{prefix}{field.name}"] = getattr(request, field.name)
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
     state[f"{prefix}base"] = request
+
+
+# the colour pickers of a kind that takes colours: (label, default) for one colour, or for two
+_PICKERS = {1: (("Colour", "#ffffff"),), 2: (("Top", "#dfe9f3"), ("Bottom", "#7a8ca3"))}
+
+
+def _colour_keys(prefix: str, kind) -> list[str]:
+    """The session keys of a kind's colour pickers (one per colour it takes)."""
+    return [f"{prefix}{kind.name}_{label.lower()}" for label, _ in _PICKERS.get(kind.colours, ())]
+
+
+def kind_label(name: str) -> str:
+    """A background kind's label in the app (a kind no longer declared: its name)."""
+    return KINDS[name].label if name in KINDS else name
 
 
 def form_base(prefix: str) -> GenerationRequest:
@@ -117,26 +122,6 @@ def form_base(prefix: str) -> GenerationRequest:
 
 def forget_base(prefix: str) -> None:
     st.session_state.pop(f"{prefix}base", None)
-
-
-def explain_missing(rows: list[dict], blocking: bool = True) -> str:
-    """Markdown: which weights are missing, each with the command that fetches it, then what to
-    do (a paragraph of its own, after a blank line, so it is not read as part of the last item)."""
-    head = ("AI backgrounds cannot run: these model weights are not on this machine." if blocking
-            else "AI backgrounds will run without depth control: these weights are not on this machine.")
-    lines = [head, ""]
-    for row in rows:
-        fix = f"`{row['fetch']}`" if row["fetch"] else row["note"]
-        lines.append(f"- {row['slot']}: `{row['id']}`, to fix: {fix}")
-    lines.append("")
-    if blocking:
-        lines.append("Run the command in a terminal in the app's folder, then reload this page (or choose other "
-                     "models on the Models page). Colour, gradient, blur, picture and transparent backgrounds "
-                     "work without them.")
-    else:
-        lines.append("Run the command in a terminal in the app's folder, then reload this page to get depth "
-                     "control back; or set Depth-control strength to 0 under Advanced settings.")
-    return "\n".join(lines)
 
 
 def _apply_preset(prefix: str) -> None:
@@ -211,18 +196,19 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
     state.setdefault(f"{prefix}seed", new_seed())
     for spec in FORM_FIELDS:
         state.setdefault(f"{prefix}{spec.name}", getattr(base, spec.name))
-    kind = st.radio(
-        FIELD["background"].label, BACKGROUND_KINDS, persist_state="session", key=f"{prefix}kind", horizontal=True,
-        format_func=lambda k: KIND_LABELS[k],
+    name = st.radio(
+        FIELD["background"].label, list(KINDS), persist_state="session", key=f"{prefix}kind", horizontal=True,
+        format_func=kind_label, help="  \n".join(f"**{kind.label}**: {kind.hint}" for kind in KINDS.values()),
     )
-    background, picture, reason = kind, None, None
-    if kind == "ai":
-        blocking, degraded = ai_readiness(base.replace(control_scale=state[f"{prefix}control_scale"]))
-        if blocking:
-            st.warning(explain_missing(blocking), icon=":material/block:")
+    kind = KINDS[name]
+    background, picture, reason = name, None, None
+    if kind.generated:
+        ready = readiness(base.replace(background=name, control_scale=state[f"{prefix}control_scale"]), "ai")
+        if ready.blocking:
+            st.warning(explain_missing(ready.blocking), icon=":material/block:")
             reason = "the AI models are missing (see above)"
-        elif degraded:
-            st.info(explain_missing(degraded, blocking=False))
+        elif ready.degraded:
+            st.info(explain_missing(ready.degraded))
         st.selectbox(
             "Start from a preset", [""] + list(PRESETS), persist_state="session", key=f"{prefix}preset", on_change=_apply_preset,
             args=(prefix,), format_func=lambda n: PRESETS[n].label if n else "(none - write your own)",
@@ -230,17 +216,14 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
         _group(prefix, "ai")
         with st.expander("Advanced settings"):
             _group(prefix, "advanced")
-    elif kind == "color":
-        state.setdefault(f"{prefix}color", "#ffffff")
-        background = f"color:{st.color_picker('Colour', persist_state='session', key=f'{prefix}color')}"
-    elif kind == "gradient":
-        state.setdefault(f"{prefix}grad_top", "#dfe9f3")
-        state.setdefault(f"{prefix}grad_bottom", "#7a8ca3")
-        top_col, bottom_col = st.columns(2)
-        top = top_col.color_picker("Top", persist_state="session", key=f"{prefix}grad_top")
-        bottom = bottom_col.color_picker("Bottom", persist_state="session", key=f"{prefix}grad_bottom")
-        background = f"gradient:{top},{bottom}"
-    elif kind == "image":
+    elif kind.colours:
+        pickers = _PICKERS[kind.colours]
+        colours = []
+        for column, (label, default), key in zip(st.columns(len(pickers)), pickers, _colour_keys(prefix, kind)):
+            state.setdefault(key, default)
+            colours.append(column.color_picker(label, persist_state="session", key=key))
+        background = f"{name}:{','.join(colours)}"
+    if kind.picture:
         picture = _background_picture(prefix)
         if picture is None:
             reason = "upload a background image first"
@@ -248,7 +231,7 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
         _group(prefix, "look")
     if reason:
         return None, None, reason
-    groups = ("ai", "advanced", "look") if kind == "ai" else ("look",)  # the others: as in the base
+    groups = ("ai", "advanced", "look") if kind.generated else ("look",)  # the others: as in the base
     values = {spec.name: state[f"{prefix}{spec.name}"] for spec in FORM_FIELDS if spec.group in groups}
     try:
         return base.replace(background=background, **values), picture, None

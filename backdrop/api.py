@@ -26,7 +26,8 @@ from backdrop import api_schema as schema
 from backdrop.auth import current_user
 from storage.users import User
 from core.errors import BackdropError, InputError
-from core.request import BACKGROUND_KINDS, GenerationRequest, field_values, upgrade
+from core.look.backgrounds import KINDS
+from core.request import GenerationRequest, field_values, upgrade
 from storage import access, history
 from storage.errors import StorageError
 from storage.jobs import JobQueue
@@ -171,7 +172,7 @@ def create_generation(request: Request, response: Response,
             summary="List and search generations")
 def list_generations(request: Request, search: str | None = Query(None, description="text in the prompt"),
                      status: list[Literal[STATUSES]] | None = Query(None, description="one or more statuses"),
-                     background: Literal[BACKGROUND_KINDS] | None = Query(None, description="background kind"),
+                     background: Literal[tuple(KINDS)] | None = Query(None, description="background kind"),
                      favourite: bool | None = Query(None), limit: int = Query(50, ge=1, le=500),
                      offset: int = Query(0, ge=0), user: User | None = Depends(current_user)) -> dict[str, Any]:
     """Newest first, as the app's History."""

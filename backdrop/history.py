@@ -13,7 +13,8 @@ from pathlib import Path
 
 from backdrop.common import add_field_option, check_outputs, database, stage_copies, variant_paths
 from core.errors import BackdropError
-from core.request import BACKGROUND_KINDS, FIELDS, SCHEMA_VERSION
+from core.look.backgrounds import KINDS
+from core.request import FIELDS, SCHEMA_VERSION
 from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status
 
 
@@ -61,7 +62,7 @@ def add_commands(subparsers) -> None:
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", metavar="TEXT", help="text in the prompt")
     p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--background", metavar="KIND", choices=BACKGROUND_KINDS, help=", ".join(BACKGROUND_KINDS))
+    p.add_argument("--background", metavar="KIND", choices=list(KINDS), help=", ".join(KINDS))
     p.add_argument("--favourite", action="store_true", default=None, help="favourites only")
 
 

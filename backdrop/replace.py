@@ -18,7 +18,9 @@ from pathlib import Path
 
 from backdrop.common import add_field_option, check_outputs, stage_copies, variant_paths
 from core.errors import InputError
-from core.request import FIELD, FIELDS, SAM_MODEL, SAMPLER_PRESETS, Background, GenerationRequest
+from core.look.backgrounds import Background
+from core.models.slots import SAM_MODEL
+from core.request import FIELD, FIELDS, SAMPLER_PRESETS, GenerationRequest
 
 
 def add_commands(subparsers) -> None:
@@ -151,7 +153,7 @@ def _replace(args: argparse.Namespace) -> int:
     from core.imaging import load_image, load_mask
 
     request, picture = request_from_args(args)
-    if args.variants > 1 and request.background_spec.kind != "ai":
+    if args.variants > 1 and not request.background_spec.declared.variants:
         raise InputError(f"--variants {args.variants}: only the AI background makes variants (this one is "
                          f"{request.background_spec.kind!r})")
     outputs = variant_paths(args.output, request.variants)

@@ -7,8 +7,9 @@ when it is first used, so a bad value stops only what needs it, with an InputErr
 the variable (``BACKDROP_MAX_PIXELS='lots': must be a whole number above 0``): the app can still
 start and say so when one model setting is wrong.
 
-The model and device settings are request fields (those with an ``env``): their variable,
-default and check are declared on the field (core.request) and listed here from it. The README's
+The model and device settings are request fields or model slots' settings (those with an
+``env``): their variable, default and check are declared there (core.request, core.models.slots)
+and listed here from them. The README's
 "Configuration" section lists them all for users (a test keeps it complete).
 """
 
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from core.request import FIELDS, SAM_MODEL
+from core.models.slots import SETTINGS_OF_SLOTS
+from core.request import FIELDS
 
 PREFIX = "BACKDROP_"
 
@@ -114,7 +116,7 @@ VARIABLES: tuple[Variable, ...] = (
              "an image larger than this (pixels per variant) is decoded in tiles; 0 tiles every image"),
     *(Variable(spec.env, spec.default, _setting(spec), f"the default {spec.label[0].lower()}{spec.label[1:]} "
                "(a saved setting of the Models page wins)")
-      for spec in (*FIELDS, SAM_MODEL) if spec.env),
+      for spec in (*FIELDS, *SETTINGS_OF_SLOTS) if spec.env),
 )
 VARIABLE = {variable.key: variable for variable in VARIABLES}
 NAMED = {variable.name: variable for variable in VARIABLES}

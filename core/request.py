@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from core.errors import InputError
+from core.look.backgrounds import KINDS, Background
 
 SCHEMA_VERSION = 2
 
@@ -33,53 +34,9 @@ SAMPLER_PRESETS = {
     "default": {"scheduler": "dpmpp", "steps": 25},
     "reference": {"scheduler": "ddim", "steps": 42},
 }
-BACKGROUND_KINDS = ("ai", "color", "gradient", "blur", "image", "transparent")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-@dataclass(frozen=True)
-class Background:
-    """A parsed background spec: ``ai``, ``color:#RRGGBB``, ``gradient:#RRGGBB,#RRGGBB``,
-    ``blur``, ``image`` (the picture is stored with the generation) or ``transparent``."""
-
-    kind: str
-    colors: tuple[tuple[int, int, int], ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str) -> "Background":
-        kind, _, arg = spec.strip().partition(":")
-        kind = kind.lower()
-        if kind not in BACKGROUND_KINDS:
-            raise InputError(
-                f"unknown background {spec!r}: use one of ai, color:#RRGGBB, "
-                "gradient:#RRGGBB,#RRGGBB, blur, image, transparent"
-            )
-        if kind == "color":
-            return cls(kind, (_hex(arg, spec),))
-        if kind == "gradient":
-            parts = arg.split(",")
-            if len(parts) != 2:
-                raise InputError(f"gradient needs two colours, as gradient:#RRGGBB,#RRGGBB (got {spec!r})")
-            return cls(kind, tuple(_hex(p, spec) for p in parts))
-        if arg:
-            where = " (the picture is given beside the request and stored with the generation)" if kind == "image" else ""
-            raise InputError(f"background {kind!r} takes no argument (got {spec!r}){where}")
-        return cls(kind)
-
-    def spec(self) -> str:
-        if self.kind in ("color", "gradient"):
-            return f"{self.kind}:" + ",".join("#%02x%02x%02x" % c for c in self.colors)
-        return self.kind
-
-
-def _hex(text: str, spec: str) -> tuple[int, int, int]:
-    text = text.strip()
-    if not _HEX.match(text):
-        raise InputError(f"colour must be written #RRGGBB (got {text!r} in {spec!r})")
-    return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
 def _device(value: str) -> None:
@@ -171,8 +128,7 @@ def param(default: Any, label: str, help: str, **declaration: Any) -> Any:
 class GenerationRequest:
     """Every parameter of one generation, and nothing else."""
 
-    background: str = param("color:#ffffff", "Background",
-                            "ai | color:#RRGGBB | gradient:#RRGGBB,#RRGGBB | blur | image | transparent",
+    background: str = param("color:#ffffff", "Background", " | ".join(kind.written for kind in KINDS.values()),
                             check=Background.parse, group="background")
     prompt: str = param("", "Describe the new background",
                         "What the AI background shows. Any length; (word:1.3) or (word) stresses words, "
@@ -233,8 +189,8 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         for spec in FIELDS:
             spec.validate(getattr(self, spec.name))
-        if self.variants != 1 and self.background_spec.kind != "ai":
-            # only the AI background has variants: what is stored says what is made
+        if self.variants != 1 and not self.background_spec.declared.variants:
+            # only a kind with variants makes them: what is stored says what is made
             object.__setattr__(self, "variants", 1)
 
     @property
@@ -283,7 +239,6 @@ def _fields() -> tuple[Param, ...]:
 
 FIELDS: tuple[Param, ...] = _fields()
 FIELD = {spec.name: spec for spec in FIELDS}
-SLOTS = {spec.slot: spec for spec in FIELDS if spec.slot}  # model slot -> its field
 
 
 def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,16 +253,6 @@ def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"unknown field(s): {', '.join(unknown)} (the fields are: {', '.join(FIELD)})")
     return {name: float(value) if FIELD[name].type is float and type(value) is int else value
             for name, value in values.items()}
-
-
-# A model setting that is not a generation parameter: the Segment Anything checkpoint behind the
-# Studio's click selection (core.masks.click_select). What a generation keeps is the mask it helped make.
-# SlimSAM-77 is SAM ViT-B pruned to 9.3M parameters (one 39 MB safetensors file, Apache-2.0) in
-# transformers' SamModel format; any SamModel checkpoint (facebook/sam-vit-base, ...) can be chosen.
-SAM_MODEL = Param("Click-selection model (id or folder)",
-                  "A Segment Anything checkpoint in transformers' SamModel format, for clicking on what to add "
-                  "to or remove from the cut-out.", env="BACKDROP_SAM_MODEL", slot="sam", group="models",
-                  name="sam_model", type=str, default="Zigeng/SlimSAM-uniform-77")
 
 
 # ---- upgrades: stored requests of earlier versions ----------------------------------------

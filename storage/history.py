@@ -166,9 +166,7 @@ def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Pat
     db = _db(db)
     lifecycle = new_row(status, worker)  # an unknown status is a ValueError here, before anything is stored
     kind = request.background_spec.kind
-    if (kind == "image") != (picture is not None):
-        raise InputError("an image background needs its picture" if kind == "image"
-                         else f"a background picture was given for a {kind!r} background")
+    request.background_spec.check_picture(picture)
     created: list[str] = []
 
     def store(session: Session, source) -> str | None:

@@ -29,6 +29,7 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
+from core.look.backgrounds import KINDS
 from core.request import GenerationRequest
 from storage import history, lifecycle, limits, service
 from storage.db import Database, get_database, utcnow
@@ -38,13 +39,14 @@ from storage.models import Generation, Image
 log = logging.getLogger(__name__)
 
 RECOVER_EVERY = 60.0  # seconds between an idle worker's looks for runs whose process is gone
-LANES = ("quick", "ai")
+LANES = tuple(dict.fromkeys(kind.lane for kind in KINDS.values()))  # each served by its own worker
 SIMILAR_JOBS = 20  # how many recent finished jobs of the same kind an estimate is made from
 
 
 def lane_of(background_kind: str) -> str:
-    """The lane a job runs in: AI backgrounds (minutes) apart from the rest (seconds)."""
-    return "ai" if background_kind == "ai" else "quick"
+    """The lane a job runs in, as its background kind declares it (core.look.backgrounds.KINDS):
+    AI backgrounds (minutes) apart from the rest (seconds)."""
+    return KINDS[background_kind].lane
 
 
 def _in_lane(lane: str | None):
@@ -52,7 +54,7 @@ def _in_lane(lane: str | None):
         return True
     if lane not in LANES:
         raise ValueError(f"unknown lane {lane!r}: one of {', '.join(LANES)}")
-    return Generation.background_kind == "ai" if lane == "ai" else Generation.background_kind != "ai"
+    return Generation.background_kind.in_([name for name, kind in KINDS.items() if kind.lane == lane])
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def _work(job: Generation, megapixels: float) -> float:
     """A job's amount of work, the unit its expected time scales with: diffusion steps for an AI
     background (its cost hardly depends on the photo's size, which is bucketed), megapixels for
     the others (decoding, cutting out, compositing and encoding grow with the photo)."""
-    if job.background_kind == "ai":
+    if lane_of(job.background_kind) == "ai":
         request = job.request or {}
         return max(int(request.get("steps", 1)) * int(request.get("variants", 1)), 1)
     return max(megapixels, 0.05)

@@ -59,7 +59,7 @@ def parameters_text(request: GenerationRequest, record: dict[str, Any], generati
     Variant i was generated with seed + i, written as A1111 writes batch seeds. Backgrounds
     that are not AI have no prompt and no sampler: only their sizes and background."""
     fields: list[tuple[str, Any]] = [("Background", request.background), ("Backdrop generation", generation_id)]
-    if request.background_spec.kind != "ai":
+    if not request.background_spec.declared.generated:
         return _a1111_pairs([("Size", f"{width}x{height}"), *fields])
     work = record["bucket"].split("x") if "bucket" in record else record.get("work_size") or [width, height]
     sampler = [("Steps", request.steps), ("Sampler", SCHEDULERS[request.scheduler]), ("CFG scale", request.guidance),
@@ -285,9 +285,10 @@ def rerun_inputs(generation_id: int, db: Database | None = None, user=None, **ch
     db = db or get_database()
     inputs = _inputs(db, history.get(generation_id, db=db, user=user))
     request = inputs.request.replace(**changes)
-    picture = inputs.picture if request.background_spec.kind == "image" else None
-    if request.background_spec.kind == "image" and picture is None:
-        raise InputError(f"generation {generation_id} has no background picture: an image background needs one")
+    wanted = request.background_spec
+    picture = inputs.picture if wanted.declared.picture else None
+    if wanted.declared.picture and picture is None:
+        raise InputError(f"generation {generation_id} has no background picture: an {wanted.kind} background needs one")
     return dataclasses.replace(inputs, request=request, picture=picture)
 
 

@@ -3,7 +3,8 @@
 ``BACKDROP_DATA_DIR`` (default ``./data``) is the data folder: the SQLite database, the image
 store and ``settings.json``, the defaults the Models page saves so they survive restarts. Which
 request fields are settings, and their environment variables, is declared on the request
-(core.request: the fields with an ``env``). Each setting's value: what the user saved, else
+(core.request: the fields with an ``env``), and the model slots that no request chooses declare
+their setting in core.models.slots. Each setting's value: what the user saved, else
 the environment variable an operator set, else the request's default. The app and the
 `backdrop` command both start from these.
 """
@@ -17,9 +18,10 @@ from typing import Any
 from core.config import config
 from core.errors import InputError
 from core.files import write_atomic
-from core.request import FIELD, FIELDS, SAM_MODEL, GenerationRequest
+from core.models.slots import SETTINGS_OF_SLOTS, SLOTS
+from core.request import FIELD, FIELDS, GenerationRequest
 
-SETTINGS = {spec.name: spec for spec in (*FIELDS, SAM_MODEL) if spec.env}
+SETTINGS = {spec.name: spec for spec in (*FIELDS, *SETTINGS_OF_SLOTS) if spec.env}
 
 
 def data_dir() -> Path:
@@ -61,7 +63,8 @@ def _check_folder(spec, value: str) -> None:
     default would only fail later, in the middle of a generation."""
     from core.models.hub import looks_local
 
-    if spec.slot in (None, "segmenter") or not looks_local(value):
+    slot = next((slot for slot in SLOTS.values() if slot.choice.name == spec.name), None)
+    if slot is None or not slot.source.torch or not looks_local(value):
         return
     if not Path(value).expanduser().is_dir():
         label = spec.label.split(" (")[0]

@@ -128,7 +128,7 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
     assert mask[5, 5] == 255 and mask[int(cy * sy), int(cx * sx)] == 0
 
     at.radio(key="studio_f_kind").set_value("color").run()
-    at.color_picker(key="studio_f_color").set_value("#ff0000").run()
+    at.color_picker(key="studio_f_color_colour").set_value("#ff0000").run()
     assert not generate_button(at).disabled
     generate_button(at).click().run()
     generation_id = at.session_state["studio_job"]
@@ -244,7 +244,7 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     assert not at.exception, at.exception
     assert at.session_state["studio_parent"] == generation_id
     assert at.radio(key="studio_f_kind").value == "gradient"
-    assert at.color_picker(key="studio_f_grad_top").value == "#102030"
+    assert at.color_picker(key="studio_f_gradient_top").value == "#102030"
     assert at.session_state["studio_f_prompt"] == prompt
 
 

@@ -26,7 +26,7 @@ from core.config import config
 from core.errors import InputError
 from core.models.device import resolve_device, torch_dtype
 from core.models.registry import get_registry
-from core.request import SAM_MODEL
+from core.models.slots import SAM_MODEL
 
 MODEL_SIDE = 1024  # SAM sees the photo at 1024 px on its long side; larger photos are reduced first
 MODES = ("add", "remove", "replace")
@@ -42,7 +42,7 @@ def select_region(photo: Image.Image, points: Iterable[Point] = (), negative_poi
     ``points`` (in the region) and ``negative_points`` (not in it) are (x, y) in the photo's
     pixels; ``box`` is (x0, y0, x1, y1). At least one point or a box is needed. ``model_id``:
     a Hugging Face id or local folder of a SamModel checkpoint (default: the ``sam`` slot,
-    ``BACKDROP_SAM_MODEL`` or core.request.SAM_MODEL's default; the app and the command line pass
+    ``BACKDROP_SAM_MODEL`` or core.models.slots.SAM_MODEL's default; the app and the command line pass
     the saved setting). Missing weights raise
     ModelMissingError naming the model and the fetch command."""
     import torch
@@ -54,7 +54,7 @@ def select_region(photo: Image.Image, points: Iterable[Point] = (), negative_poi
     model_id = model_id or config().get(SAM_MODEL.env)
     device = resolve_device(device)
     registry = registry or get_registry()
-    processor, model = registry.sam(model_id, device)
+    processor, model = registry.load("sam", model_id, device)
 
     small = _reduce(photo)
     scale = (small.width / photo.width, small.height / photo.height)
@@ -88,7 +88,7 @@ def image_embedding(small: Image.Image, model_id: str, device: str, registry=Non
     import torch
 
     registry = registry or get_registry()
-    processor, model = registry.sam(model_id, device)
+    processor, model = registry.load("sam", model_id, device)
 
     def embed():
         inputs = processor(images=small, return_tensors="pt")
