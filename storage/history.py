@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from core.errors import BackdropError, InputError, OutputError
+from core.errors import BackdropError, OutputError
 from core.files import check_target, write_atomic
 from core.request import GenerationRequest
 from storage.db import Database, get_database, utcnow

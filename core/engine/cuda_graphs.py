@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 
-from core.config import config
 from core.engine.step import GuidedStep, Predict
 
 log = logging.getLogger(__name__)
