@@ -1,11 +1,10 @@
 """Every ``BACKDROP_*`` environment variable, declared once: its name, what it sets, how its text
 is read and its default. Everything reads them through ``config()``, never ``os.environ``.
 
-The environment is parsed into one ``Config`` on first use, never at import, and again only when
-it has changed (tests change it between calls; a served process does not). Each value is checked
-when it is first used, so a bad value stops only what needs it, with an InputError that names
-the variable (``BACKDROP_MAX_PIXELS='lots': must be a whole number above 0``): the app can still
-start and say so when one model setting is wrong.
+Each variable is parsed when it is first used, never at import, and again only when its text
+has changed (tests change it between calls; a served process does not). A bad value stops only
+what needs it, with an InputError that names the variable (``BACKDROP_MAX_PIXELS='lots': must
+be a whole number above 0``): the app can still start and say so when one model setting is wrong.
 
 The model and device settings are request fields or model slots' settings (those with an
 ``env``): their variable, default and check are declared there (core.request, core.models.slots)
@@ -123,22 +122,25 @@ NAMED = {variable.name: variable for variable in VARIABLES}
 
 
 class Config:
-    """The ``BACKDROP_*`` variables of one environment; ``config().max_pixels`` is the parsed
-    value (each parsed once, on first use)."""
+    """The ``BACKDROP_*`` variables: ``config().max_pixels`` is BACKDROP_MAX_PIXELS's value,
+    parsed the first time it is asked for, and again only if the variable's text has changed
+    since (one look at the environment per use: about a microsecond)."""
 
-    def __init__(self, raw: dict[str, str]):
-        self.raw = raw  # each variable's text, stripped; "" when unset
-        self._values: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[str, Any]] = {}  # name -> (the text it was parsed from, value)
 
     def get(self, name: str) -> Any:
         """The value of the variable ``name`` (BACKDROP_...)."""
-        if name not in self._values:
-            text = self.raw[name]
+        variable = NAMED[name]
+        text = os.environ.get(name, "").strip()
+        parsed = self._parsed.get(name)
+        if parsed is None or parsed[0] != text:
             try:
-                self._values[name] = NAMED[name].parse(text) if text else NAMED[name].default
+                parsed = text, variable.parse(text) if text else variable.default
             except InputError as exc:
                 raise InputError(f"{name}={text!r}: {exc}") from None
-        return self._values[name]
+            self._parsed[name] = parsed
+        return parsed[1]
 
     def __getattr__(self, key: str) -> Any:
         variable = VARIABLE.get(key)
@@ -155,10 +157,9 @@ _lock = threading.Lock()
 
 
 def config() -> Config:
-    """The configuration of this process's environment (parsed again only if it changed)."""
+    """This process's configuration, made on first use."""
     global _current
-    raw = {variable.name: os.environ.get(variable.name, "").strip() for variable in VARIABLES}
-    with _lock:
-        if _current is None or _current.raw != raw:
-            _current = Config(raw)
-        return _current
+    if _current is None:
+        with _lock:
+            _current = _current or Config()
+    return _current

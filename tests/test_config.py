@@ -80,18 +80,20 @@ def test_one_parse_of_a_switch(monkeypatch, text, value):
 ])
 def test_a_bad_value_is_named_when_it_is_used(monkeypatch, name, text, message):
     monkeypatch.setenv(name, text)
-    current = config()  # reading the configuration does not fail: only using that value does
+    current = config()  # the other variables still read: only using that value fails
     assert current.data_dir is not None
     with pytest.raises(InputError, match=re.escape(message)):
         current.get(name)
 
 
-def test_parsed_once_per_environment(monkeypatch):
-    monkeypatch.setenv("BACKDROP_MAX_PIXELS", "1000")
-    first = config()
-    assert first.max_pixels == 1000 and config() is first, "the same environment: the same object"
-    monkeypatch.setenv("BACKDROP_MAX_PIXELS", "2000")
-    assert config() is not first and config().max_pixels == 2000
+def test_parsed_once_until_it_changes(monkeypatch):
+    monkeypatch.setenv("BACKDROP_COMPILE_CACHE", "/tmp/compiled")
+    first = config().compile_cache
+    assert first == Path("/tmp/compiled") and config().compile_cache is first, "parsed once, then kept"
+    monkeypatch.setenv("BACKDROP_COMPILE_CACHE", "/tmp/elsewhere")
+    assert config().compile_cache == Path("/tmp/elsewhere")
+    monkeypatch.delenv("BACKDROP_COMPILE_CACHE")
+    assert config().compile_cache is None
 
 
 def test_not_read_at_import():
