@@ -17,7 +17,7 @@ import time
 
 import streamlit as st
 
-from app_pages import memory, ui
+from app_pages import job_view, memory, ui
 from storage import users
 from storage.access import Policy
 
@@ -121,5 +121,5 @@ pages = [
 if user is None or user.admin:  # its settings (models, device) apply to everyone's generations
     pages.append(st.Page("app_pages/models.py", title="Models", icon=":material/memory:"))
 navigation = st.navigation(pages)
-ui.sidebar()
+job_view.sidebar()
 navigation.run()

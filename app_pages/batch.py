@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import BackdropError
 from core.imaging import PHOTO_SUFFIXES
-from app_pages import ui
+from app_pages import form, job_view, press, ui
 from storage import history
 from storage.lifecycle import UNFINISHED, Status
 from storage.progress import progress_text
@@ -47,7 +47,7 @@ def start(sources: list[tuple[str, bytes]], request, picture: bytes | None, user
     jobs = []
     for name, data in sources:
         try:
-            jobs.append({"name": name, "id": ui.submit(request, data, picture=picture, user=user), "error": None})
+            jobs.append({"name": name, "id": job_view.submit(request, data, picture=picture, user=user), "error": None})
         except BackdropError as error:
             jobs.append({"name": name, "id": None, "error": str(error)})
     return jobs
@@ -74,7 +74,7 @@ def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
             rows.append({"photo": job["name"], "generation": None, "status": "refused", "detail": job["error"]})
             continue
         view = history.get(job["id"], user=ui.current_user())
-        fraction, label = (progress_text(view, ui.workers().queue.place(view.id, user=ui.current_user()))
+        fraction, label = (progress_text(view, job_view.workers().queue.place(view.id, user=ui.current_user()))
                            if view.status in UNFINISHED else (1.0, view.error or ""))
         rows.append({"photo": job["name"], "generation": view.id, "status": view.status,
                      "progress": round(fraction * 100), "detail": label})
@@ -96,7 +96,7 @@ def live_queue() -> None:
         st.rerun()
     queue_table(rows)
     st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
-    st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:", on_click=ui.cancel,
+    st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:", on_click=job_view.cancel,
               args=([view.id for view in active], ui.current_user()))
 
 
@@ -113,11 +113,11 @@ def finished_queue() -> None:
 st.title("Batch")
 st.caption("Every photo gets the same background recipe and its automatic cut-out.")
 sources = collect_sources()
-request, picture, reason = ui.background_form(FORM, ui.base_request())
+request, picture, reason = form.background_form(FORM, ui.base_request())
 if reason:
     st.caption(f"Cannot start yet: {reason}.")
-begin = ui.press(f"Process {len(sources)} photo(s)", "batch_start", type="primary",
-                 disabled=request is None or not sources, icon=":material/play_arrow:")
+begin = press.press(f"Process {len(sources)} photo(s)", "batch_start", type="primary",
+                    disabled=request is None or not sources, icon=":material/play_arrow:")
 if begin.pending:
     if request is None or not sources:
         begin.settle(error=f"Start was pressed but cannot run: {reason or 'no photos'}.")

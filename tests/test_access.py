@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app_pages import ui
+from app_pages import job_view, ui
 from storage import history, users
 from storage.db import Database
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
@@ -169,10 +169,10 @@ def accounts(tmp_path, monkeypatch):
         user = users.add(name, f"{name}'s password", admin=admin, db=db)
         made[name] = history.create(__import__("core.request").request.GenerationRequest(prompt=f"{name}'s prompt"),
                                     photo_bytes(), db=db, user=user)
-    ui.workers.clear()
+    job_view.workers.clear()
     yield made
-    ui.workers().stop(timeout=30)
-    ui.workers.clear()
+    job_view.workers().stop(timeout=30)
+    job_view.workers.clear()
 
 
 def photo_bytes() -> bytes:
@@ -248,7 +248,7 @@ def test_markdown_in_an_uploaded_file_name_is_shown_as_text(tmp_path, monkeypatc
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path / "data"))
-    ui.workers.clear()
+    job_view.workers.clear()
     name = "[click](http://evil.example) ![x](http://evil.example/i.png) **b**.png"
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.file_uploader(key="studio_upload").set_value((name, b"not an image", "image/png")).run()

@@ -412,21 +412,21 @@ def test_with_accounts_every_request_needs_a_token_and_sees_its_own(tmp_path, le
 def test_the_generation_appears_in_the_apps_history(client, data_dir, lemur_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app_pages import ui
+    from app_pages import job_view
     from test_app import APP
 
     generation_id = _create(client, lemur_path.read_bytes(), {"prompt": "made through the API"}).json()["id"]
     assert wait_finished(client, generation_id)["status"] == "done"
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(data_dir))
-    ui.workers.clear()
+    job_view.workers.clear()
     try:
         at = AppTest.from_file(APP, default_timeout=60).run()
         at.switch_page("app_pages/history.py").run()
         assert not at.exception, at.exception
         assert any(t.value.startswith(f"#{generation_id} ") for t in at.text), [t.value for t in at.text]
     finally:
-        ui.workers().stop(30)
-        ui.workers.clear()
+        job_view.workers().stop(30)
+        job_view.workers.clear()
 
 
 def test_with_an_account_the_same_curl_needs_its_token(server, db, lemur_path, tmp_path):
