@@ -16,12 +16,14 @@ none; served to a network without them, the app shows only why it refuses.
 import time
 
 import streamlit as st
+from streamlit.logger import get_logger
 
 from app_pages import job_view, memory, ui
 from storage import users
 from storage.access import Policy
 
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
+sign_in_log = get_logger("backdrop.sign_in")  # with Streamlit's own lines, on the terminal of `make run`
 
 
 def who_is_asking():
@@ -70,11 +72,19 @@ def _password_form() -> None:
         password = st.text_input("Password", type="password", key="sign_in_password", autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        user = users.authenticate(name.strip(), password)
+        name, address = name.strip(), st.context.ip_address or "an unknown address"
+        try:
+            user = users.sign_in(name, password)
+        except users.SignInRefused as refused:
+            sign_in_log.warning("sign-in refused for %r from %s: %s", name, address, refused)
+            st.error(str(refused))
+            return
         if user is not None:
+            sign_in_log.info("signed in: %r from %s", user.name, address)
             state[ui.SIGNED_IN] = user
             state.pop("sign_in_notice", None)
             st.rerun()
+        sign_in_log.warning("sign-in failed for %r from %s", name, address)
         time.sleep(FAILED_SIGN_IN_DELAY_S)
         st.error("Wrong name or password.")
 

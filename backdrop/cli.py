@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from backdrop.common import printable
 from core.errors import BackdropError
 
 EXIT_USER_ERROR = 2
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(full=not (argv and argv[0] in CORE_COMMANDS)).parse_args(argv)
         return int(args.func(args) or 0)
     except BackdropError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

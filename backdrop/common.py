@@ -1,13 +1,24 @@
 """What the `backdrop` subcommands share: the database they open (after recovering runs whose
-process is gone), a request field's option, and the output files they write. The subcommands
-import this module, never backdrop.cli, which imports them."""
+process is gone), a request field's option, the output files they write and stored text made
+safe for a terminal. The subcommands import this module, never backdrop.cli, which imports them."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from core.errors import InputError
+
+# C0 and C1 controls, DEL, and the bidirectional overrides: what can retitle or clear a terminal,
+# move its cursor, or show text in another order than it is stored
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """``text`` for a terminal: its control characters written as escapes (ESC as ``\\x1b``, a
+    newline as ``\\n``), so stored text (a prompt, an error, a file name) is read, never obeyed."""
+    return _CONTROLS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def database():

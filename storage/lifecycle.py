@@ -172,9 +172,10 @@ def finish(row: Generation) -> None:
     row.cancel_requested = False
 
 
-def fail(db: Database, generation_id: int, error: str, only_if_running: bool = False) -> None:
-    """Record that a generation failed, and why (``only_if_running``: unless it already ended)."""
-    _end(db, generation_id, Status.FAILED, error, only_if_running)
+def fail(db: Database, generation_id: int, error: str, only_if_running: bool = False) -> bool:
+    """Record that a generation failed, and why (``only_if_running``: unless it already ended);
+    True when it was recorded."""
+    return _end(db, generation_id, Status.FAILED, error, only_if_running)
 
 
 def stop(db: Database, generation_id: int, reason: str = "") -> None:
@@ -182,7 +183,7 @@ def stop(db: Database, generation_id: int, reason: str = "") -> None:
     _end(db, generation_id, Status.CANCELLED, reason or Status.CANCELLED.value)
 
 
-def _end(db: Database, generation_id: int, status: Status, error: str, only_if_running: bool = False) -> None:
+def _end(db: Database, generation_id: int, status: Status, error: str, only_if_running: bool = False) -> bool:
     """On a full disk the data folder's reserve is given up to record it; should even that fail,
     the row stays running and the next recovery marks it failed."""
     def record() -> None:
@@ -195,6 +196,8 @@ def _end(db: Database, generation_id: int, status: Status, error: str, only_if_r
         db.retry_when_full(record)
     except BackdropError:
         log.exception("could not record that generation %s ended %s (%s)", generation_id, status, error)
+        return False
+    return True
 
 
 def cancel(db: Database, generation_id: int) -> str | None:

@@ -29,7 +29,7 @@ from core.config import config
 from core.errors import BackdropError, Cancelled, InputError, OutputError
 from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
-from storage import history, lifecycle
+from storage import admission, history, lifecycle
 from storage.db import Database, get_database
 from storage.models import Generation, Output
 
@@ -175,7 +175,9 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
                 staged.discard()
             _log_unexpected(generation_id, exc)
             what = "writing the outputs" if isinstance(exc, OutputError) else "recording the result"
-            lifecycle.fail(db, generation_id, f"{what} failed: {error_text(exc)}")
+            recorded = lifecycle.fail(db, generation_id, f"{what} failed: {error_text(exc)}")
+            if recorded and isinstance(exc, BackdropError):  # the caller is told what is kept
+                raise type(exc)(f"{exc}; generation {generation_id} is recorded as failed") from exc
             raise
     return result
 
@@ -235,12 +237,15 @@ def generate_and_record(image: PILImage.Image | bytes | str | os.PathLike, reque
                         mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None,
                         progress=None, cancel=None, registry=None, db: Database | None = None,
                         run: Runner | None = None, picture: bytes | str | os.PathLike | None = None,
-                        deliver: Deliver | None = None, user=None):
+                        deliver: Deliver | None = None, user=None, cut_out: bool = False):
     """Run one generation now, in this thread, and record it (owned by ``user``). Returns
     (generation_id, result); a failure is recorded (status failed, error text) and re-raised.
+    What would fail it at once is refused before anything is recorded (storage.admission; with
+    ``cut_out``, an automatic mask that finds no subject too).
     ``deliver``: as in ``execute``. The row carries this process's id and a heartbeat like a
     worker's job, so a run killed midway is recovered by any later start."""
     db = db or get_database()
+    admission.check(request, image, mask, picture, cut_out=cut_out)  # refused before anything is recorded
     with lifecycle.Holder("sync") as holder:
         generation_id = history.create(request, image, mask, parent_id, status=lifecycle.Status.RUNNING,
                                        worker=holder.identity, db=db, picture=picture, user=user)
