@@ -435,7 +435,7 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
     assert queue.claim("probe", lane="ai") == ai_running
     with db.session() as session:
         session.execute(update(Generation).where(Generation.id == ai_running).values(
-            started_at=datetime.now(timezone.utc) - timedelta(seconds=10)))  # submitting took time too
+            started_at=now - timedelta(seconds=10)))  # place() is asked at ``now``: however long submitting took
 
     running = queue.place(ai_running, now=now)
     assert (running.lane, running.status, running.ahead, running.wait_s, running.similar) == ("ai", "running", 0, 0.0, 2)
