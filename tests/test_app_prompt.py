@@ -83,11 +83,9 @@ def test_without_its_weights_the_button_says_what_to_run(data_dir, lemur_path, t
 @pytest.mark.slow
 def test_history_shows_both_prompts_and_a_remix_says_generate_rewrites(assistant_here, lemur_path, astronaut,
                                                                       one_torch_thread):
-    from core.request import GenerationRequest
     from storage import history, service
 
-    request = GenerationRequest(**{**user_settings.request_settings(), "background": "ai", "prompt": WORDS,
-                                   "enhance_prompt": True, "steps": 1})
+    request = user_settings.base_request().replace(background="ai", prompt=WORDS, enhance_prompt=True, steps=1)
     mask = Image.new("L", (680, 440), 0)
     mask.paste(255, (200, 100, 480, 440))
     gid, _ = service.generate_and_record(lemur_path.read_bytes(), request, mask)
