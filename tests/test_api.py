@@ -429,32 +429,6 @@ def test_the_generation_appears_in_the_apps_history(client, data_dir, lemur_path
         job_view.workers.clear()
 
 
-def test_with_an_account_the_same_curl_needs_its_token(server, db, lemur_path, tmp_path):
-    """Last in this module (it gives the server's database an account): on the real server,
-    requests without a token are refused; with an account's token the README's curl commands
-    work, and the account sees only what it made."""
-    from storage import users
-
-    users.add("carol", "a long password", db=db)
-    token = users.create_token("carol", db=db)
-    curl = ["curl", "-sS", "-H", f"Authorization: Bearer {token}"]
-    refused = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{server}/v1/generations"],
-                             capture_output=True, text=True, timeout=60)
-    assert refused.stdout == "401"
-    created = subprocess.run([*curl, "--fail-with-body", "-F", f"photo=@{lemur_path}", "-F",
-                              'request={"background": "color:#123456"}', f"{server}/v1/generations"],
-                             capture_output=True, text=True, timeout=60)
-    assert created.returncode == 0, created.stdout + created.stderr
-    generation_id = json.loads(created.stdout)["id"]
-    with httpx.Client(base_url=server, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
-        assert wait_finished(client, generation_id)["status"] == "done"
-        assert client.get("/v1/generations").json()["total"] == 1, "carol's own only"
-    target = tmp_path / "carol.png"
-    downloaded = subprocess.run([*curl, "--fail", "-o", str(target),
-                                 f"{server}/v1/generations/{generation_id}/images/result"], capture_output=True, timeout=60)
-    assert downloaded.returncode == 0 and target.read_bytes() == history.get(generation_id, db=db).results[0].path.read_bytes()
-
-
 def test_enhance_prompt_runs_the_assistant_as_part_of_the_generation(client, data_dir, lemur_path, tiny_models,
                                                                      tiny_prompt_lm):
     """The API's field: the generation's record keeps the words and the assistant's text, its
@@ -486,3 +460,30 @@ def test_enhance_prompt_runs_the_assistant_as_part_of_the_generation(client, dat
     missing = wait_finished(client, _create(client, photo, {**fields, "prompt_model": "nobody/no-such-lm"}).json()["id"])
     assert missing["status"] == "failed" and "models fetch nobody/no-such-lm" in missing["error"]
     (data_dir / "prompt-denylist.txt").unlink()
+
+
+def test_with_an_account_the_same_curl_needs_its_token(server, db, lemur_path, tmp_path):
+    """Last in this module (it gives the server's database an account): on the real server,
+    requests without a token are refused; with an account's token the README's curl commands
+    work, and the account sees only what it made."""
+    from storage import users
+
+    users.add("carol", "a long password", db=db)
+    token = users.create_token("carol", db=db)
+    curl = ["curl", "-sS", "-H", f"Authorization: Bearer {token}"]
+    refused = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{server}/v1/generations"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.stdout == "401"
+    created = subprocess.run([*curl, "--fail-with-body", "-F", f"photo=@{lemur_path}", "-F",
+                              'request={"background": "color:#123456"}', f"{server}/v1/generations"],
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stdout + created.stderr
+    generation_id = json.loads(created.stdout)["id"]
+    with httpx.Client(base_url=server, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
+        assert wait_finished(client, generation_id)["status"] == "done"
+        assert client.get("/v1/generations").json()["total"] == 1, "carol's own only"
+    target = tmp_path / "carol.png"
+    downloaded = subprocess.run([*curl, "--fail", "-o", str(target),
+                                 f"{server}/v1/generations/{generation_id}/images/result"], capture_output=True, timeout=60)
+    assert downloaded.returncode == 0 and target.read_bytes() == history.get(generation_id, db=db).results[0].path.read_bytes()
+
