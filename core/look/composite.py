@@ -15,6 +15,8 @@ from PIL import Image
 from scipy import ndimage
 
 from core.look.harmony import harmonize
+from core.masks.cleanup import background_hue, spill_excess
+from core.masks.segment import GUIDE_FRACTION
 from core.look.shadows import apply_shadows
 
 SPILL_PIXELS = 100_000  # the band's bounding box is solved at most this large (~0.2 s)
@@ -57,17 +59,23 @@ def cutout(photo: Image.Image, alpha: Image.Image, spill_removal: bool = True) -
         box = _soft_box(a)
         if box is not None:
             top, bottom, left, right = box
-            cut.paste(_spill_free(cut.crop((left, top, right, bottom)), a[top:bottom, left:right]), (left, top))
+            radius = GUIDE_FRACTION * max(photo.size)
+            cut.paste(_spill_free(cut.crop((left, top, right, bottom)), a[top:bottom, left:right], radius), (left, top))
     cut.putalpha(alpha)
     return cut
 
 
-def _spill_free(crop: Image.Image, a: np.ndarray) -> Image.Image:
+def _spill_free(crop: Image.Image, a: np.ndarray, radius: float) -> Image.Image:
     """``crop`` with its soft pixels' colours replaced by spill-free foreground colours.
 
-    The solver runs on the crop shrunk to at most SPILL_PIXELS; its correction (estimated
-    foreground minus observed colour) is interpolated at each soft pixel and added to the
-    full-resolution colour, which keeps the pixels' texture.
+    The foreground is estimated for how much of the subject the photo actually shows at each
+    soft pixel, not for the mask's alpha: a guided filter of the alpha by the photo (radius
+    ``radius`` px at full size) follows the colours between the hairs, so in fur's inner
+    fringe, which the mask keeps nearly opaque (core.masks.cleanup.confine_to_band), the old
+    background's colour is taken out too. The solver runs on the crop shrunk to at most
+    SPILL_PIXELS; its correction (estimated foreground minus observed colour) is
+    interpolated at each soft pixel and added to the full-resolution colour, which keeps the
+    pixels' texture.
     """
     from pymatting import estimate_foreground_ml
 
@@ -77,7 +85,13 @@ def _spill_free(crop: Image.Image, a: np.ndarray) -> Image.Image:
     crop_small = crop.resize(small, Image.Resampling.BOX) if small != crop.size else crop
     alpha_small = Image.fromarray(a).resize(small, Image.Resampling.BOX) if small != crop.size else Image.fromarray(a)
     observed = np.asarray(crop_small, dtype=np.float64) / 255.0
-    estimated = estimate_foreground_ml(observed, np.asarray(alpha_small, dtype=np.float64) / 255.0)
+    alpha = np.asarray(alpha_small, dtype=np.float64) / 255.0
+    estimated = estimate_foreground_ml(observed, alpha)
+    soft = (alpha > 0) & (alpha < 1)
+    hue, limit = background_hue(observed, ndimage.binary_erosion(alpha >= 1.0, iterations=max(1, round(radius * scale))),
+                                alpha <= 0.0, max(2.0, 3 * radius * scale), soft)
+    tinted = estimated[soft]
+    estimated[soft] = np.clip(tinted - spill_excess(tinted, hue, limit)[:, None] * hue, 0.0, 1.0)
     correction = (estimated - observed) * 255.0
     ys, xs = np.nonzero((a > 0) & (a < 255))
     # soft pixel centres in the small grid's coordinates

@@ -17,7 +17,7 @@ eval`` on the synthetic set).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -32,12 +32,14 @@ from core.masks.cleanup import (
     decide_unsure_regions,
     distance_to_boundary,
     follow_photo_edges,
+    mark_fringe,
 )
 
-LOW, HIGH = 96, 232  # raw model values at or below LOW become 0, at or above HIGH become 255
+LOW, HIGH = 140, 244  # raw model values at or below LOW become 0, at or above HIGH become 255
 MODEL_SIDE = 1024  # the photo is shrunk to at most this before the model (models resize to 320-1024)
 BAND_FRACTION, MIN_BAND = 0.004, 2  # soft edge half-width: 3 px at 640, 4 at 1024 (model-input px)
 GUIDE_FRACTION, GUIDE_EPS = 1 / 80, 1e-4  # guided filter radius (8 px at 640) and regularisation
+FRINGE_FRACTION = 0.02  # how deep fur's mixed inner fringe may reach (13 px at 640; core.masks.cleanup.mark_fringe)
 
 _REMAP = np.array([min(max((v - LOW) / (HIGH - LOW), 0.0), 1.0) for v in range(256)])
 _sessions: dict[str, object] = {}
@@ -108,13 +110,12 @@ def _clean(small: Image.Image, raw: Image.Image, size: tuple[int, int], decision
         raw = raw.resize(small.size, Image.Resampling.BILINEAR)
     band = band_width(small.size)
     radius = max(2, round(GUIDE_FRACTION * max(small.size)))
-    alpha = _REMAP[np.asarray(raw.convert("L"))]
+    values = np.asarray(raw.convert("L"))
+    rgb = np.asarray(small.convert("RGB"))
+    alpha, regions, labels = decide_unsure_regions(values / np.float32(255.0), _REMAP[values], rgb, 2 * band, decisions)
     distance = distance_to_boundary(alpha >= 0.5)
-    alpha, regions, labels = decide_unsure_regions(alpha, distance > band, decisions)
-    if regions:  # decided regions move the boundary
-        distance = distance_to_boundary(alpha >= 0.5)
-    alpha = follow_photo_edges(np.asarray(small.convert("RGB")), alpha, distance <= band + radius, radius, GUIDE_EPS)
-    alpha = confine_to_band(alpha, band)
+    alpha = follow_photo_edges(rgb, alpha, distance <= band + radius, radius, GUIDE_EPS)
+    alpha = mark_fringe(confine_to_band(alpha, band), rgb, FRINGE_FRACTION * max(small.size))
     mask = Image.fromarray(np.round(alpha * 255.0).astype(np.uint8), "L")
     if mask.size != size:
         mask = mask.resize(size, Image.Resampling.BILINEAR)
@@ -122,8 +123,8 @@ def _clean(small: Image.Image, raw: Image.Image, size: tuple[int, int], decision
     if labels is not None:
         label_image = Image.fromarray(labels, "L").resize(size, Image.Resampling.NEAREST)
         scale = (size[0] / small.size[0], size[1] / small.size[1])
-        regions = [UnsureRegion(r.index, (int(r.box[0] * scale[0]), int(r.box[1] * scale[1]), round(r.box[2] * scale[0]),
-                                          round(r.box[3] * scale[1])), r.area, r.confidence, r.kept) for r in regions]
+        regions = [replace(r, box=(int(r.box[0] * scale[0]), int(r.box[1] * scale[1]), round(r.box[2] * scale[0]),
+                                   round(r.box[3] * scale[1]))) for r in regions]
     return mask, label_image, tuple(regions)
 
 
