@@ -88,7 +88,7 @@ def _spill_free(crop: Image.Image, a: np.ndarray, radius: float) -> Image.Image:
     alpha = np.asarray(alpha_small, dtype=np.float64) / 255.0
     estimated = estimate_foreground_ml(observed, alpha)
     soft = (alpha > 0) & (alpha < 1)
-    hue, limit = background_hue(observed, ndimage.binary_erosion(alpha >= 1.0, iterations=max(1, round(radius * scale))),
+    hue, limit = background_hue(np.asarray(crop_small), ndimage.binary_erosion(alpha >= 1.0, iterations=max(1, round(radius * scale))),
                                 alpha <= 0.0, max(2.0, 3 * radius * scale), soft)
     tinted = estimated[soft]
     estimated[soft] = np.clip(tinted - spill_excess(tinted, hue, limit)[:, None] * hue, 0.0, 1.0)

