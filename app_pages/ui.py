@@ -63,7 +63,7 @@ def settings() -> dict[str, str]:
         return user_settings.load_settings()
     except InputError as error:
         st.error(str(error))
-        return {name: spec.default for name, spec in user_settings.SETTINGS.items()}
+        return {name: user_settings.default(name) for name in user_settings.SETTINGS}
 
 
 def batch_dir_argument(argv: list[str] | None = None) -> str | None:

@@ -4,8 +4,8 @@
 store and ``settings.json``, the defaults the Models page saves so they survive restarts. Which
 request fields are settings, and their environment variables, is declared on the request
 (core.request: the fields with an ``env``). Each setting's value: what the user saved, else
-the environment variable an operator set, else the request's default. The app and the
-`backdrop` command both start from these.
+the environment variable an operator set, else its default (``default``: the request's, but
+the best segmenter installed here). The app and the `backdrop` command both start from these.
 """
 
 from __future__ import annotations
@@ -50,13 +50,23 @@ def load_settings(root: Path | None = None) -> dict[str, str]:
     values = {}
     for name, spec in SETTINGS.items():
         env = os.environ.get(spec.env)
-        values[name] = saved.get(name) or env or spec.default
+        values[name] = saved.get(name) or env or default(name)
         if values[name] == env:
             try:
                 spec.validate(env)
             except InputError as exc:
                 raise InputError(f"{spec.env}={env!r}: {exc}") from None
     return values
+
+
+def default(name: str) -> str:
+    """A setting's default: the request's, except the segmenter's, which is the best rembg model
+    installed here (core.models.rembg_weights.RANKING)."""
+    if name == FIELD["segmenter"].name:
+        from core.models.rembg_weights import best_installed
+
+        return best_installed()
+    return SETTINGS[name].default
 
 
 def request_settings(root: Path | None = None) -> dict[str, str]:

@@ -308,3 +308,38 @@ def test_an_invalid_setting_from_the_environment_is_named(monkeypatch, tmp_path,
     with pytest.raises(InputError, match="BACKDROP_DEVICE='tpu': device must be one of"):
         load_settings(tmp_path)
     assert main(["models"]) == 2 and "BACKDROP_DEVICE='tpu'" in capsys.readouterr().err
+
+
+def _fake_segmenter(name: str) -> Path:
+    """An empty file where rembg looks for ``name``: enough for every check that never runs it
+    (the real weights cannot be downloaded here)."""
+    path = rembg_weights.install_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a model")
+    return path
+
+
+def test_the_best_installed_segmenter_is_the_default(u2net_home, monkeypatch, tmp_path):
+    """The segmenter's default is the best model of the ranking whose file is here (u2netp when
+    none is, so cutting out says how to fetch it); a saved setting or BACKDROP_SEGMENTER still
+    wins; eval lists the installed ones best first."""
+    from core.quality.evaluate import available_segmenters
+    from storage.settings import request_settings, save_settings
+
+    monkeypatch.delenv("BACKDROP_SEGMENTER", raising=False)
+    assert rembg_weights.best_installed() == "u2netp" and request_settings(tmp_path)["segmenter"] == "u2netp"
+    assert available_segmenters() == []
+    for name in reversed(rembg_weights.RANKING):  # u2netp, u2net, isnet-general-use, ... each better than the last
+        _fake_segmenter(name)
+        assert rembg_weights.best_installed() == name
+        assert request_settings(tmp_path)["segmenter"] == name
+    assert rembg_weights.RANKING[0] == "birefnet-general"
+    assert available_segmenters()[: len(rembg_weights.RANKING)] == list(rembg_weights.RANKING)
+    assert rembg_weights.better_than("u2net") == ["birefnet-general", "birefnet-general-lite", "isnet-general-use"]
+    assert rembg_weights.better_than("birefnet-general") == []
+    assert rembg_weights.better_than("silueta") == list(rembg_weights.RANKING)
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "u2netp")
+    assert request_settings(tmp_path)["segmenter"] == "u2netp"
+    monkeypatch.delenv("BACKDROP_SEGMENTER")
+    save_settings({"segmenter": "isnet-general-use"}, tmp_path)
+    assert request_settings(tmp_path)["segmenter"] == "isnet-general-use"

@@ -78,10 +78,13 @@ def find_samples(folder: Path) -> list[Sample]:
 
 
 def available_segmenters() -> list[str]:
-    """rembg models whose weights are installed (no download happens in an evaluation)."""
+    """rembg models whose weights are installed (no download happens in an evaluation), the
+    ranked ones first, best first (core.models.rembg_weights.RANKING)."""
     from core.models import rembg_weights
 
-    return [name for name in rembg_weights.names() if rembg_weights.model_file(name) is not None]
+    names = [name for name in rembg_weights.names() if rembg_weights.model_file(name) is not None]
+    return sorted(names, key=lambda name: (rembg_weights.RANKING.index(name) if name in rembg_weights.RANKING
+                                           else len(rembg_weights.RANKING), name))
 
 
 # ---- alpha metrics (alpha arrays are float in 0..1) -------------------------------------
