@@ -1,9 +1,11 @@
 """Models: what each model slot resolves to, whether its weights are here, the device and
-precision, the command that fetches what is missing; and the saved default models and device."""
+precision, the command that fetches what is missing, which segmenter is used and which better
+one could be fetched; and the saved default models and device."""
 
 import streamlit as st
 
 from core.errors import BackdropError
+from core.models import rembg_weights
 from core.models.device import resolve_device, torch_dtype
 from core.request import DEVICES, SAM_MODEL, SLOTS
 from core.models.weights import model_status
@@ -29,6 +31,8 @@ def status_table(request) -> None:
         hide_index=True,
         width="stretch",
     )
+    segmenter = next(row for row in rows if row["slot"] == "segmenter")
+    st.info(f"{SLOT_LABELS['segmenter']}: {rembg_weights.ranking_note(segmenter['id'])}.", icon=":material/content_cut:")
     missing = [row for row in rows if not row["present"]]
     commands = sorted({row["fetch"] for row in missing if row["fetch"]})
     if commands:

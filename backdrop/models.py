@@ -30,9 +30,12 @@ def _configured() -> tuple:
 
 
 def _cli_models(args) -> int:
+    from core.models import rembg_weights
     from core.models.weights import model_status
 
     rows = model_status(*_configured())
+    segmenter = next(r for r in rows if r["slot"] == "segmenter")
+    segmenter["ranking"] = rembg_weights.ranking_note(segmenter["id"])
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -40,6 +43,7 @@ def _cli_models(args) -> int:
     for r in rows:
         state = "present" if r["present"] else "missing: " + "; ".join(filter(None, (r["fetch"], r["note"])))
         print(f"{r['slot']:<11} {r['id']:<{width}}  {state}")
+    print(f"cut-out: {segmenter['ranking']}")
     return 0
 
 

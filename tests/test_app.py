@@ -284,6 +284,8 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
                                    "Click-selection model"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
+    assert any(i.value.startswith("Cut-out model: u2netp is used (the best installed); better, not installed: "
+                                  "birefnet-general, fetched with `") for i in at.info)
     at.text_input[1].set_value(str(tiny_models["inpaint"]))
     at.text_input[4].set_value("facebook/sam-vit-base")
     at.selectbox[0].set_value("cpu")

@@ -57,6 +57,23 @@ def better_than(name: str) -> list[str]:
     return list(RANKING[: RANKING.index(name)] if name in RANKING else RANKING)
 
 
+def ranking_note(name: str) -> str:
+    """What the Models page and `backdrop models` say of the segmenter ``name``: that it is used,
+    a better one installed here if there is one, and the best better one that is not, with the
+    command that fetches it."""
+    from core.models.hub import fetch_command
+
+    best = best_installed()
+    parts = [f"{name} is used" + (" (the best installed)" if name == best else "")]
+    if best in better_than(name):
+        parts.append(f"{best} is installed and better: make it the cut-out model (Models page, or BACKDROP_SEGMENTER={best})")
+    missing = [model for model in better_than(best if best in better_than(name) else name) if model_file(model) is None]
+    if missing:
+        parts.append(f"better, not installed: {missing[0]}, fetched with `{fetch_command()} {missing[0]}` "
+                     "(from rembg's releases: needs a network)")
+    return "; ".join(parts)
+
+
 def input_side(name: str) -> int:
     """The side of the square rembg resizes a photo to before the model ``name`` sees it."""
     return 320 if name in SMALL_INPUT else 1024
