@@ -3,16 +3,21 @@ only in a band along the subject's boundary, where the edge follows the photo.
 
 A segmenter's output is a confidence, not a matte: where the model is unsure, whole regions
 come out half transparent, and composited as they are the new background shows through the
-subject's body ("ghosts"). Here, in three steps:
+subject's body ("ghosts"). Here, in four steps:
 
-1. ``decide_unsure_regions``: a large unsure region is decided as a whole, by its mean, and
-   reported as an ``UnsureRegion`` a user can see and flip;
+1. ``decide_unsure_regions``: each unsure region is decided as a whole, by more than its mean:
+   whether it touches the sure subject, whether its colours look like the subject or like
+   the background beside it (fur, foliage and a half-seen sweater are kept; a shadow, a patch
+   of wall, a clock on its own are dropped); the large ones are reported as ``UnsureRegion``
+   a user can see and flip;
 2. ``follow_photo_edges``: near the boundary a colour guided filter (He et al., "Guided Image
    Filtering") lets the photo's own edges shape the alpha: a glossy rim gets a crisp edge,
    fur a soft one;
 3. ``confine_to_band``: the alpha is confined to a band of ``band`` px around the 0.5
    boundary, opaque inside and 0 outside, so soft values survive only where they describe
-   an edge.
+   an edge;
+4. ``mark_fringe``: fur's inner fringe, opaque pixels near the edge that carry the old
+   background's hue, is marked nearly opaque (SOLID), so the compositor takes that hue out.
 """
 
 from __future__ import annotations
@@ -142,7 +147,8 @@ def _unsure_areas(alpha: np.ndarray, ramp: float) -> tuple[np.ndarray, int]:
     if not unsure.any():
         return np.zeros(alpha.shape, np.int32), 0
     if sure_fg.any() and sure_bg.any():
-        unsure &= ndi.distance_transform_cdt(~sure_fg, metric="chessboard") + ndi.distance_transform_cdt(~sure_bg, metric="chessboard") > round(ramp) + 1
+        across = ndi.distance_transform_cdt(~sure_fg, metric="chessboard") + ndi.distance_transform_cdt(~sure_bg, metric="chessboard")
+        unsure &= across > round(ramp) + 1
     labels, count = ndi.label(unsure, structure=np.ones((3, 3), bool))
     if not count:
         return labels, 0

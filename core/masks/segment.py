@@ -2,16 +2,19 @@
 
 A segmenter's soft output is a confidence, not a matte. Pasted as it is, its faint values over
 the background leave a haze, its 250-254 interior mixes the subject with the new background,
-and where the model is unsure whole regions come out half transparent ("ghosts"). So:
+and where the model is unsure whole regions come out half transparent ("ghosts"). So, at
+WORK_SIDE px at most (the model saw 320-1024):
 
-1. a linear remap (LOW -> 0, HIGH -> 255) puts the soft ramp a little inside the model's
-   0.5 contour, where the true edge usually lies (the model's ramp spills outward: halo);
-2. near the boundary a colour guided filter lets the photo's edges shape the alpha;
-3. ``core.masks.cleanup`` decides every pixel, decides each large unsure region as a whole
-   (reported, so a user can flip it), and keeps soft alpha only in a band of
-   BAND_FRACTION of the long side along the boundary: opaque inside, 0 outside.
-The figures that chose these settings are in README's Quality section (``backdrop
-eval`` on the synthetic set).
+1. ``core.masks.cleanup`` decides each unsure region as a whole, by whether it touches the
+   sure subject and whose colours it has (reported, so a user can flip it);
+2. a linear remap (LOW -> 0, HIGH -> 255) puts the soft ramp inside the model's 0.5 contour,
+   where the true edge usually lies (the model's ramp spills outward: halo);
+3. near the boundary a colour guided filter lets the photo's edges shape the alpha;
+4. the alpha is soft only in a band of BAND_FRACTION of the long side along the boundary:
+   opaque inside, 0 outside, but for fur's tinted inner fringe, marked nearly opaque so that
+   the compositor can take the old background's hue out of it.
+The mask is then resized to the photo. The figures that chose these settings are in README's
+Quality section (``backdrop eval`` on the synthetic set).
 """
 
 from __future__ import annotations

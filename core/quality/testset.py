@@ -299,7 +299,8 @@ def fur_collar(seed: int = 6) -> Cutout:
     rng = np.random.default_rng(seed)
 
     def coat(draw, s):
-        draw.polygon([(v[0] * s, v[1] * s) for v in ((120, 120), (260, 120), (345, 175), (365, 420), (15, 420), (35, 175))], fill=255)
+        outline = ((120, 120), (260, 120), (345, 175), (365, 420), (15, 420), (35, 175))
+        draw.polygon([(x * s, y * s) for x, y in outline], fill=255)
 
     def collar(draw, s):
         draw.ellipse([95 * s, 70 * s, 285 * s, 185 * s], fill=255)
