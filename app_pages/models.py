@@ -7,20 +7,18 @@ import streamlit as st
 from core.errors import BackdropError
 from core.models import rembg_weights
 from core.models.device import resolve_device, torch_dtype
-from core.request import DEVICES, SAM_MODEL, SLOTS
-from core.models.weights import model_status
+from core.models.slots import model_status
+from core.request import DEVICES
 from app_pages import ui
 from storage import settings as user_settings
 
-SLOT_LABELS = {slot: spec.label.split(" (")[0] for slot, spec in {**SLOTS, SAM_MODEL.slot: SAM_MODEL}.items()}
-
 
 def status_table(request) -> None:
-    rows = model_status(request, user_settings.load_settings()[SAM_MODEL.name])
+    rows = model_status(request, user_settings.load_settings())
     st.dataframe(
         [
             {
-                "slot": SLOT_LABELS.get(row["slot"], row["slot"]),
+                "slot": row["label"],
                 "model": row["id"],
                 "resolves to": row["resolved"] or "(not downloaded)",
                 "present": "yes" if row["present"] else "NO",
@@ -32,7 +30,7 @@ def status_table(request) -> None:
         width="stretch",
     )
     segmenter = next(row for row in rows if row["slot"] == "segmenter")
-    st.info(f"{SLOT_LABELS['segmenter']}: {rembg_weights.ranking_note(segmenter['id'])}.", icon=":material/content_cut:")
+    st.info(f"{segmenter['label']}: {rembg_weights.ranking_note(segmenter['id'])}.", icon=":material/content_cut:")
     missing = [row for row in rows if not row["present"]]
     commands = sorted({row["fetch"] for row in missing if row["fetch"]})
     if commands:
@@ -40,7 +38,7 @@ def status_table(request) -> None:
         st.code("\n".join(commands), language="bash")
     for row in missing:
         if row["note"]:
-            st.warning(f"{SLOT_LABELS.get(row['slot'], row['slot'])} `{row['id']}`: {row['note']}.")
+            st.warning(f"{row['label']} `{row['id']}`: {row['note']}.")
     if not missing:
         st.success("All weights are present.")
 

@@ -21,17 +21,16 @@ def add_commands(subparsers) -> None:
 
 
 def _configured() -> tuple:
-    """(a request with the saved default models, the click-selection model), as the app starts
-    from (storage.settings)."""
-    from core.request import SAM_MODEL, GenerationRequest
-    from storage.settings import load_settings, request_settings
+    """(a request with the saved default models, the saved settings), as the app starts from
+    (storage.settings)."""
+    from storage.settings import base_request, load_settings
 
-    return GenerationRequest(**request_settings()), load_settings()[SAM_MODEL.name]
+    return base_request(), load_settings()
 
 
 def _cli_models(args) -> int:
     from core.models import rembg_weights
-    from core.models.weights import model_status
+    from core.models.slots import model_status
 
     rows = model_status(*_configured())
     segmenter = next(r for r in rows if r["slot"] == "segmenter")
@@ -48,11 +47,9 @@ def _cli_models(args) -> int:
 
 
 def _cli_fetch(args) -> int:
-    from core.request import SAM_MODEL
-    from core.models.weights import fetch, slot_ids, slot_of
+    from core.models.slots import fetch, model_ids, slot_of
 
-    request, sam_model = _configured()
-    wanted = [(slot_of(name), name) for name in args.names] or [*slot_ids(request).items(), (SAM_MODEL.slot, sam_model)]
+    wanted = [(slot_of(name), name) for name in args.names] or list(model_ids(*_configured()).items())
     results = [fetch(slot, name) for slot, name in wanted]
     if args.json:
         print(json.dumps(results, indent=2))

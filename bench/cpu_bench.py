@@ -123,13 +123,13 @@ def ai_tiny(repeats: int, steps: int = 10) -> dict:
                                 inpaint_model=paths["inpaint"], controlnet_model=paths["controlnet"],
                                 depth_model=paths["depth"])
     registry = ModelRegistry()
-    base = registry.inpaint_base(request.inpaint_model, "cpu")
+    base = registry.load("inpaint", request.inpaint_model, "cpu")
     from diffusers import StableDiffusionControlNetInpaintPipeline
 
     stock = StableDiffusionControlNetInpaintPipeline(
         vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
         scheduler=generate.make_scheduler("dpmpp", base.scheduler.config),
-        controlnet=registry.controlnet(request.controlnet_model, "cpu"), safety_checker=None, feature_extractor=None,
+        controlnet=registry.load("controlnet", request.controlnet_model, "cpu"), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     stock.set_progress_bar_config(disable=True)
     with torch.inference_mode():

@@ -66,11 +66,10 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         photo = to_rgb(image)
         place = placement(*photo.size)
         background = request.background_spec
-        if background.kind == "image" and picture is None:
-            raise InputError("an image background needs its picture")
+        background.check_picture(picture)
         record: dict = {}
         note(record, input_size=photo.size)
-    if background.kind == "ai":  # the weights load from disk while the photo is cut out
+    if background.declared.generated:  # the weights load from disk while the photo is cut out
         _start_preload(request, registry)
     with stage("segment"):
         if mask is not None:
@@ -87,7 +86,7 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record,
                               warnings=refine_warnings)
 
-    if background.kind == "ai":
+    if background.declared.generated:
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-cutout") as pool:
             cut = pool.submit(cutout, photo, alpha, spill_removal=request.spill_removal)
@@ -127,7 +126,8 @@ def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: Gen
     photo's size. Fills in the models used with their revisions (result.models) and what ran
     (result.record)."""
     from core.engine.depth import estimate_depth
-    from core.engine.generate import NO_DEPTH_CONTROL, generate_backgrounds
+    from core.engine.generate import generate_backgrounds
+    from core.models.slots import NO_DEPTH_CONTROL, needed
     from core.models.device import resolve_device
     from core.models.registry import get_registry
 
@@ -138,7 +138,7 @@ def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: Gen
         work = photo.resize(place.content, Image.Resampling.LANCZOS)
         repaint = inpaint_mask(alpha, place.content, request.mask_grow)
     depth = None
-    if request.control_scale > 0:
+    if "depth" in needed(request, "ai"):
         with stage("depth"):
             try:
                 depth = pad(estimate_depth(work, request.depth_model, result.device, registry=registry), place)

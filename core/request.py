@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from core.errors import InputError
+from core.look.backgrounds import KINDS, Background
 
 SCHEMA_VERSION = 2
 
@@ -33,57 +34,16 @@ SAMPLER_PRESETS = {
     "default": {"scheduler": "dpmpp", "steps": 25},
     "reference": {"scheduler": "ddim", "steps": 42},
 }
-BACKGROUND_KINDS = ("ai", "color", "gradient", "blur", "image", "transparent")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+PROMPT_MAX = 10_000  # characters: far more than the 600 tokens the text encoder reads (core.prompts)
+NAME_MAX = 4096  # characters of any other text field: a model id or a folder's path
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-@dataclass(frozen=True)
-class Background:
-    """A parsed background spec: ``ai``, ``color:#RRGGBB``, ``gradient:#RRGGBB,#RRGGBB``,
-    ``blur``, ``image`` (the picture is stored with the generation) or ``transparent``."""
-
-    kind: str
-    colors: tuple[tuple[int, int, int], ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str) -> "Background":
-        kind, _, arg = spec.strip().partition(":")
-        kind = kind.lower()
-        if kind not in BACKGROUND_KINDS:
-            raise InputError(
-                f"unknown background {spec!r}: use one of ai, color:#RRGGBB, "
-                "gradient:#RRGGBB,#RRGGBB, blur, image, transparent"
-            )
-        if kind == "color":
-            return cls(kind, (_hex(arg, spec),))
-        if kind == "gradient":
-            parts = arg.split(",")
-            if len(parts) != 2:
-                raise InputError(f"gradient needs two colours, as gradient:#RRGGBB,#RRGGBB (got {spec!r})")
-            return cls(kind, tuple(_hex(p, spec) for p in parts))
-        if arg:
-            where = " (the picture is given beside the request and stored with the generation)" if kind == "image" else ""
-            raise InputError(f"background {kind!r} takes no argument (got {spec!r}){where}")
-        return cls(kind)
-
-    def spec(self) -> str:
-        if self.kind in ("color", "gradient"):
-            return f"{self.kind}:" + ",".join("#%02x%02x%02x" % c for c in self.colors)
-        return self.kind
-
-
-def _hex(text: str, spec: str) -> tuple[int, int, int]:
-    text = text.strip()
-    if not _HEX.match(text):
-        raise InputError(f"colour must be written #RRGGBB (got {text!r} in {spec!r})")
-    return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-
-
 def _device(value: str) -> None:
-    if not _DEVICE.match(value):
+    if not _DEVICE.fullmatch(value):
         raise InputError(f"device must be one of {', '.join(DEVICES)} or cuda:N (got {value!r})")
 
 
@@ -103,6 +63,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     step: float | None = None
+    max_length: int = NAME_MAX  # characters, for text fields
     choices: Mapping[str, str] | None = None  # value -> label
     check: Callable[[Any], Any] | None = None
     env: str | None = None
@@ -127,8 +88,8 @@ class Param:
             ok = isinstance(value, str)
         if not ok:
             raise InputError(f"{what} must be {_KIND[self.type]} (got {value!r})")
-        if self.type is str and "\x00" in value:  # PostgreSQL's text cannot hold it; no prompt needs it
-            raise InputError(f"{what} must not contain a NUL character (\\x00)")
+        if self.type is str:
+            _check_text(what, value, self.max_length)
         if self.low is not None and not self.low <= value <= self.high:
             raise InputError(f"{what} must be {self.limits} (got {value!r})")
         if self.choices is not None and value not in self.choices:
@@ -162,6 +123,20 @@ class Param:
 _KIND = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
+def _check_text(what: str, value: str, max_length: int) -> None:
+    """Text a database can store and a person could have typed: at most ``max_length``
+    characters, no NUL (PostgreSQL's text cannot hold it), valid Unicode (a lone surrogate from
+    JSON's ``\\udXXX`` escapes or an undecodable argument cannot be stored as UTF-8)."""
+    if len(value) > max_length:
+        raise InputError(f"{what} must be at most {max_length:,} characters (got {len(value):,})")
+    if "\x00" in value:
+        raise InputError(f"{what} must not contain a NUL character (\\x00)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} is not valid text (it holds a lone UTF-16 surrogate)") from None
+
+
 def param(default: Any, label: str, help: str, **declaration: Any) -> Any:
     """Declare a request field: its default, label, help and the rest of ``Param``."""
     return field(default=default, metadata={"param": Param(label, help, **declaration)})
@@ -171,14 +146,15 @@ def param(default: Any, label: str, help: str, **declaration: Any) -> Any:
 class GenerationRequest:
     """Every parameter of one generation, and nothing else."""
 
-    background: str = param("color:#ffffff", "Background",
-                            "ai | color:#RRGGBB | gradient:#RRGGBB,#RRGGBB | blur | image | transparent",
+    background: str = param("color:#ffffff", "Background", " | ".join(kind.written for kind in KINDS.values()),
                             check=Background.parse, group="background")
     prompt: str = param("", "Describe the new background",
-                        "What the AI background shows. Any length; (word:1.3) or (word) stresses words, "
-                        "[word] softens them (AUTOMATIC1111's syntax).", group="ai")
+                        "What the AI background shows, up to 10,000 characters (the first 600 tokens are read); "
+                        "(word:1.3) or (word) stresses words, [word] softens them (AUTOMATIC1111's syntax).",
+                        max_length=PROMPT_MAX, group="ai")
     negative_prompt: str = param("", "Avoid (negative prompt)",
-                                 "What the AI background must not show; same syntax as the prompt.", group="ai")
+                                 "What the AI background must not show; same syntax as the prompt.",
+                                 max_length=PROMPT_MAX, group="ai")
     seed: int = param(0, "Seed", "Random seed: the same seed and settings give the same image.",
                       low=0, high=2**63 - 1, group="ai")
     variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...); other "
@@ -233,8 +209,8 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         for spec in FIELDS:
             spec.validate(getattr(self, spec.name))
-        if self.variants != 1 and self.background_spec.kind != "ai":
-            # only the AI background has variants: what is stored says what is made
+        if self.variants != 1 and not self.background_spec.declared.variants:
+            # only a kind with variants makes them: what is stored says what is made
             object.__setattr__(self, "variants", 1)
 
     @property
@@ -283,31 +259,29 @@ def _fields() -> tuple[Param, ...]:
 
 FIELDS: tuple[Param, ...] = _fields()
 FIELD = {spec.name: spec for spec in FIELDS}
-SLOTS = {spec.slot: spec for spec in FIELDS if spec.slot}  # model slot -> its field
 
 
 def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """Field values given as JSON, ready for ``replace``: a name that is no field is an
     InputError (JSON clients misspell, and a silently ignored field would run with its default),
     and a whole number given for a number field becomes a float, as the command line's parse
-    makes it. Each value is then checked by its field's declaration when the request is built."""
+    makes it, and a number without a fraction given for a whole-number field becomes an int (JSON
+    Schema's integers include 25.0). Each value is then checked by its field's declaration when
+    the request is built."""
     if not isinstance(values, Mapping):
         raise InputError(f"the request must be an object of field names and values (got {type(values).__name__})")
     unknown = sorted(set(values) - set(FIELD))
     if unknown:
         raise InputError(f"unknown field(s): {', '.join(unknown)} (the fields are: {', '.join(FIELD)})")
-    return {name: float(value) if FIELD[name].type is float and type(value) is int else value
-            for name, value in values.items()}
+    return {name: _json_number(FIELD[name].type, value) for name, value in values.items()}
 
 
-# A model setting that is not a generation parameter: the Segment Anything checkpoint behind the
-# Studio's click selection (core.masks.click_select). What a generation keeps is the mask it helped make.
-# SlimSAM-77 is SAM ViT-B pruned to 9.3M parameters (one 39 MB safetensors file, Apache-2.0) in
-# transformers' SamModel format; any SamModel checkpoint (facebook/sam-vit-base, ...) can be chosen.
-SAM_MODEL = Param("Click-selection model (id or folder)",
-                  "A Segment Anything checkpoint in transformers' SamModel format, for clicking on what to add "
-                  "to or remove from the cut-out.", env="BACKDROP_SAM_MODEL", slot="sam", group="models",
-                  name="sam_model", type=str, default="Zigeng/SlimSAM-uniform-77")
+def _json_number(kind: type, value: Any) -> Any:
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind is int and type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 # ---- upgrades: stored requests of earlier versions ----------------------------------------
@@ -342,7 +316,7 @@ def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` brought to SCHEMA_VERSION (a copy; ``version`` included)."""
     values = dict(data)
     version = values.setdefault("version", 1)
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InputError(f"stored request has no valid version (got {version!r})")
     if version > SCHEMA_VERSION:
         raise InputError(f"stored request is version {version}, written by a newer Backdrop; this one reads "

@@ -3,28 +3,31 @@
 ``BACKDROP_DATA_DIR`` (default ``./data``) is the data folder: the SQLite database, the image
 store and ``settings.json``, the defaults the Models page saves so they survive restarts. Which
 request fields are settings, and their environment variables, is declared on the request
-(core.request: the fields with an ``env``). Each setting's value: what the user saved, else
-the environment variable an operator set, else its default (``default``: the request's, but
-the best segmenter installed here). The app and the `backdrop` command both start from these.
+(core.request: the fields with an ``env``), and the model slots that no request chooses declare
+their setting in core.models.slots. Each setting's value: what the user saved, else
+the environment variable an operator set, else its default (``default``: the declared one,
+but the best segmenter installed here). The app and the `backdrop` command both start from
+these.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from core.config import config
 from core.errors import InputError
 from core.files import write_atomic
-from core.request import FIELD, FIELDS, SAM_MODEL
+from core.models.slots import SETTINGS_OF_SLOTS, SLOTS
+from core.request import FIELD, FIELDS, GenerationRequest
 
-SETTINGS = {spec.name: spec for spec in (*FIELDS, SAM_MODEL) if spec.env}
+SETTINGS = {spec.name: spec for spec in (*FIELDS, *SETTINGS_OF_SLOTS) if spec.env}
 
 
 def data_dir() -> Path:
     """The data folder (absolute, resolved against the working directory when relative)."""
-    return Path(os.environ.get("BACKDROP_DATA_DIR") or "data").absolute()
+    return config().data_dir.absolute()
 
 
 def settings_path(root: Path | None = None) -> Path:
@@ -44,24 +47,16 @@ def saved_settings(root: Path | None = None) -> dict[str, str]:
 
 
 def load_settings(root: Path | None = None) -> dict[str, str]:
-    """Effective settings: saved value, else environment, else the request's default. An
+    """Effective settings: saved value, else environment, else the default (``default``). An
     environment variable with an invalid value is an InputError that names it."""
-    saved = saved_settings(root)
-    values = {}
-    for name, spec in SETTINGS.items():
-        env = os.environ.get(spec.env)
-        values[name] = saved.get(name) or env or default(name)
-        if values[name] == env:
-            try:
-                spec.validate(env)
-            except InputError as exc:
-                raise InputError(f"{spec.env}={env!r}: {exc}") from None
-    return values
+    saved, environment = saved_settings(root), config()
+    return {name: saved.get(name) or environment.get(spec.env) or default(name) for name, spec in SETTINGS.items()}
 
 
 def default(name: str) -> str:
-    """A setting's default: the request's, except the segmenter's, which is the best rembg model
-    installed here (core.models.rembg_weights.RANKING)."""
+    """A setting's default: its declaration's, except the segmenter's, which is the best rembg
+    model installed here (core.models.rembg_weights.RANKING; looked at on every use, so a model
+    fetched while the app runs is used from the next photo on)."""
     if name == FIELD["segmenter"].name:
         from core.models.rembg_weights import best_installed
 
@@ -69,10 +64,10 @@ def default(name: str) -> str:
     return SETTINGS[name].default
 
 
-def request_settings(root: Path | None = None) -> dict[str, str]:
-    """The effective settings that are request fields (the models and the device), ready for
-    ``GenerationRequest(**...)``."""
-    return {name: value for name, value in load_settings(root).items() if name in FIELD}
+def base_request(root: Path | None = None) -> GenerationRequest:
+    """A request with the effective default models and device: what the app's forms, the
+    command line's options, the HTTP API's requests and the workers' warm-up start from."""
+    return GenerationRequest(**{name: value for name, value in load_settings(root).items() if name in FIELD})
 
 
 def _check_folder(spec, value: str) -> None:
@@ -80,7 +75,8 @@ def _check_folder(spec, value: str) -> None:
     default would only fail later, in the middle of a generation."""
     from core.models.hub import looks_local
 
-    if spec.slot in (None, "segmenter") or not looks_local(value):
+    slot = next((slot for slot in SLOTS.values() if slot.choice.name == spec.name), None)
+    if slot is None or not slot.source.torch or not looks_local(value):
         return
     if not Path(value).expanduser().is_dir():
         label = spec.label.split(" (")[0]

@@ -722,7 +722,8 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
 
             box = ai_box(page, "Warning")
             assert box.locator("li").all_inner_texts() == [
-                "inpaint: nobody/not-downloaded-inpaint, to fix: .venv/bin/backdrop models fetch nobody/not-downloaded-inpaint"]
+                "Inpainting model: nobody/not-downloaded-inpaint, to fix: .venv/bin/backdrop models fetch "
+                "nobody/not-downloaded-inpaint"]
             assert box.locator("p").last.inner_text().startswith("Run the command in a terminal in the app's folder")
             assert page.get_by_role("button", name="Generate").is_disabled()
             shot(page, "62-studio-missing-weights")
@@ -731,8 +732,9 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
             page.get_by_text("Settings saved").wait_for()
             box = ai_box(page, "Info")
             assert box.locator("li").all_inner_texts() == [
-                "depth: nobody/not-downloaded-depth, to fix: .venv/bin/backdrop models fetch nobody/not-downloaded-depth"]
-            assert "depth control back" in box.locator("p").last.inner_text()
+                "Depth estimator: nobody/not-downloaded-depth, to fix: .venv/bin/backdrop models fetch "
+                "nobody/not-downloaded-depth"]
+            assert "Depth-control strength to 0" in box.locator("p").last.inner_text()
             assert "Colour, gradient" not in box.inner_text()
             shot(page, "63-studio-no-depth")
         finally:  # the other tests' defaults back (the environment's tiny models)

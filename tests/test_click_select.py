@@ -14,7 +14,8 @@ from core.masks.click_select import combine, select_region
 from core.errors import InputError, ModelMissingError
 from core.models.hub import fetch_command
 from core.models.registry import ModelRegistry
-from core.request import SAM_MODEL, GenerationRequest
+from core.models.slots import SAM_MODEL
+from core.request import GenerationRequest
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_region_has_the_photos_size_and_is_binary(photo, tiny_sam, registry):
 def test_prompts_reach_the_decoder_in_sams_frame(photo, tiny_sam, registry, monkeypatch):
     """Points and box are scaled exactly as SamProcessor scales them, positive points are
     labelled 1 and negative 0; one point asks for SAM's three masks, more do not."""
-    processor, model = registry.sam(tiny_sam, "cpu")
+    processor, model = registry.load("sam", tiny_sam, "cpu")
     spy = Spy(model, monkeypatch)
     select_region(photo, points=[(200, 150), (250, 100)], negative_points=[(10, 290)], box=(100, 50, 300, 250),
                   model_id=tiny_sam, device="cpu", registry=registry)
@@ -81,7 +82,7 @@ def test_prompts_reach_the_decoder_in_sams_frame(photo, tiny_sam, registry, monk
 def test_large_photo_points_are_scaled_with_the_photo(photo, tiny_sam, registry, monkeypatch):
     """A photo over 1024 px is reduced before SAM: a click at the same place in the big photo
     reaches SAM at the same place."""
-    _, model = registry.sam(tiny_sam, "cpu")
+    _, model = registry.load("sam", tiny_sam, "cpu")
     spy = Spy(model, monkeypatch)
     select_region(photo, points=[(200, 150)], model_id=tiny_sam, device="cpu", registry=registry)
     big = photo.resize((photo.width * 4, photo.height * 4), Image.NEAREST)
@@ -90,7 +91,7 @@ def test_large_photo_points_are_scaled_with_the_photo(photo, tiny_sam, registry,
 
 
 def test_second_click_only_runs_the_decoder(photo, tiny_sam, registry, monkeypatch):
-    _, model = registry.sam(tiny_sam, "cpu")
+    _, model = registry.load("sam", tiny_sam, "cpu")
     spy = Spy(model, monkeypatch)
     cache = get_cache()
     cache.clear()
@@ -166,25 +167,25 @@ def test_a_checkpoint_of_another_kind_is_refused(photo, tiny_models, registry):
 
 
 def test_sam_is_a_model_slot(tiny_sam, monkeypatch, tmp_path):
-    from core.models import weights
+    from core.models import slots
     from storage.settings import load_settings, save_settings
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("BACKDROP_SAM_MODEL", raising=False)
     request = GenerationRequest()
-    assert "sam" not in {row["slot"] for row in weights.model_status(request)}
-    rows = {row["slot"]: row for row in weights.model_status(request, load_settings(tmp_path)["sam_model"])}
+    assert "sam" not in slots.needed(request.replace(background="ai"))  # no generation needs it
+    rows = {row["slot"]: row for row in slots.model_status(request, load_settings(tmp_path))}
     assert rows["sam"]["id"] == SAM_MODEL.default and not rows["sam"]["present"]
     assert rows["sam"]["fetch"] == f"{fetch_command()} {SAM_MODEL.default}"
-    assert {row["slot"]: row for row in weights.model_status(request, tiny_sam)}["sam"]["present"]
+    assert {row["slot"]: row for row in slots.model_status(request, {"sam_model": tiny_sam})}["sam"]["present"]
     monkeypatch.setenv("BACKDROP_SAM_MODEL", tiny_sam)
     assert load_settings(tmp_path)["sam_model"] == tiny_sam
     monkeypatch.delenv("BACKDROP_SAM_MODEL")
     assert save_settings({"sam_model": tiny_sam}, tmp_path)["sam_model"] == tiny_sam
-    result = weights.fetch("sam", tiny_sam)
+    result = slots.fetch("sam", tiny_sam)
     assert result["ok"] and result["revision"].startswith("local:")
     registry = ModelRegistry()
-    registry.sam(tiny_sam, "cpu")
+    registry.load("sam", tiny_sam, "cpu")
     assert registry.loaded() == [("sam", tiny_sam, "cpu", "torch.float32")]
 
 

@@ -9,7 +9,8 @@ from core.look.backgrounds import render_background
 from core.look.composite import composite, cutout
 from core.errors import InputError
 from core.pipeline import inpaint_mask, run
-from core.request import Background, GenerationRequest
+from core.look.backgrounds import Background
+from core.request import GenerationRequest
 
 
 @pytest.fixture(scope="module")

@@ -98,8 +98,8 @@ def _graphed_registry(monkeypatch) -> ModelRegistry:
     registry = ModelRegistry()
 
     def runner(self, inpaint_id, controlnet_id, device):
-        unet = self.inpaint_base(inpaint_id, device).unet
-        controlnet = self.controlnet(controlnet_id, device) if controlnet_id else None
+        unet = self.load("inpaint", inpaint_id, device).unet
+        controlnet = self.load("controlnet", controlnet_id, device) if controlnet_id else None
         key = ("step", inpaint_id, controlnet_id)
         if key not in self._cache:
             made = StepRunner(unet, controlnet, device)

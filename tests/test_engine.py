@@ -72,7 +72,7 @@ def stock(inputs, request, registry, control: bool):
     from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
 
     photo, repaint, depth = inputs
-    base = registry.inpaint_base(request.inpaint_model, "cpu")
+    base = registry.load("inpaint", request.inpaint_model, "cpu")
     parts = dict(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
                  scheduler=make_scheduler(request.scheduler, base.scheduler.config), safety_checker=None,
                  feature_extractor=None, requires_safety_checker=False)
@@ -85,7 +85,7 @@ def stock(inputs, request, registry, control: bool):
                   guidance_scale=request.guidance, num_images_per_prompt=request.variants,
                   eta=DDIM_ETA if request.scheduler == "ddim" else 0.0)
     if control:
-        pipe = StableDiffusionControlNetInpaintPipeline(**parts, controlnet=registry.controlnet(request.controlnet_model, "cpu"))
+        pipe = StableDiffusionControlNetInpaintPipeline(**parts, controlnet=registry.load("controlnet", request.controlnet_model, "cpu"))
         kwargs.update(control_image=depth.convert("RGB"), controlnet_conditioning_scale=request.control_scale)
     else:
         pipe = StableDiffusionInpaintPipeline(**parts)
@@ -261,10 +261,10 @@ def test_models_loading_on_several_threads_at_once(tiny_models):
         registry = ModelRegistry()
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
-        loads = [lambda: registry.inpaint_base(tiny_models["inpaint"], "cpu"),
-                 lambda: registry.depth(tiny_models["depth"], "cpu"),
-                 lambda: registry.controlnet(tiny_models["controlnet"], "cpu"),
-                 lambda: registry.depth(tiny_models["depth"], "cpu")]
+        loads = [lambda: registry.load("inpaint", tiny_models["inpaint"], "cpu"),
+                 lambda: registry.load("depth", tiny_models["depth"], "cpu"),
+                 lambda: registry.load("controlnet", tiny_models["controlnet"], "cpu"),
+                 lambda: registry.load("depth", tiny_models["depth"], "cpu")]
 
         def load(fn):
             barrier.wait()

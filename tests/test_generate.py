@@ -242,17 +242,16 @@ def test_pipeline_without_depth_weights_warns_and_cancel_stops_it(astronaut, req
 
 @pytest.mark.parametrize("slot", ["inpaint", "controlnet", "depth"])
 def test_readiness_is_the_pipelines_own_rule(slot, astronaut, tiny_models, registry, tmp_path):
-    """One policy for what an AI background needs: what core.models.weights.ai_readiness says about a
+    """One policy for what an AI background needs: what core.models.slots.readiness says about a
     missing model (the app blocks or warns from it) is what the pipeline then does."""
+    from core.models.slots import SLOTS, readiness
     from core.pipeline import run
-    from core.request import SLOTS
-    from core.models.weights import ai_readiness
 
     request = GenerationRequest(
         background="ai", steps=1, device="cpu", inpaint_model=tiny_models["inpaint"],
         controlnet_model=tiny_models["controlnet"], depth_model=tiny_models["depth"],
-    ).replace(**{SLOTS[slot].name: str(tmp_path / f"no-{slot}")})
-    blocking, degraded = ai_readiness(request)
+    ).replace(**{SLOTS[slot].choice.name: str(tmp_path / f"no-{slot}")})
+    blocking, degraded = readiness(request, "ai").blocking, readiness(request, "ai").degraded
     photo = astronaut.resize((96, 64))
     mask = Image.new("L", photo.size, 0)
     mask.paste(255, (30, 10, 70, 64))
@@ -265,4 +264,4 @@ def test_readiness_is_the_pipelines_own_rule(slot, astronaut, tiny_models, regis
         result = run(photo, request, mask=mask, registry=registry)
         assert result.images and result.record["depth_control"] is False
         assert any("without depth control" in w and f"no-{slot}" in w for w in result.warnings)
-    assert ai_readiness(request.replace(control_scale=0.0))[1] == []  # depth control off: nothing missing for it
+    assert readiness(request.replace(control_scale=0.0), "ai").degraded == []  # depth control off: nothing missing for it

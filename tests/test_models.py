@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core.models import device, hub, registry as models, rembg_weights, weights
+from core.models import device, hub, registry as models, rembg_weights, slots
 from core.errors import InputError, ModelMissingError
 from core.models.hub import fetch_command
 from core.models.registry import ModelRegistry
 from core.models.rembg_weights import EMBEDDED_MD5
-from core.models.weights import model_status
+from core.models.slots import model_status
 
 
 @pytest.fixture
@@ -51,23 +51,28 @@ def fake_wheel(folder: Path, payload: bytes | None) -> Path:
 
 
 def test_slots_are_the_requests_model_fields_and_settings_choose_them(monkeypatch, tmp_path):
-    """One table: the slots, their environment variables and defaults are the request's
-    declarations; the saved settings win over the environment, which wins over the default."""
-    from core.request import FIELD, SLOTS, GenerationRequest
-    from storage.settings import request_settings, save_settings
+    """One table: each slot is chosen by a request field declared with ``slot=`` or by a setting the
+    slot declares; the saved settings win over the environment, which wins over the default."""
+    from core.request import FIELD, FIELDS
+    from storage.settings import base_request, load_settings, save_settings
 
-    assert {slot: spec.name for slot, spec in SLOTS.items()} == {
-        "segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model"}
-    for spec in SLOTS.values():
-        monkeypatch.delenv(spec.env, raising=False)
-    assert weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))["inpaint"] == FIELD["inpaint_model"].default
+    assert {name: slot.choice.name for name, slot in slots.SLOTS.items()} == {
+        "segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model",
+        "sam": "sam_model"}
+    assert {spec.slot for spec in FIELDS if spec.slot} <= set(slots.SLOTS)  # no field names an undeclared slot
+    for slot in slots.SLOTS.values():
+        monkeypatch.delenv(slot.choice.env, raising=False)
+
+    def ids():
+        return slots.model_ids(base_request(tmp_path), load_settings(tmp_path))
+
+    assert ids()["inpaint"] == FIELD["inpaint_model"].default and ids()["sam"] == slots.SAM_MODEL.default
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", "Intel/dpt-large")
     monkeypatch.setenv("BACKDROP_SEGMENTER", "isnet-general-use")
-    ids = weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))
-    assert ids["depth"] == "Intel/dpt-large" and ids["segmenter"] == "isnet-general-use"
-    assert ids["controlnet"] == FIELD["controlnet_model"].default
+    assert ids()["depth"] == "Intel/dpt-large" and ids()["segmenter"] == "isnet-general-use"
+    assert ids()["controlnet"] == FIELD["controlnet_model"].default
     save_settings({"depth_model": "mine/depth"}, tmp_path)
-    assert weights.slot_ids(GenerationRequest(**request_settings(tmp_path)))["depth"] == "mine/depth"
+    assert ids()["depth"] == "mine/depth"
 
 
 def test_resolve_device():
@@ -89,8 +94,8 @@ def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
         segmenter="u2netp",
     )
     rows = {row["slot"]: row for row in model_status(request)}
-    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth"}  # click selection's only when asked for
-    assert not model_status(request, "nobody/no-sam")[-1]["present"]
+    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth", "sam"}  # every slot, click selection's too
+    assert not {row["slot"]: row for row in model_status(request, {"sam_model": "nobody/no-sam"})}["sam"]["present"]
     assert rows["segmenter"]["present"] and rows["segmenter"]["resolved"] == str(u2net_home / "u2netp.onnx")
     assert rows["inpaint"]["present"] and rows["inpaint"]["resolved"] == tiny_models["inpaint"]
     assert not rows["controlnet"]["present"]
@@ -107,7 +112,7 @@ def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
 def test_missing_hub_model_names_model_and_fetch_command(offline):
     registry = ModelRegistry()
     with pytest.raises(ModelMissingError) as err:
-        registry.inpaint_base("nobody/not-a-cached-inpainting-model", "cpu")
+        registry.load("inpaint", "nobody/not-a-cached-inpainting-model", "cpu")
     assert "nobody/not-a-cached-inpainting-model" in str(err.value)
     assert "backdrop models fetch nobody/not-a-cached-inpainting-model" in str(err.value)
     assert registry.loaded() == []
@@ -116,17 +121,17 @@ def test_missing_hub_model_names_model_and_fetch_command(offline):
 def test_missing_or_broken_local_folder(tmp_path):
     registry = ModelRegistry()
     with pytest.raises(ModelMissingError, match="no such folder"):
-        registry.controlnet(str(tmp_path / "absent"), "cpu")
+        registry.load("controlnet", str(tmp_path / "absent"), "cpu")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelMissingError, match="is not usable"):
-        registry.depth(str(empty), "cpu")
+        registry.load("depth", str(empty), "cpu")
 
 
 def test_cache_and_local_revision(tiny_models, tmp_path):
     registry = ModelRegistry()
-    first = registry.controlnet(tiny_models["controlnet"], "cpu")
-    assert registry.controlnet(tiny_models["controlnet"], "cpu") is first
+    first = registry.load("controlnet", tiny_models["controlnet"], "cpu")
+    assert registry.load("controlnet", tiny_models["controlnet"], "cpu") is first
     assert registry.loaded() == [("controlnet", tiny_models["controlnet"], "cpu", "torch.float32")]
     revision = registry.revision(tiny_models["controlnet"])
     assert revision.startswith("local:") and len(revision) == len("local:") + 16
@@ -281,7 +286,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tiny_models, tmp_path, monkey
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
     registry = ModelRegistry()
-    registry.controlnet("tiny/controlnet", "cpu")
+    registry.load("controlnet", "tiny/controlnet", "cpu")
     assert registry.record("tiny/controlnet") == {"id": "tiny/controlnet", "revision": commit}
     row = {r["slot"]: r for r in model_status(_request(controlnet_model="tiny/controlnet"))}["controlnet"]
     assert row["present"] and row["resolved"].endswith(commit)
@@ -324,7 +329,10 @@ def test_the_best_installed_segmenter_is_the_default(u2net_home, monkeypatch, tm
     none is, so cutting out says how to fetch it); a saved setting or BACKDROP_SEGMENTER still
     wins; eval lists the installed ones best first."""
     from core.quality.evaluate import available_segmenters
-    from storage.settings import request_settings, save_settings
+    from storage.settings import base_request, save_settings
+
+    def request_settings(root):
+        return {"segmenter": base_request(root).segmenter}
 
     monkeypatch.delenv("BACKDROP_SEGMENTER", raising=False)
     assert rembg_weights.best_installed() == "u2netp" and request_settings(tmp_path)["segmenter"] == "u2netp"

@@ -33,7 +33,7 @@ def test_parse_follows_automatic1111(text, runs):
 
 @pytest.fixture(scope="module")
 def clip(tiny_models):
-    base = ModelRegistry().inpaint_base(tiny_models["inpaint"], "cpu")
+    base = ModelRegistry().load("inpaint", tiny_models["inpaint"], "cpu")
     return base.tokenizer, base.text_encoder
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import InputError
 from core.record import note
-from core.request import FIELD, FIELDS, SCHEMA_VERSION, SLOTS, GenerationRequest, upgrade
+from core.request import FIELD, FIELDS, SCHEMA_VERSION, GenerationRequest, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = Path(__file__).parent / "data" / "requests"
@@ -23,7 +23,7 @@ def test_every_field_is_declared_with_label_help_and_type():
         assert spec.label and spec.help and spec.type in (str, int, float, bool), spec.name
         assert isinstance(spec.default, spec.type) and getattr(GenerationRequest(), spec.name) == spec.default
         assert (spec.low is None) == (spec.high is None)
-    assert set(SLOTS) == {"segmenter", "inpaint", "controlnet", "depth"}
+    assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth"}
     assert {spec.env for spec in FIELDS if spec.env} == {
         "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL", "BACKDROP_DEVICE"}
 
@@ -124,3 +124,28 @@ def test_json_values_are_checked_by_name_and_by_declaration():
         base.with_fields(["ai"])
     with pytest.raises(InputError, match=re.escape("seed must be a whole number (got 1.5)")):
         base.with_fields({"seed": 1.5})
+
+
+def test_background_kinds_are_one_table():
+    """Each kind's declaration is what the parser, the help, the lanes and the checks read."""
+    from core.errors import InputError
+    from core.look.backgrounds import KINDS, Background
+    from storage.jobs import LANES, lane_of
+
+    assert set(LANES) == {kind.lane for kind in KINDS.values()}
+    for kind in KINDS.values():
+        written = kind.name + (":" + ",".join(["#102030"] * kind.colours) if kind.colours else "")
+        parsed = Background.parse(written)
+        assert parsed.declared is kind and parsed.spec() == written and kind.written in FIELD["background"].help
+        assert lane_of(kind.name) == kind.lane
+        request = GenerationRequest(background=written, variants=3)
+        assert request.variants == (3 if kind.variants else 1)  # what is stored says what is made
+        if kind.picture:
+            with pytest.raises(InputError, match="needs its picture"):
+                parsed.check_picture(None)
+        else:
+            with pytest.raises(InputError, match="picture was given"):
+                parsed.check_picture(object())
+        if kind.colours:
+            with pytest.raises(InputError, match=f"needs {'one colour' if kind.colours == 1 else 'two colours'}"):
+                Background.parse(kind.name + ":" + ",".join(["#102030"] * (kind.colours + 1)))

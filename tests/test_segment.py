@@ -12,6 +12,7 @@ from core.imaging import load_image
 from core.quality.evaluate import contour_distance, ghost_share
 from core.masks.segment import _REMAP, FRINGE_FRACTION, HIGH, LOW, analyse_mask, automatic_mask, band_width
 from core.masks import cleanup, segment
+from core.models.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")
@@ -181,15 +182,16 @@ def test_large_photo_regions_are_at_the_photos_scale(monkeypatch):
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.setenv("REMBG_HOME", str(tmp_path))
-    with pytest.raises(ModelMissingError, match="backdrop models fetch u2net` .needs a network"):
-        segment._new_session("u2net")
+    with pytest.raises(ModelMissingError, match="backdrop models fetch u2net` .downloads from rembg's releases: needs a "
+                                                "network"):
+        ModelRegistry().load("segmenter", "u2net", segment.SESSION_DEVICE)
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded
 
 
 @pytest.mark.parametrize("name, message", [("no-such-model", "unknown segmenter"), ("withoutbg", "remote")])
 def test_unusable_segmenters(name, message):
     with pytest.raises(InputError, match=message):
-        segment._new_session(name)
+        ModelRegistry().load("segmenter", name, segment.SESSION_DEVICE)
 
 
 def test_mask_is_computed_once_per_photo_and_model(astronaut):

@@ -20,7 +20,7 @@ def estimate_depth(image: Image.Image, model_id: str, device: str = "auto", regi
     (pixels, model, revision, device): a re-run or remix of the same photo skips it."""
     registry = registry or get_registry()
     device = resolve_device(device)
-    processor, model = registry.depth(model_id, device)
+    processor, model = registry.load("depth", model_id, device)
     key = (image_digest(image), model_id, registry.revision(model_id), device, str(model.dtype))
     return get_cache().get_or_compute("depth", key, lambda: _predict(image, processor, model, device))
 

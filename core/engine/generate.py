@@ -28,6 +28,7 @@ from core.engine.decode import decode
 from core.errors import BackdropError, Cancelled, InputError, ModelMissingError
 from core.models.device import resolve_device
 from core.models.registry import ModelRegistry, get_registry
+from core.models.slots import NO_DEPTH_CONTROL, SLOTS, needed
 from core.presets import full_negative_prompt
 from core.engine.prompts import encode_prompt_pair, token_count, truncation_warning
 from core.record import note
@@ -48,9 +49,6 @@ def make_scheduler(name: str, config):
     if name == "euler_a":
         return EulerAncestralDiscreteScheduler.from_config(config)
     raise InputError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
-
-
-NO_DEPTH_CONTROL = "without depth control"  # in every warning that says the depth map is not used
 
 
 @dataclass
@@ -129,28 +127,22 @@ def generate_backgrounds(
 
 
 def preload(request, registry: ModelRegistry | None = None, present_only: bool = False) -> list[str]:
-    """Load what an AI run of ``request`` will need (inpainting weights, and the ControlNet and
-    depth estimator when depth control is on), so a run started later, or meanwhile in another
-    thread, finds them loaded. ``present_only`` skips models not already on this machine (a
-    warm-up must never start a download). Returns the slots loaded; never raises for a missing
-    model (the run itself reports it)."""
-    from core.models.hub import local_folder
-
+    """Load what an AI run of ``request`` will need (the AI stage's slots it needs: core.models.slots),
+    so a run started later, or meanwhile in another thread, finds them loaded. ``present_only``
+    skips models not already on this machine (a warm-up must never start a download). Returns
+    the slots loaded; never raises for a missing model (the run itself reports it)."""
     registry = registry or get_registry()
     device = resolve_device(request.device)
-    wanted = [("inpaint", request.inpaint_model, lambda: registry.inpaint_base(request.inpaint_model, device))]
-    if request.control_scale > 0:
-        wanted += [("controlnet", request.controlnet_model, lambda: registry.controlnet(request.controlnet_model, device)),
-                   ("depth", request.depth_model, lambda: registry.depth(request.depth_model, device))]
     loaded = []
-    for slot, model_id, load in wanted:
-        if present_only and local_folder(model_id) is None:
+    for name in needed(request, "ai"):
+        model_id = SLOTS[name].model_id(request)
+        if present_only and SLOTS[name].source.locate(model_id) is None:
             continue
         try:
-            load()
+            registry.load(name, model_id, device)
         except BackdropError:
             continue
-        loaded.append(slot)
+        loaded.append(name)
     return loaded
 
 
@@ -180,11 +172,11 @@ def warm_up(request, registry: ModelRegistry | None = None) -> dict:
 
 def _models(request, depth, registry: ModelRegistry, device: str, warnings: list[str]) -> InpaintModels:
     """The policy: which models this run uses, and the warnings that explain what it runs without."""
-    base = registry.inpaint_base(request.inpaint_model, device)  # no inpainting weights: fail fast
+    base = registry.load("inpaint", request.inpaint_model, device)  # no inpainting weights: fail fast
     if base.unet.config.in_channels not in (4, 9):
         raise InputError(f"{request.inpaint_model!r} has a UNet with {base.unet.config.in_channels} input channels: "
                          "use a Stable Diffusion 1.5 inpainting (9) or base (4) model")
-    use_control = depth is not None and request.control_scale > 0
+    use_control = depth is not None and "controlnet" in needed(request, "ai")
     if request.control_scale == 0:
         warnings.append("depth control is off (control scale 0)")
     elif depth is None and not any(NO_DEPTH_CONTROL in w for w in warnings):  # said once, with its cause
@@ -192,7 +184,7 @@ def _models(request, depth, registry: ModelRegistry, device: str, warnings: list
     controlnet = None
     if use_control:
         try:
-            controlnet = registry.controlnet(request.controlnet_model, device)
+            controlnet = registry.load("controlnet", request.controlnet_model, device)
         except ModelMissingError as exc:
             warnings.append(f"depth ControlNet unavailable, generated {NO_DEPTH_CONTROL}: {exc}")
     return InpaintModels(unet=base.unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,

