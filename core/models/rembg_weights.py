@@ -62,11 +62,13 @@ def ranking_note(name: str) -> str:
     a better one installed here if there is one, and the best better one that is not, with the
     command that fetches it."""
     from core.models.hub import fetch_command
+    from core.request import FIELD
 
     best = best_installed()
     parts = [f"{name} is used" + (" (the best installed)" if name == best else "")]
     if best in better_than(name):
-        parts.append(f"{best} is installed and better: make it the cut-out model (Models page, or BACKDROP_SEGMENTER={best})")
+        parts.append(f"{best} is installed and better: make it the cut-out model (Models page, or "
+                     f"{FIELD['segmenter'].env}={best})")
     missing = [model for model in better_than(best if best in better_than(name) else name) if model_file(model) is None]
     if missing:
         parts.append(f"better, not installed: {missing[0]}, fetched with `{fetch_command()} {missing[0]}` "
