@@ -43,6 +43,7 @@ LOW, HIGH = 140, 244  # raw model values at or below LOW become 0, at or above H
 MODEL_SIDE = 1024  # the photo is shrunk to at most this before the model (models resize to 320-1024)
 WORK_SIDE = 640  # ...and the model's output cleaned at most this large, then resized to the photo
 REGION_STEP = 2  # unsure regions are found on 2 x 2 block means (core.masks.cleanup.decide_unsure_regions)
+RECONFINE_BELOW = 2  # a mask resized by less than this is confined to the band again (see _resized)
 BAND_FRACTION, MIN_BAND = 0.004, 2  # soft edge half-width: 3 px at 640, 4 at 1024 (model-input px)
 GUIDE_FRACTION, GUIDE_EPS = 1 / 80, 1e-4  # guided filter radius (8 px at 640) and regularisation
 FRINGE_FRACTION = 0.02  # how deep fur's mixed inner fringe may reach (13 px at 640; core.masks.cleanup.mark_fringe)
@@ -129,9 +130,11 @@ def _clean(small: Image.Image, raw: Image.Image, size: tuple[int, int], decision
     distance = distance_to_boundary(alpha >= 0.5)
     alpha = follow_photo_edges(rgb, alpha, distance <= band + radius, radius, GUIDE_EPS)
     alpha = mark_fringe(confine_to_band(alpha, band), rgb, FRINGE_FRACTION * max(small.size))
-    if small.size != size:
-        alpha = _resized(alpha, size)
     mask = Image.fromarray(np.round(alpha * 255.0).astype(np.uint8), "L")
+    if mask.size != size and max(size) >= RECONFINE_BELOW * max(small.size):
+        mask = mask.resize(size, Image.Resampling.BILINEAR)
+    elif mask.size != size:
+        mask = Image.fromarray(np.round(_resized(alpha, size) * 255.0).astype(np.uint8), "L")
     label_image = None
     if labels is not None:
         label_image = Image.fromarray(labels, "L").resize(size, Image.Resampling.NEAREST)
@@ -143,8 +146,10 @@ def _clean(small: Image.Image, raw: Image.Image, size: tuple[int, int], decision
 
 def _resized(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``alpha`` resized to ``size`` (bilinear), then confined to the band again at that size:
-    resampling smears the ramp, and a thin strand just above 0.5 can fall below it, leaving
-    its soft edge far from any contour. The fringe marked nearly opaque stays so."""
+    resampling by a factor near 1 puts the new pixels between the old ones, so a thin strand
+    just above 0.5 can fall below it, leaving its soft edge far from any contour (a factor of 2
+    or more keeps the old pixels' values, and a 12 MP photo would pay for it). The fringe
+    marked nearly opaque stays so."""
     up = np.asarray(Image.fromarray(alpha.astype(np.float32), "F").resize(size, Image.Resampling.BILINEAR))
     out = confine_to_band(up, band_width(size))
     out[(up > 0.95) & (up < 1.0) & (out >= 1.0)] = SOLID
