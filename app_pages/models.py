@@ -5,7 +5,6 @@ one could be fetched; and the saved default models and device."""
 import streamlit as st
 
 from core.errors import BackdropError
-from core.models import rembg_weights
 from core.models.device import resolve_device, torch_dtype
 from core.models.slots import model_status
 from core.request import DEVICES
@@ -29,8 +28,9 @@ def status_table(request) -> None:
         hide_index=True,
         width="stretch",
     )
-    segmenter = next(row for row in rows if row["slot"] == "segmenter")
-    st.info(f"{segmenter['label']}: {rembg_weights.ranking_note(segmenter['id'])}.", icon=":material/content_cut:")
+    for row in rows:
+        if row["advice"]:
+            st.info(f"{row['label']}: {row['advice']}.", icon=":material/lightbulb:")
     missing = [row for row in rows if not row["present"]]
     commands = sorted({row["fetch"] for row in missing if row["fetch"]})
     if commands:

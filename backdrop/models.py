@@ -29,12 +29,9 @@ def _configured() -> tuple:
 
 
 def _cli_models(args) -> int:
-    from core.models import rembg_weights
     from core.models.slots import model_status
 
     rows = model_status(*_configured())
-    segmenter = next(r for r in rows if r["slot"] == "segmenter")
-    segmenter["ranking"] = rembg_weights.ranking_note(segmenter["id"])
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -42,7 +39,9 @@ def _cli_models(args) -> int:
     for r in rows:
         state = "present" if r["present"] else "missing: " + "; ".join(filter(None, (r["fetch"], r["note"])))
         print(f"{r['slot']:<11} {r['id']:<{width}}  {state}")
-    print(f"cut-out: {segmenter['ranking']}")
+    for r in rows:
+        if r["advice"]:
+            print(f"{r['label']}: {r['advice']}")
     return 0
 
 

@@ -360,14 +360,14 @@ def test_models_command_says_which_segmenter_is_used_and_which_better_one_to_fet
     assert _cli(["models"]) == 0
     out = capsys.readouterr().out
     assert "segmenter   u2net" in out
-    assert (f"cut-out: u2net is used (the best installed); better, not installed: birefnet-general, fetched with "
+    assert (f"Cut-out model: u2net is used (the best installed); better, not installed: birefnet-general, fetched with "
             f"`{fetch_command()} birefnet-general`") in out
     monkeypatch.setenv("BACKDROP_SEGMENTER", "u2netp")  # a worse one chosen while a better one is here
     assert _cli(["models", "--json"]) == 0
     row = {r["slot"]: r for r in json.loads(capsys.readouterr().out)}["segmenter"]
-    assert row["ranking"].startswith("u2netp is used; u2net is installed and better: make it the cut-out model")
+    assert row["advice"].startswith("u2netp is used; u2net is installed and better: make it the cut-out model")
     for name in rembg_weights.RANKING:
         _fake_segmenter(name)
     monkeypatch.delenv("BACKDROP_SEGMENTER")
     assert _cli(["models"]) == 0
-    assert "cut-out: birefnet-general is used (the best installed)\n" in capsys.readouterr().out
+    assert "Cut-out model: birefnet-general is used (the best installed)\n" in capsys.readouterr().out
