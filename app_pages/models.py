@@ -1,5 +1,6 @@
 """Models: what each model slot resolves to, whether its weights are here, the device and
-precision, the command that fetches what is missing; and the saved default models and device."""
+precision, the command that fetches what is missing, which segmenter is used and which better
+one could be fetched; and the saved default models and device."""
 
 import streamlit as st
 
@@ -27,6 +28,9 @@ def status_table(request) -> None:
         hide_index=True,
         width="stretch",
     )
+    for row in rows:
+        if row["advice"]:
+            st.info(f"{row['label']}: {row['advice']}.", icon=":material/lightbulb:")
     missing = [row for row in rows if not row["present"]]
     commands = sorted({row["fetch"] for row in missing if row["fetch"]})
     if commands:

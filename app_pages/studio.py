@@ -217,12 +217,14 @@ def regions_panel(edit: MaskEditor) -> None:
     if not regions:
         return
     st.caption(f"The cut-out was unsure about {len(regions)} area(s), outlined in yellow on the photo. "
-               "Each was kept or dropped as a whole: click to change it.")
+               "Each was kept or dropped as a whole, by whether it touches the subject and looks like it or like "
+               "the background beside it: click to change it.")
     for region in regions:
         kept = edit.region_kept(region.index)
         verb = "drop it" if kept else "keep it"
+        where = "touches the subject" if region.attached else "apart from the subject"
         st.button(f"Area {region.index + 1}: {'kept' if kept else 'dropped'} "
-                  f"({round(region.confidence * 100)}% sure it is subject), {verb}",
+                  f"({round(region.confidence * 100)}% sure it is subject, {where}), {verb}",
                   key=f"studio_region_{region.index}", on_click=edit.flip, args=(region.index,),
                   icon=":material/flip:")
 

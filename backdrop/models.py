@@ -39,6 +39,9 @@ def _cli_models(args) -> int:
     for r in rows:
         state = "present" if r["present"] else "missing: " + "; ".join(filter(None, (r["fetch"], r["note"])))
         print(f"{r['slot']:<11} {r['id']:<{width}}  {state}")
+    for r in rows:
+        if r["advice"]:
+            print(f"{r['label']}: {r['advice']}")
     return 0
 
 

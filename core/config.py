@@ -113,8 +113,8 @@ VARIABLES: tuple[Variable, ...] = (
              "where compiled steps are kept; unset: the data folder's compile-cache"),
     Variable("BACKDROP_VAE_TILE_PIXELS", 512 * 768, _whole,
              "an image larger than this (pixels per variant) is decoded in tiles; 0 tiles every image"),
-    *(Variable(spec.env, spec.default, _setting(spec), f"the default {spec.label[0].lower()}{spec.label[1:]} "
-               "(a saved setting of the Models page wins)")
+    *(Variable(spec.env, None if spec.name == "segmenter" else spec.default, _setting(spec),  # None: storage.settings
+               f"the default {spec.label[0].lower()}{spec.label[1:]} (a saved setting of the Models page wins)")
       for spec in (*FIELDS, *SETTINGS_OF_SLOTS) if spec.env),
 )
 VARIABLE = {variable.key: variable for variable in VARIABLES}

@@ -7,8 +7,9 @@ store, ``settings.json``, the defaults the Models page saves so they survive res
 request fields are settings, and their environment variables, is declared on the request
 (core.request: the fields with an ``env``), and the model slots that no request chooses declare
 their setting in core.models.slots. Each setting's value: what the user saved, else
-the environment variable an operator set, else the request's default. The app and the
-`backdrop` command both start from these.
+the environment variable an operator set, else its default (``default``: the declared one,
+but the best segmenter installed here). The app and the `backdrop` command both start from
+these.
 """
 
 from __future__ import annotations
@@ -64,10 +65,21 @@ def saved_settings(root: Path | None = None) -> dict[str, str]:
 
 
 def load_settings(root: Path | None = None) -> dict[str, str]:
-    """Effective settings: saved value, else environment, else the request's default. An
+    """Effective settings: saved value, else environment, else the default (``default``). An
     environment variable with an invalid value is an InputError that names it."""
     saved, environment = saved_settings(root), config()
-    return {name: saved.get(name) or environment.get(spec.env) for name, spec in SETTINGS.items()}
+    return {name: saved.get(name) or environment.get(spec.env) or default(name) for name, spec in SETTINGS.items()}
+
+
+def default(name: str) -> str:
+    """A setting's default: its declaration's, except the segmenter's, which is the best rembg
+    model installed here (core.models.rembg_weights.RANKING; looked at on every use, so a model
+    fetched while the app runs is used from the next photo on)."""
+    if name == FIELD["segmenter"].name:
+        from core.models.rembg_weights import best_installed
+
+        return best_installed()
+    return SETTINGS[name].default
 
 
 def base_request(root: Path | None = None) -> GenerationRequest:

@@ -293,6 +293,8 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
                                    "Click-selection model", "Prompt assistant"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
+    assert any(i.value.startswith("Cut-out model: u2netp is used (the best installed); better, not installed: "
+                                  "birefnet-general, fetched with `") for i in at.info)
     at.text_input[1].set_value(str(tiny_models["inpaint"]))
     next(t for t in at.text_input if t.label.startswith("Click-selection model")).set_value("facebook/sam-vit-base")
     at.selectbox[0].set_value("cpu")

@@ -428,6 +428,42 @@ def compare(page, tab: str, name: str, natural: bool = False) -> None:
     shot(page, name)
 
 
+def test_lemur_on_white_edge_at_100_shows_fur_without_the_green(server, browser, lemur_path):
+    """The lemur (white fur against green leaves) on the default colour, #ffffff: the Studio's
+    Edge at 100% shows an outline no greener than the fur well inside it (issues 21 and 22)."""
+    import base64
+
+    from scipy import ndimage
+
+    from core.masks.segment import automatic_mask
+
+    url, _, data = server
+    with session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        page.get_by_test_id("stRadioGroup").get_by_text("Colour", exact=True).click()  # #ffffff unless changed
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text(re.compile(r"Generation \d+ done: ran ")).wait_for()
+        page.get_by_role("tab", name="Edge at 100%").click()
+        panel = page.locator('[role="tabpanel"]:visible')
+        panel.locator(".bd-stage").wait_for()
+        panel.locator(".bd-range").fill("0")  # all "after"
+        page.wait_for_timeout(300)
+        panel.scroll_into_view_if_needed()
+        shot(page, "11-lemur-on-white-edge-100")
+        caption = panel.get_by_text(re.compile(r"1:1 pixels at x \d+-\d+, y \d+-\d+")).inner_text()
+        x0, x1, y0, y1 = map(int, re.search(r"x (\d+)-(\d+), y (\d+)-(\d+)", caption).groups())
+        src = panel.locator(".bd-stage img").nth(1).get_attribute("src")
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"), dtype=float)
+    mask = np.asarray(automatic_mask(Image.open(lemur_path).convert("RGB")))[y0:y1, x0:x1]
+    assert shown.shape[:2] == mask.shape
+    green = shown[..., 1] - (shown[..., 0] + shown[..., 2]) / 2
+    depth = ndimage.distance_transform_edt(mask > 0)
+    outline, inside = (mask > 0) & (depth <= 15), depth > 25
+    assert green[outline].mean() <= green[inside].mean() + 1.5, (green[outline].mean(), green[inside].mean())
+
+
 def test_two_photos_in_a_row_then_a_file_that_is_not_a_photo(server, browser, lemur_path, tmp_path):
     """The second photo of a session (12 MP, a phone's) replaces the first on the canvas and in
     the generation; a file that is not a photo leaves no photo active to generate from."""

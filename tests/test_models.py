@@ -313,3 +313,61 @@ def test_an_invalid_setting_from_the_environment_is_named(monkeypatch, tmp_path,
     with pytest.raises(InputError, match="BACKDROP_DEVICE='tpu': device must be one of"):
         load_settings(tmp_path)
     assert main(["models"]) == 2 and "BACKDROP_DEVICE='tpu'" in capsys.readouterr().err
+
+
+def _fake_segmenter(name: str) -> Path:
+    """An empty file where rembg looks for ``name``: enough for every check that never runs it
+    (the real weights cannot be downloaded here)."""
+    path = rembg_weights.install_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a model")
+    return path
+
+
+def test_the_best_installed_segmenter_is_the_default(u2net_home, monkeypatch, tmp_path):
+    """The segmenter's default is the best model of the ranking whose file is here (u2netp when
+    none is, so cutting out says how to fetch it); a saved setting or BACKDROP_SEGMENTER still
+    wins; eval lists the installed ones best first."""
+    from core.quality.evaluate import available_segmenters
+    from storage.settings import base_request, save_settings
+
+    def request_settings(root):
+        return {"segmenter": base_request(root).segmenter}
+
+    monkeypatch.delenv("BACKDROP_SEGMENTER", raising=False)
+    assert rembg_weights.best_installed() == "u2netp" and request_settings(tmp_path)["segmenter"] == "u2netp"
+    assert available_segmenters() == []
+    for name in reversed(rembg_weights.RANKING):  # u2netp, u2net, isnet-general-use, ... each better than the last
+        _fake_segmenter(name)
+        assert rembg_weights.best_installed() == name
+        assert request_settings(tmp_path)["segmenter"] == name
+    assert rembg_weights.RANKING[0] == "birefnet-general"
+    assert available_segmenters()[: len(rembg_weights.RANKING)] == list(rembg_weights.RANKING)
+    assert rembg_weights.better_than("u2net") == ["birefnet-general", "birefnet-general-lite", "isnet-general-use"]
+    assert rembg_weights.better_than("birefnet-general") == []
+    assert rembg_weights.better_than("silueta") == list(rembg_weights.RANKING)
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "u2netp")
+    assert request_settings(tmp_path)["segmenter"] == "u2netp"
+    monkeypatch.delenv("BACKDROP_SEGMENTER")
+    save_settings({"segmenter": "isnet-general-use"}, tmp_path)
+    assert request_settings(tmp_path)["segmenter"] == "isnet-general-use"
+
+
+def test_models_command_says_which_segmenter_is_used_and_which_better_one_to_fetch(u2net_home, monkeypatch, capsys,
+                                                                                   offline):
+    monkeypatch.delenv("BACKDROP_SEGMENTER", raising=False)
+    _fake_segmenter("u2net")
+    assert _cli(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "segmenter   u2net" in out
+    assert (f"Cut-out model: u2net is used (the best installed); better, not installed: birefnet-general, fetched with "
+            f"`{fetch_command()} birefnet-general`") in out
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "u2netp")  # a worse one chosen while a better one is here
+    assert _cli(["models", "--json"]) == 0
+    row = {r["slot"]: r for r in json.loads(capsys.readouterr().out)}["segmenter"]
+    assert row["advice"].startswith("u2netp is used; u2net is installed and better: make it the cut-out model")
+    for name in rembg_weights.RANKING:
+        _fake_segmenter(name)
+    monkeypatch.delenv("BACKDROP_SEGMENTER")
+    assert _cli(["models"]) == 0
+    assert "Cut-out model: birefnet-general is used (the best installed)\n" in capsys.readouterr().out

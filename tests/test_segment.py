@@ -10,8 +10,8 @@ from skimage import data
 from core.errors import InputError, ModelMissingError
 from core.imaging import load_image
 from core.quality.evaluate import contour_distance, ghost_share
-from core.masks.segment import _REMAP, HIGH, LOW, analyse_mask, automatic_mask, band_width
-from core.masks import segment
+from core.masks.segment import _REMAP, FRINGE_FRACTION, HIGH, LOW, analyse_mask, automatic_mask, band_width
+from core.masks import cleanup, segment
 from core.models.registry import ModelRegistry
 
 
@@ -69,11 +69,18 @@ def test_remap_puts_the_ramp_inside_the_models_half_way_value():
 
 
 def test_soft_pixels_only_along_the_edge(lemur_mask, lemur_alpha):
+    """See-through pixels only in the band; past it, only fur's tinted inner fringe is nearly
+    opaque (SOLID, so the compositor can take the green out), and only within its reach."""
     photo, mask = lemur_mask
     alpha = mask / 255.0
-    soft = (mask > 0) & (mask < 255)
-    assert soft.any()
-    assert contour_distance(alpha)[soft].max() <= band_width(photo.size) + 1  # the band, and nothing farther
+    see_through = (mask > 0) & (mask < 0.95 * 255)
+    fringe = (mask >= 0.95 * 255) & (mask < 255)
+    assert see_through.any() and fringe.sum() > 500
+    distance = contour_distance(alpha)
+    assert distance[see_through].max() <= band_width(photo.size) + 1  # the band, and nothing farther
+    step = max(photo.size) // cleanup.HUE_GRID  # the reach is measured in blocks, chessboard: up to sqrt 2 more
+    assert distance[fringe].max() <= band_width(photo.size) + 2**0.5 * (FRINGE_FRACTION * max(photo.size) + 2 * step) + 1
+    assert set(np.unique(mask[fringe & (distance > band_width(photo.size) + 1)])) == {round(cleanup.SOLID * 255)}
     assert ghost_share(alpha) == 0.0
 
 
@@ -106,6 +113,42 @@ def test_ghost_region_is_decided_reported_and_can_be_flipped(monkeypatch):
     assert np.array_equal(np.asarray(automatic_mask(photo, "u2netp", {0: False})), dropped)
     with pytest.raises(InputError, match="no unsure region 3"):
         analysis.region_mask(3)
+
+
+def test_unsure_regions_are_judged_by_attachment_and_colour(monkeypatch):
+    """Three areas the model is equally unsure of (mean 0.43): a lobe of the subject's own
+    colour attached to it (an arm, fur) is kept whole; a patch attached to it that looks like
+    the wall beside it (a shadow) is dropped; a blob off on its own that looks like the wall
+    is dropped. All three are reported, so each can be flipped."""
+    h, w = 240, 360
+    yy, xx = np.mgrid[:h, :w]
+    rng = np.random.default_rng(1)
+    photo = np.clip(np.array([200, 190, 170]) + rng.normal(0, 4, (h, w, 3)), 0, 255)  # the wall
+    raw = np.zeros((h, w), np.uint8)
+    body = (yy - 120) ** 2 + (xx - 110) ** 2 < 60**2
+    lobe = (yy > 95) & (yy < 145) & (xx >= 165) & (xx < 235) & ~body
+    shadow = (yy >= 175) & (yy < 225) & (xx > 70) & (xx < 150) & ~body
+    blob = (yy - 60) ** 2 + (xx - 310) ** 2 < 30**2
+    photo[body | lobe] = (90, 60, 40)  # the subject: brown
+    raw[body] = 250
+    raw[lobe | shadow | blob] = 110
+    monkeypatch.setattr(segment, "_predict", lambda small, model: Image.fromarray(raw))
+    analysis = analyse_mask(Image.fromarray(photo.astype(np.uint8)), "u2netp")
+    mask = np.asarray(analysis.mask)
+    found = {}
+    for region in analysis.regions:
+        pixels = np.asarray(analysis.region_mask(region.index)) == 255
+        name = next(n for n, area in (("lobe", lobe), ("shadow", shadow), ("blob", blob)) if area[pixels].mean() > 0.9)
+        found[name] = region
+    assert set(found) == {"lobe", "shadow", "blob"}
+    assert found["lobe"].kept and found["lobe"].attached and found["lobe"].subject_like > 0.9
+    assert not found["shadow"].kept and found["shadow"].attached and found["shadow"].background_like > 0.9
+    assert not found["blob"].kept and not found["blob"].attached
+    assert all(abs(r.confidence - 110 / 255) < 0.01 for r in analysis.regions)
+    assert (mask[105:135, 180:225] == 255).all() and (mask[185:215, 80:140] == 0).all() and (mask[blob] == 0).all()
+    assert ghost_share(mask / 255.0) == 0.0
+    index = found["shadow"].index
+    assert (np.asarray(analyse_mask(Image.fromarray(photo.astype(np.uint8)), "u2netp", {index: True}).mask)[185:215, 80:140] == 255).all()
 
 
 def test_edge_follows_the_photo():

@@ -57,16 +57,22 @@ def test_testset_command_then_eval(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_mask_on_the_synthetic_set(synthetic_set):
-    """What README's Quality section quotes: no ghosts anywhere, and the default composite
-    beats both the raw mask pasted softly and a hard cut-out on halo and on edge error, on
-    average and on (nearly) every photo."""
-    from core.quality.evaluate import evaluate
+    """What README's Quality section quotes: no ghosts anywhere, no photo's IoU more than 0.01
+    below the raw model's and a higher mean (the fuzzy and leafy subjects the model is half
+    sure of are kept), and the default composite beats both the raw mask pasted softly and a
+    hard cut-out on halo and on edge error on average and on most photos (not always on the
+    leafy ones: keeping a half-seen crown whole keeps the sky in its gaps, which a cut-out
+    that drops it does not show)."""
+    from core.quality.evaluate import IOU_SLACK, evaluate
 
     report = evaluate(synthetic_set, ["u2netp"], refine="off")
     assert len(report["images"]) == len(SAMPLES)
     assert all(row["ghost"] == 0.0 and row["fg_maxdiff"] == 0 for row in report["images"])
     assert max(row["ghost_raw"] for row in report["images"]) > 0.2  # the raw model does leave ghosts here
+    assert all(row["iou"] >= row["iou_raw"] - IOU_SLACK for row in report["images"])
     overall = report["overall"][0]
+    assert overall["iou"] > overall["iou_raw"] + 0.02 and overall["iou_lost"] == 0
     for measure in ("halo", "edge"):
         assert overall[f"{measure}_default"] < min(overall[f"{measure}_raw"], overall[f"{measure}_hard"])
-    assert overall["halo_beats"] >= len(SAMPLES) - 1 and overall["edge_beats"] >= len(SAMPLES) - 2
+    assert overall["halo_default"] <= 60 and overall["halo_white"] < overall["halo_white_raw"]
+    assert overall["halo_beats"] >= len(SAMPLES) - 3 and overall["edge_beats"] >= len(SAMPLES) - 3

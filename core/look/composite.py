@@ -1,11 +1,12 @@
 """The original full-resolution photo over the new background, with the soft alpha.
 
 Pixels with alpha 255 are copied from the photo unchanged (bit-identical); pixels with alpha 0
-are the background's. Only the soft edge band is blended, and there the photo's colours still
-carry the OLD background (colour spill, the halo of rembg #14/#33): when spill removal is on,
-the band's foreground colours are re-estimated with pymatting's ``estimate_foreground_ml``.
-All work on the band is done on its pixels only, so a 12 MP photo costs about what its edge
-costs.
+are the background's. Only the soft edge band (and fur's nearly opaque inner fringe) is
+blended, and there the photo's colours still carry the OLD background (colour spill, the halo
+of rembg #14/#33; the green fringe of fur photographed against leaves): when spill removal is
+on, those pixels' foreground colours are re-estimated with pymatting's
+``estimate_foreground_ml`` and the old background's hue is taken out of them. All work on
+the band is done on its pixels only, so a 12 MP photo costs about what its edge costs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from PIL import Image
 from scipy import ndimage
 
 from core.look.harmony import harmonize
+from core.masks.cleanup import background_hue, spill_excess
+from core.masks.segment import GUIDE_FRACTION
 from core.look.shadows import apply_shadows
 
 SPILL_PIXELS = 100_000  # the band's bounding box is solved at most this large (~0.2 s)
@@ -57,17 +60,24 @@ def cutout(photo: Image.Image, alpha: Image.Image, spill_removal: bool = True) -
         box = _soft_box(a)
         if box is not None:
             top, bottom, left, right = box
-            cut.paste(_spill_free(cut.crop((left, top, right, bottom)), a[top:bottom, left:right]), (left, top))
+            radius = GUIDE_FRACTION * max(photo.size)
+            cut.paste(_spill_free(cut.crop((left, top, right, bottom)), a[top:bottom, left:right], radius), (left, top))
     cut.putalpha(alpha)
     return cut
 
 
-def _spill_free(crop: Image.Image, a: np.ndarray) -> Image.Image:
+def _spill_free(crop: Image.Image, a: np.ndarray, radius: float) -> Image.Image:
     """``crop`` with its soft pixels' colours replaced by spill-free foreground colours.
 
-    The solver runs on the crop shrunk to at most SPILL_PIXELS; its correction (estimated
-    foreground minus observed colour) is interpolated at each soft pixel and added to the
-    full-resolution colour, which keeps the pixels' texture.
+    pymatting's ``estimate_foreground_ml`` unmixes the colours for the mask's alpha; where that
+    alpha is higher than what the photo shows (fur's inner fringe, which the mask keeps nearly
+    opaque: core.masks.cleanup.mark_fringe), the estimate keeps some of the old background, so
+    the background's hue (the clear pixels' mean colour within about three guided-filter
+    radii, ``radius`` px at full size) is then taken out down to the most the subject's own
+    colours have (core.masks.cleanup.background_hue). The solver runs on the crop shrunk to at
+    most SPILL_PIXELS; its correction (estimated foreground minus observed colour) is
+    interpolated at each soft pixel and added to the full-resolution colour, which keeps the
+    pixels' texture.
     """
     from pymatting import estimate_foreground_ml
 
@@ -77,7 +87,13 @@ def _spill_free(crop: Image.Image, a: np.ndarray) -> Image.Image:
     crop_small = crop.resize(small, Image.Resampling.BOX) if small != crop.size else crop
     alpha_small = Image.fromarray(a).resize(small, Image.Resampling.BOX) if small != crop.size else Image.fromarray(a)
     observed = np.asarray(crop_small, dtype=np.float64) / 255.0
-    estimated = estimate_foreground_ml(observed, np.asarray(alpha_small, dtype=np.float64) / 255.0)
+    alpha = np.asarray(alpha_small, dtype=np.float64) / 255.0
+    estimated = estimate_foreground_ml(observed, alpha)
+    soft = (alpha > 0) & (alpha < 1)
+    pure = ndimage.binary_erosion(alpha >= 1.0, iterations=max(1, round(radius * scale)))  # fur's own colours, not its fringe
+    hue, limit = background_hue(np.asarray(crop_small), pure, alpha <= 0.0, max(2.0, 3 * radius * scale), soft)
+    tinted = estimated[soft]
+    estimated[soft] = np.clip(tinted - spill_excess(tinted, hue, limit)[:, None] * hue, 0.0, 1.0)
     correction = (estimated - observed) * 255.0
     ys, xs = np.nonzero((a > 0) & (a < 255))
     # soft pixel centres in the small grid's coordinates

