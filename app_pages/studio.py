@@ -13,7 +13,6 @@ instead of skipping it.
 from __future__ import annotations
 
 import streamlit as st
-from streamlit_drawable_canvas import st_canvas
 
 from app_pages import browser, form, job_view, press, results, ui
 from core.errors import BackdropError
@@ -136,7 +135,7 @@ def mask_section(edit: MaskEditor) -> None:
     photo = edit.photo
     left, right = st.columns([3, 2])
     with left:
-        available, shortcut = browser.studio_helper("studio_browser", CANVAS_KEY, f"{FORM}prompt", "studio_generate",
+        available, shortcut = browser.studio_helper("studio_browser", f"{FORM}prompt", "studio_generate",
                                                     brush.CANVAS_MAX_WIDTH)
         if shortcut == "undo":
             edit.undo()
@@ -150,11 +149,10 @@ def mask_section(edit: MaskEditor) -> None:
         mode = state.setdefault("studio_mode", "add")
         brush_size = state.setdefault("studio_brush_size", 30)
         style = MARK_STYLE.get(tool, dict(drawing_mode="freedraw", stroke_width=brush_size))
-        result = st_canvas(
+        result = browser.canvas(
             stroke_color=brush.stroke_color("add" if mode == "add" else "erase") if tool == "brush" else "#ffcc00",
-            fill_color="rgba(255, 204, 0, 0.25)", background_image=edit.canvas_background(size), width=size[0],
-            height=size[1], initial_drawing=edit.canvas, return_image_data=True, key=CANVAS_KEY,
-            on_change=canvas_sent, **style,
+            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(size), width=size[0],
+            height=size[1], initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent, **style,
         )
         edit.canvas_returned(result.json_data, result.image_data)
         tools(edit)

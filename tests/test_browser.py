@@ -468,6 +468,74 @@ def test_two_photos_in_a_row_then_a_file_that_is_not_a_photo(server, browser, le
         shot(page, "23-not-a-photo")
 
 
+def test_strokes_stay_when_the_brush_size_changes_and_on_the_next_photo(server, browser, lemur_path, tmp_path):
+    """Issue 21: PageUp five times on Brush size after a stroke (the canvas's updates overlap, and
+    Streamlit cleaned the canvas up: the stroke vanished from it, and the next stroke dropped it
+    from the mask too); and the same stroke painted on the next photo (it was taken for the
+    previous photo's stale drawing: never applied, Undo disabled)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    url = server[0]
+    second = tmp_path / "lemur-again.png"
+    second.write_bytes(lemur_path.read_bytes())  # the same size: the same stroke is the same path
+    with session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Working on: lemur.png").wait_for()
+        canvas = page.locator("canvas.dc-canvas").first
+        canvas.wait_for()
+        page.wait_for_timeout(1000)
+        box = canvas.bounding_box()
+        before = image_at(page, preview(page))
+
+        def stroke(y: float) -> None:
+            src = preview(page).get_attribute("src")
+            start = (box["x"] + box["width"] * 0.04, box["y"] + box["height"] * y)
+            drag(page, [(start[0] + i * box["width"] * 0.012, start[1]) for i in range(21)])
+            try:
+                page.wait_for_function("src => document.querySelector('[data-testid=\"stImage\"] img').src !== src",
+                                       arg=src, timeout=30_000)
+            except PlaywrightTimeout:
+                pytest.fail("the stroke was drawn but the mask never changed")
+
+        def kept(y: float) -> float:
+            """How much of the stroke at height ``y`` the corrected mask keeps (0 to 1)."""
+            shown = image_at(page, preview(page))
+            row = round(shown.shape[0] * y)
+            band = np.abs(shown - before)[row - 2:row + 3, round(shown.shape[1] * 0.06):round(shown.shape[1] * 0.25)]
+            return float((band.sum(axis=2) > 30).mean())
+
+        stroke(0.12)
+        assert kept(0.12) > 0.8
+        upload(page, second)
+        page.get_by_text("Working on: lemur-again.png").wait_for()
+        deadline = time.monotonic() + 30
+        while painted_pixels(page):
+            assert time.monotonic() < deadline, "the first photo's stroke stayed on the canvas"
+            page.wait_for_timeout(250)
+        expect(page.get_by_role("button", name="Undo")).to_be_disabled()
+        page.wait_for_timeout(1000)
+        before = image_at(page, preview(page))
+        stroke(0.12)  # the first photo's stroke, exactly
+        expect(page.get_by_role("button", name="Undo")).to_be_enabled()
+        assert kept(0.12) > 0.8, "the stroke was drawn but not applied"
+        shot(page, "24-same-stroke-on-the-next-photo")
+
+        painted = painted_pixels(page)
+        slider = page.locator('[data-testid="stSlider"]').filter(has_text="Brush size")
+        for key, size in (("PageUp", "90"), ("PageDown", "30"), ("PageUp", "90"), ("PageDown", "30")):
+            slider.get_by_role("slider").focus()
+            for _ in range(5):
+                slider.get_by_role("slider").press(key)
+            slider.get_by_text(size, exact=True).wait_for()
+            page.wait_for_timeout(1500)
+            assert painted_pixels(page) == painted, f"the stroke vanished from the canvas ({key} to {size})"
+        stroke(0.4)
+        shot(page, "25-stroke-after-brush-size")
+        assert kept(0.12) > 0.8 and kept(0.4) > 0.8, "a stroke dropped from the mask"
+
+
 def test_phone_canvas_fits_and_paints_with_touch(server, browser, lemur_path):
     """A 390x844 phone: the canvas fits the screen's width, sits on the first screen, and a finger
     stroke paints the mask."""
