@@ -126,17 +126,23 @@ def by_id(user_id: int, db: Database | None = None) -> User | None:
 
 
 def set_password(name: str, password: str, db: Database | None = None) -> None:
-    """A new password; sessions signed in before it end."""
+    """A new password; sessions signed in before it end (open ones at their next click, and a
+    reloaded tab cannot come back: storage.sessions)."""
+    from storage import sessions
+
     hashed = _hasher.hash(check_password(password))
     with _db(db).session() as session:
         row = _row(session, name)
         row.password_hash, row.credentials_changed_at = hashed, utcnow()
+        sessions.end_all(row.id, session)
 
 
 def remove(name: str, db: Database | None = None) -> int:
     """Delete an account (its token with it); its generations stay, owned by nobody (admins see
     them). The last admin cannot be removed while other accounts remain. Returns how many
     generations it owned."""
+    from storage import sessions
+
     with _db(db).session() as session:
         row = _row(session, name)
         if row.admin:
@@ -146,6 +152,7 @@ def remove(name: str, db: Database | None = None) -> int:
                 raise AccountError(f"{name!r} is the last admin: make another account admin first "
                                    "(`backdrop users add NAME --admin`)")
         owned = session.scalar(select(func.count(Generation.id)).where(Generation.owner_id == row.id))
+        sessions.end_all(row.id, session)
         session.delete(row)
         return owned
 

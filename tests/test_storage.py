@@ -541,7 +541,7 @@ def test_upgrade_from_first_revision_keeps_rows(database_url, tmp_path):
     old.dispose()
 
     new = Database(database_url or None, tmp_path / "data")
-    assert new.current_revision() == "0004"
+    assert new.current_revision() == "0005"
     rows = history.list_generations(db=new)
     assert [v.prompt for v in rows] == ["old row 2", "old row 1", "old row 0"]
     assert all(v.owner_id is None for v in rows), "rows from before accounts are owned by nobody (admins see them)"
