@@ -21,6 +21,7 @@ address leads to the gate (the sign-in, or the refusal) under that same address,
 import time
 
 import streamlit as st
+from streamlit.logger import get_logger
 
 from backdrop import access
 from app_pages import browser, job_view, memory, ui
@@ -36,6 +37,7 @@ PAGES = (  # file, title, icon, address; the Models page is an admin's (its sett
     ("app_pages/batch.py", "Batch", ":material/burst_mode:", "batch"),
     ("app_pages/models.py", "Models", ":material/memory:", "models"),
 )
+sign_in_log = get_logger("backdrop.sign_in")  # with Streamlit's own lines, on the terminal of `make run`
 
 
 def who_is_asking():
@@ -88,6 +90,8 @@ def _password_gate() -> None:
     if token and not forget:
         user = sessions.resume(token)
         if user is not None:
+            sign_in_log.info("signed in again (a reloaded tab): %r from %s", user.name,
+                             st.context.ip_address or "an unknown address")
             state[ui.SIGNED_IN], state[SESSION_TOKEN] = user, token
             st.rerun()
         state[FORGET_TAB] = True  # lapsed or ended: the tab drops it
@@ -103,12 +107,20 @@ def _password_form() -> None:
         password = st.text_input("Password", type="password", key="sign_in_password", autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        user = users.authenticate(name.strip(), password)
+        name, address = name.strip(), st.context.ip_address or "an unknown address"
+        try:
+            user = users.sign_in(name, password)
+        except users.SignInRefused as refused:
+            sign_in_log.warning("sign-in refused for %r from %s: %s", name, address, refused)
+            st.error(str(refused))
+            return
         if user is not None:
+            sign_in_log.info("signed in: %r from %s", user.name, address)
             state[ui.SIGNED_IN], state[SESSION_TOKEN] = user, sessions.start(user)
             state.pop("sign_in_notice", None)
             state.pop(FORGET_TAB, None)
             st.rerun()
+        sign_in_log.warning("sign-in failed for %r from %s", name, address)
         time.sleep(FAILED_SIGN_IN_DELAY_S)
         st.error("Wrong name or password.")
 

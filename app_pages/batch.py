@@ -57,10 +57,11 @@ def reopen(ids: str) -> None:
     jobs = []
     for text in ids.split(","):
         try:
-            history.get(int(text), user=ui.current_user())
+            generation_id = int(text)
+            history.get(generation_id, user=ui.current_user())
         except (ValueError, history.NotFound):
             continue
-        jobs.append({"name": f"generation {text}", "id": int(text), "error": None})
+        jobs.append({"name": f"generation {generation_id}", "id": generation_id, "error": None})
     if jobs:
         state.batch_jobs = jobs
 

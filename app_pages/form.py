@@ -94,9 +94,10 @@ def field_widget(prefix: str, spec, **extra):
     if spec.choices:
         return st.selectbox(spec.label, list(spec.choices), format_func=lambda v: spec.choices[v], **common)
     if spec.name == "prompt":
-        return st.text_area(spec.label, placeholder="on a marble table in a bright kitchen", **common)
+        return st.text_area(spec.label, placeholder="on a marble table in a bright kitchen", max_chars=spec.max_length,
+                            **common)
     if spec.type is str:
-        return st.text_input(spec.label, **common)
+        return st.text_input(spec.label, max_chars=spec.max_length, **common)
     if spec.name == "seed":  # browsers hold numbers as doubles: the widget stops at 2^53 - 1
         return int(st.number_input(spec.label, int(spec.low), MAX_UI_SEED, step=1, **common))
     if spec.type is int:

@@ -151,7 +151,7 @@ def parameters(view) -> None:
     try:
         request = view.generation_request()
     except BackdropError as error:
-        st.error(f"The stored request cannot be read: {error}")
+        ui.user_error("The stored request cannot be read:", str(error))
         return
     if request.prompt or request.negative_prompt:
         st.caption("Prompt")

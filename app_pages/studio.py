@@ -104,7 +104,8 @@ def open_from_address(text: str) -> None:
         open_generation(view.id, parent=view.parent_id)
     except (ValueError, NotFound, BackdropError):
         del st.query_params["job"]
-        st.warning(f"The address names generation {text}, which you cannot open here (deleted, or not yours).")
+        ui.user_error("The address names a generation you cannot open here (deleted, not yours, or not a "
+                      "generation's number):", text, box=st.warning)
         return
     state.studio_job = view.id
 

@@ -32,11 +32,13 @@ def is_admin() -> bool:
     return user is None or user.admin
 
 
-def user_error(headline: str, detail: str) -> None:
-    """An error about something the user named (a file name, an e-mail): the headline in the red
-    box, the user's text below it as plain text. Streamlit renders st.error's text as Markdown,
-    where a file name such as ``[x](http://y)`` or a bare address would become a link."""
-    st.error(headline)
+def user_error(headline: str, detail: str, box=st.error) -> None:
+    """A message about something the user supplied (a file name, an e-mail, the page's address,
+    a stored value): the headline in the red box (``box``: st.warning for a yellow one), the
+    user's text below it as plain text. Streamlit renders the box's text as Markdown, where
+    ``[x](http://y)``, ``![p](http://y/p.png)`` or a bare address would become a link or an
+    image fetched from elsewhere."""
+    box(headline)
     st.code(detail, language=None, wrap_lines=True)
 
 

@@ -18,6 +18,8 @@ from storage.models import STATUSES
 def _field(spec: Param) -> tuple[Any, Any]:
     kind = Literal[tuple(spec.choices)] if spec.choices else spec.type
     limits = {"ge": spec.low, "le": spec.high} if spec.low is not None else {}
+    if spec.type is str and not spec.choices:
+        limits["max_length"] = spec.max_length
     extra = {"x-environment-variable": spec.env} if spec.env else None
     return kind, Field(spec.default, title=spec.label, description=spec.help, json_schema_extra=extra, **limits)
 
@@ -27,8 +29,9 @@ RequestFields = create_model(
     __config__=ConfigDict(extra="forbid"),
     __doc__=(f"The parameters of a generation (request schema version {SCHEMA_VERSION}). Give only the fields "
              "that differ from the defaults; the model and device fields default to this server's saved settings."),
-    version=(int, Field(SCHEMA_VERSION, description="the request's schema version: an older version's request is "
-                                                    "upgraded, as stored requests are")),
+    version=(int, Field(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION,
+                        description="the request's schema version: an older version's request is upgraded, as "
+                                    "stored requests are")),
     **{spec.name: _field(spec) for spec in FIELDS},
 )
 

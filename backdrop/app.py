@@ -25,10 +25,21 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_app)
 
 
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
 def command(host: str, port: int, app_args: list[str]) -> list[str]:
+    """``streamlit run`` on ``host``. The names it answers to (server.allowedHosts: the Host a
+    browser sends): on this machine, its own names only, so a page under another name that
+    resolves here (DNS rebinding) gets no session; beyond it, any name (which a network's
+    clients use is not known here), where sign-in is required."""
+    from backdrop import access
+
     rest = app_args[1:] if app_args[:1] == ["--"] else app_args
+    names = [*LOCAL_NAMES, *([host.strip("[]")] if host.strip("[]") not in LOCAL_NAMES else [])] \
+        if access.is_loopback(host) else ["*"]
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
-            *(["--", *rest] if rest else [])]
+            *[arg for name in names for arg in ("--server.allowedHosts", name)], *(["--", *rest] if rest else [])]
 
 
 def _app(args: argparse.Namespace) -> int:

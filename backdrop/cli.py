@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,9 @@ EXIT_BROKEN_PIPE = 141  # what a shell reports for a command ended by SIGPIPE
 # `replace` and `mask` skip importing the other subcommands' modules (database, evaluation:
 # ~1.5 s each), which matters for batch scripts calling the command per photo.
 CORE_COMMANDS = ("replace", "mask")
+# C0 and C1 controls, DEL, and the bidirectional overrides: what can retitle or clear a terminal,
+# move its cursor, or show text in another order than it is stored
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(full=not (argv and argv[0] in CORE_COMMANDS)).parse_args(argv)
         return int(args.func(args) or 0)
     except BackdropError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -37,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away: nothing more can be printed, and flushing at exit must not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+def printable(text: object) -> str:
+    """``text`` for a terminal: its control characters written as escapes (ESC as ``\\x1b``, a
+    newline as ``\\n``), so stored text (a prompt, an error, a file name) is read, never obeyed."""
+    return _CONTROLS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def build_parser(full: bool = True) -> argparse.ArgumentParser:

@@ -198,7 +198,7 @@ def _generate(source: Path, request, mask, picture: Path | None, deliver):
     from storage.service import generate_and_record
 
     return generate_and_record(source, request, mask, progress=_progress_printer(), picture=picture,
-                               deliver=deliver, db=database())
+                               deliver=deliver, db=database(), cut_out=True)
 
 
 def _progress_printer():

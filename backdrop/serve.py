@@ -23,6 +23,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only; "
                    "another address needs accounts, whose API tokens the clients send)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests addressed to NAME (the Host a reverse proxy forwards); besides it, only "
+                   "the listening address, localhost and 127.0.0.1 are answered (repeatable)")
     p.add_argument("--no-worker", action="store_true",
                    help="only queue jobs: another process serving the same database runs them")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
@@ -64,5 +67,6 @@ def _serve(args: argparse.Namespace) -> int:
     who = "API tokens of the accounts" if access.mode(db) != "local" else "this machine only, no accounts"
     print(f"Backdrop API on http://{host}:{args.port} (documentation: /docs; {who}), data in {db.data_dir}",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(queue, executor), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(queue, executor, listen=args.host, allowed_hosts=tuple(args.allow_host)), host=args.host,
+                port=args.port, log_level="info")
     return 0

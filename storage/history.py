@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, selectinload
 from core.errors import BackdropError, InputError, OutputError
 from core.files import check_target, write_atomic
 from core.request import GenerationRequest
+from storage import limits
 from storage.db import Database, get_database, utcnow
 from storage.errors import DOCTOR, StorageError
 from storage.images import StoredImage
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from storage.users import User
 
 MAX_LINEAGE = 1000  # guards the ancestor walk against a corrupted cycle
+MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL store: no generation has a larger id
 
 
 class NotFound(BackdropError):
@@ -118,6 +120,8 @@ def visible(query: Select, user: User | None) -> Select:
 
 
 def _owned_row(session: Session, generation_id: int, user: User | None, **options: Any) -> Generation:
+    if not 0 < generation_id <= MAX_ID:  # past the database's integers: no such row (and no OverflowError)
+        raise NotFound(f"no generation {generation_id}")
     row = session.get(Generation, generation_id, **options)
     if row is None or not (user is None or user.admin or row.owner_id == user.id):
         raise NotFound(f"no generation {generation_id}")
@@ -145,11 +149,13 @@ def store_image(session: Session, db: Database, source: PILImage.Image | bytes |
 def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Path,
            mask: PILImage.Image | bytes | str | Path | None = None, parent_id: int | None = None,
            status: str = "queued", worker: str | None = None, db: Database | None = None,
-           picture: PILImage.Image | bytes | str | Path | None = None, user: User | None = None) -> int:
+           picture: PILImage.Image | bytes | str | Path | None = None, user: User | None = None,
+           queue_limit: int | None = None) -> int:
     """Record a generation with its inputs: the photo, the user's mask and an image background's
     picture, each kept in the image store by hash. Returns its id. ``status="running"`` with
     ``worker`` records a run that starts at once (service.generate_and_record). ``user`` owns it
-    (and must be able to see the parent)."""
+    (and must be able to see the parent); with ``queue_limit``, in the same transaction, only
+    while ``user`` has fewer jobs queued or running (storage.limits.take_queue_place)."""
     db = _db(db)
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
@@ -172,6 +178,8 @@ def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Pat
                     _owned_row(session, parent_id, user)
                 except NotFound:
                     raise NotFound(f"no generation {parent_id} to use as parent") from None
+            if queue_limit is not None and user is not None:
+                limits.take_queue_place(session, user.id, queue_limit)
             input_sha, mask_sha, picture_sha = store(session, image), store(session, mask), store(session, picture)
             now = utcnow()
             row = Generation(

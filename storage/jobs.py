@@ -33,7 +33,7 @@ from sqlalchemy import func, select, update
 
 from core.look.backgrounds import KINDS
 from core.request import GenerationRequest
-from storage import history, limits, service
+from storage import admission, history, limits, service
 from storage.db import Database, get_database, utcnow
 from storage.models import Generation, Image
 
@@ -81,21 +81,16 @@ class JobQueue:
 
     def submit(self, request: GenerationRequest, image: PILImage.Image | bytes | str | os.PathLike,
                mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None,
-               picture: bytes | str | os.PathLike | None = None, user=None) -> int:
+               picture: bytes | str | os.PathLike | None = None, user=None, cut_out: bool = False) -> int:
         """Queue a generation for ``user`` (``picture``: an image background's); returns its id at
-        once. Unreadable images, a photo over the server's size limit and an account with too many
-        jobs waiting raise InputError here."""
-        from core.imaging import load_image
-
-        photo = image if isinstance(image, PILImage.Image) else load_image(image)  # fail now, not in the worker
-        limits.check_pixels(*photo.size)
-        if picture is not None:
-            limits.check_pixels(*load_image(picture, what="background picture").size, what="the background picture")
-        if user is not None:  # accounts share the server; without them one local user has it all
-            with self.db.Session() as session:
-                limits.check_queue(session.scalar(select(func.count(Generation.id)).where(
-                    Generation.owner_id == user.id, Generation.status.in_(["queued", "running"]))))
-        return history.create(request, image, mask, parent_id, status="queued", db=self.db, picture=picture, user=user)
+        once. What would fail the job at once (storage.admission: unreadable images, a photo over
+        the server's size limit, an unknown segmenter; with ``cut_out``, an automatic mask that
+        finds no subject) and an account with too many jobs waiting raise InputError here, and
+        nothing is recorded."""
+        admission.check(request, image, mask, picture, cut_out=cut_out)
+        # accounts share the server; without them one local user has it all
+        return history.create(request, image, mask, parent_id, status="queued", db=self.db, picture=picture, user=user,
+                              queue_limit=limits.max_queued() if user is not None else None)
 
     def get(self, generation_id: int, user=None) -> history.GenerationView:
         return history.get(generation_id, db=self.db, user=user)

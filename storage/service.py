@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from core.errors import BackdropError, Cancelled, InputError, OutputError
 from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
-from storage import history
+from storage import admission, history
 from storage.db import Database, get_database, utcnow
 from storage.models import Generation, Output
 
@@ -142,10 +142,10 @@ class _Hooks:
         return self._cancelled
 
 
-def finish(db: Database, generation_id: int, status: str, error: str | None = None) -> None:
-    """Record how a generation ended. On a full disk the data folder's reserve is given up to
-    record it; should even that fail, the row stays running and the next start's recovery
-    (storage.jobs.JobQueue.recover_stale) marks it failed."""
+def finish(db: Database, generation_id: int, status: str, error: str | None = None) -> bool:
+    """Record how a generation ended; True when it was recorded. On a full disk the data
+    folder's reserve is given up to record it; should even that fail, the row stays running and
+    the next start's recovery (storage.jobs.JobQueue.recover_stale) marks it failed."""
     def record() -> None:
         with db.session() as session:
             session.execute(
@@ -157,6 +157,8 @@ def finish(db: Database, generation_id: int, status: str, error: str | None = No
         db.retry_when_full(record)
     except BackdropError:
         log.exception("could not record that generation %s ended %s (%s)", generation_id, status, error)
+        return False
+    return True
 
 
 def error_text(exc: BaseException) -> str:
@@ -210,7 +212,9 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
                 staged.discard()
             _log_unexpected(generation_id, exc)
             what = "writing the outputs" if isinstance(exc, OutputError) else "recording the result"
-            finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}")
+            recorded = finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}")
+            if recorded and isinstance(exc, BackdropError):  # the caller is told what is kept
+                raise type(exc)(f"{exc}; generation {generation_id} is recorded as failed") from exc
             raise
     return result
 
@@ -300,12 +304,15 @@ def generate_and_record(image: PILImage.Image | bytes | str | os.PathLike, reque
                         mask: PILImage.Image | bytes | str | os.PathLike | None = None, parent_id: int | None = None,
                         progress=None, cancel=None, registry=None, db: Database | None = None,
                         run: Runner | None = None, picture: bytes | str | os.PathLike | None = None,
-                        deliver: Deliver | None = None, user=None):
+                        deliver: Deliver | None = None, user=None, cut_out: bool = False):
     """Run one generation now, in this thread, and record it (owned by ``user``). Returns
     (generation_id, result); a failure is recorded (status failed, error text) and re-raised.
+    What would fail it at once is refused before anything is recorded (storage.admission; with
+    ``cut_out``, an automatic mask that finds no subject too).
     ``deliver``: as in ``execute``. The row carries this process's id and a heartbeat like a
     worker's job, so a run killed midway is recovered by any later start."""
     db = db or get_database()
+    admission.check(request, image, mask, picture, cut_out=cut_out)  # refused before anything is recorded
     identity = worker_identity("sync")
     set_live(identity, True)
     try:

@@ -275,7 +275,7 @@ def _asgi(app, client_host: str, method: str, path: str, token: str | None = Non
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=(client_host, 40000))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(transport=transport, base_url="http://backdrop", headers=headers) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", headers=headers) as http:
             return await http.request(method, path, **kw)
 
     return asyncio.run(call())

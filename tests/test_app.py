@@ -626,7 +626,8 @@ def test_generate_double_click_makes_one_job_and_a_reload_brings_it_back(data_di
     assert editor(reloaded).photo_sha == view.input_sha256
 
     missing = AppTestWithAddress(job="999999")
-    assert any("999999" in w.value for w in missing.warning)
+    assert any(w.value.startswith("The address names a generation you cannot open") for w in missing.warning)
+    assert any(c.value == "999999" for c in missing.code), "the address, as text"
     assert "job" not in missing.query_params
 
 
@@ -674,3 +675,40 @@ def test_history_and_batch_reopen_from_their_address(data_dir, lemur_path):
     batch = AppTestWithAddress(jobs=f"{generation_id},abc,999999")
     batch.switch_page("app_pages/batch.py").run()
     assert [job["id"] for job in batch.session_state["batch_jobs"]] == [generation_id]
+
+
+def test_what_a_user_supplied_is_shown_as_text_never_as_markdown(data_dir, lemur_path):
+    """The Studio's address (?job=) and a stored request's text reach the page as plain text: a
+    Markdown link or image in them is never rendered (the browser would show the link and
+    fetch the image from elsewhere)."""
+    from sqlalchemy import update
+
+    from core.request import GenerationRequest
+    from storage import history
+    from storage.db import get_database
+    from storage.models import Generation
+
+    def rendered_as_markdown(at) -> list[str]:
+        return [e.value for kind in ("warning", "error", "info", "success", "markdown", "caption", "subheader", "title")
+                for e in getattr(at, kind)]
+
+    payload = "[text](http://elsewhere/phish) ![p](http://elsewhere/p.png)"
+    at = AppTestWithAddress(job=payload)
+    assert not any("elsewhere" in body for body in rendered_as_markdown(at)), rendered_as_markdown(at)
+    assert any(payload in code.value for code in at.code), "the address is shown, as text"
+    assert "job" not in at.query_params
+
+    generation_id = history.create(GenerationRequest(prompt=payload), lemur_path.read_bytes())
+    stored = {**GenerationRequest(prompt=payload).to_dict(), "device": "[x](http://elsewhere/device)"}
+    with get_database().session() as session:
+        session.execute(update(Generation).where(Generation.id == generation_id).values(request=stored))
+    at = AppTestWithAddress("history", id=str(generation_id))
+    assert not any("elsewhere" in body for body in rendered_as_markdown(at)), rendered_as_markdown(at)
+    assert any("elsewhere/device" in code.value for code in at.code), "the stored request's error, as text"
+
+
+def test_addresses_naming_ids_past_the_databases_range_open_nothing(data_dir):
+    huge = str(2**64)
+    for page, name in (("studio", "job"), ("history", "id"), ("batch", "jobs")):
+        at = AppTestWithAddress(None if page == "studio" else page, **{name: huge})
+        assert not at.exception, (page, at.exception)

@@ -324,13 +324,17 @@ def test_worker_runs_in_order_and_records_failure(db):
     assert [o.kind for o in done.outputs] == ["cutout", "mask", "result"]
 
 
-def test_real_pipeline_failure_is_recorded_with_its_error(db):
-    """A mask of the wrong size makes the real pipeline raise InputError inside the worker."""
+def test_real_pipeline_failure_is_recorded_with_its_error(db, tmp_path):
+    """A mask of the wrong size is refused when submitted, nothing recorded (storage.admission);
+    an inpainting model folder that is not there makes the real pipeline fail inside the worker."""
     queue = jobs.JobQueue(db)
-    gid = queue.submit(GenerationRequest(background="color:#ffffff"), _photo(4), mask=_box_mask((50, 50)))
+    with pytest.raises(InputError, match="mask is 50x50 but the photo is 96x64"):
+        queue.submit(GenerationRequest(background="color:#ffffff"), _photo(4), mask=_box_mask((50, 50)))
+    assert history.count_generations(db=db) == 0
+    gid = queue.submit(GenerationRequest(background="ai", inpaint_model=str(tmp_path / "gone")), _photo(4))
     jobs.Worker(queue).run_once()
     view = history.get(gid, db=db)
-    assert view.status == "failed" and "mask" in view.error and "size" in view.error, view.error
+    assert view.status == "failed" and "is not usable (no such folder)" in view.error, view.error
 
 
 def test_cancel_queued_and_running(db):
@@ -430,7 +434,8 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
     second = queue.submit(GenerationRequest(background="color:#00ff00"), _photo(13, size=(2000, 1000)))
     assert queue.claim("probe", lane="ai") == ai_running
     with db.session() as session:
-        session.execute(update(Generation).where(Generation.id == ai_running).values(started_at=now - timedelta(seconds=10)))
+        session.execute(update(Generation).where(Generation.id == ai_running).values(
+            started_at=datetime.now(timezone.utc) - timedelta(seconds=10)))  # submitting took time too
 
     running = queue.place(ai_running)
     assert (running.lane, running.status, running.ahead, running.wait_s, running.similar) == ("ai", "running", 0, 0.0, 2)
