@@ -188,9 +188,8 @@ def tools(edit: MaskEditor) -> None:
     else:
         st.caption("Click on a part of the photo: Segment Anything finds it, and it joins the subject or leaves it."
                    if tool == "click" else "Drag a box around an object: it joins the subject or leaves it.")
-        sam_status()
-    if edit.notice:
-        st.warning(edit.notice)
+        if sam_status() and edit.notice:  # without the model, its warning is the one that says why
+            st.warning(edit.notice)
     if edit.selections:
         st.caption("Selections (Undo takes the last back): " + "; ".join(
             f"{i + 1}. {'added' if sel.mode == 'add' else 'removed'} the region "
@@ -199,13 +198,15 @@ def tools(edit: MaskEditor) -> None:
             for i, sel in enumerate(edit.selections)))
 
 
-def sam_status() -> None:
-    """Without Segment Anything's weights, say which and how to get them (the brush still works)."""
+def sam_status() -> bool:
+    """Whether Segment Anything's weights are here; without them, say which and how to get them
+    (the brush still works)."""
     from core.models.slots import explain_missing, status_row
 
     row = status_row("sam", ui.settings()[SAM_MODEL.name])
     if not row["present"]:
         st.warning(explain_missing([row]), icon=":material/block:")
+    return row["present"]
 
 
 def regions_panel(edit: MaskEditor) -> None:

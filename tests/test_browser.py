@@ -65,10 +65,10 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> s
 def streamlit_app(data: Path, port: int, log_name: str, **env_vars: str):
     """The app as `make run` starts it (python -m streamlit run streamlit_app.py) with its own data
     folder; yields (url, health)."""
-    env = dict(os.environ, BACKDROP_DATA_DIR=str(data), BACKDROP_DEVICE="cpu", HF_HUB_OFFLINE="1",
-               # one torch thread: the server shares a small CPU with Chromium, and OpenMP threads that
-               # spin-wait for a busy core make each diffusion step many times slower
-               OMP_NUM_THREADS="1", **env_vars)
+    env = {**os.environ, "BACKDROP_DATA_DIR": str(data), "BACKDROP_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
+           # one torch thread: the server shares a small CPU with Chromium, and OpenMP threads that
+           # spin-wait for a busy core make each diffusion step many times slower
+           "OMP_NUM_THREADS": "1", **env_vars}
     env.pop("BACKDROP_DATABASE_URL", None)
     SHOTS.mkdir(parents=True, exist_ok=True)
     with open(SHOTS / log_name, "a") as log:
@@ -713,6 +713,62 @@ def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, 
         page.get_by_role("button", name=re.compile(r"^Area 1: kept")).wait_for()
         wait_new_preview(page, src)
         shot(page, "53-unsure-area-kept")
+
+
+@contextmanager
+def recording_hub():
+    """A stand-in for the Hugging Face hub on a loopback port (HF_ENDPOINT): answers 404 to
+    everything and records what was asked, so a test sees whether anything tried to download."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+
+
+def test_a_click_without_segment_anything_says_so_once_and_downloads_nothing(browser, lemur_path, tmp_path):
+    """Issue 21: a click with Segment Anything's weights missing (and a network allowed: no
+    HF_HUB_OFFLINE) shows the one warning that names the model and the command that fetches it;
+    nothing is downloaded on the way (a second warning used to quote the download's failure:
+    "download failed: LocalEntryNotFoundError: ... Name or service not known")."""
+    from playwright.sync_api import expect
+
+    with recording_hub() as (hub, asked), \
+            streamlit_app(tmp_path / "data", free_port(), "no-sam.log", HF_HUB_OFFLINE="", HF_ENDPOINT=hub,
+                          BACKDROP_SAM_MODEL="nobody/not-downloaded-sam") as (url, _), session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        page.get_by_role("radio", name="Click", exact=True).click()
+        warning = page.locator('[data-testid="stAlertContentWarning"]')
+        warning.filter(has_text="not on this machine").wait_for()
+        canvas = page.locator("canvas.dc-canvas").first
+        box = canvas.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.5)
+        page.wait_for_timeout(4000)  # the click's run, and the one after it
+        shot(page, "64-click-without-segment-anything")
+        texts = warning.all_inner_texts()
+        assert len(texts) == 1 and "nobody/not-downloaded-sam" in texts[0] and "models fetch" in texts[0], texts
+        for raw in ("download failed", "LocalEntryNotFoundError", "Error:", "Errno"):
+            expect(page.get_by_text(raw)).to_have_count(0)
+        assert page.locator('[data-testid="stException"]').count() == 0
+    assert asked == [], f"a download was attempted: {asked[:3]}"
 
 
 def test_messages_name_the_command_that_works(server, browser, lemur_path):

@@ -222,3 +222,31 @@ def test_batch_in_this_process(rotated_jpeg, astronaut, tmp_path, capsys):
     assert "steps must be from 1 to 150" in capsys.readouterr().err and not (tmp_path / "none").exists()
     assert main(["batch", str(out.parent / "missing"), "-o", str(out)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failed_ai_job_says_why_in_a_sentence(tmp_path):
+    """Issue 21: an AI background whose inpainting weights are not here, on a machine whose
+    network is down (no HF_HUB_OFFLINE): nothing is downloaded, and the command line and the
+    recorded error (`show`, History, the API) say in a sentence which model is missing and the command that fetches it, never
+    the library's error ("download failed: LocalEntryNotFoundError: ...")."""
+    import os
+    import socket
+
+    with socket.socket() as probe:  # a port where nothing listens: the hub cannot be reached
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {**os.environ, "BACKDROP_DATA_DIR": str(tmp_path / "data"), "HF_ENDPOINT": dead}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("BACKDROP_DATABASE_URL", None)
+    command = str(Path(sys.executable).parent / "backdrop")
+    run = lambda *args: subprocess.run([command, *args], capture_output=True, text=True, cwd=ROOT, env=env,  # noqa: E731
+                                       timeout=300)
+    lemur = str(ROOT / "tests" / "data" / "lemur" / "lemur.png")
+    failed = run("replace", lemur, "-o", str(tmp_path / "out.png"), "-b", "ai", "--inpaint-model", "nobody/not-here",
+                 "--steps", "2")
+    sentence = ("model 'nobody/not-here' is not on this machine (not in the Hugging Face cache); fetch it with: "
+                ".venv/bin/backdrop models fetch nobody/not-here")
+    assert failed.returncode == 2 and failed.stderr.strip() == f"error: {sentence}", failed.stderr
+    shown = run("show", "1", "--json")
+    assert json.loads(shown.stdout)["error"] == sentence  # the History page and the API show this field

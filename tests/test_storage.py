@@ -334,7 +334,7 @@ def test_real_pipeline_failure_is_recorded_with_its_error(db, tmp_path):
     gid = queue.submit(GenerationRequest(background="ai", inpaint_model=str(tmp_path / "gone")), _photo(4))
     jobs.Worker(queue).run_once()
     view = history.get(gid, db=db)
-    assert view.status == "failed" and "is not usable (no such folder)" in view.error, view.error
+    assert view.status == "failed" and "is not usable: no such folder" in view.error, view.error
 
 
 def test_cancel_queued_and_running(db):
