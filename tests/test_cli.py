@@ -203,6 +203,31 @@ def test_sampler_presets_set_scheduler_and_steps():
     assert request("--scheduler", "euler_a", "--steps", "9")[0].steps == 9
 
 
+def test_prompt_presets_by_the_names_the_readme_gives(capsys):
+    """Issue 21: `--preset "marble table"` (the README's and the app's words) as well as `marble`;
+    a colour background records no prompt from a preset (History would show it on its card)."""
+    from backdrop.cli import build_parser
+    from backdrop.replace import request_from_args
+    from core.presets import PRESETS
+
+    def request(*extra):
+        return request_from_args(build_parser(full=False).parse_args(["replace", "in.jpg", "-o", "o.png", *extra]))[0]
+
+    for name in ("marble table", "Marble table", "marble", "MARBLE-TABLE"):
+        ai = request("-b", "ai", "--preset", name)
+        assert (ai.prompt, ai.negative_prompt) == (PRESETS["marble"].prompt, PRESETS["marble"].negative), name
+    assert request("-b", "ai", "--preset", "beach at sunset").prompt == PRESETS["beach_sunset"].prompt
+    assert request("-b", "ai", "--preset", "beach_sunset", "--prompt", "mine").prompt == "mine"
+    capsys.readouterr()
+    colour = request("-b", "color:#ffffff", "--preset", "marble table")
+    assert (colour.prompt, colour.negative_prompt) == ("", "")
+    assert "--preset fills an AI background's prompts; a color background has none" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        request("--preset", "volcano")
+    assert refused.value.code == 2
+    assert "unknown preset 'volcano': use one of studio backdrop, marble table, beach at sunset" in capsys.readouterr().err
+
+
 def test_batch_in_this_process(rotated_jpeg, astronaut, tmp_path, capsys):
     """Without Ray, `batch` runs the photos one after the other here; two photos with the same
     name get distinct outputs, a bad option writes nothing, a folder without photos is an error."""
