@@ -4,6 +4,7 @@ strokes are handed to the Studio's mask editor as the canvas would return them (
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import zipfile
@@ -378,10 +379,26 @@ def test_history_paging_filters_and_export(data_dir, lemur_path):
     assert f"#{ids[0]} Blurred original · failed" in [t.value for t in at.text]
     at.text_input(key="history_search").set_value("paged 13").run()
     assert any(c.value.startswith("1 generation(s); page 1 of 1") for c in at.caption)
-    at.button(key="history_export_all").click().run()
-    assert [b.label for b in at.get("download_button")] == ["Download zip"]
-    at.checkbox(key="history_fav").check().run()
-    assert any("Nothing here yet" in i.value for i in at.info)
+    # one click exports (the zip is made when the button is clicked), and only what is listed
+    assert [b.label for b in at.get("download_button")] == ["Export 1 generation as a zip"]
+    at.checkbox(key="history_fav").check().run()  # a filter that matches nothing says so, offers no export
+    assert [i.value for i in at.info] == ["No generation matches these filters: change or clear them to see more."]
+    assert not at.get("download_button")
+    at.checkbox(key="history_fav").uncheck().run()
+    at.text_input(key="history_search").set_value("").run()
+    at.date_input(key="history_from").set_value(dt.date.today() + dt.timedelta(days=1)).run()
+    assert any(c.value.startswith("0 generation(s)") for c in at.caption) and not at.get("download_button")
+    at.date_input(key="history_from").set_value(dt.date.today()).run()
+    at.date_input(key="history_to").set_value(dt.date.today()).run()
+    assert any(c.value.startswith("14 generation(s)") for c in at.caption)
+    assert [b.label for b in at.get("download_button")] == ["Export 14 generations as a zip"]
+
+
+def test_an_empty_history_says_so(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path / "empty"))  # the page reads a history of its own
+    at = app("history")
+    assert [i.value for i in at.info] == ["Nothing here yet: generations made in the Studio or the Batch page appear here."]
+    assert not at.get("download_button")
 
 
 def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):

@@ -13,6 +13,7 @@ opened first after a restart. A screenshot of each step goes to test-artifacts/b
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import socket
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -368,6 +370,15 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     page.get_by_role("link", name="History").click()
     page.get_by_text("2 generation(s); page 1 of 1").wait_for()
     shot(page, "08-history")
+    dates = page.locator('[data-testid="stDateInput"] input').all()  # From and To, each shown whole
+    assert len(dates) == 2
+    assert all(d.evaluate("e => e.scrollWidth <= e.clientWidth") for d in dates), "a date box cuts its text"
+    with page.expect_download() as download_info:  # one click: the zip is made as it is clicked
+        page.get_by_role("button", name="Export 2 generations as a zip").click()
+    exported = tmp_path / "history.zip"
+    download_info.value.save_as(exported)
+    with zipfile.ZipFile(exported) as archive:
+        assert len(json.loads(archive.read("records.json"))) == 2, archive.namelist()
     cards = page.get_by_text(re.compile(r"^#\d+ "))
     assert cards.first.inner_text().startswith("#2 AI scene")
     assert page.get_by_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$")).count() == 2
