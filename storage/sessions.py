@@ -70,8 +70,3 @@ def end(token: str | None, db: Database | None = None) -> None:
     if token:
         with _db(db).session() as session:
             session.execute(delete(SignInSession).where(SignInSession.token_hash == _hash(token)))
-
-
-def end_all(user_id: int, session) -> int:
-    """End every session of an account, inside the caller's database ``session``; how many."""
-    return session.execute(delete(SignInSession).where(SignInSession.user_id == user_id)).rowcount
