@@ -32,7 +32,8 @@ def workers():
     from storage.jobs import JobQueue
     from storage.serving import start_serving
 
-    return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
+    return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"),
+                         kind="app")
 
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None,

@@ -15,7 +15,7 @@ from backdrop.common import add_field_option, check_outputs, database, printable
 from core.errors import BackdropError
 from core.look.backgrounds import KINDS
 from core.request import FIELDS, SCHEMA_VERSION
-from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status
+from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status, describe_text
 
 
 def add_commands(subparsers) -> None:
@@ -131,6 +131,8 @@ def _show(args: argparse.Namespace) -> int:
         say(f"error: {v.error}")
     say(f"created {v.created_at.isoformat()}, finished {v.finished_at.isoformat() if v.finished_at else '-'}, "
         f"device {v.device or '-'}, favourite {'yes' if v.favourite else 'no'}")
+    if v.worker:
+        say(f"{'runs on' if v.status == Status.RUNNING else 'ran on'}: {describe_text(v.worker)}")
     if v.ancestors or v.children:
         say(f"lineage: ancestors {v.ancestors or '-'}, children {v.children or '-'}")
     request = v.generation_request()

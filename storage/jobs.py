@@ -274,15 +274,17 @@ class Worker(threading.Thread):
 class LaneWorkers:
     """One worker thread per lane over one queue: what serves the queue in this process (a
     storage.serving.Executor). ``warm_up`` (a request) loads the AI models in the AI worker's own
-    thread when it starts."""
+    thread when it starts; ``kind`` (``app``, ``api``) names the process's workers in the identity
+    each records on its jobs (``app-ai-...``: storage.lifecycle.describe says it in words)."""
 
     kind = "in-process"
 
     def __init__(self, queue: JobQueue | None = None, run_fn=None, registry=None, poll_interval: float = 0.5,
-                 warm_up: GenerationRequest | None = None):
+                 warm_up: GenerationRequest | None = None, kind: str = "worker"):
         self.queue = queue or JobQueue()
         self.workers = {lane: Worker(self.queue, run_fn=run_fn, registry=registry, poll_interval=poll_interval,
-                                     warm_up=warm_up if lane == "ai" else None, lane=lane) for lane in LANES}
+                                     warm_up=warm_up if lane == "ai" else None, lane=lane, kind=f"{kind}-{lane}")
+                        for lane in LANES}
 
     def start(self) -> None:
         for worker in self.workers.values():

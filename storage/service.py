@@ -216,7 +216,7 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
             session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
             paths.update(cutout=[db.images.path(cutout.sha256)], mask=[db.images.path(mask.sha256)])
             row.mask_sha256 = mask.sha256
-            row.record = {**(row.record or {}), **result.record}
+            row.record = {**(row.record or {}), **result.record, "worker": lifecycle.describe(row.worker)}
             lifecycle.finish(row)
             row.timings = {k: float(v) for k, v in result.timings.items()}
             row.device = result.device

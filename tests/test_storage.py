@@ -337,6 +337,33 @@ def test_real_pipeline_failure_is_recorded_with_its_error(db, tmp_path):
     assert view.status == "failed" and "is not usable: no such folder" in view.error, view.error
 
 
+def test_the_record_and_show_say_which_worker_ran_a_job(db, monkeypatch, capsys):
+    """Issue 21: with the app's own workers and Ray actors (`serve --ray`) on one queue, a job's
+    run record and `backdrop show` say who ran it: the app's quick worker here, by its name, host
+    and process (a Ray actor records "Ray actor": tests/test_ray.py)."""
+    import os
+    import socket
+
+    from backdrop.cli import main
+
+    queue = jobs.JobQueue(db)
+    workers = jobs.LaneWorkers(queue, kind="app")
+    gid = queue.submit(GenerationRequest(background="color:#123456"), _box_mask().convert("RGB"),
+                       mask=_box_mask())
+    assert workers.workers["quick"].run_once()
+    view = history.get(gid, db=db)
+    ran = view.record["worker"]
+    assert view.status == "done" and ran == {"kind": "the app's quick worker", "name": ran["name"],
+                                             "host": socket.gethostname(), "pid": os.getpid()}
+    assert ran["name"].startswith("app-quick-") and view.worker.endswith(ran["name"])
+    monkeypatch.setenv("BACKDROP_DATA_DIR", str(db.data_dir))
+    if db.is_sqlite:
+        capsys.readouterr()
+        assert main(["show", str(gid)]) == 0
+        assert (f"ran on: the app's quick worker {ran['name']} on host {socket.gethostname()}, process {os.getpid()}"
+                in capsys.readouterr().out.splitlines())
+
+
 def test_cancel_queued_and_running(db):
     queue = jobs.JobQueue(db)
     started = threading.Event()
