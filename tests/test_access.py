@@ -136,10 +136,21 @@ def test_default_app_listens_on_loopback_only(tmp_path):
         try:
             wait_healthy(f"http://127.0.0.1:{port}", process)
             assert listening(port) == ["127.0.0.1"], (name, listening(port))
+            if name == "backdrop-app":  # what `make run` prints (issue 21: not "(local sign-in)")
+                assert f"Backdrop on http://127.0.0.1:{port} (no accounts: nobody signs in)" in \
+                    (SHOTS / f"{name}.log").read_text().splitlines()
             if other:
                 assert not reachable(other, port), f"{name}: reachable from {other}"
         finally:
             stop(process)
+
+
+def test_backdrop_app_says_who_signs_in():
+    from backdrop.app import banner
+
+    assert banner("127.0.0.1", 8501, "local") == "Backdrop on http://127.0.0.1:8501 (no accounts: nobody signs in)"
+    assert banner("0.0.0.0", 8600, "password") == "Backdrop on http://0.0.0.0:8600 (accounts: everyone signs in)"
+    assert banner("0.0.0.0", 8501, "oidc").endswith("(everyone signs in through the OIDC provider)")
 
 
 @pytest.mark.slow
