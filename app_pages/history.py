@@ -134,7 +134,10 @@ def detail(generation_id: int) -> None:
         if view.status in UNFINISHED:
             job_view.job_progress(view.id, key="history")
         elif view.status == Status.DONE:
-            st.caption(f"Done: {finished_text(view)}.")
+            if view.cancel_requested:
+                st.warning(job_view.TOO_LATE.format(id=view.id, ran=finished_text(view)))
+            else:
+                st.caption(f"Done: {finished_text(view)}.")
             results.show_outputs(view, key=f"history_{view.id}")
         elif view.error:
             st.code(view.error, language=None, wrap_lines=True)

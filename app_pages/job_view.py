@@ -85,6 +85,10 @@ def job_progress(generation_id: int, key: str) -> None:
                   args=([generation_id], current_user()))
 
 
+TOO_LATE = ("The cancel came too late: generation {id} had already finished its last step ({ran}). Its result is "
+            "kept; delete it in History if it is not wanted.")
+
+
 def cancel(generation_ids: list[int], user) -> None:
     """A Cancel button's callback: only the database (no session state, where Streamlit could
     interrupt it), and cancelling twice is harmless."""

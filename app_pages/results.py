@@ -147,7 +147,8 @@ def _pair(photo_path: str, result_path: str, box: tuple[int, int, int, int] | No
 def _urls(pair: tuple[tuple[bytes, str], ...], where: str) -> tuple[str, str]:
     """The URLs the browser fetches a pair from: by URL, not inside the page's messages."""
     (before, before_type), (after, after_type) = pair
-    return browser.media_url(before, before_type, f"{where}.before"), browser.media_url(after, after_type, f"{where}.after")
+    return (browser.media_url(before, before_type, f"{where}.before"),
+            browser.media_url(after, after_type, f"{where}.after"))
 
 
 def _jpeg(image: Image.Image) -> bytes:

@@ -280,7 +280,10 @@ def job_panel(generation_id: int) -> None:
     if view.status in UNFINISHED:
         job_view.job_progress(generation_id, key="studio")
     elif view.status == Status.DONE:
-        st.success(f"Generation {generation_id} done: {finished_text(view)}.")
+        if view.cancel_requested:  # asked to stop after its last look: it could not
+            st.warning(job_view.TOO_LATE.format(id=generation_id, ran=finished_text(view)))
+        else:
+            st.success(f"Generation {generation_id} done: {finished_text(view)}.")
         results.show_outputs(view, key="studio")
     elif view.status == Status.CANCELLED:
         st.info(f"Generation {generation_id} was cancelled.")

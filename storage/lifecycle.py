@@ -191,10 +191,10 @@ class Heartbeat(threading.Thread):
 
 
 def finish(row: Generation) -> None:
-    """Mark a generation done, inside the transaction that records its results (storage.service)."""
+    """Mark a generation done, inside the transaction that records its results (storage.service).
+    A cancel request that came after its last look stays recorded: the pages say it came too late."""
     row.status, row.error, row.finished_at = Status.DONE, None, utcnow()
     row.progress_step = row.progress_total = max(row.progress_total, 1)
-    row.cancel_requested = False
 
 
 def fail(db: Database, generation_id: int, error: str, only_if_running: bool = False) -> bool:

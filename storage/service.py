@@ -167,9 +167,12 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
             raise
         staged = None
         try:
-            staged = record_result(db, generation_id, result, deliver)
+            staged = record_result(db, generation_id, result, deliver, hooks)
             if staged is not None:
                 staged.publish()
+        except Cancelled as exc:  # while its images were encoded (seconds at 12 MP): nothing kept
+            lifecycle.stop(db, generation_id, str(exc))
+            raise
         except BaseException as exc:
             if staged is not None:
                 staged.discard()
@@ -188,13 +191,22 @@ def _log_unexpected(generation_id: int, exc: BaseException) -> None:
         log.error("generation %s failed", generation_id, exc_info=exc)
 
 
-def record_result(db: Database, generation_id: int, result, deliver: Deliver | None = None) -> StagedFiles | None:
+def record_result(db: Database, generation_id: int, result, deliver: Deliver | None = None,
+                  hooks: _Hooks | None = None) -> StagedFiles | None:
     """Store every output and mark the generation done, in one transaction; the caller's copies
     (``deliver``) are staged inside it, before the commit. Images stored by a transaction that
-    then failed are removed again. Returns the staged copies, to publish."""
+    then failed are removed again. Returns the staged copies, to publish. With ``hooks``, each
+    image's encoding is a step of the ``save`` stage, and a cancel request before one stops it
+    (Cancelled: nothing is kept)."""
     created: list[str] = []
+    encoded = [0, len(result.images) + 2]  # done, of: the results, the cut-out, the mask
 
     def store(session, image, pnginfo=None):
+        if hooks is not None:
+            if hooks.cancel():
+                raise Cancelled("cancelled while its images were saved")
+            hooks.progress("save", *encoded)
+            encoded[0] += 1
         stored = history.store_image(session, db, image, pnginfo)
         if stored.created:
             created.append(stored.sha256)
