@@ -125,8 +125,14 @@ class _Hooks:
 
 
 def error_text(exc: BaseException) -> str:
-    """User errors carry their own message; anything else names its type too."""
-    return str(exc) if isinstance(exc, BackdropError) else f"{type(exc).__name__}: {exc}"
+    """What a failed generation says (History, the API, ``show``): a user error's own sentence;
+    for anything else, a sentence naming the error and the first line of its message (a
+    library's can run to pages; the traceback is in the log)."""
+    if isinstance(exc, BackdropError):
+        return str(exc)
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return (f"an unexpected error stopped it ({type(exc).__name__}{': ' + first if first else ''}); "
+            "the server's log has the details")
 
 
 Deliver = Callable[[dict[str, list[Path]]], StagedFiles]

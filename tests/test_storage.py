@@ -317,7 +317,8 @@ def test_worker_runs_in_order_and_records_failure(db):
     assert worker.run_once() and history.get(ok, db=db).status == "done", "oldest job first"
     assert worker.run_once() and not worker.run_once()
     failed = history.get(bad, db=db)
-    assert failed.status == "failed" and failed.error == "RuntimeError: the generator exploded"
+    assert failed.status == "failed" and failed.error == ("an unexpected error stopped it (RuntimeError: the generator "
+                                                          "exploded); the server's log has the details")
     assert failed.finished_at is not None and failed.outputs == []
     done = history.get(ok, db=db)
     assert done.timings == {"generate": 0.01} and done.models["inpaint"]["id"] == "fake"
