@@ -11,6 +11,11 @@ Who may connect is decided here, before any page runs (storage.access): with acc
 sign-in form (or Streamlit's ``st.login`` where an OIDC provider is configured) gates every
 page, and the session remembers the account; without them, on 127.0.0.1, one local user needs
 none; served to a network without them, the app shows only why it refuses.
+
+A reload is a new session: the browser tab keeps its sign-in token (browser.tab_session,
+storage.sessions) and hands it back, so the tab comes back signed in. Until then every page's
+address leads to the gate (the sign-in, or the refusal) under that same address, so a reload of
+``/history?id=22`` signs in where it was, and Streamlit never says "Page not found".
 """
 
 import time
@@ -18,11 +23,20 @@ import time
 import streamlit as st
 from streamlit.logger import get_logger
 
-from app_pages import job_view, memory, ui
-from storage import users
+from app_pages import browser, job_view, memory, ui
+from storage import sessions, users
 from storage.access import Policy
 
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
+TAB_SESSION = "backdrop_tab"  # the tab's token, as its browser.tab_session reports it
+SESSION_TOKEN = "backdrop_session_token"  # this session's sign-in token (the tab keeps it)
+FORGET_TAB = "backdrop_forget_tab"  # signed out: the tab drops its token
+PAGES = (  # file, title, icon, address; the Models page is an admin's (its settings apply to everyone)
+    ("app_pages/studio.py", "Studio", ":material/photo_camera:", "studio"),
+    ("app_pages/history.py", "History", ":material/history:", "history"),
+    ("app_pages/batch.py", "Batch", ":material/burst_mode:", "batch"),
+    ("app_pages/models.py", "Models", ":material/memory:", "models"),
+)
 sign_in_log = get_logger("backdrop.sign_in")  # with Streamlit's own lines, on the terminal of `make run`
 
 
@@ -45,26 +59,48 @@ def who_is_asking():
     with st.sidebar:
         st.text(f"Signed in as {user.name}" + (" (admin)" if user.admin else ""))
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=_sign_out, args=(mode,))
+        if state.get(SESSION_TOKEN):
+            browser.tab_session(TAB_SESSION, keep=state[SESSION_TOKEN])
     return user, None
 
 
 def _password_account():
     """The account this session signed in with, while it still exists with the same password;
-    else the sign-in form."""
+    else the gate: the tab's token brings it back, or the sign-in form."""
     state = st.session_state
     remembered = state.get(ui.SIGNED_IN)
     if remembered is not None:
         current = users.by_id(remembered.id)
         if current is not None and current.credentials_changed_at == remembered.credentials_changed_at:
             return current, None
-        state.pop(ui.SIGNED_IN, None)
+        _end_session()
         state.sign_in_notice = "Your session ended (the account changed): sign in again."
-    return None, _password_form
+    return None, _password_gate
+
+
+def _password_gate() -> None:
+    """A new session (a reload, a new tab) asks its tab for a token first: a live one signs in
+    again, at the address the tab had; without one, the sign-in form."""
+    state = st.session_state
+    st.title("Backdrop")
+    forget = bool(state.get(FORGET_TAB))
+    token = browser.tab_session(TAB_SESSION, forget=forget, ask=True)
+    if token is None:  # the tab has not answered yet (a moment)
+        st.caption("Signing in...")
+        return
+    if token and not forget:
+        user = sessions.resume(token)
+        if user is not None:
+            sign_in_log.info("signed in again (a reloaded tab): %r from %s", user.name,
+                             st.context.ip_address or "an unknown address")
+            state[ui.SIGNED_IN], state[SESSION_TOKEN] = user, token
+            st.rerun()
+        state[FORGET_TAB] = True  # lapsed or ended: the tab drops it
+    _password_form()
 
 
 def _password_form() -> None:
     state = st.session_state
-    st.title("Backdrop")
     if state.get("sign_in_notice"):
         st.info(state.sign_in_notice)
     with st.form("sign_in"):
@@ -81,8 +117,9 @@ def _password_form() -> None:
             return
         if user is not None:
             sign_in_log.info("signed in: %r from %s", user.name, address)
-            state[ui.SIGNED_IN] = user
+            state[ui.SIGNED_IN], state[SESSION_TOKEN] = user, sessions.start(user)
             state.pop("sign_in_notice", None)
+            state.pop(FORGET_TAB, None)
             st.rerun()
         sign_in_log.warning("sign-in failed for %r from %s", name, address)
         time.sleep(FAILED_SIGN_IN_DELAY_S)
@@ -110,8 +147,16 @@ def _oidc_account():
         return None, not_allowed_page
 
 
+def _end_session() -> None:
+    """This session is signed out: its token ends, and its tab forgets it."""
+    state = st.session_state
+    sessions.end(state.pop(SESSION_TOKEN, None))
+    state.pop(ui.SIGNED_IN, None)
+    state[FORGET_TAB] = True
+
+
 def _sign_out(mode: str) -> None:
-    st.session_state.pop(ui.SIGNED_IN, None)
+    _end_session()
     if mode == "oidc":
         st.logout()
 
@@ -120,16 +165,13 @@ st.set_page_config(page_title="Backdrop", page_icon=":frame_with_picture:", layo
 memory.start_reaper()
 user, only = who_is_asking()
 if only is not None:
-    # a navigation of that one page: no other page is listed or reachable by its address
-    st.navigation([st.Page(only, title="Sign in", url_path="sign-in", default=True)], position="hidden").run()
+    # every page's address leads to that one page (no other page runs, none is listed), and keeps
+    # its address and query for after the sign-in
+    gate = [st.Page(only, title="Backdrop", url_path=path, default=i == 0) for i, (*_, path) in enumerate(PAGES)]
+    st.navigation(gate, position="hidden").run()
     st.stop()
-pages = [
-    st.Page("app_pages/studio.py", title="Studio", icon=":material/photo_camera:", default=True),
-    st.Page("app_pages/history.py", title="History", icon=":material/history:"),
-    st.Page("app_pages/batch.py", title="Batch", icon=":material/burst_mode:"),
-]
-if user is None or user.admin:  # its settings (models, device) apply to everyone's generations
-    pages.append(st.Page("app_pages/models.py", title="Models", icon=":material/memory:"))
-navigation = st.navigation(pages)
+navigation = st.navigation([st.Page(file, title=title, icon=icon, url_path=path, default=i == 0)
+                            for i, (file, title, icon, path) in enumerate(PAGES)
+                            if path != "models" or user is None or user.admin])
 job_view.sidebar()
 navigation.run()

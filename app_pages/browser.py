@@ -1,18 +1,33 @@
-"""What the pages need from the browser itself, as two small components (Streamlit's components
-v2 with inline JavaScript: nothing to build, nothing fetched from a network).
+"""What the pages need from the browser itself, as small components (Streamlit's components v2
+with inline JavaScript: nothing to build, nothing fetched from a network).
 
+- ``canvas``: streamlit-drawable-canvas's own canvas, mounted through a wrapper: Streamlit runs a
+  component's clean-up when one update of it overlaps the previous one still starting (Brush
+  size changed key by key), and the canvas's clean-up disposes of the drawing (the strokes
+  vanished, issue 21); the wrapper disposes only once the canvas has left the page. Its photo
+  goes by URL, and without its own hover toolbar (its undo and reset would bypass the Studio's,
+  which also undo click selections).
 - ``studio_helper``: the width the canvas may take (so it fits a phone's screen), the brush's
   keyboard shortcuts (Ctrl+Z undo, Ctrl+Shift+Z or Ctrl+Y redo; outside text fields, where the
-  browser's own undo stays), Enter in the prompt box to generate (Shift+Enter for a new line),
-  and the canvas without its own hover toolbar (its undo and reset would bypass the Studio's,
-  which also undo click selections).
+  browser's own undo stays) and Enter in the prompt box to generate (Shift+Enter for a new line).
+- ``tab_session``: this browser tab's sign-in token, kept in its ``sessionStorage`` (the tab's
+  own: gone when it closes, never sent with a request, never in the address), read back after a
+  reload so the tab comes back signed in (storage.sessions).
 - ``compare``: a before/after slider over two images of the same size, fitted to the width or
   at 100% (one image pixel per screen pixel), on a checkerboard where the result is transparent.
+
+Pictures reach these components as URLs of Streamlit's media endpoint (``media_url``), never
+inside the page's messages: every rerun re-sends a component's data, and a photo in it made
+each rerun tens to hundreds of kilobytes (see .streamlit/config.toml on the message cache).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
+import streamlit_drawable_canvas
+from streamlit.runtime import Runtime
 
 _STUDIO_JS = r"""
 const mounted = new WeakMap();
@@ -66,36 +81,31 @@ export default function (component) {
     }
   };
   document.addEventListener("keydown", onKey, true);
-
-  let queued = false;
-  const hideCanvasToolbar = () => {
-    queued = false;
-    document.querySelectorAll(state.component.data.canvas).forEach((element) => {
-      element.querySelectorAll("*").forEach((node) => {
-        const root = node.shadowRoot;
-        if (root && !root.querySelector("style[data-backdrop]")) {
-          const style = document.createElement("style");
-          style.dataset.backdrop = "";
-          style.textContent = ".dc-toolbar { display: none !important; }";
-          root.appendChild(style);
-        }
-      });
-    });
-  };
-  const watch = new MutationObserver(() => {
-    if (!queued) { queued = true; requestAnimationFrame(hideCanvasToolbar); }
-  });
-  watch.observe(document.body, { childList: true, subtree: true });
-  hideCanvasToolbar();
   state.measure();
 
-  state.cleanup = () => {
+  // Streamlit also cleans up when an update overlapped the one before: only once off the page
+  state.cleanup = () => setTimeout(() => {
+    if (parentElement.isConnected || mounted.get(parentElement) !== state) return;
     resize.disconnect();
-    watch.disconnect();
     document.removeEventListener("keydown", onKey, true);
     mounted.delete(parentElement);
-  };
+  }, 0);
   return state.cleanup;
+}
+"""
+
+_CANVAS_JS = r"""
+let canvasModule = null;
+
+export default async function (component) {
+  const { data, parentElement } = component;
+  canvasModule = canvasModule || import(new URL(data.module, window.location.href).href);
+  const mount = (await canvasModule).default;
+  const dispose = mount(component);
+  // Streamlit runs this both when the canvas leaves the page and when an update of it overlapped
+  // the one before, still starting: the canvas's own clean-up disposes of its drawing, so it
+  // may run only in the first case
+  return () => setTimeout(() => { if (!parentElement.isConnected && dispose) dispose(); }, 0);
 }
 """
 
@@ -154,17 +164,87 @@ export default function ({ parentElement, data }) {
 """
 
 
+_TAB_SESSION_JS = r"""
+const KEY = "backdrop.session";
+const reported = new WeakMap();
+
+export default function ({ data, parentElement, setStateValue }) {
+  let kept = "";
+  try {
+    if (data.forget) window.sessionStorage.removeItem(KEY);
+    else if (data.keep) window.sessionStorage.setItem(KEY, data.keep);
+    kept = window.sessionStorage.getItem(KEY) || "";
+  } catch (error) {
+    kept = "";  // storage refused (the browser's settings): this tab signs in after each reload
+  }
+  if (data.ask && !reported.has(parentElement)) {  // once: a rerun more could take a click's place
+    reported.set(parentElement, true);
+    setStateValue("token", kept);
+  }
+}
+"""
+
+_CANVAS_NAME = "streamlit-drawable-canvas.streamlit_drawable_canvas"
+_CANVAS_CSS = (Path(streamlit_drawable_canvas.__file__).parent / "frontend" / "build" / "index-style.css").read_text()
+_canvas = st.components.v2.component("backdrop_canvas", html='<div class="canvas-root"></div>', js=_CANVAS_JS,
+                                     css=_CANVAS_CSS + ".dc-toolbar { display: none !important; }")
+_tab_session = st.components.v2.component("backdrop_tab_session", html="<div></div>", js=_TAB_SESSION_JS)
 _helper = st.components.v2.component("backdrop_studio_helper", html="<div></div>", js=_STUDIO_JS, isolate_styles=False)
 _compare = st.components.v2.component("backdrop_compare", html=_COMPARE_HTML, css=_COMPARE_CSS, js=_COMPARE_JS)
 
 
-def studio_helper(key: str, canvas_key: str, prompt_key: str, generate_key: str, max_width: int):
+def served_path(path: str) -> str:
+    """``path`` on this server as the browser reaches it (under ``server.baseUrlPath``)."""
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{path}" if base else path
+
+
+def media_url(data: bytes, mimetype: str, where: str) -> str:
+    """A URL the browser fetches ``data`` from (Streamlit's media endpoint, as ``st.image`` uses
+    it): kept while the page's runs show it, forgotten after a run that no longer does.
+    ``where``: a name for the place on the page (one file at a time per place)."""
+    manager = Runtime.instance().media_file_mgr
+    return served_path(manager.add(data, mimetype, f"backdrop.{where}"))
+
+
+def canvas(*, key: str, background: bytes, width: int, height: int, initial_drawing: dict, drawing_mode: str,
+           stroke_width: int, stroke_color: str, fill_color: str, point_display_radius: int = 3, on_change=None):
+    """streamlit-drawable-canvas's canvas (its arguments as ``st_canvas`` takes them, the ones
+    the Studio uses; its photo ``background`` as JPEG bytes, sent by URL) returning its
+    ``CanvasResult``: the drawing's objects and its pixels."""
+    drawing = {**initial_drawing, "background": ""}
+    js = Runtime.instance().bidi_component_registry.get(_CANVAS_NAME).js_url
+    data = {
+        "module": served_path(f"/_stcore/bidi-components/{_CANVAS_NAME}/{js}"), "fillColor": fill_color,
+        "strokeWidth": stroke_width, "strokeColor": stroke_color, "backgroundColor": "",
+        "backgroundImageURL": media_url(background, "image/jpeg", f"{key}.background"),
+        "realtimeUpdateStreamlit": drawing_mode != "polygon", "canvasWidth": width, "canvasHeight": height,
+        "drawingMode": drawing_mode, "initialDrawing": drawing, "displayRadius": point_display_radius,
+        "returnImageData": True, "disabled": False, "backgroundImageFit": "stretch", "maxDisplayHeight": None,
+        "fontSize": 20, "label": "",
+    }
+    result = _canvas(data=data, key=key, default={"drawing": {"raw": drawing, "data": None}, "backgroundFit": None},
+                     on_drawing_change=on_change or (lambda: None), on_backgroundFit_change=lambda: None,
+                     width="content", height="content")
+    sent = result.get("drawing") or {"raw": drawing, "data": None}
+    return streamlit_drawable_canvas.CanvasResult(sent.get("raw"), sent.get("data"), True)
+
+
+def tab_session(key: str, keep: str | None = None, forget: bool = False, ask: bool = False) -> str | None:
+    """This tab's sign-in token: ``keep`` stores one, ``forget`` removes it; with ``ask`` the tab
+    says which it holds ("" for none; None until it has said)."""
+    result = _tab_session(key=key, data={"keep": keep, "forget": forget, "ask": ask}, default={"token": None},
+                          on_token_change=lambda: None, height="content")
+    return result.get("token")
+
+
+def studio_helper(key: str, prompt_key: str, generate_key: str, max_width: int):
     """Mount the Studio's helper where the canvas goes; returns (the width in px the canvas may
     take: at most ``max_width``, which it is until the browser says otherwise; "undo", "redo"
     or None: the shortcut just pressed)."""
     known = (st.session_state.get(key) or {}).get("width") or max_width
     result = _helper(
-        key=key, data={"canvas": f".st-key-{canvas_key}", "prompt": f".st-key-{prompt_key}",
+        key=key, data={"prompt": f".st-key-{prompt_key}",
                        "generate": f".st-key-{generate_key} button", "max_width": max_width, "known": known},
         default={"width": None}, on_width_change=lambda: None, on_key_change=lambda: None, height="content",
     )

@@ -27,18 +27,23 @@ COLUMNS = 4
 
 
 def filters() -> dict:
-    search_col, status_col, kind_col, fav_col, date_col = st.columns([3, 2, 2, 1.6, 2], vertical_alignment="bottom")
+    search_col, status_col, kind_col, fav_col = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
+    from_col, to_col, _ = st.columns([1, 1, 2], vertical_alignment="bottom")  # wide enough for the whole date
     values: dict = {}
     values["search"] = search_col.text_input("Search prompts", key="history_search").strip() or None
     values["status"] = status_col.multiselect("Status", STATUSES, key="history_status") or None
     values["background"] = kind_col.selectbox("Background", [None, *KINDS], key="history_kind",
                                               format_func=lambda k: "any" if k is None else form.kind_label(k))
     values["favourite"] = True if fav_col.checkbox("Favourites", key="history_fav") else None
-    dates = date_col.date_input("Dates", value=(), key="history_dates", format="YYYY-MM-DD")
-    if len(dates) >= 1:
-        values["since"] = dt.datetime.combine(dates[0], dt.time(), tzinfo=dt.timezone.utc)
-    if len(dates) == 2:
-        values["until"] = dt.datetime.combine(dates[1] + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    # two boxes, each wide enough: one range box's placeholder was cut to "yyyy-mm-dd - yy"
+    since = from_col.date_input("From", value=None, key="history_from", format="YYYY-MM-DD",
+                                help="Generations made on this day (UTC) or later")
+    until = to_col.date_input("To", value=None, key="history_to", format="YYYY-MM-DD",
+                              help="Generations made on this day (UTC) or earlier")
+    if since is not None:
+        values["since"] = dt.datetime.combine(since, dt.time(), tzinfo=dt.timezone.utc)
+    if until is not None:
+        values["until"] = dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -64,13 +69,16 @@ def _card(path: str) -> bytes:
     return buffer.getvalue()
 
 
-def gallery(chosen: dict) -> None:
+def gallery(chosen: dict) -> int:
+    """The cards of the generations ``chosen`` selects, a page at a time; returns how many there are."""
     total = history.count_generations(user=ui.current_user(), **chosen)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(state.get("history_page", 0), pages - 1)
     views = history.list_generations(limit=PAGE_SIZE, offset=page * PAGE_SIZE, user=ui.current_user(), **chosen)
     st.caption(f"{total} generation(s); page {page + 1} of {pages}")
-    if not views:
+    if not views and chosen:
+        st.info("No generation matches these filters: change or clear them to see more.")
+    elif not views:
         st.info("Nothing here yet: generations made in the Studio or the Batch page appear here.")
     for start in range(0, len(views), COLUMNS):  # row by row: the cards of a row line up
         columns = st.columns(COLUMNS)
@@ -82,6 +90,7 @@ def gallery(chosen: dict) -> None:
                     key="history_prev", icon=":material/arrow_back:")
     next_col.button("Older", disabled=page >= pages - 1, on_click=state.__setitem__,
                     args=("history_page", page + 1), key="history_next", icon=":material/arrow_forward:")
+    return total
 
 
 def card_of(view) -> None:
@@ -104,7 +113,6 @@ def select(generation_id: int | None) -> None:
         state.pop(press.press_state_key(key), None)
     state.history_selected = generation_id
     state.history_confirm_delete = False
-    state.pop("history_export", None)
 
 
 def detail(generation_id: int) -> None:
@@ -126,7 +134,10 @@ def detail(generation_id: int) -> None:
         if view.status in UNFINISHED:
             job_view.job_progress(view.id, key="history")
         elif view.status == Status.DONE:
-            st.caption(f"Done: {finished_text(view)}.")
+            if view.cancel_requested:
+                st.warning(job_view.TOO_LATE.format(id=view.id, ran=finished_text(view)))
+            else:
+                st.caption(f"Done: {finished_text(view)}.")
             results.show_outputs(view, key=f"history_{view.id}")
         elif view.error:
             st.code(view.error, language=None, wrap_lines=True)
@@ -228,11 +239,9 @@ def actions(view) -> None:
     fav_col.button("Unfavourite" if view.favourite else "Favourite", key="history_fav_toggle",
                    icon=":material/star:", on_click=history.set_favourite,
                    args=(view.id, not view.favourite), kwargs={"user": ui.current_user()})
-    if export_col.button("Export zip", key="history_export_btn", icon=":material/folder_zip:"):
-        state.history_export = export([view.id])
-    if state.get("history_export"):
-        export_col.download_button("Download zip", state.history_export, file_name=f"backdrop-{view.id}.zip",
-                                   mime="application/zip", key="history_export_dl", on_click="ignore")
+    export_col.download_button("Export zip", lambda: export([view.id], user), file_name=f"backdrop-{view.id}.zip",
+                               mime="application/zip", key="history_export_dl", on_click="ignore",
+                               icon=":material/folder_zip:", help="Its images, request and run record, in one zip")
     if not state.get("history_confirm_delete"):
         delete_col.button("Delete", key="history_delete", icon=":material/delete:",
                           on_click=state.__setitem__, args=("history_confirm_delete", True))
@@ -269,9 +278,11 @@ def rerun(again: press.Press, generation_id: int) -> None:
         again.settle(outcome=job)
 
 
-def export(ids: list[int] | None, **chosen) -> bytes:
+def export(ids: list[int] | None, user, **chosen) -> bytes:
+    """The zip of ``user``'s generations ``ids`` (or those ``chosen`` selects), made when its
+    download button is clicked (on a thread of its own: nothing here may read session state)."""
     with tempfile.TemporaryDirectory() as folder:
-        path, _ = history.export(Path(folder) / "export.zip", ids=ids, user=ui.current_user(), **chosen)
+        path, _ = history.export(Path(folder) / "export.zip", ids=ids, user=user, **chosen)
         return path.read_bytes()
 
 
@@ -287,9 +298,10 @@ else:
     chosen = filters()
     if chosen != state.get("history_filters"):
         state.history_filters, state.history_page = chosen, 0
-    gallery(chosen)
-    if st.button("Export these generations as a zip", key="history_export_all", icon=":material/folder_zip:"):
-        state.history_zip_all = export(None, **chosen)
-    if state.get("history_zip_all"):
-        st.download_button("Download zip", state.history_zip_all, file_name="backdrop-history.zip",
-                           mime="application/zip", key="history_export_all_dl", on_click="ignore")
+    total = gallery(chosen)
+    if total:  # nothing to export from an empty list
+        user = ui.current_user()
+        st.download_button(f"Export {total} generation{'s' if total != 1 else ''} as a zip",
+                           lambda: export(None, user, **chosen), file_name="backdrop-history.zip",
+                           mime="application/zip", key="history_export_all_dl", on_click="ignore",
+                           icon=":material/folder_zip:")

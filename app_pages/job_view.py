@@ -32,7 +32,8 @@ def workers():
     from storage.jobs import JobQueue
     from storage.serving import start_serving
 
-    return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
+    return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"),
+                         kind="app")
 
 
 def submit(request: GenerationRequest, image, mask=None, parent_id: int | None = None, picture: bytes | None = None,
@@ -82,6 +83,10 @@ def job_progress(generation_id: int, key: str) -> None:
     else:
         st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:", on_click=cancel,
                   args=([generation_id], current_user()))
+
+
+TOO_LATE = ("The cancel came too late: generation {id} had already finished its last step ({ran}). Its result is "
+            "kept; delete it in History if it is not wanted.")
 
 
 def cancel(generation_ids: list[int], user) -> None:

@@ -6,7 +6,6 @@ History show results with ``show_outputs``.
 
 from __future__ import annotations
 
-import base64
 import io
 
 import streamlit as st
@@ -32,13 +31,13 @@ def show_outputs(view, key: str) -> None:
     with whole:
         st.image(_fitted(str(output.path)), width="stretch", caption=f"Variant {output.index + 1} ({output.width}x{output.height})"
                  + (", transparent: shown on a checkerboard" if _has_alpha(str(output.path)) else ""))
-    before, after = _pair(str(_input_path(view)), str(output.path), None)
+    before, after = _urls(_pair(str(_input_path(view)), str(output.path), None), f"{key}_compare")
     with sliding:
         browser.compare(before, after, key=f"{key}_compare", caption="drag to compare")
     mask = view.output("mask")
     if mask is not None:
         box = edge_window(Image.open(mask.path))
-        before, after = _pair(str(_input_path(view)), str(output.path), box)
+        before, after = _urls(_pair(str(_input_path(view)), str(output.path), box), f"{key}_edge")
         with edge:
             browser.compare(before, after, key=f"{key}_edge", natural=True,
                             caption=f"1:1 pixels at x {box[0]}-{box[2]}, y {box[1]}-{box[3]}")
@@ -123,10 +122,11 @@ def _card(path: str) -> bytes:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _pair(photo_path: str, result_path: str, box: tuple[int, int, int, int] | None) -> tuple[str, str]:
-    """(before, after) as data URLs of the same size: the photo as the pipeline saw it (upright,
-    sRGB) and the result; both fitted to FIT_WIDTH, or cut to ``box`` at full resolution. A
-    transparent result stays transparent (PNG): the slider shows a checkerboard behind it."""
+def _pair(photo_path: str, result_path: str, box: tuple[int, int, int, int] | None) -> tuple[tuple[bytes, str], ...]:
+    """(before, after) as (encoded image, MIME type), of the same size: the photo as the
+    pipeline saw it (upright, sRGB) and the result; both fitted to FIT_WIDTH, or cut to ``box``
+    at full resolution. A transparent result stays transparent (PNG): the slider shows a
+    checkerboard behind it."""
     from core.imaging import load_image, to_rgb
 
     with open(photo_path, "rb") as stream:
@@ -140,8 +140,15 @@ def _pair(photo_path: str, result_path: str, box: tuple[int, int, int, int] | No
         before, after = (im.resize(size, Image.Resampling.LANCZOS) for im in (before, after))
     if before.size != after.size:
         before = before.resize(after.size, Image.Resampling.LANCZOS)
-    after_url = _png_url(after) if "A" in after.getbands() else _data_url(_jpeg(after), "jpeg")
-    return _data_url(_jpeg(before), "jpeg"), after_url
+    return (_jpeg(before), "image/jpeg"), ((_png(after), "image/png") if "A" in after.getbands()
+                                          else (_jpeg(after), "image/jpeg"))
+
+
+def _urls(pair: tuple[tuple[bytes, str], ...], where: str) -> tuple[str, str]:
+    """The URLs the browser fetches a pair from: by URL, not inside the page's messages."""
+    (before, before_type), (after, after_type) = pair
+    return (browser.media_url(before, before_type, f"{where}.before"),
+            browser.media_url(after, after_type, f"{where}.after"))
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -150,11 +157,7 @@ def _jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _png_url(image: Image.Image) -> str:
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3)
-    return _data_url(buffer.getvalue(), "png")
-
-
-def _data_url(data: bytes, kind: str) -> str:
-    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+    return buffer.getvalue()

@@ -13,7 +13,6 @@ instead of skipping it.
 from __future__ import annotations
 
 import streamlit as st
-from streamlit_drawable_canvas import st_canvas
 
 from app_pages import browser, form, job_view, press, prompt_assistant, results, ui
 from core.errors import BackdropError
@@ -137,7 +136,7 @@ def mask_section(edit: MaskEditor) -> None:
     photo = edit.photo
     left, right = st.columns([3, 2])
     with left:
-        available, shortcut = browser.studio_helper("studio_browser", CANVAS_KEY, f"{FORM}prompt", "studio_generate",
+        available, shortcut = browser.studio_helper("studio_browser", f"{FORM}prompt", "studio_generate",
                                                     brush.CANVAS_MAX_WIDTH)
         if shortcut == "undo":
             edit.undo()
@@ -151,11 +150,10 @@ def mask_section(edit: MaskEditor) -> None:
         mode = state.setdefault("studio_mode", "add")
         brush_size = state.setdefault("studio_brush_size", 30)
         style = MARK_STYLE.get(tool, dict(drawing_mode="freedraw", stroke_width=brush_size))
-        result = st_canvas(
+        result = browser.canvas(
             stroke_color=brush.stroke_color("add" if mode == "add" else "erase") if tool == "brush" else "#ffcc00",
-            fill_color="rgba(255, 204, 0, 0.25)", background_image=edit.canvas_background(size), width=size[0],
-            height=size[1], initial_drawing=edit.canvas, return_image_data=True, key=CANVAS_KEY,
-            on_change=canvas_sent, **style,
+            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(size), width=size[0],
+            height=size[1], initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent, **style,
         )
         edit.canvas_returned(result.json_data, result.image_data)
         tools(edit)
@@ -190,9 +188,8 @@ def tools(edit: MaskEditor) -> None:
     else:
         st.caption("Click on a part of the photo: Segment Anything finds it, and it joins the subject or leaves it."
                    if tool == "click" else "Drag a box around an object: it joins the subject or leaves it.")
-        sam_status()
-    if edit.notice:
-        st.warning(edit.notice)
+        if sam_status() and edit.notice:  # without the model, its warning is the one that says why
+            st.warning(edit.notice)
     if edit.selections:
         st.caption("Selections (Undo takes the last back): " + "; ".join(
             f"{i + 1}. {'added' if sel.mode == 'add' else 'removed'} the region "
@@ -201,13 +198,15 @@ def tools(edit: MaskEditor) -> None:
             for i, sel in enumerate(edit.selections)))
 
 
-def sam_status() -> None:
-    """Without Segment Anything's weights, say which and how to get them (the brush still works)."""
+def sam_status() -> bool:
+    """Whether Segment Anything's weights are here; without them, say which and how to get them
+    (the brush still works)."""
     from core.models.slots import explain_missing, status_row
 
     row = status_row("sam", ui.settings()[SAM_MODEL.name])
     if not row["present"]:
         st.warning(explain_missing([row]), icon=":material/block:")
+    return row["present"]
 
 
 def regions_panel(edit: MaskEditor) -> None:
@@ -285,7 +284,10 @@ def job_panel(generation_id: int) -> None:
     if view.status in UNFINISHED:
         job_view.job_progress(generation_id, key="studio")
     elif view.status == Status.DONE:
-        st.success(f"Generation {generation_id} done: {finished_text(view)}.")
+        if view.cancel_requested:  # asked to stop after its last look: it could not
+            st.warning(job_view.TOO_LATE.format(id=generation_id, ran=finished_text(view)))
+        else:
+            st.success(f"Generation {generation_id} done: {finished_text(view)}.")
         results.show_outputs(view, key="studio")
     elif view.status == Status.CANCELLED:
         st.info(f"Generation {generation_id} was cancelled.")

@@ -42,6 +42,15 @@ def command(host: str, port: int, app_args: list[str]) -> list[str]:
             *[arg for name in names for arg in ("--server.allowedHosts", name)], *(["--", *rest] if rest else [])]
 
 
+WHO_SIGNS_IN = {"local": "no accounts: nobody signs in", "password": "accounts: everyone signs in",
+                "oidc": "everyone signs in through the OIDC provider"}
+
+
+def banner(host: str, port: int, mode: str) -> str:
+    """The line `backdrop app` (and `make run`) prints: where the app is and who signs in."""
+    return f"Backdrop on http://{host}:{port} ({WHO_SIGNS_IN[mode]})"
+
+
 def _app(args: argparse.Namespace) -> int:
     from backdrop.common import database
     from storage.access import Policy
@@ -53,6 +62,6 @@ def _app(args: argparse.Namespace) -> int:
     if problem:
         raise InputError(problem)
     argv = command(args.host, args.port, args.app_args)
-    print(f"Backdrop on http://{args.host}:{args.port} ({policy.mode(db)} sign-in)", file=sys.stderr, flush=True)
+    print(banner(args.host, args.port, policy.mode(db)), file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
     return 0

@@ -15,7 +15,7 @@ from backdrop.common import add_field_option, check_outputs, database, printable
 from core.errors import BackdropError
 from core.look.backgrounds import KINDS
 from core.request import FIELDS, SCHEMA_VERSION
-from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status
+from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status, describe_text
 
 
 def add_commands(subparsers) -> None:
@@ -126,11 +126,15 @@ def _show(args: argparse.Namespace) -> int:
         print(printable(line))
 
     progress = f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == Status.RUNNING else ""
-    say(f"generation {v.id}: {v.status}{progress}")
+    late = (" (the cancel came too late: it had finished its last step)"
+            if v.status == Status.DONE and v.cancel_requested else "")
+    say(f"generation {v.id}: {v.status}{progress}{late}")
     if v.error:
         say(f"error: {v.error}")
     say(f"created {v.created_at.isoformat()}, finished {v.finished_at.isoformat() if v.finished_at else '-'}, "
         f"device {v.device or '-'}, favourite {'yes' if v.favourite else 'no'}")
+    if v.worker:
+        say(f"{'runs on' if v.status == Status.RUNNING else 'ran on'}: {describe_text(v.worker)}")
     if v.ancestors or v.children:
         say(f"lineage: ancestors {v.ancestors or '-'}, children {v.children or '-'}")
     request = v.generation_request()
@@ -202,6 +206,8 @@ def _cancel(args: argparse.Namespace) -> int:
         print(f"generation {args.id}: asked to stop; it has stopped (cancelled)")
     elif before.status == Status.QUEUED and view.status == Status.CANCELLED:
         print(f"generation {args.id}: cancelled")
+    elif before.status == Status.RUNNING and view.status == Status.DONE:
+        print(f"generation {args.id}: too late, it had finished its last step (done)")
     elif view.error == INTERRUPTED:
         print(f"generation {args.id}: its process had stopped; marked failed ({INTERRUPTED})")
     else:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from backdrop.common import add_field_option, check_outputs, stage_copies, variant_paths
 from core.errors import InputError
-from core.look.backgrounds import Background
+from core.look.backgrounds import KINDS, Background
 from core.models.slots import SAM_MODEL
 from core.request import FIELD, FIELDS, SAMPLER_PRESETS, GenerationRequest
 
@@ -82,8 +82,19 @@ def add_request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler-preset", choices=sorted(SAMPLER_PRESETS),
                    help="default: dpmpp 25 steps; reference: the reference pipeline's DDIM 42 steps, eta 1 "
                    "(sets --scheduler and --steps)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="prompt and negative prompt of a preset "
-                   "(--prompt / --negative-prompt replace its texts)")
+    p.add_argument("--preset", type=_preset, metavar="NAME",
+                   help="an AI background's prompt and negative prompt from a preset (--prompt / --negative-prompt "
+                   "replace its texts; other backgrounds have no prompt): "
+                   + ", ".join(preset.label.lower() for preset in PRESETS.values()))
+
+
+def _preset(name: str):
+    from core.presets import get_preset
+
+    try:
+        return get_preset(name)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _add_mask(subparsers) -> None:
@@ -131,17 +142,19 @@ def _numbers(count: int):
 
 def request_from_args(args: argparse.Namespace) -> tuple[GenerationRequest, Path | None]:
     """The request ``replace``'s options describe, and the background picture's path for
-    ``image:PATH``. A sampler preset wins over --scheduler and --steps; a prompt preset fills the
-    prompts left empty."""
-    from core.presets import get_preset
-
+    ``image:PATH``. A sampler preset wins over --scheduler and --steps; a prompt preset fills an AI
+    background's prompts left empty (another background has none to fill: it is ignored, and
+    said so)."""
     values = {spec.name: getattr(args, spec.name) for spec in FIELDS}
     if args.sampler_preset:
         values.update(SAMPLER_PRESETS[args.sampler_preset])
-    if args.preset:
-        preset = get_preset(args.preset)
-        values["prompt"] = values["prompt"] or preset.prompt
-        values["negative_prompt"] = values["negative_prompt"] or preset.negative
+    kind = values["background"].partition(":")[0]
+    if args.preset and KINDS[kind].generated:
+        values["prompt"] = values["prompt"] or args.preset.prompt
+        values["negative_prompt"] = values["negative_prompt"] or args.preset.negative
+    elif args.preset:
+        print(f"note: --preset fills an AI background's prompts; a {kind} background has none, so it is not used",
+              file=sys.stderr)
     picture = None
     if values["background"].startswith("image:"):
         picture = Path(values["background"][len("image:"):])

@@ -62,7 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
     executor = None
     if not args.no_worker:
         executor = start_serving(queue, warm_up=base_request().replace(background="ai"), ray_address=args.ray,
-                                 ray_workers=args.ray_workers)
+                                 ray_workers=args.ray_workers, kind="api")
     host = f"[{args.host}]" if ":" in args.host else args.host
     who = "API tokens of the accounts" if policy.mode(db) != "local" else "this machine only, no accounts"
     print(f"Backdrop API on http://{host}:{args.port} (documentation: /docs; {who}), data in {db.data_dir}",

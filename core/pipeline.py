@@ -52,16 +52,21 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     or its working size. ``picture`` is the background picture of an ``image`` background.
     ``denylist`` takes its terms out of an AI background's prompt (core.prompting).
     ``progress(stage, done, total)`` reports stages (and diffusion steps and the prompt
-    assistant's tokens); ``cancel()`` returning True stops the run with Cancelled between stages
-    and steps.
+    assistant's tokens); ``cancel()`` returning True stops the run with Cancelled between stages,
+    steps and variants.
     """
     timings: dict[str, float] = {}
     notify = progress or (lambda stage, done, total: None)
 
+    def check(where: str) -> None:
+        """Stop here if asked to: between stages, and between the parts of a long stage (a 12 MP
+        composite takes seconds)."""
+        if cancel is not None and cancel():
+            raise Cancelled(f"cancelled {where}")
+
     @contextmanager
     def stage(name: str):
-        if cancel is not None and cancel():
-            raise Cancelled(f"cancelled before {name}")
+        check(f"before {name}")
         notify(name, 0, 1)
         start = time.perf_counter()
         yield
@@ -112,7 +117,9 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     with stage("composite"):
         if result.cutout is None:
             result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
-        result.images = [composite(photo, alpha, bg, request, cut=result.cutout) for bg in backgrounds]
+        for bg in backgrounds:
+            check("during composite")
+            result.images.append(composite(photo, alpha, bg, request, cut=result.cutout))
     result.timings["total"] = sum(timings.values())
     return result
 

@@ -94,12 +94,18 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _key(text: str) -> str:
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
+
+
 def get_preset(name: str) -> Preset:
-    """Look up a preset by name; InputError lists the valid names."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise InputError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}") from None
+    """A preset by its name or its label, as the README and the app write it ("marble table",
+    "Beach at sunset", "beach_sunset", "marble"); InputError lists the labels."""
+    for preset in PRESETS.values():
+        if _key(name) in (_key(preset.name), _key(preset.label)):
+            return preset
+    raise InputError(f"unknown preset {name!r}: use one of "
+                     + ", ".join(preset.label.lower() for preset in PRESETS.values()))
 
 
 def full_negative_prompt(request) -> str:

@@ -89,6 +89,7 @@ class GenerationView:
     user_mask_sha256: str | None
     background_sha256: str | None
     record: dict[str, Any]
+    worker: str | None = None  # who holds or held it (storage.lifecycle.describe says it in words)
     outputs: list[OutputView] = field(default_factory=list)
     ancestors: list[int] = field(default_factory=list)  # parent first
     children: list[int] = field(default_factory=list)
@@ -221,7 +222,8 @@ def _view(db: Database, row: Generation, ancestors: list[int] | None = None, chi
         started_at=row.started_at, finished_at=row.finished_at, favourite=row.favourite,
         parent_id=row.parent_id, owner_id=row.owner_id, input_sha256=row.input_sha256, mask_sha256=row.mask_sha256,
         user_mask_sha256=row.user_mask_sha256, background_sha256=row.background_sha256,
-        record=dict(row.record or {}), outputs=outputs, ancestors=ancestors or [], children=children or [],
+        record=dict(row.record or {}), worker=row.worker, outputs=outputs, ancestors=ancestors or [],
+        children=children or [],
     )
 
 

@@ -62,7 +62,7 @@ class Place:
     """Where a queued or running job stands: ``ahead`` jobs of its lane run or wait before it
     (0 once it runs), ``wait_s`` seconds until it is expected to start and ``run_s`` seconds it
     is expected to run, from the recorded times of the last ``similar`` finished jobs of the same
-    background kind (None when there are none yet)."""
+    background kind (None when there is nothing to estimate from: see ``Speed``)."""
 
     lane: str
     status: str
@@ -70,6 +70,43 @@ class Place:
     wait_s: float | None
     run_s: float | None
     similar: int
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How long jobs of one background kind take: ``fixed`` seconds (starting, loading, cutting
+    out at the segmenter's own size) plus ``per_unit`` seconds per unit of work (``_work``),
+    fitted on the durations of the last ``similar`` finished ones (Theil-Sen: the median of the
+    slopes between pairs, robust to an odd slow run). A fit through the origin made a 12 MP
+    colour job from smaller ones 2-3x too long (issue 21: 21 s estimated, 8-10 s taken), as
+    most of a small job's time does not grow with the photo. With all of them of one size the
+    two cannot be told apart: that size's median time, scaled for a job within a factor of two
+    of it, and no estimate beyond (``seconds`` None)."""
+
+    fixed: float
+    per_unit: float
+    similar: int
+    sizes: tuple[float, float]  # the least and the most work it was fitted on
+
+    @classmethod
+    def fit(cls, samples: list[tuple[float, float]]) -> Speed | None:
+        """From (work, seconds) pairs; None without any."""
+        if not samples:
+            return None
+        works = [work for work, _ in samples]
+        slopes = [(b_s - a_s) / (b_w - a_w) for i, (a_w, a_s) in enumerate(samples) for b_w, b_s in samples[i + 1:]
+                  if b_w != a_w]
+        if not slopes:
+            return cls(0.0, statistics.median(s / w for w, s in samples), len(samples), (min(works), max(works)))
+        per_unit = max(statistics.median(slopes), 0.0)
+        fixed = max(statistics.median(s - per_unit * w for w, s in samples), 0.0)
+        return cls(fixed, per_unit, len(samples), (min(works), max(works)))
+
+    def seconds(self, work: float) -> float | None:
+        low, high = self.sizes
+        if low == high and not low / 2 <= work <= high * 2:
+            return None
+        return self.fixed + self.per_unit * work
 
 
 class JobQueue:
@@ -132,21 +169,21 @@ class JobQueue:
                 Generation.status.in_(UNFINISHED), _in_lane(lane), Generation.id != row.id))
             ahead = [] if row.status == Status.RUNNING else [
                 (job, mp) for job, mp in unfinished if job.status == Status.RUNNING or job.id < row.id]
-            rates = {kind: _rate(session, kind) for kind in {row.background_kind} | {j.background_kind for j, _ in ahead}}
-            rate, similar = rates[row.background_kind]
+            speeds = {kind: _speed(session, kind) for kind in {row.background_kind} | {j.background_kind for j, _ in ahead}}
             own_mp = _with_megapixels(session, select(Generation).where(Generation.id == row.id))[0][1]
             wait_s: float | None = 0.0
             for job, mp in ahead:
-                job_rate = rates[job.background_kind][0]
-                if job_rate is None:
+                speed = speeds[job.background_kind]
+                seconds = speed.seconds(_work(job, mp)) if speed is not None else None
+                if seconds is None:
                     wait_s = None
                     break
-                seconds = job_rate * _work(job, mp)
                 if job.status == Status.RUNNING and job.started_at is not None:
                     seconds = max(seconds - (now - job.started_at).total_seconds(), 0.0)
                 wait_s += seconds
-            run_s = None if rate is None else rate * _work(row, own_mp)
-            return Place(lane, row.status, len(ahead), wait_s, run_s, similar)
+            speed = speeds[row.background_kind]
+            run_s = speed.seconds(_work(row, own_mp)) if speed is not None else None
+            return Place(lane, row.status, len(ahead), wait_s, run_s, speed.similar if speed is not None else 0)
 
     def recover_stale(self, requeue: bool = False, stale_after: timedelta = STALE_AFTER) -> list[int]:
         """Jobs left running by a worker that is gone: failed, or queued again with ``requeue``
@@ -169,16 +206,14 @@ def _with_megapixels(session, query) -> list[tuple[Generation, float]]:
     return [(job, width * height / 1e6) for job, width, height in rows]
 
 
-def _rate(session, kind: str) -> tuple[float | None, int]:
-    """(median seconds per unit of work, how many jobs that is from) over the last finished
-    jobs of background ``kind``: what an estimate of a similar job is made from."""
+def _speed(session, kind: str) -> Speed | None:
+    """How long jobs of background ``kind`` take, from the last SIMILAR_JOBS finished ones."""
     rows = _with_megapixels(session, select(Generation).where(
         Generation.status == Status.DONE, Generation.background_kind == kind, Generation.started_at.is_not(None),
         Generation.finished_at.is_not(None), Generation.id.in_(
             select(Generation.id).where(Generation.status == Status.DONE, Generation.background_kind == kind)
             .order_by(Generation.id.desc()).limit(SIMILAR_JOBS))))
-    rates = [(job.finished_at - job.started_at).total_seconds() / _work(job, mp) for job, mp in rows]
-    return (statistics.median(rates) if rates else None), len(rates)
+    return Speed.fit([(_work(job, mp), (job.finished_at - job.started_at).total_seconds()) for job, mp in rows])
 
 
 def _work(job: Generation, megapixels: float) -> float:
@@ -274,15 +309,17 @@ class Worker(threading.Thread):
 class LaneWorkers:
     """One worker thread per lane over one queue: what serves the queue in this process (a
     storage.serving.Executor). ``warm_up`` (a request) loads the AI models in the AI worker's own
-    thread when it starts."""
+    thread when it starts; ``kind`` (``app``, ``api``) names the process's workers in the identity
+    each records on its jobs (``app-ai-...``: storage.lifecycle.describe says it in words)."""
 
     kind = "in-process"
 
     def __init__(self, queue: JobQueue | None = None, run_fn=None, registry=None, poll_interval: float = 0.5,
-                 warm_up: GenerationRequest | None = None):
+                 warm_up: GenerationRequest | None = None, kind: str = "worker"):
         self.queue = queue or JobQueue()
         self.workers = {lane: Worker(self.queue, run_fn=run_fn, registry=registry, poll_interval=poll_interval,
-                                     warm_up=warm_up if lane == "ai" else None, lane=lane) for lane in LANES}
+                                     warm_up=warm_up if lane == "ai" else None, lane=lane, kind=f"{kind}-{lane}")
+                        for lane in LANES}
 
     def start(self) -> None:
         for worker in self.workers.values():

@@ -82,6 +82,31 @@ class Holder:
                 del _live[self.identity]
 
 
+_HOLDERS = {"ray": "Ray actor", "app": "the app's {lane}worker", "api": "the API's {lane}worker",
+            "sync": "the command line", "batch": "a batch"}
+
+
+def describe(worker: str | None) -> dict[str, Any] | None:
+    """Who ran (or runs) a job, from the identity its row records: {"kind": words such as "Ray
+    actor" or "the app's AI worker", "name": the holder's name, "host", "pid"}; None for none."""
+    host, _, rest = (worker or "").partition(":")
+    pid, _, name = rest.partition(":")
+    if not name:
+        return None
+    base, _, lane_token = name.partition("-")
+    lane = lane_token.rpartition("-")[0]
+    words = _HOLDERS.get(base, "a worker").format(lane=f"{lane.upper() if lane == 'ai' else lane} " if lane else "")
+    return {"kind": words, "name": name, "host": host, "pid": int(pid) if pid.isdigit() else pid}
+
+
+def describe_text(worker: str | None) -> str:
+    """``describe`` in one line: "Ray actor ray-1a2b3c4d on host gpu-3, process 4242"."""
+    who = describe(worker)
+    if who is None:
+        return "-"
+    return f"{who['kind']} {who['name']} on host {who['host']}, process {who['pid']}"
+
+
 def new_row(status: Status | str = Status.QUEUED, worker: str | None = None) -> dict[str, Any]:
     """The lifecycle columns of a new generation: queued, or running and held by ``worker``
     (a run that starts at once)."""
@@ -166,10 +191,10 @@ class Heartbeat(threading.Thread):
 
 
 def finish(row: Generation) -> None:
-    """Mark a generation done, inside the transaction that records its results (storage.service)."""
+    """Mark a generation done, inside the transaction that records its results (storage.service).
+    A cancel request that came after its last look stays recorded: the pages say it came too late."""
     row.status, row.error, row.finished_at = Status.DONE, None, utcnow()
     row.progress_step = row.progress_total = max(row.progress_total, 1)
-    row.cancel_requested = False
 
 
 def fail(db: Database, generation_id: int, error: str, only_if_running: bool = False) -> bool:

@@ -106,3 +106,17 @@ class User(Base):
     token_created_at: Mapped[datetime | None]
     credentials_changed_at: Mapped[datetime] = mapped_column(default=utcnow)  # older sessions end
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignInSession(Base):
+    """An app session signed in with a password, resumable from its browser tab after a reload
+    (storage.sessions): the token's SHA-256, never the token, and when it lapses."""
+
+    __tablename__ = "sign_in_sessions"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_sign_in_sessions_token_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]

@@ -26,6 +26,12 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def about(seconds: float) -> str:
+    """An estimate in words: "about 12 s", or "under a second" (never "about under a second")."""
+    text = duration(seconds)
+    return text if text == "under a second" else f"about {text}"
+
+
 def _between(start: datetime | None, end: datetime | None = None) -> float:
     """Seconds from ``start`` to ``end`` (default: now); 0 without a start."""
     return ((end or utcnow()) - start).total_seconds() if start else 0.0
@@ -46,10 +52,12 @@ def progress_text(view: GenerationView, place: Place | None = None, step_seconds
         if place.wait_s is None:
             label += "; no estimate yet (no similar job has finished here)"
         else:
-            label += f", starting in about {duration(place.wait_s)}" if place.ahead else ""
+            label += f", starting in {about(place.wait_s)}" if place.ahead else ""
             if place.run_s is not None:
-                label += f"; then about {duration(place.run_s)} to run (from {place.similar} similar job" \
+                label += f"; then {about(place.run_s)} to run (from {place.similar} similar job" \
                          f"{'s' if place.similar != 1 else ''})"
+            elif place.similar:
+                label += "; no estimate of its run yet (the similar jobs that finished here were of another size)"
         return 0.0, label + "."
     total = max(view.progress_total, 1)
     step = min(view.progress_step, total)
@@ -58,10 +66,10 @@ def progress_text(view: GenerationView, place: Place | None = None, step_seconds
     elapsed = _between(view.started_at, now)
     label += f" · {duration(elapsed)} so far"
     if step_seconds is not None and total > 1:
-        label += f" · about {duration(step_seconds * (total - step))} left"
+        label += f" · {about(step_seconds * (total - step))} left"
     elif place is not None and place.run_s is not None:
         left = place.run_s - elapsed
-        label += f" · about {duration(left)} left" if left > 0 else " · taking longer than similar jobs"
+        label += f" · {about(left)} left" if left > 0 else " · taking longer than similar jobs"
     return view.progress_fraction, label
 
 

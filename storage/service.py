@@ -137,8 +137,14 @@ class _Hooks:
 
 
 def error_text(exc: BaseException) -> str:
-    """User errors carry their own message; anything else names its type too."""
-    return str(exc) if isinstance(exc, BackdropError) else f"{type(exc).__name__}: {exc}"
+    """What a failed generation says (History, the API, ``show``): a user error's own sentence;
+    for anything else, a sentence naming the error and the first line of its message (a
+    library's can run to pages; the traceback is in the log)."""
+    if isinstance(exc, BackdropError):
+        return str(exc)
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return (f"an unexpected error stopped it ({type(exc).__name__}{': ' + first if first else ''}); "
+            "the server's log has the details")
 
 
 Deliver = Callable[[dict[str, list[Path]]], StagedFiles]
@@ -180,9 +186,12 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
             raise
         staged = None
         try:
-            staged = record_result(db, generation_id, result, deliver)
+            staged = record_result(db, generation_id, result, deliver, hooks)
             if staged is not None:
                 staged.publish()
+        except Cancelled as exc:  # while its images were encoded (seconds at 12 MP): nothing kept
+            lifecycle.stop(db, generation_id, str(exc))
+            raise
         except BaseException as exc:
             if staged is not None:
                 staged.discard()
@@ -201,13 +210,22 @@ def _log_unexpected(generation_id: int, exc: BaseException) -> None:
         log.error("generation %s failed", generation_id, exc_info=exc)
 
 
-def record_result(db: Database, generation_id: int, result, deliver: Deliver | None = None) -> StagedFiles | None:
+def record_result(db: Database, generation_id: int, result, deliver: Deliver | None = None,
+                  hooks: _Hooks | None = None) -> StagedFiles | None:
     """Store every output and mark the generation done, in one transaction; the caller's copies
     (``deliver``) are staged inside it, before the commit. Images stored by a transaction that
-    then failed are removed again. Returns the staged copies, to publish."""
+    then failed are removed again. Returns the staged copies, to publish. With ``hooks``, each
+    image's encoding is a step of the ``save`` stage, and a cancel request before one stops it
+    (Cancelled: nothing is kept)."""
     created: list[str] = []
+    encoded = [0, len(result.images) + 2]  # done, of: the results, the cut-out, the mask
 
     def store(session, image, pnginfo=None):
+        if hooks is not None:
+            if hooks.cancel():
+                raise Cancelled("cancelled while its images were saved")
+            hooks.progress("save", *encoded)
+            encoded[0] += 1
         stored = history.store_image(session, db, image, pnginfo)
         if stored.created:
             created.append(stored.sha256)
@@ -229,7 +247,7 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
             session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
             paths.update(cutout=[db.images.path(cutout.sha256)], mask=[db.images.path(mask.sha256)])
             row.mask_sha256 = mask.sha256
-            row.record = {**(row.record or {}), **result.record}
+            row.record = {**(row.record or {}), **result.record, "worker": lifecycle.describe(row.worker)}
             lifecycle.finish(row)
             row.timings = {k: float(v) for k, v in result.timings.items()}
             row.device = result.device

@@ -36,14 +36,15 @@ class Executor(Protocol):
 
 
 def start_serving(queue: JobQueue | None = None, registry=None, warm_up: GenerationRequest | None = None,
-                  ray_address: str | None = None, ray_workers: int | None = None) -> Executor:
+                  ray_address: str | None = None, ray_workers: int | None = None, kind: str = "worker") -> Executor:
     """Start what serves the queue and return it: Ray workers when a Ray cluster is named
-    (``ray_address``, else BACKDROP_RAY_ADDRESS), else a worker thread per lane in this process."""
+    (``ray_address``, else BACKDROP_RAY_ADDRESS), else a worker thread per lane in this process
+    (``kind``: whose, ``app`` or ``api``, as the jobs they run record it)."""
     address = configured_address(ray_address)
     executor: Executor
     if address:
         executor = RayExecutor(queue, address=address, workers=ray_workers, warm_up=warm_up)
     else:
-        executor = LaneWorkers(queue, registry=registry, warm_up=warm_up)
+        executor = LaneWorkers(queue, registry=registry, warm_up=warm_up, kind=kind)
     executor.start()
     return executor

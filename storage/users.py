@@ -24,12 +24,12 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import BackdropError, InputError
 from storage.db import Database, get_database, utcnow
-from storage.models import Generation, User as UserRow
+from storage.models import Generation, SignInSession, User as UserRow
 
 MIN_PASSWORD = 8
 SIGN_IN_WINDOW = timedelta(minutes=15)  # failed sign-ins are counted over this long
@@ -135,11 +135,13 @@ def by_id(user_id: int, db: Database | None = None) -> User | None:
 
 
 def set_password(name: str, password: str, db: Database | None = None) -> None:
-    """A new password; sessions signed in before it end."""
+    """A new password; sessions signed in before it end (open ones at their next click, and a
+    reloaded tab cannot come back: storage.sessions)."""
     hashed = _hasher.hash(check_password(password))
     with _db(db).session() as session:
         row = _row(session, name)
         row.password_hash, row.credentials_changed_at = hashed, utcnow()
+        session.execute(delete(SignInSession).where(SignInSession.user_id == row.id))
 
 
 def remove(name: str, db: Database | None = None) -> int:
@@ -155,6 +157,7 @@ def remove(name: str, db: Database | None = None) -> int:
                 raise AccountError(f"{name!r} is the last admin: make another account admin first "
                                    "(`backdrop users add NAME --admin`)")
         owned = session.scalar(select(func.count(Generation.id)).where(Generation.owner_id == row.id))
+        session.execute(delete(SignInSession).where(SignInSession.user_id == row.id))
         session.delete(row)
         return owned
 

@@ -136,10 +136,21 @@ def test_default_app_listens_on_loopback_only(tmp_path):
         try:
             wait_healthy(f"http://127.0.0.1:{port}", process)
             assert listening(port) == ["127.0.0.1"], (name, listening(port))
+            if name == "backdrop-app":  # what `make run` prints (issue 21: not "(local sign-in)")
+                assert f"Backdrop on http://127.0.0.1:{port} (no accounts: nobody signs in)" in \
+                    (SHOTS / f"{name}.log").read_text().splitlines()
             if other:
                 assert not reachable(other, port), f"{name}: reachable from {other}"
         finally:
             stop(process)
+
+
+def test_backdrop_app_says_who_signs_in():
+    from backdrop.app import banner
+
+    assert banner("127.0.0.1", 8501, "local") == "Backdrop on http://127.0.0.1:8501 (no accounts: nobody signs in)"
+    assert banner("0.0.0.0", 8600, "password") == "Backdrop on http://0.0.0.0:8600 (accounts: everyone signs in)"
+    assert banner("0.0.0.0", 8501, "oidc").endswith("(everyone signs in through the OIDC provider)")
 
 
 @pytest.mark.slow
@@ -182,10 +193,18 @@ def photo_bytes() -> bytes:
     return buffer.getvalue()
 
 
-def signed_in(name: str):
+def new_tab(token: str = ""):
+    """The app as a new browser tab opens it: its tab holds ``token`` ("" none), as the tab's
+    session component reports it (AppTest runs no JavaScript)."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["backdrop_tab"] = {"token": token}
+    return at
+
+
+def signed_in(name: str):
+    at = new_tab().run()
     assert not at.exception, at.exception
     assert [t.label for t in at.text_input] == ["Name", "Password"], "only the sign-in before signing in"
     assert not any(t.value == "Studio" for t in at.title)
@@ -197,10 +216,8 @@ def signed_in(name: str):
 
 
 def test_sign_in_gates_every_page_and_each_user_sees_their_own(accounts):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    with pytest.raises(ValueError, match="Known pages: \\['Sign in'\\]"):  # no other page exists yet
+    at = new_tab().run()
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # no page of the app exists yet
         at.switch_page("app_pages/history.py")
     assert [t.value for t in at.title] == ["Backdrop"] and not at.dataframe
     at.text_input(key="sign_in_name").set_value("alice")
@@ -228,6 +245,29 @@ def test_sign_in_gates_every_page_and_each_user_sees_their_own(accounts):
     assert [t.value for t in at.title] == ["Models"] and not at.error
     # (a new password ending open sessions is checked in Chromium below: AppTest reruns a page's
     # own script after the first run, without the app's main script where sign-in is checked)
+
+
+def test_a_reloaded_tab_comes_back_signed_in_until_it_signs_out(accounts):
+    """A reload is a new session: the tab's token signs it in again; after Sign out (or with a
+    token that is no session's) the sign-in form. Until the tab has said, neither."""
+    from streamlit.testing.v1 import AppTest
+
+    token = signed_in("alice").session_state["backdrop_session_token"]
+    assert token.startswith("bds_")
+    waiting = AppTest.from_file(APP, default_timeout=60).run()  # the tab has not answered yet
+    assert [c.value for c in waiting.caption] == ["Signing in..."] and not waiting.text_input
+
+    again = new_tab(token).run()
+    assert not again.exception, again.exception
+    assert [t.value for t in again.title] == ["Studio"] and not again.text_input
+    assert any(t.value == "Signed in as alice" for t in again.sidebar.text)
+    again.button(key="sign_out").click().run()
+    assert [t.label for t in again.text_input] == ["Name", "Password"]
+    assert again.session_state["backdrop_forget_tab"], "the tab is told to drop its token"
+    for dead in (token, "bds_" + "x" * 43, "not a token"):
+        at = new_tab(dead).run()
+        assert [t.label for t in at.text_input] == ["Name", "Password"], dead
+        assert not any(t.value == "Studio" for t in at.title)
 
 
 def test_app_served_to_a_network_without_accounts_shows_only_why(tmp_path, monkeypatch):
@@ -280,7 +320,7 @@ def test_served_app_shows_only_sign_in_then_each_users_own(tmp_path):
     try:
         wait_healthy(url, process)
         assert "0.0.0.0" in listening(port)
-        served(url, data)
+        served(url, data, SHOTS / "served.log")
     finally:
         stop(process)
     log = (SHOTS / "served.log").read_text()
@@ -300,7 +340,7 @@ def settled(page) -> None:
     page.wait_for_timeout(500)
 
 
-def served(url: str, data: Path) -> None:
+def served(url: str, data: Path, log: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
@@ -314,17 +354,26 @@ def served(url: str, data: Path) -> None:
                 page.get_by_role("button", name="Sign in").wait_for()
                 expect(page.get_by_text("Upload a photo to start")).to_have_count(0)
                 expect(page.locator('[data-testid="stSidebarNav"]')).to_have_count(0)
-                page.goto(f"{url}/history")  # a page's own address: the sign-in too
+                page.goto(f"{url}/history")  # a page's own address: the sign-in too, at that address
                 page.get_by_role("button", name="Sign in").wait_for()
                 expect(page.get_by_text("prompt")).to_have_count(0)
-                page.screenshot(path=str(SHOTS / f"{name}-1-sign-in.png"))  # "page not found" over it
-                page.keyboard.press("Escape")
+                page.wait_for_timeout(1000)
+                expect(page.get_by_text("Page not found")).to_have_count(0)
+                page.screenshot(path=str(SHOTS / f"{name}-1-sign-in.png"))
                 page.get_by_label("Name", exact=True).fill(name)
                 page.get_by_label("Password", exact=True).fill(f"{name}'s password")
                 page.get_by_role("button", name="Sign in").click()
-                page.get_by_text("Upload a photo to start").wait_for()
+                page.get_by_text(f"{name}'s prompt").wait_for()  # History, where the address was
+                assert page.url.rstrip("/").endswith("/history")
                 nav = page.locator('[data-testid="stSidebarNav"]')
                 expect(nav.get_by_role("link", name="Models")).to_have_count(0)
+                other = "bob" if name == "alice" else "alice"
+                expect(page.get_by_text(f"{other}'s prompt")).to_have_count(0)
+                page.screenshot(path=str(SHOTS / f"{name}-2-history.png"))
+                if name == "alice":
+                    reloads(page, url, data, log)
+                nav.get_by_role("link", name="Studio").click()
+                page.get_by_text("Upload a photo to start").wait_for()
                 # a file name with Markdown in it is shown as text: no link, no image from elsewhere
                 photo = photo_bytes()
                 page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
@@ -334,15 +383,13 @@ def served(url: str, data: Path) -> None:
                 settled(page)
                 nav.get_by_role("link", name="History").click()
                 page.get_by_text(f"{name}'s prompt").wait_for()
-                other = "bob" if name == "alice" else "alice"
-                expect(page.get_by_text(f"{other}'s prompt")).to_have_count(0)
-                page.screenshot(path=str(SHOTS / f"{name}-2-history.png"))
                 nav.get_by_role("link", name="Studio").click()  # the photo is kept: its name is in the caption
                 page.get_by_text(re.compile(r"Working on: \[click\]\(http://evil")).wait_for()
                 expect(page.locator('a[href*="evil.example"]')).to_have_count(0)
                 expect(page.locator('img[src*="evil.example"]')).to_have_count(0)
                 page.screenshot(path=str(SHOTS / f"{name}-3-studio.png"))
                 if name == "alice":  # a new password ends the sessions signed in before it
+                    token = page.evaluate("sessionStorage.getItem('backdrop.session')")
                     db = Database(None, data)
                     users.set_password("alice", "a new password for alice", db=db)
                     db.dispose()
@@ -350,9 +397,72 @@ def served(url: str, data: Path) -> None:
                     page.get_by_text("Your session ended").wait_for()
                     expect(page.get_by_text("Upload a photo to start")).to_have_count(0)
                     page.screenshot(path=str(SHOTS / "alice-4-session-ended.png"))
+                    page.reload()  # ...and the tab's token cannot bring it back
+                    page.get_by_role("button", name="Sign in").wait_for()
+                    assert page.evaluate("sessionStorage.getItem('backdrop.session')") in (None, ""), \
+                        "the tab still holds its token"
+                    page.evaluate("t => sessionStorage.setItem('backdrop.session', t)", token)
+                    page.reload()
+                    page.get_by_role("button", name="Sign in").wait_for()
+                    page.wait_for_timeout(1500)
+                    expect(page.get_by_text("alice's prompt")).to_have_count(0)
                 context.close()
         finally:
             browser.close()
+
+
+def reloads(page, url: str, data: Path, log: Path) -> None:
+    """Issue 21: a reload (F5) keeps the tab signed in and where it was, a new tab signs in at
+    the address it opened, and Sign out ends it; the token is in neither the address nor the
+    server's log."""
+    from playwright.sync_api import expect
+
+    generation_id = int(re.search(r"#(\d+)", page.get_by_text(re.compile(r"^#\d+ ")).first.inner_text())[1])
+    page.locator(f".st-key-history_open_{generation_id} button").click()
+    page.get_by_text(f"Generation #{generation_id}").wait_for()
+    assert page.url.endswith(f"/history?id={generation_id}")
+    token = page.evaluate("sessionStorage.getItem('backdrop.session')")
+    assert token and token.startswith("bds_"), "the tab keeps its sign-in token"
+    page.reload()
+    page.get_by_text(f"Generation #{generation_id}").wait_for()
+    page.wait_for_timeout(1000)
+    expect(page.get_by_role("button", name="Sign in")).to_have_count(0)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    assert page.url.endswith(f"/history?id={generation_id}")
+    page.screenshot(path=str(SHOTS / "alice-2b-history-after-reload.png"))
+
+    tab = page.context.new_page()  # a new tab: its own sessionStorage, so it signs in first
+    for address, shown in ((f"/history?id={generation_id}", f"Generation #{generation_id}"),
+                           (f"/batch?jobs={generation_id}", "Queue")):
+        tab.goto(url + address)
+        tab.get_by_role("button", name="Sign in").wait_for()
+        tab.wait_for_timeout(1000)
+        expect(tab.get_by_text("Page not found")).to_have_count(0)
+        tab.get_by_label("Name", exact=True).fill("alice")
+        tab.get_by_label("Password", exact=True).fill("alice's password")
+        tab.get_by_role("button", name="Sign in").click()
+        try:
+            tab.get_by_text(shown, exact=True).wait_for()
+        except Exception:
+            tab.screenshot(path=str(SHOTS / "failure-reloads.png"))
+            raise
+        assert tab.url.endswith(address), tab.url
+        tab.screenshot(path=str(SHOTS / f"alice-2c-signed-in-at-{address.split('?')[0].strip('/')}.png"))
+        second = tab.evaluate("sessionStorage.getItem('backdrop.session')")
+        assert second != token, "each tab has a session of its own"
+        tab.get_by_role("button", name="Sign out").click()
+        tab.get_by_role("button", name="Sign in").wait_for()
+        assert tab.evaluate("sessionStorage.getItem('backdrop.session')") in (None, "")
+        tab.evaluate("t => sessionStorage.setItem('backdrop.session', t)", second)  # the ended token
+        tab.reload()
+        tab.get_by_role("button", name="Sign in").wait_for()
+        tab.wait_for_timeout(1500)
+        expect(tab.get_by_text(shown, exact=True)).to_have_count(0)
+    tab.close()
+    page.reload()  # signing out the other tab ended only that tab's session
+    page.get_by_text(f"Generation #{generation_id}").wait_for()
+    written = log.read_text()
+    assert token not in written and token[4:] not in written, "the token is in the server's log"
 
 
 def test_browser_gets_short_error_details():
@@ -379,6 +489,50 @@ def test_oidc_is_configured_by_an_auth_section_in_the_secrets(tmp_path):
     assert not oidc_configured(tmp_path)
 
 
+# ---- sign-in sessions: a reloaded tab comes back signed in -----------------------------------
+
+def test_sign_in_sessions_resume_until_ended_lapsed_or_the_account_changes(tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    from sqlalchemy import select, text
+
+    from storage import sessions
+    from storage.models import SignInSession
+
+    db = Database(None, tmp_path / "data")
+    alice = users.add("alice", "alice's password", db=db)
+    bob = users.add("bob", "bob's password", db=db)
+    token = sessions.start(alice, db=db)
+    assert token.startswith("bds_") and len(token) == 47
+    assert sessions.resume(token, db=db).name == "alice"
+    other = sessions.start(alice, db=db)  # a second tab: a session of its own
+    with db.Session() as session:
+        stored = [row.token_hash for row in session.scalars(select(SignInSession))]
+        dump = "\n".join(str(row) for row in session.execute(text("SELECT * FROM sign_in_sessions")).all())
+    assert len(stored) == 2 and token not in dump and token[4:] not in dump, "only the token's hash is stored"
+    for wrong in ("", "bds_", token[:-1] + ("A" if token[-1] != "A" else "B"), "bd_" + token[4:], None, 7, token * 3):
+        assert sessions.resume(wrong, db=db) is None
+
+    sessions.end(token, db=db)  # Sign out: that tab's token is dead, the other tab's lives
+    assert sessions.resume(token, db=db) is None and sessions.resume(other, db=db).name == "alice"
+
+    later = sessions.start(bob, db=db)
+    real_now = sessions.utcnow
+    monkeypatch.setattr(sessions, "utcnow", lambda: real_now() + sessions.SESSION_IDLE + timedelta(minutes=1))
+    assert sessions.resume(later, db=db) is None, "lapsed"
+    monkeypatch.setattr(sessions, "utcnow", real_now)
+    assert sessions.resume(later, db=db) is None, "a lapsed session is deleted when met"
+
+    users.set_password("alice", "a new password for alice", db=db)  # ends alice's sessions
+    assert sessions.resume(other, db=db) is None
+    bobs = sessions.start(bob, db=db)
+    users.remove("bob", db=db)
+    assert sessions.resume(bobs, db=db) is None
+    with db.Session() as session:
+        assert session.scalar(select(SignInSession.id)) is None
+    db.dispose()
+
+
 # ---- failed sign-ins: a budget per account and per server, logged with the address ---------------
 
 @pytest.fixture
@@ -399,9 +553,7 @@ def test_failed_sign_ins_lock_the_account_until_a_time_it_names_and_are_logged(a
     """Five wrong passwords for alice: the sixth try, even with her password, is refused with
     the time the lock ends; bob signs in meanwhile; each failure, refusal and success is logged
     with the address it came from."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = new_tab().run()
     for attempt in range(6):
         at.text_input(key="sign_in_name").set_value("alice")
         at.text_input(key="sign_in_password").set_value("alice's password" if attempt == 5 else f"guess {attempt}")

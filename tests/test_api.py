@@ -106,7 +106,9 @@ def test_curl_creates_a_generation_and_downloads_its_result(server, db, lemur_pa
     assert np.array_equal(_png(target.read_bytes()), np.asarray(direct.images[0]))
     same = history.get(direct_id, db=db)
     assert (same.output("cutout").sha256, same.mask_sha256) == (view.output("cutout").sha256, view.mask_sha256)
+    ran_directly, ran_by_api = same.record.pop("worker"), view.record.pop("worker")  # who ran each: their own
     assert same.record == view.record and same.request == view.request
+    assert ran_directly["kind"] == "the command line" and ran_by_api["kind"] == "the API's quick worker"
 
 
 def test_bad_input_is_refused_with_a_message_and_nothing_recorded(client, db, lemur_path):

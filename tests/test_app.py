@@ -4,6 +4,7 @@ strokes are handed to the Studio's mask editor as the canvas would return them (
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import zipfile
@@ -349,6 +350,63 @@ def test_cancel_stops_a_running_ai_generation(data_dir, lemur_path, tiny_models,
     assert any("was cancelled" in i.value for i in at.info)
 
 
+def test_cancel_stops_a_running_12_mp_colour_generation(data_dir):
+    """Issue 21: Cancel a few seconds into a 12 MP colour job: it said "Stopping at the next
+    step..." for 8 s, then "done" (only the AI steps looked at the flag). The stages, the
+    composite and the encoding of each image look at it now."""
+    from skimage import data
+
+    from storage import history
+
+    photo = io.BytesIO()
+    Image.fromarray(data.coffee()).resize((4000, 3000), Image.Resampling.BICUBIC).save(photo, format="JPEG", quality=90)
+    at = app()
+    at.file_uploader(key="studio_upload").set_value(("coffee.jpg", photo.getvalue(), "image/jpeg")).run()
+    assert not at.exception, at.exception
+    generate_button(at).click().run()
+    generation_id = at.session_state["studio_job"]
+    deadline = time.monotonic() + 60
+    while history.get(generation_id).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    at.run()
+    at.button(key="studio_cancel").click().run()
+    asked = time.monotonic()
+    view = wait_done(at, generation_id)
+    stopped = time.monotonic() - asked
+    assert view.status == "cancelled", (view.status, view.progress_stage, stopped)
+    assert view.outputs == [] and stopped < 5, stopped
+    assert any(f"Generation {generation_id} was cancelled" in i.value for i in at.info)
+
+
+def test_a_cancel_that_comes_too_late_is_said(data_dir, lemur_path, monkeypatch):
+    """A cancel that lands after a job's last look (here: as its results are committed) cannot stop
+    it: the Studio says the cancel came too late, not "done" as if nothing was asked."""
+    from storage import history, lifecycle
+    from streamlit.testing.v1 import AppTest
+
+    finish = lifecycle.finish
+
+    def cancelled_meanwhile(row):
+        row.cancel_requested = True  # Cancel pressed while the last image was being written
+        finish(row)
+
+    monkeypatch.setattr(lifecycle, "finish", cancelled_meanwhile)
+    generation_id = job_view.submit(ui.base_request().replace(background="color:#ff0000"), lemur_path.read_bytes(),
+                                    user=None)
+    deadline = time.monotonic() + 40
+    while history.get(generation_id).status != "done" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    monkeypatch.setattr(lifecycle, "finish", finish)
+    assert history.get(generation_id).cancel_requested
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["job"] = str(generation_id)  # the Studio's address for this generation
+    at.run()
+    assert not at.exception, at.exception
+    [warning] = [w.value for w in at.warning if "too late" in w.value]
+    assert warning.startswith(f"The cancel came too late: generation {generation_id} had already finished its last step")
+    assert not any(f"Generation {generation_id} done" in s.value for s in at.success)
+
+
 def test_two_sessions_share_one_worker(data_dir, lemur_path, astronaut):
     from storage import history
 
@@ -380,10 +438,26 @@ def test_history_paging_filters_and_export(data_dir, lemur_path):
     assert f"#{ids[0]} Blurred original · failed" in [t.value for t in at.text]
     at.text_input(key="history_search").set_value("paged 13").run()
     assert any(c.value.startswith("1 generation(s); page 1 of 1") for c in at.caption)
-    at.button(key="history_export_all").click().run()
-    assert [b.label for b in at.get("download_button")] == ["Download zip"]
-    at.checkbox(key="history_fav").check().run()
-    assert any("Nothing here yet" in i.value for i in at.info)
+    # one click exports (the zip is made when the button is clicked), and only what is listed
+    assert [b.label for b in at.get("download_button")] == ["Export 1 generation as a zip"]
+    at.checkbox(key="history_fav").check().run()  # a filter that matches nothing says so, offers no export
+    assert [i.value for i in at.info] == ["No generation matches these filters: change or clear them to see more."]
+    assert not at.get("download_button")
+    at.checkbox(key="history_fav").uncheck().run()
+    at.text_input(key="history_search").set_value("").run()
+    at.date_input(key="history_from").set_value(dt.date.today() + dt.timedelta(days=1)).run()
+    assert any(c.value.startswith("0 generation(s)") for c in at.caption) and not at.get("download_button")
+    at.date_input(key="history_from").set_value(dt.date.today()).run()
+    at.date_input(key="history_to").set_value(dt.date.today()).run()
+    assert any(c.value.startswith("14 generation(s)") for c in at.caption)
+    assert [b.label for b in at.get("download_button")] == ["Export 14 generations as a zip"]
+
+
+def test_an_empty_history_says_so(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path / "empty"))  # the page reads a history of its own
+    at = app("history")
+    assert [i.value for i in at.info] == ["Nothing here yet: generations made in the Studio or the Batch page appear here."]
+    assert not at.get("download_button")
 
 
 def test_uploaded_picture_as_background(data_dir, lemur_path, astronaut):

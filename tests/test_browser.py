@@ -13,6 +13,7 @@ opened first after a restart. A screenshot of each step goes to test-artifacts/b
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import socket
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,10 +67,10 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> s
 def streamlit_app(data: Path, port: int, log_name: str, **env_vars: str):
     """The app as `make run` starts it (python -m streamlit run streamlit_app.py) with its own data
     folder; yields (url, health)."""
-    env = dict(os.environ, BACKDROP_DATA_DIR=str(data), BACKDROP_DEVICE="cpu", HF_HUB_OFFLINE="1",
-               # one torch thread: the server shares a small CPU with Chromium, and OpenMP threads that
-               # spin-wait for a busy core make each diffusion step many times slower
-               OMP_NUM_THREADS="1", **env_vars)
+    env = {**os.environ, "BACKDROP_DATA_DIR": str(data), "BACKDROP_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
+           # one torch thread: the server shares a small CPU with Chromium, and OpenMP threads that
+           # spin-wait for a busy core make each diffusion step many times slower
+           "OMP_NUM_THREADS": "1", **env_vars}
     env.pop("BACKDROP_DATABASE_URL", None)
     SHOTS.mkdir(parents=True, exist_ok=True)
     with open(SHOTS / log_name, "a") as log:
@@ -370,6 +372,15 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     page.get_by_role("link", name="History").click()
     page.get_by_text("2 generation(s); page 1 of 1").wait_for()
     shot(page, "08-history")
+    dates = page.locator('[data-testid="stDateInput"] input').all()  # From and To, each shown whole
+    assert len(dates) == 2
+    assert all(d.evaluate("e => e.scrollWidth <= e.clientWidth") for d in dates), "a date box cuts its text"
+    with page.expect_download() as download_info:  # one click: the zip is made as it is clicked
+        page.get_by_role("button", name="Export 2 generations as a zip").click()
+    exported = tmp_path / "history.zip"
+    download_info.value.save_as(exported)
+    with zipfile.ZipFile(exported) as archive:
+        assert len(json.loads(archive.read("records.json"))) == 2, archive.namelist()
     cards = page.get_by_text(re.compile(r"^#\d+ "))
     assert cards.first.inner_text().startswith("#2 AI scene")
     assert page.get_by_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$")).count() == 2
@@ -504,6 +515,74 @@ def test_two_photos_in_a_row_then_a_file_that_is_not_a_photo(server, browser, le
         assert page.get_by_role("button", name="Generate").count() == 0, "Generate would run on the previous photo"
         assert page.locator("canvas.dc-canvas").count() == 0
         shot(page, "23-not-a-photo")
+
+
+def test_strokes_stay_when_the_brush_size_changes_and_on_the_next_photo(server, browser, lemur_path, tmp_path):
+    """Issue 21: PageUp five times on Brush size after a stroke (the canvas's updates overlap, and
+    Streamlit cleaned the canvas up: the stroke vanished from it, and the next stroke dropped it
+    from the mask too); and the same stroke painted on the next photo (it was taken for the
+    previous photo's stale drawing: never applied, Undo disabled)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    url = server[0]
+    second = tmp_path / "lemur-again.png"
+    second.write_bytes(lemur_path.read_bytes())  # the same size: the same stroke is the same path
+    with session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Working on: lemur.png").wait_for()
+        canvas = page.locator("canvas.dc-canvas").first
+        canvas.wait_for()
+        page.wait_for_timeout(1000)
+        box = canvas.bounding_box()
+        before = image_at(page, preview(page))
+
+        def stroke(y: float) -> None:
+            src = preview(page).get_attribute("src")
+            start = (box["x"] + box["width"] * 0.04, box["y"] + box["height"] * y)
+            drag(page, [(start[0] + i * box["width"] * 0.012, start[1]) for i in range(21)])
+            try:
+                page.wait_for_function("src => document.querySelector('[data-testid=\"stImage\"] img').src !== src",
+                                       arg=src, timeout=30_000)
+            except PlaywrightTimeout:
+                pytest.fail("the stroke was drawn but the mask never changed")
+
+        def kept(y: float) -> float:
+            """How much of the stroke at height ``y`` the corrected mask keeps (0 to 1)."""
+            shown = image_at(page, preview(page))
+            row = round(shown.shape[0] * y)
+            band = np.abs(shown - before)[row - 2:row + 3, round(shown.shape[1] * 0.06):round(shown.shape[1] * 0.25)]
+            return float((band.sum(axis=2) > 30).mean())
+
+        stroke(0.12)
+        assert kept(0.12) > 0.8
+        upload(page, second)
+        page.get_by_text("Working on: lemur-again.png").wait_for()
+        deadline = time.monotonic() + 30
+        while painted_pixels(page):
+            assert time.monotonic() < deadline, "the first photo's stroke stayed on the canvas"
+            page.wait_for_timeout(250)
+        expect(page.get_by_role("button", name="Undo")).to_be_disabled()
+        page.wait_for_timeout(1000)
+        before = image_at(page, preview(page))
+        stroke(0.12)  # the first photo's stroke, exactly
+        expect(page.get_by_role("button", name="Undo")).to_be_enabled()
+        assert kept(0.12) > 0.8, "the stroke was drawn but not applied"
+        shot(page, "24-same-stroke-on-the-next-photo")
+
+        painted = painted_pixels(page)
+        slider = page.locator('[data-testid="stSlider"]').filter(has_text="Brush size")
+        for key, size in (("PageUp", "90"), ("PageDown", "30"), ("PageUp", "90"), ("PageDown", "30")):
+            slider.get_by_role("slider").focus()
+            for _ in range(5):
+                slider.get_by_role("slider").press(key)
+            slider.get_by_text(size, exact=True).wait_for()
+            page.wait_for_timeout(1500)
+            assert painted_pixels(page) == painted, f"the stroke vanished from the canvas ({key} to {size})"
+        stroke(0.4)
+        shot(page, "25-stroke-after-brush-size")
+        assert kept(0.12) > 0.8 and kept(0.4) > 0.8, "a stroke dropped from the mask"
 
 
 def test_phone_canvas_fits_and_paints_with_touch(server, browser, lemur_path):
@@ -683,6 +762,62 @@ def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, 
         page.get_by_role("button", name=re.compile(r"^Area 1: kept")).wait_for()
         wait_new_preview(page, src)
         shot(page, "53-unsure-area-kept")
+
+
+@contextmanager
+def recording_hub():
+    """A stand-in for the Hugging Face hub on a loopback port (HF_ENDPOINT): answers 404 to
+    everything and records what was asked, so a test sees whether anything tried to download."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+
+
+def test_a_click_without_segment_anything_says_so_once_and_downloads_nothing(browser, lemur_path, tmp_path):
+    """Issue 21: a click with Segment Anything's weights missing (and a network allowed: no
+    HF_HUB_OFFLINE) shows the one warning that names the model and the command that fetches it;
+    nothing is downloaded on the way (a second warning used to quote the download's failure:
+    "download failed: LocalEntryNotFoundError: ... Name or service not known")."""
+    from playwright.sync_api import expect
+
+    with recording_hub() as (hub, asked), \
+            streamlit_app(tmp_path / "data", free_port(), "no-sam.log", HF_HUB_OFFLINE="", HF_ENDPOINT=hub,
+                          BACKDROP_SAM_MODEL="nobody/not-downloaded-sam") as (url, _), session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        page.get_by_role("radio", name="Click", exact=True).click()
+        warning = page.locator('[data-testid="stAlertContentWarning"]')
+        warning.filter(has_text="not on this machine").wait_for()
+        canvas = page.locator("canvas.dc-canvas").first
+        box = canvas.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.5)
+        page.wait_for_timeout(4000)  # the click's run, and the one after it
+        shot(page, "64-click-without-segment-anything")
+        texts = warning.all_inner_texts()
+        assert len(texts) == 1 and "nobody/not-downloaded-sam" in texts[0] and "models fetch" in texts[0], texts
+        for raw in ("download failed", "LocalEntryNotFoundError", "Error:", "Errno"):
+            expect(page.get_by_text(raw)).to_have_count(0)
+        assert page.locator('[data-testid="stException"]').count() == 0
+    assert asked == [], f"a download was attempted: {asked[:3]}"
 
 
 def test_messages_name_the_command_that_works(server, browser, lemur_path):

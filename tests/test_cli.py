@@ -205,6 +205,31 @@ def test_sampler_presets_set_scheduler_and_steps():
     assert request("--scheduler", "euler_a", "--steps", "9")[0].steps == 9
 
 
+def test_prompt_presets_by_the_names_the_readme_gives(capsys):
+    """Issue 21: `--preset "marble table"` (the README's and the app's words) as well as `marble`;
+    a colour background records no prompt from a preset (History would show it on its card)."""
+    from backdrop.cli import build_parser
+    from backdrop.replace import request_from_args
+    from core.presets import PRESETS
+
+    def request(*extra):
+        return request_from_args(build_parser(full=False).parse_args(["replace", "in.jpg", "-o", "o.png", *extra]))[0]
+
+    for name in ("marble table", "Marble table", "marble", "MARBLE-TABLE"):
+        ai = request("-b", "ai", "--preset", name)
+        assert (ai.prompt, ai.negative_prompt) == (PRESETS["marble"].prompt, PRESETS["marble"].negative), name
+    assert request("-b", "ai", "--preset", "beach at sunset").prompt == PRESETS["beach_sunset"].prompt
+    assert request("-b", "ai", "--preset", "beach_sunset", "--prompt", "mine").prompt == "mine"
+    capsys.readouterr()
+    colour = request("-b", "color:#ffffff", "--preset", "marble table")
+    assert (colour.prompt, colour.negative_prompt) == ("", "")
+    assert "--preset fills an AI background's prompts; a color background has none" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        request("--preset", "volcano")
+    assert refused.value.code == 2
+    assert "unknown preset 'volcano': use one of studio backdrop, marble table, beach at sunset" in capsys.readouterr().err
+
+
 def test_batch_in_this_process(rotated_jpeg, astronaut, tmp_path, capsys):
     """Without Ray, `batch` runs the photos one after the other here; two photos with the same
     name get distinct outputs, a bad option writes nothing, a folder without photos is an error."""
@@ -224,3 +249,31 @@ def test_batch_in_this_process(rotated_jpeg, astronaut, tmp_path, capsys):
     assert "steps must be from 1 to 150" in capsys.readouterr().err and not (tmp_path / "none").exists()
     assert main(["batch", str(out.parent / "missing"), "-o", str(out)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failed_ai_job_says_why_in_a_sentence(tmp_path):
+    """Issue 21: an AI background whose inpainting weights are not here, on a machine whose
+    network is down (no HF_HUB_OFFLINE): nothing is downloaded, and the command line and the
+    recorded error (`show`, History, the API) say in a sentence which model is missing and the command that fetches it, never
+    the library's error ("download failed: LocalEntryNotFoundError: ...")."""
+    import os
+    import socket
+
+    with socket.socket() as probe:  # a port where nothing listens: the hub cannot be reached
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {**os.environ, "BACKDROP_DATA_DIR": str(tmp_path / "data"), "HF_ENDPOINT": dead}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("BACKDROP_DATABASE_URL", None)
+    command = str(Path(sys.executable).parent / "backdrop")
+    run = lambda *args: subprocess.run([command, *args], capture_output=True, text=True, cwd=ROOT, env=env,  # noqa: E731
+                                       timeout=300)
+    lemur = str(ROOT / "tests" / "data" / "lemur" / "lemur.png")
+    failed = run("replace", lemur, "-o", str(tmp_path / "out.png"), "-b", "ai", "--inpaint-model", "nobody/not-here",
+                 "--steps", "2")
+    sentence = ("model 'nobody/not-here' is not on this machine (not in the Hugging Face cache); fetch it with: "
+                ".venv/bin/backdrop models fetch nobody/not-here")
+    assert failed.returncode == 2 and failed.stderr.strip() == f"error: {sentence}", failed.stderr
+    shown = run("show", "1", "--json")
+    assert json.loads(shown.stdout)["error"] == sentence  # the History page and the API show this field

@@ -307,3 +307,53 @@ def test_the_canvas_background_is_encoded_once_per_base_mask_and_size(editor):
     select_clicked(editor)
     second = editor.canvas_background(SIZE)
     assert second != first and editor.canvas_background((20, 15)) != second
+
+
+def test_a_stroke_equal_to_the_previous_photos_stroke_is_applied(editor):
+    """The canvas held the first photo's stroke; once it has reloaded (it returns the new, empty
+    drawing), the same stroke painted on the next photo is a new stroke, not a stale value."""
+    canvas_shows(editor, ADD)
+    editor.open(png((10, 200, 10)), "second.png", "u2netp")
+    canvas_shows(editor, ADD)  # stale: the canvas has not reloaded yet
+    assert editor.strokes == [] and not editor.can_undo
+    canvas_shows(editor)  # reloaded: the second photo's empty drawing
+    canvas_shows(editor, ADD)  # the same path, painted on the second photo
+    assert editor.strokes == drawing(ADD)["objects"] and editor.can_undo
+    assert at(editor.mask(), ADD[1]) == 255 and editor.sent_mask() is not None
+    editor.undo()
+    canvas_shows(editor)
+    assert at(editor.mask(), ADD[1]) == 0 and editor.sent_mask() is None
+
+
+def test_strokes_a_remounted_canvas_lost_are_kept(editor):
+    """The canvas's frontend was mounted afresh (Streamlit cleans a component up when two of its
+    updates overlap, e.g. Brush size changed key by key): it starts from the drawing it was last
+    handed (empty here), so the next stroke comes back alone. The stroke painted before stays in
+    the mask, both are handed back to the canvas, and Undo takes them back one by one."""
+    canvas_shows(editor, ADD)
+    assert editor.canvas["objects"] == []  # never handed: the canvas drew it itself
+    canvas_shows(editor, ERASE)  # remounted from the empty drawing, then ERASE painted on it
+    assert editor.strokes == drawing(ADD, ERASE)["objects"]
+    mask = editor.mask()
+    assert at(mask, ADD[1]) == 255 and at(mask, ERASE[1]) == 0
+    assert editor.canvas["objects"] == drawing(ADD, ERASE)["objects"], "the canvas is handed both"
+    canvas_shows(editor, ERASE)  # stale until it has reloaded
+    canvas_shows(editor, ADD, ERASE)  # reloaded with both
+    assert editor.strokes == drawing(ADD, ERASE)["objects"] and np.array_equal(np.asarray(editor.mask()), np.asarray(mask))
+    editor.undo()
+    canvas_shows(editor, ADD)
+    assert at(editor.mask(), ERASE[1]) == 255 and at(editor.mask(), ADD[1]) == 255
+    editor.undo()
+    canvas_shows(editor)
+    assert at(editor.mask(), ADD[1]) == 0 and not editor.can_undo
+
+
+def test_a_remounted_canvas_that_sends_only_its_handed_drawing_gets_the_strokes_back(editor):
+    canvas_shows(editor, ADD)
+    canvas_shows(editor, ADD, ERASE)
+    editor.undo()  # hands [ADD]
+    canvas_shows(editor, ADD)
+    canvas_shows(editor, ADD, ERASE)  # painted again
+    canvas_shows(editor, ADD)  # a fresh canvas from the handed [ADD]: ERASE is not lost
+    assert editor.strokes == drawing(ADD, ERASE)["objects"] and at(editor.mask(), ERASE[1]) == 0
+    assert editor.canvas["objects"] == drawing(ADD, ERASE)["objects"]

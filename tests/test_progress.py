@@ -35,6 +35,12 @@ def test_waiting_in_a_lane():
     assert progress_text(queued, Place("ai", "queued", 1, None, None, 0))[1] == (
         "Waiting in the AI queue: 1 job ahead; no estimate yet (no similar job has finished here).")
     assert progress_text(queued) == (0.0, "Waiting for the worker...")
+    # issue 21: "then about under a second to run" is "then under a second to run"
+    assert progress_text(queued, Place("quick", "queued", 1, 0.3, 0.4, 2))[1] == (
+        "Waiting in the queue for colour, gradient, blur, picture and transparent backgrounds: 1 job ahead, "
+        "starting in under a second; then under a second to run (from 2 similar jobs).")
+    assert progress_text(queued, Place("quick", "queued", 1, 3.0, None, 4))[1].endswith(
+        "starting in about 3 s; no estimate of its run yet (the similar jobs that finished here were of another size).")
 
 
 def test_running_with_its_time_so_far_and_left():
@@ -46,6 +52,8 @@ def test_running_with_its_time_so_far_and_left():
         0.2, "generate: step 5 of 25 · 12 s so far · about 1 min 28 s left")
     assert progress_text(running, Place("ai", "running", 0, 0.0, 10.0, 1), now=NOW)[1].endswith(
         "taking longer than similar jobs")
+    assert progress_text(running, Place("ai", "running", 0, 0.0, 12.5, 1), now=NOW)[1].endswith(
+        "12 s so far · under a second left")
     starting = view(status="running", started_at=NOW)
     assert progress_text(starting, now=NOW + timedelta(minutes=2)) == (0.0, "starting... · 2 min so far")
 

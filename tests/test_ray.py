@@ -103,7 +103,7 @@ while worker.run_once():
 
 
 def test_generations_on_ray_are_recorded_as_by_the_in_process_worker(ray_cluster, tiny_models, lemur_path, astronaut,
-                                                                      tmp_path):
+                                                                      tmp_path, monkeypatch, capsys):
     """The same jobs through the in-process Worker and through a Ray actor. Both run in fresh
     processes with one thread: on a CPU, a process that ran the models with two threads first
     gives results 1/255 apart in a few pixels (oneDNN keeps what it set up), which says nothing
@@ -134,8 +134,12 @@ def test_generations_on_ray_are_recorded_as_by_the_in_process_worker(ray_cluster
     assert local.returncode == 0, errors
     for mine, theirs in zip(_finished(here, local_ids), ray_views):
         assert mine.status == theirs.status == "done", (mine.error, theirs.error)
-        for field in ("request", "record", "models", "device", "warnings", "versions", "progress_total"):
+        for field in ("request", "models", "device", "warnings", "versions", "progress_total"):
             assert getattr(mine, field) == getattr(theirs, field), field
+        ran_here, ran_there = mine.record.pop("worker"), theirs.record.pop("worker")  # who ran it: their own
+        assert mine.record == theirs.record
+        assert ran_there["kind"] == "Ray actor" and ran_there["pid"] == _pid(actor) and actor.endswith(ran_there["name"])
+        assert ran_here["kind"] == "a worker" and ran_here["pid"] == local.pid
         assert [(o.kind, o.index) for o in mine.outputs] == [(o.kind, o.index) for o in theirs.outputs]
         assert (mine.output("cutout").sha256, mine.mask_sha256) == (theirs.output("cutout").sha256, theirs.mask_sha256)
         difference = np.abs(_pixels(mine.results[0].path).astype(int) - _pixels(theirs.results[0].path))
@@ -144,6 +148,13 @@ def test_generations_on_ray_are_recorded_as_by_the_in_process_worker(ray_cluster
         assert ":worker-" in _worker_of(here, mine.id) and _pid(_worker_of(here, mine.id)) == local.pid
         assert _worker_of(there, theirs.id) == actor and _pid(actor) != os.getpid(), "run by the Ray actor"
     assert ray_views[1].background_kind == "ai" and ray_views[1].record["bucket"] == "512x384"
+    from backdrop.cli import main
+
+    monkeypatch.setenv("BACKDROP_DATA_DIR", str(there.data_dir))  # `show` says the Ray actor ran it
+    capsys.readouterr()
+    assert main(["show", str(ray_ids[0])]) == 0
+    assert f"ran on: Ray actor {actor.split(':')[2]} on host {actor.split(':')[0]}, process {_pid(actor)}" \
+        in capsys.readouterr().out.splitlines()
 
 
 def test_a_killed_ray_worker_fails_its_job_and_is_replaced(ray_cluster, tiny_models, lemur_path, tmp_path):

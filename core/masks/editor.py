@@ -13,8 +13,11 @@ region is flipped back by flipping it again; Clear removes the strokes, Reset ev
 The canvas: the editor hands it a drawing (``canvas``: the strokes and a nonce that makes each
 replacement a new drawing, which the canvas reloads even when the strokes are the same as an
 earlier one's) and reads what it returns (``canvas_returned``). Until it has reloaded, the
-canvas still returns what it held before: that value (``stale``) is ignored. So the canvas's
-state outlives a photo: a new photo (``open``) replaces everything else.
+canvas still returns what it held before: that value (``stale``) is ignored, and only until
+the canvas has returned something else (the same stroke painted on the next photo is new). A
+canvas whose frontend was mounted afresh starts from the drawing it was last handed: the
+strokes it returned since and no longer holds are kept and handed back. The canvas's state
+outlives a photo: a new photo (``open``) replaces everything else.
 
 The Studio keeps one editor in its session and changes it only through these methods: each
 change happens in one call, which Streamlit never interrupts (it abandons a run on an access of
@@ -193,18 +196,40 @@ class MaskEditor:
     def canvas_returned(self, drawing: dict | None, image: np.ndarray | None) -> None:
         """What the canvas returned: its drawing's objects and their pixels (RGBA). New strokes
         are recorded for Undo; a stale value, or one with clicks or boxes still on it (taken off
-        in ``take_marks``), is ignored."""
+        in ``take_marks``), is ignored. Strokes the canvas lost are kept (see ``_restore``)."""
         seen = fingerprint(drawing)
-        stale = seen == self._stale
         self._seen = seen
-        if drawing is None or stale or image is None:  # None: a fresh canvas that has sent nothing yet
+        if drawing is None or image is None:  # None: a fresh canvas that has sent nothing yet
             return
+        if seen == self._stale:
+            return
+        # the canvas has reloaded: from now on a drawing equal to what it held before is new (the
+        # same stroke painted again, e.g. on the next photo), not stale
+        self._stale = None
         painted, marks = brush.marks(drawing)
         if marks:
+            return
+        handed = len(self.canvas["objects"])
+        if painted[handed:len(self.strokes)] != self.strokes[handed:]:
+            self._restore(painted[handed:], image, seen)
             return
         for _ in range(len(painted) - len(self.strokes)):
             self._did("stroke")
         self.strokes, self.painted, self._mask = painted, image, None
+
+    def _restore(self, new: list[dict], image: np.ndarray, seen: str) -> None:
+        """The canvas came back without strokes it had returned before: its frontend was
+        mounted afresh (Streamlit runs a component's clean-up when two of its updates overlap)
+        from the drawing it was last handed, and ``new`` are the strokes painted on it since.
+        Keep every stroke: the lost ones' pixels stay under the new ones', and the canvas is
+        handed all of them."""
+        for _ in new:
+            self._did("stroke")
+        if self.painted is not None and self.painted.shape == image.shape:
+            image = np.asarray(Image.alpha_composite(Image.fromarray(self.painted), Image.fromarray(image)))
+        strokes = self.strokes + new
+        self._replace_strokes(strokes, stale=seen)
+        self.painted, self._mask = image, None
 
     def remount(self) -> None:
         """A fresh canvas (the first view, or back from another page) starts from the strokes."""

@@ -1,18 +1,23 @@
 """Hugging Face models on disk: where a model id's weights are, downloading them, and their revision.
 
-A model id is a Hugging Face id or a local folder. Hub ids load from the local Hugging Face cache
-first and only then try the network (never when ``HF_HUB_OFFLINE`` is set); whatever fails becomes
-a ``ModelMissingError`` that names the model and the command that fetches it.
+A model id is a Hugging Face id or a local folder. Loading never downloads: a hub id loads from
+the local Hugging Face cache, and what is not there is a ``ModelMissingError`` that names the
+model and the command that fetches it (``backdrop models fetch``, the one place that downloads,
+never when ``HF_HUB_OFFLINE`` is set). Every message is a sentence a user can act on; a
+library's own error goes to the log.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 from pathlib import Path
 
 from core.errors import ModelMissingError
+
+log = logging.getLogger(__name__)
 # What a download takes from a hub repo: configs, tokenizer files and the full-precision
 # safetensors; not the .ckpt/.bin duplicates, fp16 copies or the safety checker we never load.
 ALLOW_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
@@ -49,11 +54,23 @@ def looks_local(model_id: str) -> bool:
 def missing(model_id: str, why: str) -> ModelMissingError:
     """The error a user sees; ``.reason`` keeps just the cause (for fetch's own report)."""
     if looks_local(model_id):
-        error = ModelMissingError(f"model folder {model_id!r} is not usable ({why}); point to a diffusers/transformers folder saved with save_pretrained")
+        error = ModelMissingError(f"model folder {model_id!r} is not usable: {why}; point to a diffusers/transformers "
+                                  "folder saved with save_pretrained")
     else:
-        error = ModelMissingError(f"model {model_id!r} is not available locally ({why}); download it with: {fetch_command()} {model_id}")
+        error = ModelMissingError(f"model {model_id!r} is not on this machine ({why}); fetch it with: "
+                                  f"{fetch_command()} {model_id}")
     error.reason = why
     return error
+
+
+def unusable(model_id: str, what: str) -> ModelMissingError:
+    """The error for weights that are here but do not load as ``what`` (the library's message is
+    for the log)."""
+    if looks_local(model_id):
+        return missing(model_id, f"its files are incomplete or are not a {what} (the server's log has the details)")
+    return ModelMissingError(f"model {model_id!r} does not load as a {what}: its files in the Hugging Face cache are "
+                             f"incomplete or of another kind (the server's log has the details); fetch it again with: "
+                             f"{fetch_command()} {model_id}, or choose another model")
 
 
 def cached_snapshot(model_id: str) -> Path | None:
@@ -77,10 +94,8 @@ def local_folder(model_id: str) -> Path | None:
 
 
 def resolve_model(model_id: str) -> Path:
-    """A local folder for ``model_id``: the folder itself, the cached hub snapshot, or (when a
-    network is allowed) a fresh download. ModelMissingError otherwise."""
-    from huggingface_hub import snapshot_download
-
+    """The local folder ``model_id`` names, or its cached hub snapshot; never downloads
+    (ModelMissingError naming the command that does)."""
     if not model_id:
         raise ModelMissingError(f"no model given; set one or download the defaults with: {fetch_command()}")
     if looks_local(model_id):
@@ -91,18 +106,42 @@ def resolve_model(model_id: str) -> Path:
     folder = cached_snapshot(model_id)
     if folder is not None and has_weights(folder):
         return folder
-    if offline():
-        raise missing(model_id, "not in the Hugging Face cache and offline")
+    raise missing(model_id, "not in the Hugging Face cache")
+
+
+def download_model(model_id: str) -> tuple[Path, bool]:
+    """(the folder of ``model_id``, whether it was downloaded now): a local folder or the cached
+    snapshot as they are, else a download from the Hugging Face hub into its cache
+    (``backdrop models fetch``). ModelMissingError says in a sentence why it cannot."""
+    from huggingface_hub import snapshot_download
+
     try:
-        return Path(snapshot_download(model_id, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
-    except Exception as exc:  # network down, unknown repo, gated repo...
-        raise missing(model_id, f"download failed: {first_line(exc)}") from exc
+        return resolve_model(model_id), False
+    except ModelMissingError:
+        if looks_local(model_id) or not model_id:
+            raise
+    if offline():
+        raise missing(model_id, "this machine is set offline (HF_HUB_OFFLINE), so nothing is downloaded")
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS)), True
+    except Exception as exc:  # noqa: BLE001 - network down, unknown or gated repo...
+        log.warning("downloading %s failed", model_id, exc_info=exc)
+        raise missing(model_id, download_failure(exc)) from exc
 
 
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (library errors can run to pages)."""
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"
+def download_failure(exc: BaseException) -> str:
+    """Why a download failed, in words (the library's message, often pages long, goes to the log)."""
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    if isinstance(exc, GatedRepoError):
+        return "its licence must be accepted on huggingface.co first, then sign in with `hf auth login`"
+    if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError)):
+        return "the Hugging Face hub has no such model (or it is private): check the id"
+    if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)) \
+            or "connect" in type(exc).__name__.lower():
+        return "the Hugging Face hub cannot be reached from this machine (no network?)"
+    return f"the download stopped ({type(exc).__name__}; the server's log has the details)"
 
 
 def model_revision(model_id: str, folder: Path) -> str:

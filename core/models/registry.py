@@ -8,12 +8,15 @@ is, where its weights come from and how it is built is core.models.slots' table.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from core.models.device import torch_dtype
-from core.models.hub import first_line, missing
+from core.models.hub import unusable
 from core.models.slots import SLOTS
+
+log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -50,8 +53,9 @@ class ModelRegistry:
                 self._revisions[model_id] = declared.source.revision(model_id, path)
                 try:
                     loaded = declared.build(path, dtype, device)
-                except (OSError, ValueError) as exc:
-                    raise missing(model_id, first_line(exc)) from exc
+                except (OSError, ValueError) as exc:  # the library's own words go to the log
+                    log.warning("loading %s %r from %s failed", slot, model_id, path, exc_info=exc)
+                    raise unusable(model_id, declared.label.lower()) from exc
                 with self._lock:
                     self._cache[key] = loaded
             return self._cache[key]

@@ -140,10 +140,12 @@ def install(name: str, download: Callable[[Path], Path] | None = None) -> tuple[
     try:
         path = cls.download_models()
     except Exception as exc:  # noqa: BLE001 - no network, a changed release URL, a checksum mismatch
-        from core.models.hub import first_line
+        from core.models.hub import log
 
-        raise ModelMissingError(f"could not download rembg model {name!r} (rembg downloads it from its GitHub "
-                                f"releases: this needs a network): {first_line(exc)}") from exc
+        log.warning("downloading rembg model %s failed", name, exc_info=exc)
+        raise ModelMissingError(f"could not download rembg model {name!r}: rembg downloads it from its GitHub "
+                                "releases, which this machine cannot reach or which no longer hold it (the "
+                                "log has the details)") from exc
     return Path(path), True
 
 

@@ -27,9 +27,9 @@ Role = Literal["required", "degrades"]
 
 @dataclass(frozen=True)
 class Source:
-    """Where a slot's weights come from: finding them (never downloading), resolving them for a
-    load (a hub source may download when a network is allowed), their revision, fetching them,
-    and the command that fetches them."""
+    """Where a slot's weights come from: finding them, resolving them for a load (neither ever
+    downloads), their revision, fetching them (``backdrop models fetch``: the one place that
+    downloads), and the command that fetches them."""
 
     name: str
     locate: Callable[[str], Path | None]
@@ -68,11 +68,7 @@ def _rembg_resolve(name: str) -> Path:
     return path
 
 
-def _hub_install(model_id: str) -> tuple[Path, bool]:
-    return hub.resolve_model(model_id), False
-
-
-HUB = Source("hub", hub.local_folder, hub.resolve_model, hub.model_revision, _hub_install, torch=True)
+HUB = Source("hub", hub.local_folder, hub.resolve_model, hub.model_revision, hub.download_model, torch=True)
 REMBG = Source("rembg", _rembg_locate, _rembg_resolve, lambda name, _path: rembg_weights.revision(name),
                rembg_weights.install, torch=False)
 
