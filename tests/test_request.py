@@ -23,9 +23,10 @@ def test_every_field_is_declared_with_label_help_and_type():
         assert spec.label and spec.help and spec.type in (str, int, float, bool), spec.name
         assert isinstance(spec.default, spec.type) and getattr(GenerationRequest(), spec.name) == spec.default
         assert (spec.low is None) == (spec.high is None)
-    assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth"}
+    assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth", "fast_lora"}
     assert {spec.env for spec in FIELDS if spec.env} == {
-        "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL", "BACKDROP_DEVICE"}
+        "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL",
+        "BACKDROP_FAST_LORA", "BACKDROP_DEVICE"}
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -44,14 +45,14 @@ def test_validation_comes_from_the_declaration(name, value, message):
 def test_to_dict_is_versioned_and_from_dict_is_strict():
     request = GenerationRequest(background="ai", prompt="dunes", seed=9, harmony=0.3)
     stored = json.loads(json.dumps(request.to_dict()))
-    assert stored["version"] == SCHEMA_VERSION == 2
+    assert stored["version"] == SCHEMA_VERSION == 3
     assert GenerationRequest.from_dict(stored) == request
     with pytest.raises(InputError, match="missing: seed"):
         GenerationRequest.from_dict({k: v for k, v in stored.items() if k != "seed"})  # never today's default
     with pytest.raises(InputError, match="unknown: colour"):
         GenerationRequest.from_dict({**stored, "colour": "red"})
-    with pytest.raises(InputError, match="version 3, written by a newer Backdrop"):
-        GenerationRequest.from_dict({**stored, "version": 3})
+    with pytest.raises(InputError, match="version 4, written by a newer Backdrop"):
+        GenerationRequest.from_dict({**stored, "version": 4})
 
 
 def test_version_1_upgrades_explicitly():
@@ -67,10 +68,43 @@ def test_version_1_upgrades_explicitly():
     assert request.shadow_angle == 315.0 and request.harmony == 0.5 and request.quality_negative is False
     image = GenerationRequest.from_dict(json.loads((STORED / "v1-image.json").read_text()))
     assert image.background == "image" and image.harmony == 0.5
-    assert upgrade(ai)["version"] == 2 and "work_width" not in upgrade(ai)
+    assert upgrade(ai)["version"] == SCHEMA_VERSION and "work_width" not in upgrade(ai)
     broken = {k: v for k, v in ai.items() if k != "steps"}
     with pytest.raises(InputError, match="missing: steps"):
         GenerationRequest.from_dict(broken)
+
+
+def test_version_2_upgrades_explicitly():
+    """A stored version-2 request (written by the version before fast mode): it ran the standard
+    sampler, so it reads back with fast mode off and every stored value kept; a version-2
+    request naming a field version 2 did not have is an error, not a value to keep."""
+    v2 = json.loads((STORED / "v2-ai.json").read_text())
+    assert v2["version"] == 2 and "fast" not in v2
+    request = GenerationRequest.from_dict(v2)
+    assert {k: getattr(request, k) for k in v2 if k != "version"} == {k: v for k, v in v2.items() if k != "version"}
+    assert request.fast is False and request.fast_lora == FIELD["fast_lora"].default
+    assert upgrade(v2) == {**v2, "version": 3, "fast": False, "fast_lora": FIELD["fast_lora"].default}
+    with pytest.raises(InputError, match="version 2.*unknown: fast"):
+        GenerationRequest.from_dict({**v2, "fast": True})
+
+
+def test_fast_mode_samples_with_its_recipe():
+    """Fast mode's scheduler, steps, guidance and eta are its LoRA's recipe, whatever the standard
+    settings say; the standard settings are kept for standard mode. Guidance at most 1: no
+    unguided row, so a run computes one row per variant and step."""
+    from core.engine.recipes import RECIPES, sampling, step_rows
+
+    request = GenerationRequest(background="ai", steps=30, guidance=6.0, scheduler="ddim", variants=2)
+    assert (sampling(request).scheduler, sampling(request).steps, sampling(request).eta) == ("ddim", 30, 1.0)
+    assert step_rows(request.params()) == 30 * 2 * 2
+    for lora, recipe in RECIPES.items():
+        plan = sampling(request.replace(fast=True, fast_lora=lora))
+        assert (plan.scheduler, plan.steps, plan.guidance, plan.eta, plan.lora) == (
+            recipe.scheduler, 4, recipe.guidance, recipe.eta, lora)
+        assert not plan.guided and step_rows(request.replace(fast=True, fast_lora=lora).params()) == 4 * 2
+    assert sampling(request.replace(fast=True)).lora == "latent-consistency/lcm-lora-sdv1-5"  # the default recipe
+    with pytest.raises(InputError, match="fast lora must be one of"):
+        request.replace(fast_lora="someone/other-lora")
 
 
 def test_the_field_table_has_no_second_copy():

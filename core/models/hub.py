@@ -99,6 +99,38 @@ def resolve_model(model_id: str) -> Path:
         raise missing(model_id, f"download failed: {first_line(exc)}") from exc
 
 
+def local_file(repo: str, filename: str) -> Path | None:
+    """One file of a hub repository from the local Hugging Face cache, or None; never downloads
+    (a repository such as ByteDance/Hyper-SD holds many large files, of which a slot needs one)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
+    except Exception:  # not cached, or an id the hub client rejects
+        return None
+
+
+def resolve_file(repo: str, filename: str) -> Path:
+    """``local_file``, or (when a network is allowed) that one file downloaded. ModelMissingError
+    naming the repository and the command that fetches it otherwise."""
+    from huggingface_hub import hf_hub_download
+
+    found = local_file(repo, filename)
+    if found is not None:
+        return found
+    if offline():
+        raise missing(repo, f"{filename} is not in the Hugging Face cache and offline")
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as exc:  # network down, unknown repo or file...
+        raise missing(repo, f"download of {filename} failed: {first_line(exc)}") from exc
+
+
+def file_revision(path: Path) -> str:
+    """The hub commit hash of a cached file (its snapshot folder's name)."""
+    return path.parent.name if path.parent.parent.name == "snapshots" else ""
+
+
 def first_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (library errors can run to pages)."""
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
