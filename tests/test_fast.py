@@ -211,3 +211,76 @@ def test_without_the_lora_fast_mode_says_which_command_fetches_it(tiny_models, i
     assert readiness(request.replace(fast=False), "ai").blocking == []  # standard mode needs no LoRA
     with pytest.raises(ModelMissingError, match=command.split()[-3] + ".*h1t/TCD-SD15-LoRA"):
         generate_backgrounds(*inpaint_inputs, request, registry=ModelRegistry())
+
+
+def test_backdrop_replace_fast_runs_the_recipe_records_it_and_reruns_bit_identically(tiny_models, astronaut, lora_hub,
+                                                                                      tmp_path, capsys):
+    """`backdrop replace photo -o out.png -b ai --fast`: the run record says which LoRA, scheduler,
+    steps and guidance ran and that no unguided row did; the output's parameters text says the
+    same; `backdrop rerun` gives the same pixels; `show` lists the request's fast mode."""
+    import json
+
+    from PIL import Image
+
+    from backdrop.cli import main
+    from tiny_models import HUB_REVISION
+
+    photo = tmp_path / "photo.png"
+    astronaut.resize((160, 120)).save(photo)
+    out = tmp_path / "fast.png"
+    code = main(["replace", str(photo), "-o", str(out), "-b", "ai", "--fast", "--prompt", "a beach", "--seed", "5",
+                 "--device", "cpu", "--json", "--inpaint-model", tiny_models["inpaint"],
+                 "--controlnet-model", tiny_models["controlnet"], "--depth-model", tiny_models["depth"]])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["request"]["fast"] is True and report["request"]["fast_lora"] == LCM
+    assert report["request"]["version"] == 3 and report["request"]["steps"] == 25  # kept for standard mode
+    record = report["record"]
+    assert (record["fast_lora"], record["scheduler"], record["steps"], record["guidance"], record["guided"]) == (
+        LCM, "LCMScheduler", 4, 1.0, False)
+    assert record["rows"] == 1 and record["depth_control"] is True
+    assert report["models"]["fast_lora"] == {"id": LCM, "revision": HUB_REVISION}
+    parameters = Image.open(out).text["parameters"]
+    assert "Steps: 4, Sampler: LCM, CFG scale: 1.0" in parameters and f"Fast mode: LCM-LoRA SD1.5 ({LCM})" in parameters
+
+    again = tmp_path / "again.png"
+    assert main(["rerun", str(report["generation_id"]), "-o", str(again)]) == 0
+    assert f"identical to generation {report['generation_id']}: yes" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+    assert main(["show", str(report["generation_id"])]) == 0
+    shown = capsys.readouterr().out
+    assert "  Fast: True  (default False)" in shown and "scheduler: LCMScheduler" in shown and "guided: False" in shown
+
+
+@pytest.mark.slow
+def test_the_api_takes_the_same_field(tiny_models, tiny_lora_cache, lemur_path, tmp_path):
+    """`POST /v1/generations` with ``{"fast": true}``: the recipe runs, the generation's record
+    says so, a re-run gives the same image; an unknown LoRA is refused with the field's message."""
+    import io
+    import json
+
+    import httpx
+    from PIL import Image
+
+    from api_server import serve, wait_finished
+
+    data = tmp_path / "data"
+    data.mkdir()
+    fields = {"background": "ai", "fast": True, "prompt": "a beach", "seed": 3, "device": "cpu",
+              "inpaint_model": tiny_models["inpaint"], "controlnet_model": tiny_models["controlnet"],
+              "depth_model": tiny_models["depth"]}
+    with serve(data, env={"HF_HUB_CACHE": str(tiny_lora_cache), "HF_HUB_OFFLINE": "1"}) as (url, _process), \
+            httpx.Client(base_url=url, timeout=60) as client:
+        def create(request):
+            return client.post("/v1/generations", files={"photo": ("photo.png", lemur_path.read_bytes(), "image/png")},
+                               data={"request": json.dumps(request)})
+
+        made = wait_finished(client, create(fields).json()["id"])
+        assert made["status"] == "done", made["error"]
+        assert made["request"]["fast"] is True and made["record"]["fast_lora"] == LCM
+        assert (made["record"]["scheduler"], made["record"]["steps"], made["record"]["guided"]) == ("LCMScheduler", 4, False)
+        again = wait_finished(client, client.post(f"/v1/generations/{made['id']}/rerun").json()["id"])
+        images = [np.asarray(Image.open(io.BytesIO(client.get(g["images"]["result"][0]).content))) for g in (made, again)]
+        assert np.array_equal(*images)
+        refused = create({**fields, "fast_lora": "someone/else"})
+        assert refused.status_code == 422 and "fast lora must be one of" in refused.json()["detail"]

@@ -407,7 +407,8 @@ def test_lanes_keep_quick_jobs_apart_from_ai_jobs(db):
 
 def test_place_in_lane_and_estimate_from_similar_jobs(db):
     """Position among the jobs of its lane, and times estimated from the recorded durations of
-    finished jobs of the same kind: per diffusion step for AI, per megapixel for the rest."""
+    finished jobs of the same kind: per network row of a diffusion step for AI (two rows when
+    guided), per megapixel for the rest."""
     queue = jobs.JobQueue(db)
     photo = _photo(12, size=(1000, 500))  # 0.5 megapixel
     now = datetime.now(timezone.utc)
@@ -430,7 +431,8 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
     second = queue.submit(GenerationRequest(background="color:#00ff00"), _photo(13, size=(2000, 1000)))
     assert queue.claim("probe", lane="ai") == ai_running
     with db.session() as session:
-        session.execute(update(Generation).where(Generation.id == ai_running).values(started_at=now - timedelta(seconds=10)))
+        session.execute(update(Generation).where(Generation.id == ai_running).values(  # 10 s ago, from now (not
+            started_at=datetime.now(timezone.utc) - timedelta(seconds=10)))  # the test's start: a loaded machine is slow)
 
     running = queue.place(ai_running)
     assert (running.lane, running.status, running.ahead, running.wait_s, running.similar) == ("ai", "running", 0, 0.0, 2)
@@ -438,6 +440,10 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
     waiting = queue.place(ai_next)
     assert waiting.ahead == 1 and waiting.wait_s == pytest.approx(40.0, abs=1.0)  # 50 s minus the 10 s it has run
     assert waiting.run_s == pytest.approx(20.0)  # 5 steps x 2 variants
+    # fast mode: its recipe's 4 steps of one row (no unguided row) against 25 guided steps of two
+    fast = GenerationRequest(background="ai", prompt="fast", fast=True)
+    assert queue.expected_run_s(fast) == (pytest.approx(4.0), 2)
+    assert queue.expected_run_s(fast.replace(fast=False)) == (pytest.approx(50.0), 2)
     quick = queue.place(second)  # the AI jobs are not in its way
     assert quick.lane == "quick" and quick.ahead == 1 and quick.similar == 3
     assert quick.wait_s == pytest.approx(2.0) and quick.run_s == pytest.approx(8.0)  # 0.5 MP, then 2 MP

@@ -217,43 +217,56 @@ LORA_RANK = 4
 LORA_ALPHA = 8  # scaling alpha / rank = 2: a file's alphas must be read, not assumed
 
 
-def lora_unet(unet_config: dict | None = None, seed: int = 6, rank: int = LORA_RANK, alpha: int = LORA_ALPHA):
+def lora_unet(unet_config: dict | None = None, seed: int = 6, rank: int = LORA_RANK, alpha: int = LORA_ALPHA,
+              device: str = "cpu"):
     """A UNet of ``unet_config``'s architecture (the tiny one by default) with a random LoRA
     adapter made by peft (both of its matrices random: peft starts B at zero, a LoRA that
-    changes nothing)."""
+    changes nothing). On the ``meta`` device it holds only the shapes (a full-size one costs
+    nothing)."""
     from diffusers import UNet2DConditionModel
     from peft import LoraConfig
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**(unet_config or UNET))
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, init_lora_weights=False))
-    with torch.no_grad():
-        for name, parameter in unet.named_parameters():
-            if "lora_" in name:
-                parameter.normal_(0.0, 0.5 / rank)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**(unet_config or UNET))
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, init_lora_weights=False))
+    if device != "meta":
+        with torch.no_grad():
+            for name, parameter in unet.named_parameters():
+                if "lora_" in name:
+                    parameter.normal_(0.0, 0.5 / rank)
     return unet
 
 
-def save_lora(unet, folder: Path, weight_name: str, layout: str) -> Path:
+def save_lora(unet, folder: Path, weight_name: str, layout: str, dtype=None, seed: int = 7) -> Path:
     """The adapter of ``unet`` (``lora_unet``) saved as a LoRA file, as the real files are laid
     out: ``diffusers`` (``StableDiffusionLoraLoaderMixin.save_lora_weights``: ``unet.<module>.lora_A.weight``
-    keys and the adapter's config as metadata, what diffusers' training scripts save) or ``kohya`` (``lora_unet_<module>.lora_down.weight``
-    with ``.alpha`` keys: the layout of latent-consistency/lcm-lora-sdv1-5's file, converted with
-    diffusers' own ``convert_state_dict_to_kohya``). Returns the file."""
+    keys and the adapter's config as metadata, what diffusers' training scripts save) or ``kohya``
+    (``lora_unet_<module>.lora_down.weight`` with ``.alpha`` keys: the layout of
+    latent-consistency/lcm-lora-sdv1-5's file, converted with diffusers' own
+    ``convert_state_dict_to_kohya``), in ``dtype`` (the adapter's own by default; the real files
+    are fp16). An adapter on the meta device is saved with random values (``seed``). Returns the file."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
     from diffusers.utils import convert_state_dict_to_kohya
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     config = unet.peft_config["default"]
-    state = {key: value.detach().clone().contiguous() for key, value in get_peft_model_state_dict(unet).items()}
+    generator = torch.Generator().manual_seed(seed)
+
+    def value(tensor):
+        if tensor.is_meta:
+            tensor = torch.randn(tensor.shape, generator=generator) * (0.5 / config.r)
+        return tensor.detach().to(dtype or tensor.dtype).contiguous()
+
+    state = {key: value(tensor) for key, tensor in get_peft_model_state_dict(unet).items()}
     folder.mkdir(parents=True, exist_ok=True)
     if layout == "diffusers":  # the adapter's config (its alpha) in the file's metadata, as diffusers saves it
         StableDiffusionLoraLoaderMixin.save_lora_weights(folder, unet_lora_layers=state, weight_name=weight_name,
                                                          safe_serialization=True,
                                                          unet_lora_adapter_metadata=config.to_dict())
     elif layout == "kohya":
-        kohya = convert_state_dict_to_kohya({f"unet.{key}": value for key, value in state.items()})
+        kohya = convert_state_dict_to_kohya({f"unet.{key}": tensor for key, tensor in state.items()})
         for key in [k for k in kohya if k.endswith(".alpha")]:
             kohya[key] = torch.tensor(float(config.lora_alpha))  # the converter writes the rank
         save_file(kohya, folder / weight_name)
