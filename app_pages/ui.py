@@ -14,6 +14,8 @@ import sys
 import streamlit as st
 from PIL import Image
 
+from app_pages import fast
+from core.engine.recipes import starts_fast
 from core.look.backgrounds import KINDS
 from core.request import FIELD, FIELDS, GenerationRequest
 from core.models.slots import explain_missing, readiness
@@ -138,8 +140,10 @@ def _roll_seed(prefix: str) -> None:
 
 
 def base_request() -> GenerationRequest:
-    """A request carrying the user's saved default models and device."""
-    return GenerationRequest(**{k: v for k, v in settings().items() if k in FIELD})
+    """A request carrying the user's saved default models and device; in fast mode where that
+    is where the Studio starts (a CPU with the fast-mode LoRA here: core.engine.recipes)."""
+    request = GenerationRequest(**{k: v for k, v in settings().items() if k in FIELD})
+    return request.replace(fast=True) if starts_fast(request) else request
 
 
 def field_widget(prefix: str, spec, **extra):
@@ -161,13 +165,15 @@ def field_widget(prefix: str, spec, **extra):
     return st.slider(spec.label, float(spec.low), float(spec.high), step=spec.step, **common)
 
 
-def _group(prefix: str, group: str) -> None:
+def _group(prefix: str, group: str, base: GenerationRequest) -> None:
     """Every form field of ``group``; a field with ``shown_if`` only while that field is above 0."""
     state = st.session_state
     for spec in FORM_FIELDS:
         if spec.group != group or (spec.shown_if and not state[f"{prefix}{spec.shown_if}"] > 0):
             continue
-        if spec.name == "seed":
+        if spec.name == "fast":
+            fast.fast_switch(prefix, spec, base, lambda request: workers().queue.expected_run_s(request))
+        elif spec.name == "seed":
             seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
             with seed_col:
                 field_widget(prefix, spec)
@@ -196,7 +202,8 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
     kind = KINDS[name]
     background, picture, reason = name, None, None
     if kind.generated:
-        ready = readiness(base.replace(background=name, control_scale=state[f"{prefix}control_scale"]), "ai")
+        ready = readiness(base.replace(background=name, **{f: state[f"{prefix}{f}"] for f in (
+            "control_scale", "fast", "fast_lora")}), "ai")
         if ready.blocking:
             st.warning(explain_missing(ready.blocking), icon=":material/block:")
             reason = "the AI models are missing (see above)"
@@ -206,9 +213,10 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
             "Start from a preset", [""] + list(PRESETS), persist_state="session", key=f"{prefix}preset", on_change=_apply_preset,
             args=(prefix,), format_func=lambda n: PRESETS[n].label if n else "(none - write your own)",
         )
-        _group(prefix, "ai")
+        _group(prefix, "ai", base)
         with st.expander("Advanced settings"):
-            _group(prefix, "advanced")
+            fast.advanced_note(prefix)
+            _group(prefix, "advanced", base)
     elif kind.colours:
         pickers = _PICKERS[kind.colours]
         colours = []
@@ -221,7 +229,7 @@ def background_form(prefix: str, base: GenerationRequest) -> tuple[GenerationReq
         if picture is None:
             reason = "upload a background image first"
     with st.expander("Edges, colour match and shadows"):
-        _group(prefix, "look")
+        _group(prefix, "look", base)
     if reason:
         return None, None, reason
     groups = ("ai", "advanced", "look") if kind.generated else ("look",)  # the others: as in the base

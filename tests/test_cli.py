@@ -43,7 +43,7 @@ def test_replace_on_white_subprocess(rotated_jpeg, tmp_path):
     report = json.loads(proc.stdout)
     assert report["outputs"] == [str(out)] and report["mask"] == str(mask) and report["cutout"] == str(cut)
     assert Image.open(mask).mode == "L" and Image.open(cut).mode == "RGBA" and Image.open(cut).size == (360, 480)
-    assert report["record"]["input_size"] == [360, 480] and report["request"]["version"] == 2
+    assert report["record"]["input_size"] == [360, 480] and report["request"]["version"] == 3
     assert {"load", "segment", "composite", "save"} <= set(report["timings"])
     image = Image.open(out)
     assert image.size == (360, 480) and image.mode == "RGB"  # EXIF rotation applied

@@ -99,3 +99,23 @@ def step_rows(values: Mapping[str, Any]) -> int:
     guided. What an AI job's time grows with."""
     plan = sampling_of(values)
     return max(plan.steps * int(values.get("variants", 1)) * (2 if plan.guided else 1), 1)
+
+
+def starts_fast(request) -> str | None:
+    """Why the Studio starts in fast mode for ``request``'s device and LoRA, or None: on a CPU,
+    where a standard AI background takes minutes, when the LoRA's weights are here (never
+    downloads). Standard mode stays one switch away."""
+    from core.errors import InputError
+    from core.models.device import resolve_device
+    from core.models.slots import SLOTS
+
+    try:
+        on_cpu = resolve_device(request.device) == "cpu"
+    except InputError:  # a device that is not here: the form says so elsewhere
+        return None
+    if not on_cpu or SLOTS["fast_lora"].source.locate(request.fast_lora) is None:
+        return None
+    standard, fast = sampling_of({**request.params(), "fast": False}), RECIPES[request.fast_lora]
+    return (f"This computer has no GPU, so the Studio starts in fast mode: a standard AI background takes minutes here "
+            f"({standard.steps} steps" + (" of two rows" if standard.guided else "") + f"), fast mode {fast.steps} steps "
+            f"of one row with {fast.label}.")
