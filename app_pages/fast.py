@@ -33,9 +33,9 @@ def expected_text(request: GenerationRequest, expected) -> str:
     if fast_s is None:
         ratio = step_rows(standard.params()) / step_rows(fast.params())
         plan, recipe = sampling(standard), RECIPES[fast.fast_lora]
-        return (f"Fast: {recipe.steps} steps of one row instead of {plan.steps}"
-                + (" of two" if plan.guided else "") + f", about {ratio:.0f}x less denoising (no estimate yet: "
-                "no AI background has finished here).")
+        return (f"Fast mode: {recipe.steps} steps instead of {plan.steps}"
+                + (", without the second pass for guidance" if plan.guided else "") + f": about {ratio:.0f}x less "
+                "work (no time estimate yet: no AI background has finished here).")
     return (f"Expected here: fast about {duration(fast_s)}, standard about {duration(standard_s)} "
             f"(from {similar} similar job{'s' if similar != 1 else ''}).")
 

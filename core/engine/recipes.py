@@ -116,6 +116,7 @@ def starts_fast(request) -> str | None:
     if not on_cpu or SLOTS["fast_lora"].source.locate(request.fast_lora) is None:
         return None
     standard, fast = sampling_of({**request.params(), "fast": False}), RECIPES[request.fast_lora]
-    return (f"This computer has no GPU, so the Studio starts in fast mode: a standard AI background takes minutes here "
-            f"({standard.steps} steps" + (" of two rows" if standard.guided else "") + f"), fast mode {fast.steps} steps "
-            f"of one row with {fast.label}.")
+    twice = ", each run twice for the prompt's guidance" if standard.guided else ""
+    return (f"This computer has no GPU, so the Studio starts in fast mode: a standard AI background takes minutes "
+            f"here ({standard.steps} steps{twice}); fast mode runs {fast.steps} steps, once each, with {fast.label}. "
+            "Switch it off for the standard mode.")
