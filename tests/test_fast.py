@@ -284,3 +284,27 @@ def test_the_api_takes_the_same_field(tiny_models, tiny_lora_cache, lemur_path, 
         assert np.array_equal(*images)
         refused = create({**fields, "fast_lora": "someone/else"})
         assert refused.status_code == 422 and "fast lora must be one of" in refused.json()["detail"]
+
+
+def test_a_lora_for_another_architecture_is_refused_and_the_weights_stay(tiny_models, inpaint_inputs, tmp_path,
+                                                                         monkeypatch):
+    """A LoRA made for another UNet (wider blocks) under a recipe's id: fast mode says it does not
+    fit, and the shared UNet is left with its own weights, so a standard run is unchanged."""
+    from huggingface_hub import constants
+
+    from core.errors import InputError
+    from tiny_models import UNET, install_in_hub_cache, lora_unet, save_lora
+
+    other = lora_unet({**UNET, "block_out_channels": (64, 128), "attention_head_dim": 16})
+    install_in_hub_cache(tmp_path / "hub", LCM, {RECIPES[LCM].weight_name: save_lora(other, tmp_path, "o.safetensors",
+                                                                                     "kohya")})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    registry = ModelRegistry()
+    standard = fast_request(tiny_models, fast=False)
+    before = ours(inpaint_inputs, standard, registry, monkeypatch)[0]
+    with pytest.raises(InputError, match="does not fit this inpainting model"):
+        generate_backgrounds(*inpaint_inputs, fast_request(tiny_models), registry=registry)
+    assert torch.equal(ours(inpaint_inputs, standard, registry, monkeypatch)[0], before)
+    assert registry.unet_weights(tiny_models["inpaint"], "cpu").fused is None
+    assert not any("lora" in name for name in registry.load("inpaint", tiny_models["inpaint"], "cpu").unet.state_dict())

@@ -79,8 +79,11 @@ def fuse(unet: torch.nn.Module, lora: LoRA) -> list[tuple[torch.Tensor, torch.Te
                     changed = [base.weight] + ([base.bias] if any(getattr(module, "lora_bias", {}).values()) else [])
                     originals += [(tensor, tensor.detach().to("cpu", copy=True)) for tensor in changed]
             unet.fuse_lora(lora_scale=1.0, safe_fusing=False, adapter_names=[ADAPTER])
-    except BaseException:
+    except BaseException as exc:
         restore(originals)
+        if isinstance(exc, (RuntimeError, ValueError, KeyError)):  # shapes or names of another architecture
+            raise InputError(f"the fast-mode LoRA {lora.name} does not fit this inpainting model (an SD1.5 "
+                             f"LoRA needs an SD1.5 UNet): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
         raise
     finally:
         unet.unload_lora()
