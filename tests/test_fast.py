@@ -308,3 +308,31 @@ def test_a_lora_for_another_architecture_is_refused_and_the_weights_stay(tiny_mo
     assert torch.equal(ours(inpaint_inputs, standard, registry, monkeypatch)[0], before)
     assert registry.unet_weights(tiny_models["inpaint"], "cpu").fused is None
     assert not any("lora" in name for name in registry.load("inpaint", tiny_models["inpaint"], "cpu").unet.state_dict())
+
+
+@pytest.mark.slow
+def test_the_compiled_step_runs_the_fused_weights(tiny_models, inpaint_inputs, lora_hub, monkeypatch, tmp_path):
+    """BACKDROP_COMPILE=1 (the "eager" torch.compile backend, as tests/test_engine.py uses): once
+    fast mode's shape is compiled, fast runs use the compiled step and give the eager step's
+    images; a standard run of the same shape (guidance 1) on the same compiled code gives the
+    standard images: the compiled code reads whatever weights the UNet holds."""
+    monkeypatch.setenv("BACKDROP_COMPILE", "1")
+    monkeypatch.setenv("BACKDROP_COMPILE_BACKEND", "eager")
+    monkeypatch.setenv("BACKDROP_COMPILE_CACHE", str(tmp_path))
+    fast = fast_request(tiny_models, steps=3)
+    standard = fast.replace(fast=False, guidance=1.0)
+    registry = ModelRegistry()
+    first: dict = {}
+    eager_fast = generate_backgrounds(*inpaint_inputs, fast, registry=registry, record=first)
+    assert first["step"] == "eager"
+    compiled = registry.step_runner(fast.inpaint_model, fast.controlnet_model, "cpu").compiled()
+    (key,) = compiled.requested()
+    assert compiled.wait(key, timeout=300), compiled.status(key)
+    with monkeypatch.context() as plain:
+        plain.delenv("BACKDROP_COMPILE")
+        eager_standard = generate_backgrounds(*inpaint_inputs, standard, registry=ModelRegistry())
+    for request, expected in ((fast, eager_fast), (standard, eager_standard), (fast, eager_fast)):
+        record: dict = {}
+        images = generate_backgrounds(*inpaint_inputs, request, registry=registry, record=record)
+        assert record["step"] == "compiled"
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, expected, strict=True))
