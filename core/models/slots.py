@@ -3,12 +3,12 @@
 A slot is what a diffusers pipeline calls a component: a role (the cut-out model, the
 inpainting model, the depth ControlNet...) filled by a model id the user chooses. Each entry
 says where its weights come from (``HUB``: a Hugging Face id or a local folder; ``HUB_FILE``: one
-file of a Hugging Face repository; ``REMBG``: a rembg model name), how it is built once its files are on disk, which stage uses it, when a
-request needs it and what the user gets without it. The registry's one loader, readiness,
-preload, ``backdrop models`` (status and fetch), the Models page and the missing-weights
-messages all read this table: a new slot is one entry here plus its build function (and, when
-a request chooses it, a request field declared with ``slot=``; a slot no request chooses
-declares its saved setting here).
+file of a Hugging Face repository; ``REMBG``: a rembg model name), how it is built once its files
+are on disk, which stage uses it, when a request needs it and what the user gets without it.
+The registry's one loader, readiness, preload, ``backdrop models`` (status and fetch), the Models
+page and the missing-weights messages all read this table: a new slot is one entry here plus its
+build function (and, when a request chooses it, a request field declared with ``slot=``; a slot
+no request chooses declares its saved setting here).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from core.engine.recipes import RECIPES
 from core.errors import InputError, ModelMissingError
 from core.models import hub, rembg_weights
-from core.engine.recipes import RECIPES
 from core.request import FIELDS, Param
 
 Role = Literal["required", "degrades"]
