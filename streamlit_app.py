@@ -7,7 +7,7 @@ runs the files of a ``pages/`` folder as pages of their own until the first ``st
 call of the process, so a page URL opened first after a restart would run without this script
 (no sign-in, no sidebar, the narrow layout, every module of the folder listed as a page).
 
-Who may connect is decided here, before any page runs (backdrop.access): with accounts, a
+Who may connect is decided here, before any page runs (storage.access): with accounts, a
 sign-in form (or Streamlit's ``st.login`` where an OIDC provider is configured) gates every
 page, and the session remembers the account; without them, on 127.0.0.1, one local user needs
 none; served to a network without them, the app shows only why it refuses.
@@ -16,22 +16,25 @@ none; served to a network without them, the app shows only why it refuses.
 import time
 
 import streamlit as st
+from streamlit.logger import get_logger
 
-from backdrop import access
-from app_pages import memory, ui
+from app_pages import job_view, memory, ui
 from storage import users
+from storage.access import Policy
 
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
+sign_in_log = get_logger("backdrop.sign_in")  # with Streamlit's own lines, on the terminal of `make run`
 
 
 def who_is_asking():
     """(the signed-in account, None) when the pages may run (the account is None without
     accounts), or (None, page): the one page this session may see, the sign-in or the refusal."""
     state = st.session_state
-    refusal = access.refusal(st.get_option("server.address"))
+    policy = Policy.read()  # on each run, as Streamlit reads its secrets
+    refusal = policy.refusal(st.get_option("server.address"))
     if refusal:
         return None, lambda: st.error(refusal)
-    mode = access.mode()
+    mode = policy.mode()
     if mode == "local":
         state.pop(ui.SIGNED_IN, None)
         return None, None
@@ -69,11 +72,19 @@ def _password_form() -> None:
         password = st.text_input("Password", type="password", key="sign_in_password", autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        user = users.authenticate(name.strip(), password)
+        name, address = name.strip(), st.context.ip_address or "an unknown address"
+        try:
+            user = users.sign_in(name, password)
+        except users.SignInRefused as refused:
+            sign_in_log.warning("sign-in refused for %r from %s: %s", name, address, refused)
+            st.error(str(refused))
+            return
         if user is not None:
+            sign_in_log.info("signed in: %r from %s", user.name, address)
             state[ui.SIGNED_IN] = user
             state.pop("sign_in_notice", None)
             st.rerun()
+        sign_in_log.warning("sign-in failed for %r from %s", name, address)
         time.sleep(FAILED_SIGN_IN_DELAY_S)
         st.error("Wrong name or password.")
 
@@ -120,5 +131,5 @@ pages = [
 if user is None or user.admin:  # its settings (models, device) apply to everyone's generations
     pages.append(st.Page("app_pages/models.py", title="Models", icon=":material/memory:"))
 navigation = st.navigation(pages)
-ui.sidebar()
+job_view.sidebar()
 navigation.run()

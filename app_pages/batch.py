@@ -11,8 +11,10 @@ import streamlit as st
 
 from core.errors import BackdropError
 from core.imaging import PHOTO_SUFFIXES
-from app_pages import ui
+from app_pages import form, job_view, press, ui
 from storage import history
+from storage.lifecycle import UNFINISHED, Status
+from storage.progress import progress_text
 
 state = st.session_state
 FORM = "batch_f_"
@@ -45,7 +47,7 @@ def start(sources: list[tuple[str, bytes]], request, picture: bytes | None, user
     jobs = []
     for name, data in sources:
         try:
-            jobs.append({"name": name, "id": ui.submit(request, data, picture=picture, user=user), "error": None})
+            jobs.append({"name": name, "id": job_view.submit(request, data, picture=picture, user=user), "error": None})
         except BackdropError as error:
             jobs.append({"name": name, "id": None, "error": str(error)})
     return jobs
@@ -57,10 +59,11 @@ def reopen(ids: str) -> None:
     jobs = []
     for text in ids.split(","):
         try:
-            history.get(int(text), user=ui.current_user())
+            generation_id = int(text)
+            history.get(generation_id, user=ui.current_user())
         except (ValueError, history.NotFound):
             continue
-        jobs.append({"name": f"generation {text}", "id": int(text), "error": None})
+        jobs.append({"name": f"generation {generation_id}", "id": generation_id, "error": None})
     if jobs:
         state.batch_jobs = jobs
 
@@ -72,8 +75,8 @@ def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
             rows.append({"photo": job["name"], "generation": None, "status": "refused", "detail": job["error"]})
             continue
         view = history.get(job["id"], user=ui.current_user())
-        fraction, label = (ui.progress_text(view, ui.workers().queue.place(view.id, user=ui.current_user()))
-                           if view.status in ("queued", "running") else (1.0, view.error or ""))
+        fraction, label = (progress_text(view, job_view.workers().queue.place(view.id, user=ui.current_user()))
+                           if view.status in UNFINISHED else (1.0, view.error or ""))
         rows.append({"photo": job["name"], "generation": view.id, "status": view.status,
                      "progress": round(fraction * 100), "detail": label})
         views.append((job["name"], view))
@@ -89,19 +92,19 @@ def queue_table(rows: list[dict]) -> None:
 def live_queue() -> None:
     """Refreshes the table while jobs run; reruns the page once they have all finished."""
     rows, views = queue_rows(state.batch_jobs)
-    active = [v for _, v in views if v.status in ("queued", "running")]
+    active = [v for _, v in views if v.status in UNFINISHED]
     if not active:
         st.rerun()
     queue_table(rows)
     st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
-    st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:", on_click=ui.cancel,
+    st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:", on_click=job_view.cancel,
               args=([view.id for view in active], ui.current_user()))
 
 
 def finished_queue() -> None:
     rows, views = queue_rows(state.batch_jobs)
     queue_table(rows)
-    done = [(name, v) for name, v in views if v.status == "done"]
+    done = [(name, v) for name, v in views if v.status == Status.DONE]
     st.caption(f"{len(done)} of {len(rows)} done")
     if done:
         st.download_button("Download results (zip)", history.results_zip(done), file_name="backdrop-batch.zip",
@@ -111,11 +114,11 @@ def finished_queue() -> None:
 st.title("Batch")
 st.caption("Every photo gets the same background recipe and its automatic cut-out.")
 sources = collect_sources()
-request, picture, reason = ui.background_form(FORM, ui.base_request())
+request, picture, reason = form.background_form(FORM, ui.base_request())
 if reason:
     st.caption(f"Cannot start yet: {reason}.")
-begin = ui.press(f"Process {len(sources)} photo(s)", "batch_start", type="primary",
-                 disabled=request is None or not sources, icon=":material/play_arrow:")
+begin = press.press(f"Process {len(sources)} photo(s)", "batch_start", type="primary",
+                    disabled=request is None or not sources, icon=":material/play_arrow:")
 if begin.pending:
     if request is None or not sources:
         begin.settle(error=f"Start was pressed but cannot run: {reason or 'no photos'}.")
@@ -130,7 +133,7 @@ if state.get("batch_jobs"):
     st.query_params["jobs"] = ",".join(str(j["id"]) for j in state.batch_jobs if j["id"] is not None)
     st.subheader("Queue")
     statuses = [history.get(j["id"], user=ui.current_user()).status for j in state.batch_jobs if j["id"] is not None]
-    if any(status in ("queued", "running") for status in statuses):
+    if any(status in UNFINISHED for status in statuses):
         live_queue()
     else:
         finished_queue()

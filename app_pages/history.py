@@ -14,11 +14,12 @@ import streamlit as st
 from core.errors import BackdropError
 from core.look.backgrounds import KINDS
 from core.request import FIELDS, SCHEMA_VERSION
-from app_pages import results, ui
-from core.look.compare import card
+from app_pages import form, job_view, press, results, ui
+from app_pages.compare import card
 from storage import history
 from storage.db import get_database
-from storage.models import STATUSES
+from storage.lifecycle import STATUSES, UNFINISHED, Status
+from storage.progress import finished_text
 
 state = st.session_state
 PAGE_SIZE = 12
@@ -31,7 +32,7 @@ def filters() -> dict:
     values["search"] = search_col.text_input("Search prompts", key="history_search").strip() or None
     values["status"] = status_col.multiselect("Status", STATUSES, key="history_status") or None
     values["background"] = kind_col.selectbox("Background", [None, *KINDS], key="history_kind",
-                                              format_func=lambda k: "any" if k is None else ui.kind_label(k))
+                                              format_func=lambda k: "any" if k is None else form.kind_label(k))
     values["favourite"] = True if fav_col.checkbox("Favourites", key="history_fav") else None
     dates = date_col.date_input("Dates", value=(), key="history_dates", format="YYYY-MM-DD")
     if len(dates) >= 1:
@@ -90,7 +91,7 @@ def card_of(view) -> None:
     if picture:
         st.image(picture, width="stretch")
     star = " ★" if view.favourite else ""
-    st.text(f"#{view.id} {ui.kind_label(view.background_kind)} · {view.status}{star}")
+    st.text(f"#{view.id} {form.kind_label(view.background_kind)} · {view.status}{star}")
     st.caption(f"{view.created_at:%Y-%m-%d %H:%M} UTC")
     line = " ".join(view.prompt.split()) or str(view.request.get("background", ""))
     st.text(line[:16] + ("..." if len(line) > 16 else ""), help=line if len(line) > 16 else None)
@@ -100,7 +101,7 @@ def card_of(view) -> None:
 def select(generation_id: int | None) -> None:
     """Open a generation (None: the list); what was pressed on the one open before is forgotten."""
     for key in ("history_rerun", "history_delete_yes"):
-        state.pop(ui.press_state_key(key), None)
+        state.pop(press.press_state_key(key), None)
     state.history_selected = generation_id
     state.history_confirm_delete = False
     state.pop("history_export", None)
@@ -117,15 +118,15 @@ def detail(generation_id: int) -> None:
     st.button("Back to all generations", on_click=select, args=(None,), icon=":material/arrow_back:",
               key="history_back")
     st.subheader(f"Generation #{view.id}")
-    st.text(f"{view.status} · {ui.kind_label(view.background_kind)} · "
+    st.text(f"{view.status} · {form.kind_label(view.background_kind)} · "
             f"created {view.created_at:%Y-%m-%d %H:%M:%S} UTC" + (" · favourite" if view.favourite else ""))
     actions(view)
     left, right = st.columns([3, 2])
     with left:
-        if view.status in ("queued", "running"):
-            ui.job_progress(view.id, key="history")
-        elif view.status == "done":
-            st.caption(f"Done: {ui.finished_text(view)}.")
+        if view.status in UNFINISHED:
+            job_view.job_progress(view.id, key="history")
+        elif view.status == Status.DONE:
+            st.caption(f"Done: {finished_text(view)}.")
             results.show_outputs(view, key=f"history_{view.id}")
         elif view.error:
             st.code(view.error, language=None, wrap_lines=True)
@@ -139,7 +140,7 @@ def detail(generation_id: int) -> None:
         if view.models:
             st.caption(f"Models (device: {view.device or 'n/a'})")
             st.json(view.models, expanded=True)
-        if not view.timings and not view.models and view.status in ("cancelled", "failed"):
+        if not view.timings and not view.models and view.status in (Status.CANCELLED, Status.FAILED):
             st.caption("Nothing was recorded as run: it stopped before any stage finished.")
         lineage(view)
     parameters(view)
@@ -151,7 +152,7 @@ def parameters(view) -> None:
     try:
         request = view.generation_request()
     except BackdropError as error:
-        st.error(f"The stored request cannot be read: {error}")
+        ui.user_error("The stored request cannot be read:", str(error))
         return
     if request.prompt or request.negative_prompt:
         st.caption("Prompt")
@@ -191,15 +192,15 @@ def actions(view) -> None:
     user = ui.current_user()
     rerun_col, remix_col, fav_col, export_col, delete_col = st.columns(5)
     with rerun_col:
-        again = ui.press("Re-run", "history_rerun", icon=":material/replay:",
-                         help="Same photo, mask and settings (same seed gives the same image)")
+        again = press.press("Re-run", "history_rerun", icon=":material/replay:",
+                            help="Same photo, mask and settings (same seed gives the same image)")
         if again.pending:
             rerun(again, view.id)
     if again.take_outcome(select):  # the new generation opens
         st.rerun()
     with remix_col:
-        remix = ui.press("Remix in Studio", "history_remix", icon=":material/tune:",
-                         help="Open this photo and its settings in the Studio to change them")
+        remix = press.press("Remix in Studio", "history_remix", icon=":material/tune:",
+                            help="Open this photo and its settings in the Studio to change them")
         if remix.pending:
             state.studio_remix = view.id
             remix.settle()
@@ -219,7 +220,7 @@ def actions(view) -> None:
         st.warning(f"Delete generation #{view.id} and its images? This cannot be undone.")
         yes, no = st.columns(2)
         with yes:
-            delete = ui.press("Yes, delete", "history_delete_yes", type="primary")
+            delete = press.press("Yes, delete", "history_delete_yes", type="primary")
             if delete.pending:
                 try:
                     history.delete(view.id, user=user)
@@ -237,15 +238,11 @@ def actions(view) -> None:
         st.error(again.error)
 
 
-def rerun(again: ui.Press, generation_id: int) -> None:
+def rerun(again: press.Press, generation_id: int) -> None:
     """Re-run was pressed: queue the generation again as its child (the new one opens)."""
-    from storage.service import rerun_inputs
-
     user = ui.current_user()
     try:
-        inputs = rerun_inputs(generation_id, user=user)
-        job = ui.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
-                        user=user)
+        job = job_view.resubmit(generation_id, user=user)
     except BackdropError as error:
         again.settle(error=str(error))
     else:

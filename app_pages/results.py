@@ -13,7 +13,7 @@ import streamlit as st
 from PIL import Image
 
 from app_pages import browser
-from core.look.compare import card, edge_window, on_checkerboard
+from app_pages.compare import card, edge_window, on_checkerboard
 
 FIT_WIDTH = 1200  # px: the fitted views are sent at most this wide (the downloads are full size)
 

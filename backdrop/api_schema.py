@@ -2,7 +2,9 @@
 field table (core.request.FIELDS): each field's type, default, range or choices, label and help
 become its JSON Schema, so the API documents exactly what the app and the command line offer.
 The API validates requests with core.request itself (the same checks and messages); the model
-here documents them in the OpenAPI schema at ``/docs``."""
+here documents them in the OpenAPI schema at ``/docs``. A generation is answered in one shape,
+``Generation.from_view``: the fields of storage.history.GenerationView it names, with its
+progress and where to download its images."""
 
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from core.request import FIELDS, SCHEMA_VERSION, Param
-from storage.models import STATUSES
+from storage.history import GenerationView
+from storage.lifecycle import STATUSES
+
+PREFIX = "/v1"  # every route's
 
 
 def _field(spec: Param) -> tuple[Any, Any]:
     kind = Literal[tuple(spec.choices)] if spec.choices else spec.type
     limits = {"ge": spec.low, "le": spec.high} if spec.low is not None else {}
+    if spec.type is str and not spec.choices:
+        limits["max_length"] = spec.max_length
     extra = {"x-environment-variable": spec.env} if spec.env else None
     return kind, Field(spec.default, title=spec.label, description=spec.help, json_schema_extra=extra, **limits)
 
@@ -27,8 +34,9 @@ RequestFields = create_model(
     __config__=ConfigDict(extra="forbid"),
     __doc__=(f"The parameters of a generation (request schema version {SCHEMA_VERSION}). Give only the fields "
              "that differ from the defaults; the model and device fields default to this server's saved settings."),
-    version=(int, Field(SCHEMA_VERSION, description="the request's schema version: an older version's request is "
-                                                    "upgraded, as stored requests are")),
+    version=(int, Field(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION,
+                        description="the request's schema version: an older version's request is upgraded, as "
+                                    "stored requests are")),
     **{spec.name: _field(spec) for spec in FIELDS},
 )
 
@@ -73,6 +81,18 @@ class Generation(BaseModel):
     timings: dict[str, float]
     warnings: list[Any]
     images: Images
+
+    @classmethod
+    def from_view(cls, view: GenerationView) -> Generation:
+        """The answer for ``view``: every field but these two is the view's own, by name."""
+        base = f"{PREFIX}/generations/{view.id}/images"
+        progress = Progress(stage=view.progress_stage, step=view.progress_step, total=view.progress_total,
+                            fraction=view.progress_fraction)
+        images = Images(result=[f"{base}/result?variant={o.index + 1}" for o in view.results],
+                        cutout=f"{base}/cutout" if view.output("cutout") else None,
+                        mask=f"{base}/mask" if view.output("mask") else None)
+        return cls(progress=progress, images=images,
+                   **{name: getattr(view, name) for name in cls.model_fields if name not in ("progress", "images")})
 
 
 class GenerationList(BaseModel):

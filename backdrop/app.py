@@ -1,5 +1,5 @@
 """`backdrop app`: start the browser app (``streamlit run streamlit_app.py``) on a host and port,
-refusing to serve a network without sign-in (backdrop.access). `make run` uses it."""
+refusing to serve a network without sign-in (storage.access). `make run` uses it."""
 
 from __future__ import annotations
 
@@ -25,22 +25,34 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_app)
 
 
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
 def command(host: str, port: int, app_args: list[str]) -> list[str]:
+    """``streamlit run`` on ``host``. The names it answers to (server.allowedHosts: the Host a
+    browser sends): on this machine, its own names only, so a page under another name that
+    resolves here (DNS rebinding) gets no session; beyond it, any name (which a network's
+    clients use is not known here), where sign-in is required."""
+    from storage import access
+
     rest = app_args[1:] if app_args[:1] == ["--"] else app_args
+    names = [*LOCAL_NAMES, *([host.strip("[]")] if host.strip("[]") not in LOCAL_NAMES else [])] \
+        if access.is_loopback(host) else ["*"]
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
-            *(["--", *rest] if rest else [])]
+            *[arg for name in names for arg in ("--server.allowedHosts", name)], *(["--", *rest] if rest else [])]
 
 
 def _app(args: argparse.Namespace) -> int:
-    from backdrop import access
-    from backdrop.cli import database
+    from backdrop.common import database
+    from storage.access import Policy
 
     if not APP.is_file():
         raise InputError(f"the app's script {APP} is not here: run `backdrop app` from a checkout of Backdrop")
-    problem = access.refusal(args.host, db=database())
+    db, policy = database(), Policy.read()
+    problem = policy.refusal(args.host, db=db)
     if problem:
         raise InputError(problem)
     argv = command(args.host, args.port, args.app_args)
-    print(f"Backdrop on http://{args.host}:{args.port} ({access.mode()} sign-in)", file=sys.stderr, flush=True)
+    print(f"Backdrop on http://{args.host}:{args.port} ({policy.mode(db)} sign-in)", file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
     return 0

@@ -11,18 +11,18 @@ import json
 import sys
 from pathlib import Path
 
-from backdrop.cli import add_field_option, check_outputs, database, stage_copies, variant_paths
+from backdrop.common import add_field_option, check_outputs, database, printable, stage_copies, variant_paths
 from core.errors import BackdropError
 from core.look.backgrounds import KINDS
 from core.request import FIELDS, SCHEMA_VERSION
-from storage.models import STATUSES
+from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status
 
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("history", help="list recorded generations, newest first")
     _add_filters(p)
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    p.add_argument("--offset", type=int, default=0, help="skip this many (paging)")
+    p.add_argument("--limit", type=_whole(1), default=20, help="how many (default 20)")
+    p.add_argument("--offset", type=_whole(0), default=0, help="skip this many (paging)")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.set_defaults(func=_history)
 
@@ -59,6 +59,22 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_export)
 
 
+def _whole(low: int):
+    """A whole number from ``low`` to the largest the database stores."""
+    from storage.history import MAX_ID
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= MAX_ID:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {MAX_ID} (got {text!r})")
+        return value
+
+    return parse
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", metavar="TEXT", help="text in the prompt")
     p.add_argument("--status", choices=STATUSES)
@@ -80,14 +96,20 @@ def _history(args: argparse.Namespace) -> int:
         print(json.dumps([v.to_dict() for v in views], indent=2))
         return 0
     if not views:
-        print("no generations recorded", file=sys.stderr)
+        total = history.count_generations(db=db)
+        if not total:
+            print("no generations recorded", file=sys.stderr)
+        elif any(value is not None for value in _filters(args).values()):
+            print(f"no generations match these filters ({total} recorded)", file=sys.stderr)
+        else:
+            print(f"no generations past the first {args.offset} ({total} recorded)", file=sys.stderr)
         return 0
     print(f"{'ID':>6}  {'CREATED (UTC)':19}  {'STATUS':9}  {'BACKGROUND':10}  {'SEED':>10}  PROMPT")
     for v in views:
         prompt = v.prompt if len(v.prompt) <= 50 else v.prompt[:49] + "…"
         fav = "*" if v.favourite else " "
         print(f"{v.id:>6}{fav} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.status:9}  {v.background_kind:10}  "
-              f"{v.request.get('seed', ''):>10}  {prompt}")
+              f"{v.request.get('seed', ''):>10}  {printable(prompt)}")
     return 0
 
 
@@ -99,31 +121,36 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(v.to_dict(), indent=2))
         return 0
-    print(f"generation {v.id}: {v.status}" + (f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == "running" else ""))
+
+    def say(line: str) -> None:  # stored text (prompts, errors, the run record) is printed escaped
+        print(printable(line))
+
+    progress = f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == Status.RUNNING else ""
+    say(f"generation {v.id}: {v.status}{progress}")
     if v.error:
-        print(f"error: {v.error}")
-    print(f"created {v.created_at.isoformat()}, finished {v.finished_at.isoformat() if v.finished_at else '-'}, "
-          f"device {v.device or '-'}, favourite {'yes' if v.favourite else 'no'}")
+        say(f"error: {v.error}")
+    say(f"created {v.created_at.isoformat()}, finished {v.finished_at.isoformat() if v.finished_at else '-'}, "
+        f"device {v.device or '-'}, favourite {'yes' if v.favourite else 'no'}")
     if v.ancestors or v.children:
-        print(f"lineage: ancestors {v.ancestors or '-'}, children {v.children or '-'}")
+        say(f"lineage: ancestors {v.ancestors or '-'}, children {v.children or '-'}")
     request = v.generation_request()
-    print(f"request (version {SCHEMA_VERSION}" + (f", upgraded from version {v.request.get('version', 1)}"
-                                                  if v.request.get("version", 1) != SCHEMA_VERSION else "") + "):")
+    say(f"request (version {SCHEMA_VERSION}" + (f", upgraded from version {v.request.get('version', 1)}"
+                                                if v.request.get("version", 1) != SCHEMA_VERSION else "") + "):")
     for spec in FIELDS:
         value = getattr(request, spec.name)
-        print(f"  {spec.label}: {value}" + ("" if value == spec.default else "  (default " + str(spec.default) + ")"))
+        say(f"  {spec.label}: {value}" + ("" if value == spec.default else "  (default " + str(spec.default) + ")"))
     if v.record:
-        print("what ran:")
+        say("what ran:")
         for key, value in v.record.items():
-            print(f"  {key}: {value}")
+            say(f"  {key}: {value}")
     if v.models:
-        print("models: " + ", ".join(f"{slot}={m.get('id')}@{m.get('revision') or '-'}" for slot, m in v.models.items()))
+        say("models: " + ", ".join(f"{slot}={m.get('id')}@{m.get('revision') or '-'}" for slot, m in v.models.items()))
     if v.timings:
-        print("timings: " + ", ".join(f"{k} {t:.3f}s" for k, t in v.timings.items()))
+        say("timings: " + ", ".join(f"{k} {t:.3f}s" for k, t in v.timings.items()))
     for w in v.warnings:
-        print(f"warning: {w}")
+        say(f"warning: {w}")
     for o in v.outputs:
-        print(f"{o.kind}[{o.index}]: {o.path} ({o.width}x{o.height} {o.format})")
+        say(f"{o.kind}[{o.index}]: {o.path} ({o.width}x{o.height} {o.format})")
     return 0
 
 
@@ -157,18 +184,18 @@ def _rerun(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from storage import history
-    from storage.jobs import INTERRUPTED, JobQueue
+    from storage.jobs import JobQueue
 
     db = database()  # a run whose process is gone has just been marked failed
     before = history.get(args.id, db=db)
-    if before.status in ("queued", "running"):
+    if before.status in UNFINISHED:
         db.retry_when_full(lambda: JobQueue(db).cancel(args.id))
     view = history.get(args.id, db=db)
-    if view.status == "running":
+    if view.status == Status.RUNNING:
         print(f"generation {args.id}: asked to stop; it stops at its next step")
-    elif before.status == "running" and view.status == "cancelled":  # it stopped before we looked again
+    elif before.status == Status.RUNNING and view.status == Status.CANCELLED:  # it stopped before we looked again
         print(f"generation {args.id}: asked to stop; it has stopped (cancelled)")
-    elif before.status == "queued" and view.status == "cancelled":
+    elif before.status == Status.QUEUED and view.status == Status.CANCELLED:
         print(f"generation {args.id}: cancelled")
     elif view.error == INTERRUPTED:
         print(f"generation {args.id}: its process had stopped; marked failed ({INTERRUPTED})")

@@ -37,11 +37,14 @@ SAMPLER_PRESETS = {
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 
+PROMPT_MAX = 10_000  # characters: far more than the 600 tokens the text encoder reads (core.prompts)
+NAME_MAX = 4096  # characters of any other text field: a model id or a folder's path
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def _device(value: str) -> None:
-    if not _DEVICE.match(value):
+    if not _DEVICE.fullmatch(value):
         raise InputError(f"device must be one of {', '.join(DEVICES)} or cuda:N (got {value!r})")
 
 
@@ -61,6 +64,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     step: float | None = None
+    max_length: int = NAME_MAX  # characters, for text fields
     choices: Mapping[str, str] | None = None  # value -> label
     check: Callable[[Any], Any] | None = None
     env: str | None = None
@@ -85,8 +89,8 @@ class Param:
             ok = isinstance(value, str)
         if not ok:
             raise InputError(f"{what} must be {_KIND[self.type]} (got {value!r})")
-        if self.type is str and "\x00" in value:  # PostgreSQL's text cannot hold it; no prompt needs it
-            raise InputError(f"{what} must not contain a NUL character (\\x00)")
+        if self.type is str:
+            _check_text(what, value, self.max_length)
         if self.low is not None and not self.low <= value <= self.high:
             raise InputError(f"{what} must be {self.limits} (got {value!r})")
         if self.choices is not None and value not in self.choices:
@@ -120,6 +124,20 @@ class Param:
 _KIND = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
 
+def _check_text(what: str, value: str, max_length: int) -> None:
+    """Text a database can store and a person could have typed: at most ``max_length``
+    characters, no NUL (PostgreSQL's text cannot hold it), valid Unicode (a lone surrogate from
+    JSON's ``\\udXXX`` escapes or an undecodable argument cannot be stored as UTF-8)."""
+    if len(value) > max_length:
+        raise InputError(f"{what} must be at most {max_length:,} characters (got {len(value):,})")
+    if "\x00" in value:
+        raise InputError(f"{what} must not contain a NUL character (\\x00)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} is not valid text (it holds a lone UTF-16 surrogate)") from None
+
+
 def param(default: Any, label: str, help: str, **declaration: Any) -> Any:
     """Declare a request field: its default, label, help and the rest of ``Param``."""
     return field(default=default, metadata={"param": Param(label, help, **declaration)})
@@ -132,10 +150,12 @@ class GenerationRequest:
     background: str = param("color:#ffffff", "Background", " | ".join(kind.written for kind in KINDS.values()),
                             check=Background.parse, group="background")
     prompt: str = param("", "Describe the new background",
-                        "What the AI background shows. Any length; (word:1.3) or (word) stresses words, "
-                        "[word] softens them (AUTOMATIC1111's syntax).", group="ai")
+                        "What the AI background shows, up to 10,000 characters (the first 600 tokens are read); "
+                        "(word:1.3) or (word) stresses words, [word] softens them (AUTOMATIC1111's syntax).",
+                        max_length=PROMPT_MAX, group="ai")
     negative_prompt: str = param("", "Avoid (negative prompt)",
-                                 "What the AI background must not show; same syntax as the prompt.", group="ai")
+                                 "What the AI background must not show; same syntax as the prompt.",
+                                 max_length=PROMPT_MAX, group="ai")
     seed: int = param(0, "Seed", "Random seed: the same seed and settings give the same image.",
                       low=0, high=2**63 - 1, group="ai")
     variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...); other "
@@ -148,7 +168,7 @@ class GenerationRequest:
                            "The acceleration LoRA fast mode fuses, and its recipe: "
                            + "; ".join(f"{r.label} ({r.lora}): {r.describe()}" for r in RECIPES.values()) + ".",
                            choices={r.lora: r.label for r in RECIPES.values()}, env="BACKDROP_FAST_LORA",
-                           slot="fast_lora", group="advanced", shown_if="fast")
+                           slot="fast_lora", group="models")
     steps: int = param(25, "Steps", "Diffusion steps (fast mode: its recipe's).", low=1, high=150, group="advanced")
     guidance: float = param(7.5, "Guidance (prompt strength)",
                             "How closely the image follows the prompt (fast mode: its recipe's).",
@@ -257,14 +277,23 @@ def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """Field values given as JSON, ready for ``replace``: a name that is no field is an
     InputError (JSON clients misspell, and a silently ignored field would run with its default),
     and a whole number given for a number field becomes a float, as the command line's parse
-    makes it. Each value is then checked by its field's declaration when the request is built."""
+    makes it, and a number without a fraction given for a whole-number field becomes an int (JSON
+    Schema's integers include 25.0). Each value is then checked by its field's declaration when
+    the request is built."""
     if not isinstance(values, Mapping):
         raise InputError(f"the request must be an object of field names and values (got {type(values).__name__})")
     unknown = sorted(set(values) - set(FIELD))
     if unknown:
         raise InputError(f"unknown field(s): {', '.join(unknown)} (the fields are: {', '.join(FIELD)})")
-    return {name: float(value) if FIELD[name].type is float and type(value) is int else value
-            for name, value in values.items()}
+    return {name: _json_number(FIELD[name].type, value) for name, value in values.items()}
+
+
+def _json_number(kind: type, value: Any) -> Any:
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind is int and type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 # ---- upgrades: stored requests of earlier versions ----------------------------------------
@@ -309,7 +338,7 @@ def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` brought to SCHEMA_VERSION (a copy; ``version`` included)."""
     values = dict(data)
     version = values.setdefault("version", 1)
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InputError(f"stored request has no valid version (got {version!r})")
     if version > SCHEMA_VERSION:
         raise InputError(f"stored request is version {version}, written by a newer Backdrop; this one reads "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from core.config import config
 from storage import errors, settings
 from storage.images import ImageStore
 from storage.space import space_reserve
@@ -78,11 +80,13 @@ class Database:
 
     def __init__(self, url: str | None = None, data_dir: str | Path | None = None, migrate: bool = True):
         self.data_dir = Path(data_dir).absolute() if data_dir else settings.data_dir()
-        url = url or os.environ.get("BACKDROP_DATABASE_URL") or ""
+        url = url or config().database_url
         self.read_only = False
         if not url:
             self.read_only = _prepare_folder(self.data_dir)
             _check_sqlite_file(self.data_dir / "backdrop.db", self.data_dir / "images")
+            if not self.read_only:
+                _refuse_damaged(self.data_dir / "backdrop.db")
             url = f"sqlite:///{self.data_dir / 'backdrop.db'}"
         self.url = make_url(url)
         self.engine = _make_engine(self.url, self.data_dir, self.read_only)
@@ -218,6 +222,26 @@ def _check_sqlite_file(path: Path, images: Path) -> None:
             f"deleted. Restore it from a backup; to start anew on purpose, move {images} away first. {errors.DOCTOR}")
 
 
+def _refuse_damaged(path: Path) -> None:
+    """A damaged database is not written into: writes go on into an intact page as if nothing
+    were wrong, and its history is salvaged instead (``backdrop doctor --salvage``). SQLite's
+    quick_check reads every page (no index cross-check): 30 to 100 ms for 16,000 generations here.
+    Other failures to read it (a full disk, permissions) are left to the engine to report."""
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check(1)")]
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorname != "SQLITE_NOTADB" and not exc.sqlite_errorname.startswith("SQLITE_CORRUPT"):
+            return
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        detail = problems[0].replace("*** in database main ***", "").strip().splitlines()[0]
+        known = ("file is not a database", "database disk image is malformed")
+        raise errors.damaged(str(path), detail if detail.startswith(known) else f"{known[1]}: {detail}")
+
+
 _databases: dict[tuple[str, str], Database] = {}
 _lock = threading.Lock()
 
@@ -225,7 +249,7 @@ _lock = threading.Lock()
 def get_database(url: str | None = None, data_dir: str | Path | None = None) -> Database:
     """The shared ``Database`` for this URL and data directory (defaults from the environment)."""
     data = Path(data_dir).absolute() if data_dir else settings.data_dir()
-    key = (url or os.environ.get("BACKDROP_DATABASE_URL") or "", str(data))
+    key = (url or config().database_url, str(data))
     with _lock:
         if key not in _databases:
             _databases[key] = Database(key[0] or None, data)

@@ -6,17 +6,26 @@ Checks: the data folder (a folder, writable, free space, the space reserve), the
 (not empty, a SQLite file, ``PRAGMA integrity_check``), the schema's revision, the image store
 against the database (images recorded but missing, files nothing records), and runs left
 ``running`` by a process that is gone.
+
+``salvage`` copies the readable rows of a damaged SQLite database into a new file with Python's
+sqlite3 (the sqlite3 tool's ``.recover`` fails on Debian's 3.40 even on an intact Backdrop
+database); it reads the damaged file only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import config
+from core.errors import InputError
 from storage import settings
+from storage.errors import StorageError
 from storage.space import space_reserve
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -33,7 +42,7 @@ class Finding:
 def examine(data_dir: str | Path | None = None, url: str | None = None) -> list[Finding]:
     """Every finding, in order; ``url`` empty: the SQLite file in the data folder."""
     folder = Path(data_dir).absolute() if data_dir else settings.data_dir()
-    url = url if url is not None else os.environ.get("BACKDROP_DATABASE_URL", "")
+    url = url if url is not None else config().database_url
     findings = _folder(folder)
     if not folder.is_dir():
         return findings
@@ -85,9 +94,8 @@ def _sqlite(path: Path, folder: Path) -> list[Finding]:
             return [Finding(False, f"{path} is not a SQLite database (its first bytes are not SQLite's)",
                             f"restore it from a backup; keep this file (mv {path} {path}.damaged) in case it can "
                             "be salvaged")]
-    salvage = (f"keep a copy (cp {path} {path}.damaged), then restore a backup, or salvage what is readable with "
-               f"the sqlite3 tool: sqlite3 {path}.damaged .recover | sqlite3 {path}.recovered, check it with "
-               f"`BACKDROP_DATABASE_URL=sqlite:///{path}.recovered backdrop doctor`, and move it to {path}")
+    salvage = (f"keep a copy (cp {path} {path}.damaged), then restore a backup, or salvage its readable rows into "
+               f"a new file: backdrop doctor --salvage {folder / 'salvaged.db'} (it says how to put it in place)")
     try:
         readonly = "&immutable=1" if not os.access(folder, os.W_OK) else ""
         connection = sqlite3.connect(f"file:{path}?mode=ro{readonly}", uri=True)
@@ -125,6 +133,7 @@ def _contents(url: str, folder: Path) -> list[Finding]:
     from sqlalchemy import create_engine, select
 
     from storage.images import ImageStore
+    from storage.lifecycle import Status, worker_gone
     from storage.models import Generation, Image
 
     engine = create_engine(url)
@@ -149,7 +158,7 @@ def _contents(url: str, folder: Path) -> list[Finding]:
             owners = sorted(set(connection.scalars(select(Generation.id).where(
                 Generation.input_sha256.in_(missing) | Generation.mask_sha256.in_(missing))))) if missing else []
             running = list(connection.execute(select(Generation.id, Generation.worker, Generation.heartbeat_at)
-                                              .where(Generation.status == "running")))
+                                              .where(Generation.status == Status.RUNNING)))
     finally:
         engine.dispose()
     if missing:
@@ -163,7 +172,7 @@ def _contents(url: str, folder: Path) -> list[Finding]:
     if orphans:
         found.append(Finding(True, f"{len(orphans)} file(s) in the image store that no generation records (left by "
                                    "an interrupted write; harmless, they only take space)"))
-    gone = [gid for gid, worker, beat in running if _gone(worker, beat)]
+    gone = [gid for gid, worker, beat in running if worker_gone(worker, beat)]
     if gone:
         found.append(Finding(False, f"generation(s) {gone} are marked running but their process is gone",
                              "any `backdrop` command (e.g. `backdrop history`) or the app's next start marks them "
@@ -171,7 +180,108 @@ def _contents(url: str, folder: Path) -> list[Finding]:
     return found
 
 
-def _gone(worker, heartbeat) -> bool:
-    from storage.jobs import STALE_AFTER, _worker_gone
 
-    return _worker_gone(worker, heartbeat, STALE_AFTER)
+MAX_PROBES = 1_000_000  # rows looked up one by one between two damaged pages of a table
+
+
+@dataclass(frozen=True)
+class Salvaged:
+    """What ``salvage`` copied of one table: ``rows``, and whether it could read the table to its
+    end (``complete``); ``dropped`` rows referred to rows that were lost (outputs of a lost
+    generation)."""
+
+    table: str
+    rows: int
+    complete: bool
+    dropped: int = 0
+
+
+def salvage(path: Path, target: Path) -> list[Salvaged]:
+    """Copy every row that can still be read from the SQLite database ``path`` into a new
+    database ``target``, with the same schema (the same tables, indexes and schema revision).
+
+    Like the sqlite3 tool's ``.dump``, each table is read forwards until a damaged page stops
+    it, then backwards from its end; the rows between two damaged pages are looked up one id at
+    a time. Outputs whose generation was lost are dropped. ``target`` is written beside itself
+    and renamed into place when it is complete and passes ``PRAGMA integrity_check``."""
+    target = Path(target)
+    if target.exists():
+        raise InputError(f"{target} already exists: name a new file for the salvaged database")
+    if not target.parent.is_dir():
+        raise InputError(f"the folder of {target} does not exist")
+    readonly = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+    try:
+        source = sqlite3.connect(f"file:{path}?mode=ro{readonly}", uri=True)
+        schema = source.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+                                "AND name NOT LIKE 'sqlite_%'").fetchall()
+    except sqlite3.Error as exc:
+        raise StorageError(f"the schema of {path} cannot be read ({exc}): nothing can be salvaged from it; restore "
+                           "a backup") from None
+    partial = target.with_name(f".{target.name}.salvaging")
+    partial.unlink(missing_ok=True)
+    found: list[Salvaged] = []
+    try:
+        with contextlib.closing(sqlite3.connect(partial)) as copy:
+            for kind, _name, sql in schema:
+                if kind == "table":
+                    copy.execute(sql)
+            for kind, name, _sql in schema:
+                if kind == "table":
+                    rows, complete = _readable_rows(source, name)
+                    if rows:
+                        copy.executemany(f'INSERT OR IGNORE INTO "{name}" VALUES ({", ".join("?" * len(rows[0]))})',
+                                         rows)
+                    found.append(Salvaged(name, len(rows), complete))
+            for kind, _name, sql in schema:
+                if kind in ("index", "trigger", "view"):
+                    copy.execute(sql)
+            found = _drop_orphans(copy, found)
+            copy.commit()
+            if copy.execute("PRAGMA integrity_check").fetchall() != [("ok",)]:
+                raise StorageError(f"the salvaged copy of {path} does not pass its integrity check: restore a backup")
+        partial.rename(target)
+    finally:
+        source.close()
+        partial.unlink(missing_ok=True)
+    return found
+
+
+def _readable_rows(source: sqlite3.Connection, table: str) -> tuple[list[tuple], bool]:
+    """Every row of ``table`` that can be read (rowid first, then the columns), and whether the
+    whole table could be read."""
+    rows: dict[int, tuple] = {}
+    for order in ("ASC", "DESC"):
+        try:
+            for row in source.execute(f'SELECT rowid, * FROM "{table}" ORDER BY rowid {order}'):
+                if row[0] in rows:  # the backwards read reached the rows read forwards: nothing is missing
+                    return [rows[key] for key in sorted(rows)], True
+                rows[row[0]] = row[1:]
+            return [rows[key] for key in sorted(rows)], True
+        except sqlite3.DatabaseError:
+            continue
+    if rows:  # the rows between the damaged pages, one by one
+        ascending = sorted(rows)
+        gaps = [(low, high) for low, high in zip(ascending, ascending[1:]) if high - low > 1]
+        probes = 0
+        for low, high in gaps:
+            for rowid in range(low + 1, high):
+                probes += 1
+                if probes > MAX_PROBES:
+                    break
+                try:
+                    row = source.execute(f'SELECT rowid, * FROM "{table}" WHERE rowid = ?', (rowid,)).fetchone()
+                except sqlite3.DatabaseError:
+                    continue
+                if row is not None:
+                    rows[row[0]] = row[1:]
+    return [rows[key] for key in sorted(rows)], False
+
+
+def _drop_orphans(copy: sqlite3.Connection, found: list[Salvaged]) -> list[Salvaged]:
+    """Outputs whose generation was lost mean nothing: drop them (other references to lost rows
+    stay, as a generation whose parent is gone does in any history)."""
+    names = {item.table for item in found}
+    if not {"outputs", "generations"} <= names:
+        return found
+    dropped = copy.execute("DELETE FROM outputs WHERE generation_id NOT IN (SELECT id FROM generations)").rowcount
+    return [dataclasses.replace(item, dropped=dropped) if item.table == "outputs" else item for item in found]

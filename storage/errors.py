@@ -33,8 +33,8 @@ class DatabaseDamaged(StorageError):
 
 
 def disk_full(where: Path, what: str) -> DiskFull:
-    return DiskFull(f"no space left on the disk of {where} while {what}: nothing was changed. Free some space "
-                    "(`backdrop delete ID` removes a generation and the images only it used) and try again")
+    return DiskFull(f"no space left on the disk of {where} while {what}. Free some space (`backdrop delete ID` "
+                    "removes a generation and the images only it used) and try again")
 
 
 def read_only(where: Path, what: str, detail: str) -> ReadOnly:
@@ -43,8 +43,9 @@ def read_only(where: Path, what: str, detail: str) -> ReadOnly:
 
 
 def damaged(path: str, detail: str) -> DatabaseDamaged:
-    return DatabaseDamaged(f"the database {path} is damaged ({detail}); nothing was changed. Keep a copy of the file; "
-                           f"{DOCTOR}")
+    return DatabaseDamaged(f"the database {path} is damaged ({detail}): Backdrop will not write into it. Keep a copy "
+                           "of the file, then restore a backup, or salvage its readable rows into a new file with "
+                           f"`backdrop doctor --salvage NEW.db`, which says how to put it in place; {DOCTOR}")
 
 
 def low_space(where: Path) -> bool:

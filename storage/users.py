@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 import secrets
+import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -30,6 +32,9 @@ from storage.db import Database, get_database, utcnow
 from storage.models import Generation, User as UserRow
 
 MIN_PASSWORD = 8
+SIGN_IN_WINDOW = timedelta(minutes=15)  # failed sign-ins are counted over this long
+FAILURES_PER_ACCOUNT = 5  # within the window, for one name: then that name is locked until the oldest ages out
+FAILURES_PER_SERVER = 50  # within the window, for all names together: then every sign-in waits
 TOKEN_PREFIX = "bd_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,253}$")  # a login name or the e-mail an OIDC provider gives
 _hasher = PasswordHasher()
@@ -43,6 +48,10 @@ def _dummy_hash() -> str:
 
 class AccountError(BackdropError):
     """An account operation that cannot be done as asked (unknown name, taken name, last admin...)."""
+
+
+class SignInRefused(AccountError):
+    """Too many failed sign-ins, for the name or on the server: the message says until when."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,65 @@ def authenticate(name: str, password: str, db: Database | None = None) -> User |
         with db.session() as session:
             session.get(UserRow, row.id).password_hash = _hasher.hash(password)
     return _view(row)
+
+
+class _FailureBudget:
+    """The failed sign-ins of the last SIGN_IN_WINDOW in this process (the app is one process;
+    a restart forgets them). An attempt takes its place before its password is checked and gives
+    it back when it succeeds, so sessions guessing in parallel cannot pass the budget together."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._failures: list[tuple[datetime, str]] = []
+
+    def take(self, name: str, now: datetime) -> tuple[datetime, str]:
+        with self._lock:
+            self._failures = [(at, who) for at, who in self._failures if now - at < SIGN_IN_WINDOW]
+            mine = [at for at, who in self._failures if who == name]
+            if len(mine) >= FAILURES_PER_ACCOUNT:
+                raise SignInRefused("Too many failed sign-ins for this name: it is locked until "
+                                    f"{_until(mine[-FAILURES_PER_ACCOUNT], now)}. An admin can set a new password "
+                                    "(`backdrop users passwd NAME`).")
+            if len(self._failures) >= FAILURES_PER_SERVER:
+                raise SignInRefused("Too many failed sign-ins on this server: sign-in is paused until "
+                                    f"{_until(self._failures[-FAILURES_PER_SERVER][0], now)}.")
+            entry = (now, name)
+            self._failures.append(entry)
+            return entry
+
+    def give_back(self, entry: tuple[datetime, str]) -> None:
+        with self._lock:
+            if entry in self._failures:
+                self._failures.remove(entry)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+
+def _until(oldest: datetime, now: datetime) -> str:
+    end = oldest + SIGN_IN_WINDOW
+    return f"{end:%H:%M} UTC (in {max(1, math.ceil((end - now).total_seconds() / 60))} min)"
+
+
+_failed_sign_ins = _FailureBudget()
+
+
+def sign_in(name: str, password: str, db: Database | None = None, now: datetime | None = None) -> User | None:
+    """``authenticate`` within the failure budget: SignInRefused, without checking the password,
+    while the name (FAILURES_PER_ACCOUNT) or the server (FAILURES_PER_SERVER) has failed too
+    often in the last SIGN_IN_WINDOW; the same for a name that is no account, which says nothing
+    about which names exist."""
+    entry = _failed_sign_ins.take(name, now or utcnow())
+    user = authenticate(name, password, db=db)
+    if user is not None:
+        _failed_sign_ins.give_back(entry)
+    return user
+
+
+def forget_failed_sign_ins() -> None:
+    """Start the budget afresh (tests; a restart of the app does the same)."""
+    _failed_sign_ins.clear()
 
 
 def create_token(name: str, db: Database | None = None) -> str:

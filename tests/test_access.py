@@ -10,6 +10,7 @@ from this machine's non-loopback address. The served case runs in Chromium from 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app_pages import ui
+from app_pages import job_view, ui
 from storage import history, users
 from storage.db import Database
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
@@ -169,10 +170,10 @@ def accounts(tmp_path, monkeypatch):
         user = users.add(name, f"{name}'s password", admin=admin, db=db)
         made[name] = history.create(__import__("core.request").request.GenerationRequest(prompt=f"{name}'s prompt"),
                                     photo_bytes(), db=db, user=user)
-    ui.workers.clear()
+    job_view.workers.clear()
     yield made
-    ui.workers().stop(timeout=30)
-    ui.workers.clear()
+    job_view.workers().stop(timeout=30)
+    job_view.workers.clear()
 
 
 def photo_bytes() -> bytes:
@@ -248,7 +249,7 @@ def test_markdown_in_an_uploaded_file_name_is_shown_as_text(tmp_path, monkeypatc
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path / "data"))
-    ui.workers.clear()
+    job_view.workers.clear()
     name = "[click](http://evil.example) ![x](http://evil.example/i.png) **b**.png"
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.file_uploader(key="studio_upload").set_value((name, b"not an image", "image/png")).run()
@@ -282,6 +283,9 @@ def test_served_app_shows_only_sign_in_then_each_users_own(tmp_path):
         served(url, data)
     finally:
         stop(process)
+    log = (SHOTS / "served.log").read_text()
+    for name in ("alice", "bob"):  # each sign-in is logged with the address it came from
+        assert f"signed in: '{name}' from {other}" in log, log[-3000:]
 
 
 def settled(page) -> None:
@@ -361,7 +365,7 @@ def test_browser_gets_short_error_details():
 
 
 def test_oidc_is_configured_by_an_auth_section_in_the_secrets(tmp_path):
-    from backdrop.access import oidc_configured
+    from storage.access import oidc_configured
 
     secrets = tmp_path / ".streamlit" / "secrets.toml"
     assert not oidc_configured(tmp_path)
@@ -373,3 +377,119 @@ def test_oidc_is_configured_by_an_auth_section_in_the_secrets(tmp_path):
     assert oidc_configured(tmp_path)
     secrets.write_text("[auth\nbroken")
     assert not oidc_configured(tmp_path)
+
+
+# ---- failed sign-ins: a budget per account and per server, logged with the address ---------------
+
+@pytest.fixture
+def sign_in_log():
+    """What the app logs about sign-ins (Streamlit's logger for it does not propagate)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("backdrop.sign_in")
+    logger.addHandler(handler)
+    users.forget_failed_sign_ins()
+    yield records
+    logger.removeHandler(handler)
+    users.forget_failed_sign_ins()
+
+
+def test_failed_sign_ins_lock_the_account_until_a_time_it_names_and_are_logged(accounts, sign_in_log):
+    """Five wrong passwords for alice: the sixth try, even with her password, is refused with
+    the time the lock ends; bob signs in meanwhile; each failure, refusal and success is logged
+    with the address it came from."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    for attempt in range(6):
+        at.text_input(key="sign_in_name").set_value("alice")
+        at.text_input(key="sign_in_password").set_value("alice's password" if attempt == 5 else f"guess {attempt}")
+        at.button[0].click().run()
+        assert ui.SIGNED_IN not in at.session_state
+    [error] = at.error
+    assert re.fullmatch(r"Too many failed sign-ins for this name: it is locked until \d\d:\d\d UTC \(in 15 min\)\..*",
+                        error.value), error.value
+    assert [t.value for t in signed_in("bob").title] == ["Studio"], "another account is not locked"
+    lines = [record.getMessage() for record in sign_in_log]
+    assert sum(line.startswith("sign-in failed for 'alice' from ") for line in lines) == 5, lines
+    assert sum(line.startswith("sign-in refused for 'alice' from ") for line in lines) == 1, lines
+    assert sum(line.startswith("signed in: 'bob' from ") for line in lines) == 1, lines
+
+
+def test_sign_in_budget_per_account_and_per_server_and_its_expiry(tmp_path, monkeypatch):
+    """The budget is counted before the password is checked, so parallel sessions cannot pass
+    it (8 sessions made 40 guesses in 25 s); a lock ends after its window; many names failing
+    pause every sign-in."""
+    from datetime import datetime, timedelta, timezone
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = Database(None, tmp_path / "data")
+    users.add("alice", "alice's password", db=db)
+    users.forget_failed_sign_ins()
+    checked = []
+    real = users.authenticate
+    monkeypatch.setattr(users, "authenticate", lambda *a, **k: checked.append(a[0]) or real(*a, **k))
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+    def guess(i):
+        try:
+            return users.sign_in("alice", f"guess {i}", db=db, now=now)
+        except users.SignInRefused as refused:
+            return str(refused)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(guess, range(40)))
+    assert len(checked) == users.FAILURES_PER_ACCOUNT == 5, "no more passwords checked than the budget"
+    assert answers.count(None) == 5 and all("until 12:15 UTC" in a for a in answers if a is not None)
+    with pytest.raises(users.SignInRefused):
+        users.sign_in("alice", "alice's password", db=db, now=now + timedelta(minutes=14))
+    later = now + users.SIGN_IN_WINDOW
+    assert users.sign_in("alice", "alice's password", db=db, now=later).name == "alice", "the lock has ended"
+
+    for i in range(users.FAILURES_PER_SERVER):  # many names, a few tries each
+        assert users.sign_in(f"name{i}", "wrong", db=db, now=later) is None
+    with pytest.raises(users.SignInRefused, match="on this server: sign-in is paused until 12:30 UTC"):
+        users.sign_in("alice", "alice's password", db=db, now=later + timedelta(minutes=1))
+    assert users.sign_in("alice", "alice's password", db=db, now=later + users.SIGN_IN_WINDOW).name == "alice"
+    users.forget_failed_sign_ins()
+
+
+# ---- the names the app answers to ----------------------------------------------------------------
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_app_gives_no_session_to_a_page_under_another_name(tmp_path):
+    """DNS rebinding: Chromium resolves evil.example to 127.0.0.1 (as a rebinding name would)
+    and opens the app under it. Streamlit's WebSocket refuses that Host (server.allowedHosts in
+    .streamlit/config.toml), so the page never gets a session; under localhost the app works."""
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import streamlit_app
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with streamlit_app(tmp_path / "data", port, "rebinding.log") as (_url, _health), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            *CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"])
+        try:
+            page = browser.new_page()
+            page.goto(f"http://localhost:{port}/")
+            page.get_by_text("Upload a photo to start").wait_for(timeout=60_000)
+            page.goto(f"http://evil.example:{port}/")
+            page.wait_for_timeout(8000)
+            page.screenshot(path=str(SHOTS / "rebinding-name.png"))
+            assert page.get_by_text("Upload a photo to start").count() == 0
+            assert page.get_by_role("heading", name="Studio").count() == 0
+        finally:
+            browser.close()
+
+
+def test_backdrop_app_answers_to_this_machine_or_to_any_name_where_sign_in_is_required():
+    from backdrop.app import command
+
+    def hosts(argv: list[str]) -> list[str]:
+        return [argv[i + 1] for i, arg in enumerate(argv) if arg == "--server.allowedHosts"]
+
+    assert hosts(command("127.0.0.1", 8501, [])) == ["localhost", "127.0.0.1", "::1"]
+    assert hosts(command("127.0.0.2", 8501, [])) == ["localhost", "127.0.0.1", "::1", "127.0.0.2"]
+    assert hosts(command("0.0.0.0", 8501, [])) == ["*"]

@@ -123,7 +123,7 @@ def test_bad_input_is_refused_with_a_message_and_nothing_recorded(client, db, le
         (photo, {"seed": "seven"}, {}, "seed must be a whole number (got 'seven')"),
         (photo, {"colour": "red"}, {}, "unknown field(s): colour"),
         (photo, {"background": "plaid"}, {}, "unknown background 'plaid'"),
-        (photo, {"version": 3}, {}, "version 3, written by a newer Backdrop"),
+        (photo, {"version": 4}, {}, "version 4, written by a newer Backdrop"),
         (photo, {"background": "image"}, {}, "an image background needs its picture"),
         (photo, {}, {"picture": ("p.png", photo, "image/png")}, "a background picture was given for a 'color'"),
         (photo, {}, {"mask": ("m.png", small_mask.getvalue(), "image/png")}, "mask is 50x50 but the photo is 680x440"),
@@ -275,7 +275,7 @@ def _asgi(app, client_host: str, method: str, path: str, token: str | None = Non
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=(client_host, 40000))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(transport=transport, base_url="http://backdrop", headers=headers) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", headers=headers) as http:
             return await http.request(method, path, **kw)
 
     return asyncio.run(call())
@@ -327,6 +327,50 @@ def test_health_names_what_serves_the_queue(tmp_path):
         "status": "ok", "executor": "in-process", "workers": 2, "pending": 0}
 
 
+def test_what_serves_the_queue_is_one_type(tmp_path):
+    """The API and the app see an Executor (storage.serving), whichever it is; RayExecutor
+    answers the health check's questions without a cluster until it starts."""
+    from storage.jobs import JobQueue, LaneWorkers
+    from storage.ray_workers import RayExecutor
+    from storage.serving import Executor
+
+    queue = JobQueue(Database(None, tmp_path / "data"))
+    lanes, ray = LaneWorkers(queue), RayExecutor(queue, address="local", workers=1)
+    assert isinstance(lanes, Executor) and isinstance(ray, Executor)
+    assert (lanes.kind, lanes.worker_count(), lanes.running()) == ("in-process", 2, {"quick": None, "ai": None})
+    assert (ray.kind, ray.worker_count(), ray.running()) == ("ray", 0, {None: None})
+
+
+def test_the_secrets_are_read_once_when_the_api_is_made(tmp_path, monkeypatch):
+    """Whether an OIDC provider is configured is read from Streamlit's secrets files when the
+    API is made, never per request (token-less requests asked the files each time)."""
+    from backdrop import api
+    from storage import access
+    from storage.jobs import JobQueue
+
+    reads = []
+    monkeypatch.setattr(access, "oidc_configured", lambda folder=None: reads.append(folder) or False)
+    app = api.create_app(JobQueue(Database(None, tmp_path / "data")))
+    for _ in range(3):
+        assert _asgi(app, "127.0.0.1", "GET", "/v1/generations").status_code == 200
+    assert len(reads) == 1
+    oidc = api.create_app(JobQueue(Database(None, tmp_path / "data")), policy=access.Policy(oidc=True))
+    answer = _asgi(oidc, "127.0.0.1", "GET", "/v1/generations")
+    assert answer.status_code == 401 and "Authorization: Bearer" in answer.json()["detail"]
+    assert len(reads) == 1
+
+
+def test_a_generation_is_answered_in_the_views_own_fields():
+    """One shape: every field of the API's Generation but its progress and image addresses is
+    a GenerationView field of the same name (a renamed view field fails here, not in a client)."""
+    from dataclasses import fields
+
+    from backdrop.api_schema import Generation
+
+    view_fields = {f.name for f in fields(history.GenerationView)}
+    assert set(Generation.model_fields) - {"progress", "images"} <= view_fields
+
+
 def test_with_accounts_every_request_needs_a_token_and_sees_its_own(tmp_path, lemur_path, monkeypatch):
     from backdrop import api
     from storage import users
@@ -368,21 +412,21 @@ def test_with_accounts_every_request_needs_a_token_and_sees_its_own(tmp_path, le
 def test_the_generation_appears_in_the_apps_history(client, data_dir, lemur_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app_pages import ui
+    from app_pages import job_view
     from test_app import APP
 
     generation_id = _create(client, lemur_path.read_bytes(), {"prompt": "made through the API"}).json()["id"]
     assert wait_finished(client, generation_id)["status"] == "done"
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(data_dir))
-    ui.workers.clear()
+    job_view.workers.clear()
     try:
         at = AppTest.from_file(APP, default_timeout=60).run()
         at.switch_page("app_pages/history.py").run()
         assert not at.exception, at.exception
         assert any(t.value.startswith(f"#{generation_id} ") for t in at.text), [t.value for t in at.text]
     finally:
-        ui.workers().stop(30)
-        ui.workers.clear()
+        job_view.workers().stop(30)
+        job_view.workers.clear()
 
 
 def test_with_an_account_the_same_curl_needs_its_token(server, db, lemur_path, tmp_path):

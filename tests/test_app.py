@@ -1,6 +1,6 @@
 """The Streamlit app's logic through streamlit.testing's AppTest (no browser): each page, the
 brush-mask arithmetic, settings persistence. The canvas is an unknown element here, so brush
-strokes are injected as the RGBA drawing the canvas would return (``studio_strokes``)."""
+strokes are handed to the Studio's mask editor as the canvas would return them (``paint``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from PIL import Image
 
 from storage import settings as user_settings
 from core.masks import brush
-from app_pages import ui
+from app_pages import job_view, ui
+from app_pages.press import Press, press_state_key
 from test_brush import strokes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,13 +26,24 @@ WHITE = (255, 255, 255)
 
 
 def pressable(at, key: str):
-    """A button drawn by app_pages.ui.press (each drawing of it has its own key inside ``key``)."""
+    """A button drawn by app_pages.press.press (each drawing of it has its own key inside ``key``)."""
     (button,) = [b for b in at.button if (b.key or "").startswith(f"{key}__")]
     return button
 
 
 def generate_button(at):
     return pressable(at, "studio_generate")
+
+
+def editor(at):
+    """The Studio's mask editor (core.masks.editor.MaskEditor) in this session."""
+    return at.session_state["studio_editor"]
+
+
+def paint(at, pixels: np.ndarray, objects: list[dict] | None = None) -> None:
+    """Brush strokes as the canvas returns them (its objects, and their pixels as RGBA), then a run."""
+    editor(at).canvas_returned({"objects": [{"type": "path"}] if objects is None else objects}, pixels)
+    at.run()
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +54,10 @@ def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app-data")
     patch.setenv("BACKDROP_DATA_DIR", str(folder))
     patch.delenv("BACKDROP_DATABASE_URL", raising=False)
-    ui.workers.clear()
+    job_view.workers.clear()
     yield folder
-    ui.workers().stop(timeout=30)
-    ui.workers.clear()
+    job_view.workers().stop(timeout=30)
+    job_view.workers.clear()
     patch.undo()
 
 
@@ -110,8 +122,8 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
     from storage import history
 
     at = upload_lemur(app(), lemur_path)
-    photo = at.session_state["studio_photo"]
-    auto = np.asarray(at.session_state["studio_auto_mask"])
+    photo = editor(at).photo
+    auto = np.asarray(editor(at).auto_mask)
     assert auto.shape == (photo.height, photo.width)
     assert (auto == 255).mean() > 0.2 and (auto == 0).mean() > 0.2  # a real subject and background
     assert len(at.get("image")) == 1  # the corrected-mask preview
@@ -122,9 +134,8 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
     cx, cy = np.argwhere(auto == 255).mean(axis=0)[::-1] / (sx, sy)
     erase_box = (int(cx) - 10, int(cy) - 10, int(cx) + 10, int(cy) + 10)
     assert auto[5, 5] == 0 and auto[int(cy * sy), int(cx * sx)] == 255
-    at.session_state["studio_strokes"] = strokes(size, add_box, erase_box)
-    at.run()
-    mask = np.asarray(at.session_state["studio_mask"])
+    paint(at, strokes(size, add_box, erase_box))
+    mask = np.asarray(editor(at).mask())
     assert mask[5, 5] == 255 and mask[int(cy * sy), int(cx * sx)] == 0
 
     at.radio(key="studio_f_kind").set_value("color").run()
@@ -147,36 +158,34 @@ def test_studio_brush_corrects_the_mask_and_the_result(data_dir, lemur_path):
 
 def test_drawing_survives_page_switch_and_undo_clear_reset(data_dir, lemur_path):
     at = upload_lemur(app(), lemur_path)
-    size = brush.display_size(*at.session_state["studio_photo"].size)
+    size = brush.display_size(*editor(at).photo.size)
     drawing = {"objects": [{"type": "Path", "id": 1}, {"type": "Path", "id": 2}]}
-    at.session_state["studio_drawing"] = drawing
-    at.session_state["studio_actions"] = ["stroke", "stroke"]
-    at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
-    at.run()
+    paint(at, strokes(size, add_box=(0, 0, 30, 30)), drawing["objects"])
     at.radio(key="studio_f_kind").set_value("ai").run()
     at.text_area(key="studio_f_prompt").set_value("a quiet harbour").run()
-    changed = np.asarray(at.session_state["studio_mask"]).copy()
+    changed = np.asarray(editor(at).mask()).copy()
     for page in ("history", "batch", "models", "studio"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, at.exception
     assert at.radio(key="studio_f_kind").value == "ai"  # the form is kept too
     assert at.text_area(key="studio_f_prompt").value == "a quiet harbour"
-    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), changed)
-    assert at.session_state["studio_canvas_init"]["objects"] == drawing["objects"]  # handed back to the canvas
+    assert np.array_equal(np.asarray(editor(at).mask()), changed)
+    assert editor(at).canvas["objects"] == drawing["objects"]  # handed back to the canvas
 
     at.button(key="studio_undo").click().run()
-    init = at.session_state["studio_canvas_init"]
+    init = editor(at).canvas
     assert init["objects"] == [{"type": "Path", "id": 1}]
     at.button(key="studio_clear").click().run()
-    assert at.session_state["studio_canvas_init"]["objects"] == []
-    assert at.session_state["studio_canvas_init"]["backdrop_nonce"] != init["backdrop_nonce"]
-    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), np.asarray(at.session_state["studio_auto_mask"]))
+    assert editor(at).canvas["objects"] == []
+    assert editor(at).canvas["backdrop_nonce"] != init["backdrop_nonce"]
+    assert np.array_equal(np.asarray(editor(at).mask()), np.asarray(editor(at).auto_mask))
 
-    at.session_state["studio_base_mask"] = Image.new("L", at.session_state["studio_photo"].size, 255)
+    photo = editor(at).photo
+    editor(at).select("add", ("box", (0, 0, photo.width, photo.height)), Image.new("L", photo.size, 255))
     at.run()
-    assert np.asarray(at.session_state["studio_mask"]).min() == 255
+    assert np.asarray(editor(at).mask()).min() == 255
     at.button(key="studio_reset").click().run()
-    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), np.asarray(at.session_state["studio_auto_mask"]))
+    assert np.array_equal(np.asarray(editor(at).mask()), np.asarray(editor(at).auto_mask))
 
 
 def test_ai_option_explains_missing_weights_other_kinds_work(data_dir, lemur_path, monkeypatch, tmp_path):
@@ -211,7 +220,7 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     prompt = "<b>bold</b> **not markdown** <script>alert(1)</script>"
     request = GenerationRequest(background="gradient:#102030,#a0b0c0", prompt=prompt, seed=7)
     at = app("history")
-    generation_id = ui.submit(request, lemur_path.read_bytes(), user=None)
+    generation_id = job_view.submit(request, lemur_path.read_bytes(), user=None)
     wait_done(at, generation_id)
     at.text_input(key="history_search").set_value("not markdown").run()
     assert any(t.value.startswith(f"#{generation_id} ") for t in at.text)
@@ -242,7 +251,7 @@ def test_history_detail_rerun_remix_favourite_delete(data_dir, lemur_path):
     at.button(key=f"history_open_{generation_id}").click().run()
     pressable(at, "history_remix").click().run()
     assert not at.exception, at.exception
-    assert at.session_state["studio_parent"] == generation_id
+    assert editor(at).parent == generation_id
     assert at.radio(key="studio_f_kind").value == "gradient"
     assert at.color_picker(key="studio_f_gradient_top").value == "#102030"
     assert at.session_state["studio_f_prompt"] == prompt
@@ -313,7 +322,7 @@ def test_unreadable_upload_is_refused_with_a_message(data_dir):
     at.file_uploader(key="studio_upload").set_value(("holiday.png", b"not an image at all", "image/png")).run()
     assert not at.exception, at.exception
     assert at.error and any("holiday.png" in c.value for c in at.code)  # the name as plain text
-    assert "studio_photo" not in at.session_state  # nothing half-loaded kept
+    assert editor(at).photo is None and editor(at).photo_bytes is None  # nothing half-loaded kept
     assert any("Upload a photo to start" in i.value for i in at.info)
 
 
@@ -345,9 +354,10 @@ def test_two_sessions_share_one_worker(data_dir, lemur_path, astronaut):
     from storage import history
 
     first, second = app(), app()
-    assert ui.workers() is ui.workers()  # st.cache_resource: one worker per lane per process
-    ids = [ui.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes(), user=None) for i in range(3)]
-    ids.append(ui.submit(ui.base_request().replace(background="blur"), astronaut, user=None))
+    assert job_view.workers() is job_view.workers()  # st.cache_resource: one worker per lane per process
+    ids = [job_view.submit(ui.base_request().replace(background=f"color:#0000{i}0"), lemur_path.read_bytes(), user=None)
+           for i in range(3)]
+    ids.append(job_view.submit(ui.base_request().replace(background="blur"), astronaut, user=None))
     for generation_id in ids:
         assert wait_done(first, generation_id).status == "done"
     second.run()
@@ -474,15 +484,13 @@ def test_clear_and_reset_send_the_automatic_mask(data_dir, lemur_path):
     gone too: either way the mask is the automatic one again, and the generation is recorded with
     the cut-out model that made it, not as a user's mask."""
     at = upload_lemur(app(), lemur_path)
-    size = brush.display_size(*at.session_state["studio_photo"].size)
-    at.session_state["studio_strokes"] = np.zeros((size[1], size[0], 4), np.uint8)  # what the canvas sends after Clear
-    at.run()
+    size = brush.display_size(*editor(at).photo.size)
+    paint(at, np.zeros((size[1], size[0], 4), np.uint8), [])  # what the canvas sends after Clear
     generate_button(at).click().run()
     view = wait_done(at, at.session_state["studio_job"])
     assert view.user_mask_sha256 is None and view.models["segmenter"]["id"] == "u2netp"
 
-    at.session_state["studio_strokes"] = strokes(size, add_box=(0, 0, 30, 30))
-    at.run()
+    paint(at, strokes(size, add_box=(0, 0, 30, 30)))
     generate_button(at).click().run()
     assert wait_done(at, at.session_state["studio_job"]).user_mask_sha256  # a real correction is sent
     at.button(key="studio_reset").click().run()
@@ -506,13 +514,13 @@ def test_unsure_regions_flip_with_a_click(data_dir, synthetic_set):
         ("plush_clock.png", (synthetic_set / "plush_clock.png").read_bytes(), "image/png")).run()
     button = at.button(key="studio_region_0")
     assert button.label.startswith("Area 1: dropped") and button.label.endswith("keep it")
-    assert np.asarray(at.session_state["studio_mask"])[region].mean() < 10  # dropped (soft only at its edge)
+    assert np.asarray(editor(at).mask())[region].mean() < 10  # dropped (soft only at its edge)
     button.click().run()
-    assert at.session_state["studio_decisions"] == {0: True}
-    assert np.asarray(at.session_state["studio_mask"])[region].mean() > 245
+    assert editor(at).decisions == {0: True}
+    assert np.asarray(editor(at).mask())[region].mean() > 245
     assert at.button(key="studio_region_0").label.startswith("Area 1: kept")
     at.button(key="studio_region_0").click().run()
-    assert np.array_equal(np.asarray(at.session_state["studio_mask"]), np.asarray(at.session_state["studio_auto_mask"]))
+    assert np.array_equal(np.asarray(editor(at).mask()), np.asarray(editor(at).auto_mask))
 
 
 def test_click_tools_without_sam_weights_say_what_to_run(data_dir, lemur_path, monkeypatch):
@@ -526,32 +534,6 @@ def test_click_tools_without_sam_weights_say_what_to_run(data_dir, lemur_path, m
     at.run()
     warning = " ".join(w.value for w in at.warning)
     assert f"`{fetch_command()} nobody/no-such-sam`" in warning and "The brush works without it" in warning
-
-
-def test_queue_and_progress_texts():
-    from datetime import datetime, timedelta, timezone
-    from types import SimpleNamespace
-
-    from storage.jobs import Place
-
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    queued = SimpleNamespace(status="queued")
-    assert ui.progress_text(queued, Place("ai", "queued", 2, 80.0, 20.0, 3)) == (
-        0.0, "Waiting in the AI queue: 2 jobs ahead, starting in about 1 min 20 s; then about 20 s to run "
-             "(from 3 similar jobs).")
-    assert ui.progress_text(queued, Place("quick", "queued", 0, 0.0, None, 0))[1] == \
-        "Next in the queue for colour, gradient, blur, picture and transparent backgrounds."
-    assert "no estimate yet" in ui.progress_text(queued, Place("ai", "queued", 1, None, None, 0))[1]
-    running = SimpleNamespace(status="running", progress_total=25, progress_step=5, progress_stage="generate",
-                              started_at=now - timedelta(seconds=12))
-    assert ui.progress_text(running, None, step_seconds=2.0, now=now) == (
-        0.2, "generate: step 5 of 25 · 12 s so far · about 40 s left")
-    assert ui.progress_text(running, Place("ai", "running", 0, 0.0, 10.0, 1), now=now)[1].endswith(
-        "taking longer than similar jobs")
-    done = SimpleNamespace(created_at=now, started_at=now + timedelta(seconds=14.6),
-                           finished_at=now + timedelta(seconds=15.1))
-    assert ui.finished_text(done) == "ran under a second, after 15 s in the queue"
-    assert ui.duration(3725) == "1 h 2 min"
 
 
 def test_a_cancelled_generation_shows_no_empty_timings(data_dir, lemur_path):
@@ -570,12 +552,12 @@ def test_a_cancelled_generation_shows_no_empty_timings(data_dir, lemur_path):
 # ---------------------------------------------------------------- presses and reloads (issue 15)
 
 def test_press_is_acted_on_once_and_survives_an_interrupted_run():
-    """ui.Press as the pages use it: a second click of the same drawing (a double click) is no
+    """Press as the pages use it: a second click of the same drawing (a double click) is no
     second press; an outcome whose store was interrupted (Streamlit raises a RerunException on
     an access of session state when another rerun waits) stays for the next run."""
     from streamlit.runtime.scriptrunner_utils.exceptions import RerunException
 
-    press = ui.Press()
+    press = Press()
     drawn = press.token
     press.pressed(drawn)
     press.pressed(drawn)  # the double click's second click, from the drawing already used
@@ -609,7 +591,7 @@ def test_generate_double_click_makes_one_job_and_a_reload_brings_it_back(data_di
     drawing = generate_button(at)
     drawing.click().run()
     # the double click's second click comes from the same drawing, after the first one's run
-    at.session_state[ui.press_state_key("studio_generate")].pressed(int(drawing.key.rsplit("__", 1)[1]))
+    at.session_state[press_state_key("studio_generate")].pressed(int(drawing.key.rsplit("__", 1)[1]))
     at.run()
     assert history.count_generations() == before + 1
     job = at.session_state["studio_job"]
@@ -620,10 +602,11 @@ def test_generate_double_click_makes_one_job_and_a_reload_brings_it_back(data_di
     assert reloaded.session_state["studio_job"] == job
     assert reloaded.radio(key="studio_f_kind").value == "gradient"
     assert any(f"Generation {job} done" in s.value for s in reloaded.success), [s.value for s in reloaded.success]
-    assert reloaded.session_state["studio_photo_sha"] == view.input_sha256
+    assert editor(reloaded).photo_sha == view.input_sha256
 
     missing = AppTestWithAddress(job="999999")
-    assert any("999999" in w.value for w in missing.warning)
+    assert any(w.value.startswith("The address names a generation you cannot open") for w in missing.warning)
+    assert any(c.value == "999999" for c in missing.code), "the address, as text"
     assert "job" not in missing.query_params
 
 
@@ -658,7 +641,7 @@ def test_history_and_batch_reopen_from_their_address(data_dir, lemur_path):
     (?jobs=...) shows that batch's queue again."""
     from core.request import GenerationRequest
 
-    generation_id = ui.submit(GenerationRequest(background="blur"), lemur_path.read_bytes(), user=None)
+    generation_id = job_view.submit(GenerationRequest(background="blur"), lemur_path.read_bytes(), user=None)
     at = app("history")
     wait_done(at, generation_id)
     at.button(key=f"history_open_{generation_id}").click().run()
@@ -671,6 +654,43 @@ def test_history_and_batch_reopen_from_their_address(data_dir, lemur_path):
     batch = AppTestWithAddress(jobs=f"{generation_id},abc,999999")
     batch.switch_page("app_pages/batch.py").run()
     assert [job["id"] for job in batch.session_state["batch_jobs"]] == [generation_id]
+
+
+def test_what_a_user_supplied_is_shown_as_text_never_as_markdown(data_dir, lemur_path):
+    """The Studio's address (?job=) and a stored request's text reach the page as plain text: a
+    Markdown link or image in them is never rendered (the browser would show the link and
+    fetch the image from elsewhere)."""
+    from sqlalchemy import update
+
+    from core.request import GenerationRequest
+    from storage import history
+    from storage.db import get_database
+    from storage.models import Generation
+
+    def rendered_as_markdown(at) -> list[str]:
+        return [e.value for kind in ("warning", "error", "info", "success", "markdown", "caption", "subheader", "title")
+                for e in getattr(at, kind)]
+
+    payload = "[text](http://elsewhere/phish) ![p](http://elsewhere/p.png)"
+    at = AppTestWithAddress(job=payload)
+    assert not any("elsewhere" in body for body in rendered_as_markdown(at)), rendered_as_markdown(at)
+    assert any(payload in code.value for code in at.code), "the address is shown, as text"
+    assert "job" not in at.query_params
+
+    generation_id = history.create(GenerationRequest(prompt=payload), lemur_path.read_bytes())
+    stored = {**GenerationRequest(prompt=payload).to_dict(), "device": "[x](http://elsewhere/device)"}
+    with get_database().session() as session:
+        session.execute(update(Generation).where(Generation.id == generation_id).values(request=stored))
+    at = AppTestWithAddress("history", id=str(generation_id))
+    assert not any("elsewhere" in body for body in rendered_as_markdown(at)), rendered_as_markdown(at)
+    assert any("elsewhere/device" in code.value for code in at.code), "the stored request's error, as text"
+
+
+def test_addresses_naming_ids_past_the_databases_range_open_nothing(data_dir):
+    huge = str(2**64)
+    for page, name in (("studio", "job"), ("history", "id"), ("batch", "jobs")):
+        at = AppTestWithAddress(None if page == "studio" else page, **{name: huge})
+        assert not at.exception, (page, at.exception)
 
 
 @pytest.fixture
@@ -698,7 +718,7 @@ def test_fast_switch_starts_on_on_a_cpu_with_the_lora_and_says_why(data_dir, lem
     at.radio(key="studio_f_kind").set_value("ai").run()
     switch = at.toggle(key="studio_f_fast")
     assert switch.value is True and "This computer has no GPU, so the Studio starts in fast mode" in captions(at)
-    assert "Fast mode samples with its recipe (LCM-LoRA SD1.5: LCMScheduler, 4 steps, guidance 1)" in captions(at)
+    assert "Fast mode samples with its recipe (LCM-LoRA SD1.5: LCMScheduler, 4 steps, guidance 1;" in captions(at)
     at.text_area(key="studio_f_prompt").set_value("a beach").run()
     generate_button(at).click().run()
     fast = wait_done(at, at.session_state["studio_job"], timeout=120)

@@ -4,7 +4,7 @@ the subject's edge that "Edge at 100%" shows."""
 import numpy as np
 from PIL import Image
 
-from core.look import compare
+from app_pages import compare
 
 
 def test_transparency_on_a_checkerboard_and_opaque_images_as_they_are():

@@ -6,6 +6,7 @@ last byte, a read-only mount (skipped, saying why, where the tests may not mount
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from PIL import Image
 
 from core.errors import InputError
 from core.request import GenerationRequest
-from storage import history, jobs, service
+from storage import history, jobs, lifecycle, service
 from storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +192,7 @@ def test_real_full_disk_for_the_data_folder(tmp_path, monkeypatch, capsys, tmpfs
     # the same photo (stored already) on another background: recorded, then its results find no room
     code, _, err = subprocess_cli("replace", first, "--mask", mask, "-o", tmp_path / "b-out.png", "-b", "transparent")
     assert code == 2 and "error: no space left on the disk of" in err and "Traceback" not in err, err
+    assert "nothing was changed" not in err and "generation 2 is recorded as failed" in err, err
     assert not (tmp_path / "b-out.png").exists()
     code, out, err = subprocess_cli("history", "--json")
     assert code == 0, err
@@ -264,9 +266,9 @@ def test_damaged_database_is_an_error_and_doctor_says_what_to_do(data, tmp_path,
     _damage(data / "backdrop.db")
     damaged = (data / "backdrop.db").read_bytes()
     code, _, err = cli(capsys, "history")
-    assert code == 2 and "is damaged (database disk image is malformed)" in err and "backdrop doctor" in err, err
+    assert code == 2 and "is damaged (database disk image is malformed" in err and "backdrop doctor" in err, err
     code, out, _ = cli(capsys, "doctor")
-    assert code == 2 and "PROBLEM: the database" in out and ".recover" in out
+    assert code == 2 and "PROBLEM: the database" in out and "backdrop doctor --salvage" in out
     assert (data / "backdrop.db").read_bytes() == damaged, "neither repaired nor replaced behind the user's back"
     (data / "backdrop.db").write_bytes(os.urandom(8192))  # not a database at all
     close_databases()
@@ -358,12 +360,12 @@ def test_killed_replace_is_recovered_and_cancel_stops_a_live_one(data, tmp_path,
     finally:
         worker.stop(10)
     view = recorded(data)[0]
-    assert view.id == gid and view.status == "failed" and view.error == jobs.INTERRUPTED
+    assert view.id == gid and view.status == "failed" and view.error == lifecycle.INTERRUPTED
 
     # a second one killed, with no worker anywhere: the next command recovers it
     second = _killed_while_running(args, data)
     code, out, _ = cli(capsys, "show", second)
-    assert code == 0 and out.startswith(f"generation {second}: failed") and jobs.INTERRUPTED in out
+    assert code == 0 and out.startswith(f"generation {second}: failed") and lifecycle.INTERRUPTED in out
     assert cli(capsys, "delete", second)[0] == 0
 
     # a live one: `backdrop cancel` asks it to stop, and it does
@@ -493,3 +495,104 @@ def test_bounded_shadows_match_full_resolution_ones(monkeypatch):
     difference = np.abs(bounded - full)
     assert full.min() < 120, "a real shadow to compare"
     assert difference.mean() < 0.5 and np.percentile(difference, 99.9) <= 8, (difference.mean(), difference.max())
+
+
+# ---- issue 18: refused before anything is recorded; what is printed; messages that are true --------
+
+def test_input_the_run_would_fail_on_is_refused_before_anything_is_recorded(data, tmp_path, capsys):
+    """A 20000x20 strip (its automatic mask is empty) and an unknown segmenter left failed rows;
+    now `error:`, exit 2, nothing recorded, as for every other bad input."""
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (20, 20000, 3), dtype=np.uint8)).save(strip)
+    code, _, err = cli(capsys, "replace", strip, "-o", tmp_path / "out.png")
+    assert code == 2 and err.startswith("error: mask is empty"), err
+    code, _, err = cli(capsys, "replace", photo(tmp_path / "in.png", 7), "-o", tmp_path / "out.png",
+                       "--segmenter", "no-such-model")
+    assert code == 2 and err.startswith("error: unknown segmenter 'no-such-model'"), err
+    assert recorded(data) == [] and not (tmp_path / "out.png").exists()
+
+
+def test_stored_text_is_printed_with_control_characters_escaped(data, tmp_path, capsys):
+    """A prompt holding terminal escapes (set the window title, clear the screen; C1's CSI) is
+    stored as typed and printed escaped by `history` and `show`, to whoever reads them."""
+    hostile = "\x1b]0;owned\x07\x1b[2J\x9b31m\rover"
+    assert cli(capsys, "replace", photo(tmp_path / "in.png", 8), "-o", tmp_path / "out.png", "--prompt", hostile,
+               "--negative-prompt", "tab\there")[0] == 0
+    [view] = recorded(data)
+    assert view.prompt == hostile, "stored as typed"
+    for args in (("history",), ("show", view.id), ("history", "--json"), ("show", view.id, "--json")):
+        code, out, err = cli(capsys, *args)
+        assert code == 0, err
+        assert not any(c in out for c in "\x1b\x07\x9b\r\t"), (args, out)
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\rover" in cli(capsys, "show", view.id)[1]
+
+
+def test_history_search_without_a_match_says_so(data, tmp_path, capsys):
+    code, _, err = cli(capsys, "history")
+    assert code == 0 and err.strip() == "no generations recorded"
+    assert cli(capsys, "replace", photo(tmp_path / "in.png", 9), "-o", tmp_path / "out.png", "--prompt", "a lemur")[0] == 0
+    code, out, err = cli(capsys, "history", "--search", "marble")
+    assert code == 0 and out == "" and err.strip() == "no generations match these filters (1 recorded)", err
+    code, _, err = cli(capsys, "history", "--offset", str(2**64))
+    assert code == 2 and "--offset" in err, err
+
+
+def _many_generations(data: Path, count: int) -> None:
+    """``count`` generations recorded through the storage layer (rows only: the same small photo)."""
+    db = Database(None, data)
+    try:
+        image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+        for i in range(count):
+            history.create(GenerationRequest(prompt=f"generation number {i} " + "on a marble table " * 8), image, db=db)
+    finally:
+        db.dispose()
+
+
+@pytest.mark.slow
+def test_damaged_database_refuses_writes_and_doctor_salvages_it(data, tmp_path, capsys):
+    """4 KB overwritten inside the file (not its first page): `replace` wrote into it four times
+    before; now every command refuses it with `error:` and what to do, and leaves it as it was.
+    `backdrop doctor --salvage OUT.db` (Python's sqlite3: Debian's sqlite3 3.40 `.recover` fails)
+    copies every readable row into a new database that Backdrop then opens."""
+    _many_generations(data, 400)
+    with sqlite3.connect(data / "backdrop.db") as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    size = (data / "backdrop.db").stat().st_size
+    with open(data / "backdrop.db", "r+b") as handle:
+        handle.seek(size // 2 // 4096 * 4096 + 1000)
+        handle.write(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    damaged = (data / "backdrop.db").read_bytes()
+    for args in (["replace", photo(tmp_path / "a.png"), "-o", tmp_path / "a-out.png"], ["history", "--limit", "1"]):
+        close_databases()
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and err.startswith(f"error: the database {data / 'backdrop.db'} is damaged"), err
+        assert "will not write into it" in err and "backdrop doctor --salvage" in err, err
+    assert not (tmp_path / "a-out.png").exists()
+    assert (data / "backdrop.db").read_bytes() == damaged, "nothing written into it"
+    code, out, _ = cli(capsys, "doctor")
+    assert code == 2 and "PROBLEM: the database" in out and "backdrop doctor --salvage" in out, out
+
+    salvaged = tmp_path / "salvaged.db"
+    code, out, err = cli(capsys, "doctor", "--salvage", salvaged)
+    assert code == 0, err
+    assert "generations:" in out and "rows" in out, out
+    with sqlite3.connect(salvaged) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        ids = [row[0] for row in connection.execute("SELECT id FROM generations ORDER BY id")]
+    connection.close()
+    assert 300 <= len(ids) < 400 and ids[0] == 1 and ids[-1] == 400, (len(ids), ids[:3], ids[-3:])
+    assert (data / "backdrop.db").read_bytes() == damaged, "the damaged file is left as it was"
+    code, _, err = cli(capsys, "doctor", "--salvage", salvaged)
+    assert code == 2 and "already exists" in err
+
+    for name in ("backdrop.db", "backdrop.db-wal", "backdrop.db-shm"):  # as doctor says: move it away, put the copy in
+        if (data / name).exists():
+            (data / name).rename(tmp_path / f"{name}.damaged")
+    salvaged.rename(data / "backdrop.db")
+    close_databases()
+    code, out, err = cli(capsys, "history", "--json", "--limit", "1000")
+    assert code == 0 and len(json.loads(out)) == len(ids), err
+    assert cli(capsys, "replace", photo(tmp_path / "b.png", 3), "-o", tmp_path / "b-out.png")[0] == 0
+    code, out, _ = cli(capsys, "doctor")
+    assert "integrity check ok" in out

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from app_pages import ui
+from app_pages import job_view
 from core.request import GenerationRequest
 
 ROWS = 10_000
@@ -29,7 +29,7 @@ def many(tmp_path, monkeypatch, lemur_path):
 
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("BACKDROP_DATABASE_URL", raising=False)
-    ui.workers.clear()
+    job_view.workers.clear()
     first, _ = service.generate_and_record(lemur_path.read_bytes(),
                                            GenerationRequest(background="color:#336699", prompt="first"))
     db = get_database()
@@ -51,8 +51,8 @@ def many(tmp_path, monkeypatch, lemur_path):
                                | {"generation_id": g.id}) for g in copies for o in outputs)
     assert history.count_generations() == ROWS
     yield
-    ui.workers().stop(timeout=30)
-    ui.workers.clear()
+    job_view.workers().stop(timeout=30)
+    job_view.workers.clear()
 
 
 def timed(action) -> float:

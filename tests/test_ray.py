@@ -230,25 +230,25 @@ def test_batch_runs_a_folder_as_ray_tasks(ray_cluster, lemur_path, astronaut, tm
 def test_the_app_sends_its_jobs_to_ray_when_a_cluster_is_configured(ray_cluster, lemur_path, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app_pages import ui
+    from app_pages import job_view, ui
     from storage.ray_workers import RayExecutor
     from test_app import APP
 
     monkeypatch.setenv("BACKDROP_RAY_ADDRESS", ray_cluster)
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path / "data"))
-    ui.workers.clear()
+    job_view.workers.clear()
     try:
         at = AppTest.from_file(APP, default_timeout=60).run()
         assert not at.exception, at.exception
-        executor = ui.workers()
+        executor = job_view.workers()
         assert isinstance(executor, RayExecutor) and executor.is_alive()
-        generation_id = ui.submit(ui.base_request(), lemur_path.read_bytes(), user=None)
+        generation_id = job_view.submit(ui.base_request(), lemur_path.read_bytes(), user=None)
         db = executor.queue.db
         assert _finished(db, [generation_id])[0].status == "done"
         assert _worker_of(db, generation_id) in executor.identities
     finally:
-        ui.workers().stop(30)
-        ui.workers.clear()
+        job_view.workers().stop(30)
+        job_view.workers.clear()
 
 
 def test_a_worker_that_cannot_reach_the_database_or_the_shared_folder_says_so(tmp_path):

@@ -34,7 +34,7 @@ from sqlalchemy import text, update
 from core.errors import BackdropError, Cancelled, InputError
 from core.pipeline import GenerationResult
 from core.request import GenerationRequest
-from storage import history, jobs, service
+from storage import history, jobs, lifecycle, service
 from storage.db import Database
 from storage.models import Generation
 
@@ -324,13 +324,17 @@ def test_worker_runs_in_order_and_records_failure(db):
     assert [o.kind for o in done.outputs] == ["cutout", "mask", "result"]
 
 
-def test_real_pipeline_failure_is_recorded_with_its_error(db):
-    """A mask of the wrong size makes the real pipeline raise InputError inside the worker."""
+def test_real_pipeline_failure_is_recorded_with_its_error(db, tmp_path):
+    """A mask of the wrong size is refused when submitted, nothing recorded (storage.admission);
+    an inpainting model folder that is not there makes the real pipeline fail inside the worker."""
     queue = jobs.JobQueue(db)
-    gid = queue.submit(GenerationRequest(background="color:#ffffff"), _photo(4), mask=_box_mask((50, 50)))
+    with pytest.raises(InputError, match="mask is 50x50 but the photo is 96x64"):
+        queue.submit(GenerationRequest(background="color:#ffffff"), _photo(4), mask=_box_mask((50, 50)))
+    assert history.count_generations(db=db) == 0
+    gid = queue.submit(GenerationRequest(background="ai", inpaint_model=str(tmp_path / "gone")), _photo(4))
     jobs.Worker(queue).run_once()
     view = history.get(gid, db=db)
-    assert view.status == "failed" and "mask" in view.error and "size" in view.error, view.error
+    assert view.status == "failed" and "is not usable (no such folder)" in view.error, view.error
 
 
 def test_cancel_queued_and_running(db):
@@ -395,7 +399,7 @@ def test_lanes_keep_quick_jobs_apart_from_ai_jobs(db):
     try:
         _wait(lambda: history.get(colour, db=db).status == "done", 30, "the colour job")
         assert history.get(ai, db=db).status == "running", "the colour job did not wait for the AI job"
-        assert workers.running() == {"quick": None, "ai": ai} and workers.current == ai
+        assert workers.running() == {"quick": None, "ai": ai}
         assert queue.pending("ai") == 1 and queue.pending("quick") == 0 and queue.pending() == 1
         release.set()
         _wait(lambda: history.get(ai, db=db).status == "done", 30, "the AI job")
@@ -420,7 +424,7 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
                 started_at=now - timedelta(seconds=seconds), finished_at=now))
 
     first = queue.submit(GenerationRequest(background="color:#000000"), photo)
-    assert queue.place(first) == jobs.Place("quick", "queued", 0, 0.0, None, 0)  # nothing to estimate from yet
+    assert queue.place(first, now=now) == jobs.Place("quick", "queued", 0, 0.0, None, 0)  # nothing to estimate from yet
     for seconds in (1.0, 2.0, 30.0):  # colour: median 2 s for 0.5 MP -> 4 s per megapixel
         finished(GenerationRequest(background="color:#ffffff"), seconds)
     for steps, seconds in ((10, 20.0), (20, 40.0)):  # AI: 2 s per step
@@ -431,20 +435,22 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
     second = queue.submit(GenerationRequest(background="color:#00ff00"), _photo(13, size=(2000, 1000)))
     assert queue.claim("probe", lane="ai") == ai_running
     with db.session() as session:
-        session.execute(update(Generation).where(Generation.id == ai_running).values(  # 10 s ago, from now (not
-            started_at=datetime.now(timezone.utc) - timedelta(seconds=10)))  # the test's start: a loaded machine is slow)
+        session.execute(update(Generation).where(Generation.id == ai_running).values(
+            started_at=now - timedelta(seconds=10)))  # place() is asked at ``now``: however long submitting took
 
-    running = queue.place(ai_running)
+    running = queue.place(ai_running, now=now)
     assert (running.lane, running.status, running.ahead, running.wait_s, running.similar) == ("ai", "running", 0, 0.0, 2)
     assert running.run_s == pytest.approx(50.0)
-    waiting = queue.place(ai_next)
-    assert waiting.ahead == 1 and waiting.wait_s == pytest.approx(40.0, abs=1.0)  # 50 s minus the 10 s it has run
+    waiting = queue.place(ai_next, now=now)  # the clock as the test set it, however slow the machine is
+    assert waiting.ahead == 1 and waiting.wait_s == pytest.approx(40.0)  # 50 s minus the 10 s it has run
     assert waiting.run_s == pytest.approx(20.0)  # 5 steps x 2 variants
     # fast mode: its recipe's 4 steps of one row (no unguided row) against 25 guided steps of two
     fast = GenerationRequest(background="ai", prompt="fast", fast=True)
     assert queue.expected_run_s(fast) == (pytest.approx(4.0), 2)
     assert queue.expected_run_s(fast.replace(fast=False)) == (pytest.approx(50.0), 2)
-    quick = queue.place(second)  # the AI jobs are not in its way
+    assert queue.place(ai_next, now=now + timedelta(seconds=30)).wait_s == pytest.approx(10.0), "it ran 30 s more"
+    assert queue.place(ai_next, now=now + timedelta(seconds=60)).wait_s == 0.0, "overdue: it starts any moment"
+    quick = queue.place(second, now=now)  # the AI jobs are not in its way
     assert quick.lane == "quick" and quick.ahead == 1 and quick.similar == 3
     assert quick.wait_s == pytest.approx(2.0) and quick.run_s == pytest.approx(8.0)  # 0.5 MP, then 2 MP
     with pytest.raises(history.NotFound):
@@ -508,7 +514,7 @@ def test_killed_worker_is_recovered_and_finished_results_kept(db, database_url):
     assert history.get(hung, db=db).status == "running", "the killed process left its job running"
     assert queue.recover_stale() == [hung]
     view = history.get(hung, db=db)
-    assert view.status == "failed" and view.error == jobs.INTERRUPTED
+    assert view.status == "failed" and view.error == lifecycle.INTERRUPTED
     done = history.get(finished, db=db)
     assert done.status == "done" and all(o.path.exists() for o in done.outputs), "finished results kept"
     assert history.get(waiting, db=db).status == "queued"
