@@ -161,9 +161,10 @@ class GenerationRequest:
     variants: int = param(1, "Variants", "How many AI backgrounds to generate (seed, seed + 1, ...); other "
                           "backgrounds make one image.", low=1, high=8, group="ai")
     fast: bool = param(False, "Fast",
-                       "Fast mode: an acceleration LoRA fused into the model paints the background in a few steps "
-                       "without the unguided row (LCM-LoRA: 4 steps instead of 25, about 12x less work). Its recipe "
-                       "sets the scheduler, steps and guidance; those settings are then not used.", group="ai")
+                       "Fast mode: an acceleration LoRA fused into the model paints the background in a few steps, "
+                       "without the second pass for the prompt's guidance (LCM-LoRA: 4 steps instead of 25, about "
+                       "12x less work). Its recipe sets the scheduler, steps and guidance; those settings are then "
+                       "not used.", group="ai")
     fast_lora: str = param(DEFAULT_LORA, "Fast-mode LoRA",
                            "The acceleration LoRA fast mode fuses, and its recipe: "
                            + "; ".join(f"{r.label} ({r.lora}): {r.describe()}" for r in RECIPES.values()) + ".",
