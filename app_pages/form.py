@@ -13,6 +13,7 @@ from typing import Callable
 
 import streamlit as st
 
+from app_pages import fast
 from app_pages.ui import base_request, user_error
 from core.look.backgrounds import KINDS
 from core.models.slots import explain_missing, readiness
@@ -106,14 +107,17 @@ def field_widget(prefix: str, spec, **extra):
     return st.slider(spec.label, float(spec.low), float(spec.high), step=spec.step, **common)
 
 
-def _group(prefix: str, group: str, under_prompt: Callable[[], None] | None = None) -> None:
+def _group(prefix: str, group: str, base: GenerationRequest,
+           under_prompt: Callable[[], None] | None = None) -> None:
     """Every form field of ``group``; a field with ``shown_if`` only while that field is above 0;
     ``under_prompt`` draws what goes under the prompt box."""
     state = st.session_state
     for spec in FORM_FIELDS:
         if spec.group != group or (spec.shown_if and not state[f"{prefix}{spec.shown_if}"] > 0):
             continue
-        if spec.name == "seed":
+        if spec.name == "fast":
+            fast.fast_switch(prefix, spec, base)
+        elif spec.name == "seed":
             seed_col, dice_col = st.columns([2, 1], vertical_alignment="bottom")
             with seed_col:
                 field_widget(prefix, spec)
@@ -146,7 +150,8 @@ def background_form(prefix: str, base: GenerationRequest, under_prompt: Callable
     kind = KINDS[name]
     background, picture, reason = name, None, None
     if kind.generated:
-        ready = readiness(base.replace(background=name, control_scale=state[f"{prefix}control_scale"]), "ai")
+        ready = readiness(base.replace(background=name, control_scale=state[f"{prefix}control_scale"],
+                                       fast=state[f"{prefix}fast"]), "ai")
         if ready.blocking:
             st.warning(explain_missing(ready.blocking), icon=":material/block:")
             reason = "the AI models are missing (see above)"
@@ -156,9 +161,10 @@ def background_form(prefix: str, base: GenerationRequest, under_prompt: Callable
             "Start from a preset", [""] + list(PRESETS), persist_state="session", key=f"{prefix}preset", on_change=_apply_preset,
             args=(prefix,), format_func=lambda n: PRESETS[n].label if n else "(none - write your own)",
         )
-        _group(prefix, "ai", under_prompt)
+        _group(prefix, "ai", base, under_prompt)
         with st.expander("Advanced settings"):
-            _group(prefix, "advanced")
+            fast.advanced_note(prefix, base)
+            _group(prefix, "advanced", base)
     elif kind.colours:
         pickers = _PICKERS[kind.colours]
         colours = []
@@ -171,7 +177,7 @@ def background_form(prefix: str, base: GenerationRequest, under_prompt: Callable
         if picture is None:
             reason = "upload a background image first"
     with st.expander("Edges, colour match and shadows"):
-        _group(prefix, "look")
+        _group(prefix, "look", base)
     if reason:
         return None, None, reason
     groups = ("ai", "advanced", "look") if kind.generated else ("look",)  # the others: as in the base

@@ -57,9 +57,11 @@ def settings_form(current: dict[str, str]) -> None:
     with st.form("models_settings"):
         values = {}
         for name, spec in user_settings.SETTINGS.items():
-            if name == "device":
-                options = list(DEVICES) + ([current[name]] if current[name] not in DEVICES else [])
-                values[name] = st.selectbox(spec.label, options, index=options.index(current[name]), help=spec.help)
+            if name == "device" or spec.choices:
+                choices = list(spec.choices or DEVICES)
+                options = choices + ([current[name]] if current[name] not in choices else [])
+                values[name] = st.selectbox(spec.label, options, index=options.index(current[name]), help=spec.help,
+                                            format_func=lambda value, spec=spec: (spec.choices or {}).get(value, value))
             else:
                 values[name] = st.text_input(spec.label, current[name], help=spec.help)
         st.caption("Leave a field empty to go back to the default. Saved to "

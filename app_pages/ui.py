@@ -15,6 +15,7 @@ import sys
 
 import streamlit as st
 
+from core.engine.fast import starts_fast
 from core.request import GenerationRequest
 from storage import settings as user_settings
 
@@ -71,14 +72,16 @@ def batch_dir_argument(argv: list[str] | None = None) -> str | None:
 
 def base_request() -> GenerationRequest:
     """A request carrying the user's saved default models and device (storage.settings); with an
-    invalid environment variable, the defaults and an error."""
+    invalid environment variable, the defaults and an error. In fast mode where that is where the
+    Studio starts: a CPU with the fast-mode LoRA here (core.engine.fast)."""
     from core.errors import InputError
 
     try:
-        return user_settings.base_request()
+        request = user_settings.base_request()
     except InputError as error:
         st.error(str(error))
         return GenerationRequest()
+    return request.replace(fast=True) if starts_fast(request) else request
 
 
 def address_on_arrival(page: str, param: str) -> str | None:

@@ -8,7 +8,11 @@ weights, saves them with ``save_pretrained`` and times, in one process on one ma
     depth, StableDiffusionControlNetInpaintPipeline with DDIM 42 steps, eta 1, fp16, eager,
     no caching, then a paste of the photo over the result;
 (b) ``core.pipeline.run`` with the product's defaults, loading the same folders through
-    ``core.models.registry``.
+    ``core.models.registry``;
+(c) the same in fast mode (``fast=True``): a random LoRA with LCM-LoRA's layout, rank and
+    target modules (``tests/tiny_models.py``), put where the Hugging Face cache keeps
+    latent-consistency/lcm-lora-sdv1-5, fused into the UNet; its recipe (LCMScheduler, 4 steps,
+    guidance 1: one row per step).
 
 Usage: ``python bench/gpu_bench.py`` on a CUDA machine (see bench/README.md);
 ``python bench/gpu_bench.py --smoke`` runs every code path on a CPU with tiny models.
@@ -57,6 +61,7 @@ TARGETS = {  # issue 9, H100, warm, 512x512 unless named
     "peak_mem_gb_768x1024": ("<=", 4.0),
     "variants4_over_1_512": ("<=", 2.5),
     "first_image_s": ("<=", 8.0),  # the second fresh process (caches warm)
+    "fast_s_512": ("<=", 0.15),  # issue 20: fast mode, whole AI background
 }
 BUCKETS = [(512, 512), (512, 768), (768, 512), (768, 1024), (1024, 768)]  # (width, height) for the memory check
 
@@ -119,6 +124,38 @@ def build_models(root: Path, smoke: bool, device: str) -> dict[str, str]:
     _free(device)
     marker.write_text("ok\n")
     return paths
+
+
+FAST_LORA = "latent-consistency/lcm-lora-sdv1-5"
+LORA_RANK = 64  # LCM-LoRA SD1.5's: its file is 135 MB in fp16, as this one
+
+
+def build_fast_lora(root: Path, smoke: bool) -> Path:
+    """A random LoRA for the (full-size or smoke) UNet with LCM-LoRA's layout (kohya keys with
+    alphas), rank and target modules, saved in fp16 where the Hugging Face cache keeps
+    latent-consistency/lcm-lora-sdv1-5. Returns the cache folder (reused once built)."""
+    from core.engine.recipes import RECIPES
+    from tests.tiny_models import install_in_hub_cache, lora_unet, save_lora
+
+    cache = root / "hub"
+    marker = cache / ("built-smoke" if smoke else "built-full")
+    if marker.exists():
+        return cache
+    unet = lora_unet(_merged(C.SD15_INPAINT_UNET, (C.TINY if smoke else {}).get("unet")), rank=LORA_RANK,
+                     alpha=LORA_RANK, device="meta")
+    weight_name = RECIPES[FAST_LORA].weight_name
+    made = save_lora(unet, root / "lora", weight_name, "kohya", dtype=torch.float16)
+    install_in_hub_cache(cache, FAST_LORA, {weight_name: made})
+    marker.write_text("ok\n")
+    return cache
+
+
+def use_hub_cache(cache: Path) -> None:
+    """Models by hub id (the fast-mode LoRA) from ``cache`` only, offline (this process and its children)."""
+    from huggingface_hub import constants
+
+    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    constants.HF_HUB_CACHE = str(cache)
 
 
 # ---------------------------------------------------------------- timing helpers
@@ -376,6 +413,27 @@ def bench_product(paths, sizes, device, segmenter, repeats, smoke, compile_wait_
     return out
 
 
+def bench_fast(paths, sizes, device, segmenter, repeats, smoke) -> dict:
+    """(c): the product in fast mode at each size: whole run (warm: the LoRA is fused and, on
+    CUDA, the one-row step captured in the warm-up run), step time, and its image against the
+    same request with the step run eagerly."""
+    out = {}
+    for key, size in sizes.items():
+        photo = _photo(size)
+        request = product_request(paths, device, segmenter, smoke).replace(fast=True)
+
+        def once(request=request):
+            _reset_peak(device)
+            result, seconds, step_ms = run_product(photo, request, device)
+            return {"seconds": seconds, "stages_s": dict(result.timings), "step_ms": step_ms,
+                    "record": result.record, "peak_mem_gb": _peak_gb(device), "image": result.images[0]}
+
+        res = _median_runs(once, repeats)
+        res["max_abs_diff_vs_eager"] = eager_diff(photo, request, device, res.pop("image"))
+        out[key] = res
+    return out
+
+
 @contextlib.contextmanager
 def env(**values: str):
     """Environment variables the engine reads at run time (BACKDROP_CUDA_GRAPHS, BACKDROP_COMPILE)."""
@@ -498,7 +556,7 @@ def _pick(section: dict, key: str, field: str):
 
 def summarise(report: dict, smoke: bool) -> dict:
     """The top-level keys runs compare over time, each null with a reason where not measured."""
-    ref, prod, reasons = report.get("reference", {}), report.get("product", {}), {}
+    ref, prod, fast, reasons = report.get("reference", {}), report.get("product", {}), report.get("fast", {}), {}
     top = {
         "reference_s_512": _pick(ref, "512", "median_s"),
         "product_s_512": _pick(prod, "512", "median_s"),
@@ -515,7 +573,14 @@ def summarise(report: dict, smoke: bool) -> dict:
         "step_ms_compiled_512": _pick(_pick(prod, "512", "step_modes") or {}, "compiled", "step_ms"),
         "reserved_gb_5_buckets": max((v["reserved_gb"] for v in report.get("buckets", {}).values()
                                       if isinstance(v, dict)), default=None),
+        "fast_s_512": _pick(fast, "512", "median_s"),
+        "fast_step_ms_512": _pick(fast, "512", "step_ms"),
+        "fast_s_768x1024": _pick(fast, "768x1024", "median_s"),
+        "fast_fuse_s": (_pick(fast, "512", "warmup_record") or {}).get("weights_switch_s"),
+        "max_abs_diff_vs_eager_fast": max((v["max_abs_diff_vs_eager"] for v in fast.values()), default=None),
     }
+    top["fast_over_product_512"] = (top["fast_s_512"] / top["product_s_512"]
+                                    if top["fast_s_512"] and top["product_s_512"] else None)
     top["speedup_512"] = (top["reference_s_512"] / top["product_s_512"]
                           if top["reference_s_512"] and top["product_s_512"] else None)
     four = _pick(prod, "512", "variants4")
@@ -544,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed warm runs per size (default 5, 1 with --smoke)")
     parser.add_argument("--segmenter", default="u2netp", help="rembg model for both pipelines (must be installed)")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "bench" / ".models")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["reference", "product", "buckets", "cold"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["reference", "product", "fast", "buckets", "cold"])
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/<gpu|smoke-cpu>-<date>.json)")
     parser.add_argument("--compile-wait", type=float, default=0.0, metavar="SECONDS",
                         help="also time the compiled step (BACKDROP_COMPILE=1), waiting this long for its background compile")
@@ -566,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "device": args.device, "versions": versions(), "segmenter": args.segmenter, "prompt": PROMPT, "seed": SEED,
-        "steps": {"reference": SMOKE_STEPS if args.smoke else REFERENCE_STEPS, "product": SMOKE_STEPS if args.smoke else "default"},
+        "steps": {"reference": SMOKE_STEPS if args.smoke else REFERENCE_STEPS, "product": SMOKE_STEPS if args.smoke else "default",
+                  "fast": "the recipe's (LCM-LoRA: 4)"},
         "sizes_wh": {k: list(v) for k, v in sizes.items()},
     }
     with contextlib.suppress(OSError):
@@ -584,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
         shrink_working_size_for_smoke()
     if "product" not in args.skip:
         report["product"] = bench_product(paths, sizes, args.device, args.segmenter, repeats, args.smoke, args.compile_wait)
+    if "fast" not in args.skip:
+        use_hub_cache(build_fast_lora(args.model_dir / ("smoke" if args.smoke else "full"), args.smoke))
+        report["fast"] = bench_fast(paths, sizes, args.device, args.segmenter, repeats, args.smoke)
     if "buckets" not in args.skip:
         report["buckets"] = bucket_memory(paths, args.device, args.segmenter, args.smoke)
     for key, flops in report["flops"].items():
@@ -608,7 +677,8 @@ def _print_table(report: dict) -> None:
     for key in ("reference_s_512", "product_s_512", "speedup_512", "step_ms_512", "step_ms_eager_512",
                 "step_ms_compiled_512", "graph_capture_s_512", "reference_s_768x1024", "product_s_768x1024",
                 "peak_mem_gb_768x1024", "reserved_gb_5_buckets", "variants4_over_1_512", "first_image_s",
-                "first_image_second_process_s", "max_abs_diff_vs_eager"):
+                "first_image_second_process_s", "max_abs_diff_vs_eager", "fast_s_512", "fast_step_ms_512",
+                "fast_over_product_512", "fast_fuse_s", "fast_s_768x1024", "max_abs_diff_vs_eager_fast"):
         value = report.get(key)
         print(f"  {key:24s} {'-' if value is None else f'{value:.4g}'}")
 

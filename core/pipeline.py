@@ -164,7 +164,7 @@ def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: Gen
                 depth = pad(estimate_depth(work, request.depth_model, result.device, registry=registry), place)
             except ModelMissingError as exc:
                 result.warnings.append(f"running {NO_DEPTH_CONTROL}: {exc}")
-    used = {"inpaint": request.inpaint_model}
+    used = {"inpaint": request.inpaint_model, **({"fast_lora": request.fast_lora} if request.fast else {})}
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):

@@ -9,13 +9,17 @@ key without a schema change. Model ids and revisions are the generation's ``mode
 Keys written today: ``input_size`` ([width, height]); for AI backgrounds the ``bucket`` the
 sampler ran at ("768x512") and the photo's ``content`` size in it (core.engine.buckets), ``prompt`` and
 ``negative_prompt`` (as encoded), ``prompt_tokens`` and ``negative_prompt_tokens`` (CLIP tokens
-of text, without start and end), ``eta``, ``guided``, ``depth_control`` (whether the ControlNet
-ran), ``step`` and ``vae_decode`` (how the engine ran); from the prompt stage
-(core.prompting.stage) ``prompt_assistant`` (the assistant's words, text, model, revision,
-tokens and seconds), ``prompt_removed`` (what the deny-list took out of the prompt as typed) and
-``denylist`` (a hash of the list's terms). Generations stored before the record existed have
-``input_size``, ``work_size`` (the size they ran at) and, for a picture background,
-``background_path`` (storage migration 0003).
+of text, without start and end), the sampling that ran: ``scheduler`` (its diffusers class) and
+its ``timestep_spacing``, ``steps``, ``guidance``, ``eta``, ``fast_lora`` (the fused LoRA's id in
+fast mode, else null), ``guided`` (whether the unguided row ran beside the prompt's: only at
+guidance above 1) and ``rows`` (network rows per step), ``fused_now`` and ``weights_switch_s``
+(fast mode's LoRA fused, or the model's own weights put back, before this run),
+``depth_control`` (whether the ControlNet ran), ``step`` and ``vae_decode`` (how the engine ran);
+from the prompt stage (core.prompting.stage) ``prompt_assistant`` (the assistant's words, text,
+model, revision, tokens and seconds), ``prompt_removed`` (what the deny-list took out of the
+prompt as typed) and ``denylist`` (a hash of the list's terms). Generations stored before the
+record existed have ``input_size``, ``work_size`` (the size they ran at) and, for a picture
+background, ``background_path`` (storage migration 0003).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
+from core.engine.recipes import step_rows
 from core.look.backgrounds import KINDS
 from core.request import GenerationRequest
 from storage import admission, history, lifecycle, limits, service
@@ -185,6 +186,17 @@ class JobQueue:
             run_s = speed.seconds(_work(row, own_mp)) if speed is not None else None
             return Place(lane, row.status, len(ahead), wait_s, run_s, speed.similar if speed is not None else 0)
 
+    def expected_run_s(self, request: GenerationRequest, megapixels: float = 1.0) -> tuple[float | None, int]:
+        """(seconds a job of ``request`` on a photo of ``megapixels`` is expected to run, how many
+        finished jobs that is from), from the recorded times of the last similar ones (None
+        when there are none yet): what the Fast switch says before anything is queued."""
+        with self.db.Session() as session:
+            rate, similar = _rate(session, request.background_spec.kind)
+        if rate is None:
+            return None, 0
+        job = Generation(background_kind=request.background_spec.kind, request=request.to_dict())
+        return rate * _work(job, megapixels), similar
+
     def recover_stale(self, requeue: bool = False, stale_after: timedelta = STALE_AFTER) -> list[int]:
         """Jobs left running by a worker that is gone: failed, or queued again with ``requeue``
         (storage.lifecycle.recover_stale)."""
@@ -217,12 +229,13 @@ def _speed(session, kind: str) -> Speed | None:
 
 
 def _work(job: Generation, megapixels: float) -> float:
-    """A job's amount of work, the unit its expected time scales with: diffusion steps for an AI
-    background (its cost hardly depends on the photo's size, which is bucketed), megapixels for
-    the others (decoding, cutting out, compositing and encoding grow with the photo)."""
+    """A job's amount of work, the unit its expected time scales with: the network rows its
+    diffusion steps compute for an AI background (steps x variants, twice when guided; fast
+    mode's recipe, core.engine.recipes; its cost hardly depends on the photo's size, which is
+    bucketed), megapixels for the others (decoding, cutting out, compositing and encoding grow
+    with the photo)."""
     if lane_of(job.background_kind) == "ai":
-        request = job.request or {}
-        return max(int(request.get("steps", 1)) * int(request.get("variants", 1)), 1)
+        return step_rows(job.request or {})
     return max(megapixels, 0.05)
 
 

@@ -81,3 +81,21 @@ def finished_text(view: GenerationView) -> str:
     if waited >= 1:
         parts.append(f"after {duration(waited)} in the queue")
     return ", ".join(parts)
+
+
+def fast_mode_text(queue, request) -> str:
+    """What the Fast switch says of the two modes for ``request``: each one's expected time from
+    the similar jobs finished here (``queue``: a JobQueue), or, before any, how much less work
+    fast mode is."""
+    from core.engine.recipes import RECIPES, sampling, step_rows
+
+    fast, standard = request.replace(fast=True), request.replace(fast=False)
+    (fast_s, similar), (standard_s, _) = queue.expected_run_s(fast), queue.expected_run_s(standard)
+    if fast_s is None or standard_s is None:
+        ratio = step_rows(standard.params()) / step_rows(fast.params())
+        plan, recipe = sampling(standard), RECIPES[fast.fast_lora]
+        return (f"Fast mode: {recipe.steps} steps instead of {plan.steps}"
+                + (", without the second pass for guidance" if plan.guided else "") + f": about {ratio:.0f}x less "
+                "work (no time estimate yet: no AI background has finished here).")
+    return (f"Expected here: fast about {duration(fast_s)}, standard about {duration(standard_s)} "
+            f"(from {similar} similar job{'s' if similar != 1 else ''}).")

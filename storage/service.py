@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from core.config import config
 from core.errors import BackdropError, Cancelled, InputError, OutputError
+from core.engine.recipes import RECIPE_SCHEDULERS, sampling
 from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
 from storage import admission, history, lifecycle
@@ -34,7 +35,8 @@ from storage.db import Database, get_database
 from storage.models import Generation, Output
 from storage.settings import prompt_denylist
 
-LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "rembg", "onnxruntime", "pillow", "numpy", "sqlalchemy")
+LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "peft", "rembg", "onnxruntime", "pillow", "numpy",
+             "sqlalchemy")
 PROGRESS_INTERVAL_S = 0.25  # at most this often a progress write or cancel-flag read hits the database
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,14 @@ def parameters_text(request: GenerationRequest, record: dict[str, Any], generati
     if not request.background_spec.declared.generated:
         return _a1111_pairs([("Size", f"{width}x{height}"), *fields])
     work = record["bucket"].split("x") if "bucket" in record else record.get("work_size") or [width, height]
-    sampler = [("Steps", request.steps), ("Sampler", SCHEDULERS[request.scheduler]), ("CFG scale", request.guidance),
+    plan = sampling(request)  # fast mode: its recipe's
+    name = SCHEDULERS.get(plan.scheduler) or RECIPE_SCHEDULERS[plan.scheduler][1]
+    sampler = [("Steps", plan.steps), ("Sampler", name), ("CFG scale", plan.guidance),
                ("Seed", request.seed + variant), ("Size", f"{work[0]}x{work[1]}"), ("Output size", f"{width}x{height}"),
                ("Model", request.inpaint_model)]
-    if request.scheduler == "ddim" and "eta" in record:
+    if plan.recipe is not None:
+        sampler.append(("Fast mode", f"{plan.recipe.label} ({plan.lora})"))
+    if (plan.scheduler == "ddim" or plan.eta) and "eta" in record:
         sampler.append(("Eta", record["eta"]))
     if record.get("depth_control"):
         sampler.append(("ControlNet", f"{request.controlnet_model} ({request.control_scale})"))

@@ -72,6 +72,33 @@ def inpaint_inputs(astronaut) -> tuple:
 
 
 @pytest.fixture(scope="session")
+def peft_unet():
+    """The tiny UNet's architecture with a random LoRA adapter made by peft (tests/tiny_models.py)."""
+    from tiny_models import lora_unet
+
+    return lora_unet()
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_cache(tmp_path_factory, peft_unet) -> Path:
+    """A Hugging Face cache holding every fast-mode recipe's LoRA file under its real id
+    (tests/tiny_models.py: ``tiny_lora_cache``)."""
+    from tiny_models import build_lora_cache
+
+    return build_lora_cache(tmp_path_factory.mktemp("lora-hub"), peft_unet, tmp_path_factory.mktemp("loras"))
+
+
+@pytest.fixture
+def lora_hub(tiny_lora_cache, monkeypatch) -> Path:
+    """The tiny LoRAs' cache as this test's Hugging Face cache, offline (other hub ids are missing)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tiny_lora_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tiny_lora_cache
+
+
+@pytest.fixture(scope="session")
 def tiny_sam(tmp_path_factory) -> str:
     """A tiny random Segment Anything (SamModel + SamProcessor, saved with save_pretrained) as a
     local folder, for core.masks.click_select through the real loader."""

@@ -291,19 +291,22 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     at = app("models")
     table = at.dataframe[0].value
     assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator",
-                                   "Click-selection model", "Prompt assistant"]
+                                   "Fast-mode LoRA", "Click-selection model", "Prompt assistant"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
     assert any(i.value.startswith("Cut-out model: u2netp is used (the best installed); better, not installed: "
                                   "birefnet-general, fetched with `") for i in at.info)
     at.text_input[1].set_value(str(tiny_models["inpaint"]))
     next(t for t in at.text_input if t.label.startswith("Click-selection model")).set_value("facebook/sam-vit-base")
-    at.selectbox[0].set_value("cpu")
+    lora, device = at.selectbox
+    assert lora.options == ["LCM-LoRA SD1.5", "Hyper-SD SD1.5 4-step", "TCD SD1.5"]  # the recipe table
+    lora.set_value("h1t/TCD-SD15-LoRA")
+    device.set_value("cpu")
     at.button[0].click().run()
     assert not at.exception, at.exception
     saved = json.loads((data_dir / "settings.json").read_text())
     assert saved["inpaint_model"] == str(tiny_models["inpaint"]) and saved["device"] == "cpu"
-    assert saved["sam_model"] == "facebook/sam-vit-base"
+    assert saved["sam_model"] == "facebook/sam-vit-base" and saved["fast_lora"] == "h1t/TCD-SD15-LoRA"
     table = at.dataframe[0].value
     assert table.loc[table["slot"] == "Click-selection model", "model"].item() == "facebook/sam-vit-base"
     assert table.loc[table["slot"] == "Inpainting model", "present"].item() == "yes"
@@ -503,7 +506,7 @@ def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ai", "image"])
 def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut,
-                                                tiny_prompt_lm):
+                                                tiny_prompt_lm, lora_hub):
     """A request with every field off its default, recorded, then remixed through the Studio's
     own code (History's Remix button, the prefilled form, Generate) and re-run through History's
     Re-run button: both submit exactly the stored request, models and device included."""
@@ -512,7 +515,8 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
 
     values = dict(
         background="ai" if kind == "ai" else "image", prompt="a (quiet:1.2) harbour at dawn", negative_prompt="boats",
-        seed=123456, variants=2, steps=2, guidance=5.5, control_scale=0.35, scheduler="euler_a",
+        seed=123456, variants=2, fast=True, fast_lora="h1t/TCD-SD15-LoRA", steps=2, guidance=5.5, control_scale=0.35,
+        scheduler="euler_a",
         quality_negative=False, mask_grow=9, spill_removal=False, refine_matting=True, harmony=0.3,
         contact_shadow=0.25, cast_shadow=0.4, shadow_angle=200.0, shadow_softness=0.9, segmenter="isnet-general-use",
         inpaint_model=str(tiny_models["inpaint"]), controlnet_model=str(tiny_models["controlnet"]),
@@ -764,3 +768,61 @@ def test_addresses_naming_ids_past_the_databases_range_open_nothing(data_dir):
     for page, name in (("studio", "job"), ("history", "id"), ("batch", "jobs")):
         at = AppTestWithAddress(None if page == "studio" else page, **{name: huge})
         assert not at.exception, (page, at.exception)
+
+
+@pytest.fixture
+def tiny_ai_models(monkeypatch, tiny_models):
+    """The tiny models as the saved default models (the device: auto, the CPU here)."""
+    for variable, slot in (("BACKDROP_INPAINT_MODEL", "inpaint"), ("BACKDROP_CONTROLNET_MODEL", "controlnet"),
+                           ("BACKDROP_DEPTH_MODEL", "depth")):
+        monkeypatch.setenv(variable, str(tiny_models[slot]))
+    monkeypatch.delenv("BACKDROP_DEVICE", raising=False)
+    return tiny_models
+
+
+def captions(at) -> str:
+    return " | ".join(c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_fast_switch_starts_on_on_a_cpu_with_the_lora_and_says_why(data_dir, lemur_path, tiny_ai_models, lora_hub):
+    """On this CPU with the LoRA's weights here the Studio starts in fast mode and says why; a
+    generation runs the recipe; one click on the switch makes the next one standard, and the
+    switch then shows both modes' expected times from the finished jobs."""
+    from storage import history
+
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    switch = at.toggle(key="studio_f_fast")
+    assert switch.value is True and "This computer has no GPU, so the Studio starts in fast mode" in captions(at)
+    assert "Fast mode samples with its recipe (LCM-LoRA SD1.5: LCMScheduler, 4 steps, guidance 1;" in captions(at)
+    at.text_area(key="studio_f_prompt").set_value("a beach").run()
+    generate_button(at).click().run()
+    fast = wait_done(at, at.session_state["studio_job"], timeout=120)
+    assert fast.status == "done" and fast.request["fast"] is True, fast.error
+    assert (fast.record["scheduler"], fast.record["steps"], fast.record["guided"]) == ("LCMScheduler", 4, False)
+
+    at.toggle(key="studio_f_fast").set_value(False).run()
+    at.slider(key="studio_f_steps").set_value(3).run()
+    generate_button(at).click().run()
+    standard = wait_done(at, at.session_state["studio_job"], timeout=120)
+    assert standard.status == "done" and standard.request["fast"] is False and standard.record["steps"] == 3
+    assert standard.record["guided"] is True and standard.record["fast_lora"] is None
+    assert "Expected here: fast about" in captions(at) and "standard about" in captions(at)
+    assert history.get(fast.id).request["fast"] is True  # what is stored stays as it ran
+
+
+def test_without_the_lora_fast_mode_starts_off_and_says_what_to_fetch(data_dir, lemur_path, tiny_ai_models, tmp_path,
+                                                                      monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    assert at.toggle(key="studio_f_fast").value is False and "no GPU" not in captions(at)
+    assert not generate_button(at).disabled and not at.warning
+    at.toggle(key="studio_f_fast").set_value(True).run()
+    warning = " ".join(w.value for w in at.warning)
+    assert "Fast mode cannot run" in warning and "models fetch latent-consistency/lcm-lora-sdv1-5" in warning
+    assert "Turn Fast off" in warning and generate_button(at).disabled

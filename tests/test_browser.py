@@ -419,6 +419,43 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     assert np.abs(again - after).max() <= 2, "the corrected mask changed after switching pages"
 
 
+def test_fast_switch_on_a_cpu_in_chromium(browser, lemur_path, tiny_models, tiny_lora_cache, tmp_path):
+    """The fast-mode LoRA here and no GPU: the Studio's AI background starts in fast mode and
+    says why; Generate runs the recipe; one click on the switch turns it off, and both modes'
+    expected times are shown from the finished job."""
+    from playwright.sync_api import expect
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with streamlit_app(data, free_port(), "streamlit-fast.log", BACKDROP_INPAINT_MODEL=str(tiny_models["inpaint"]),
+                       BACKDROP_CONTROLNET_MODEL=str(tiny_models["controlnet"]),
+                       BACKDROP_DEPTH_MODEL=str(tiny_models["depth"]), HF_HUB_CACHE=str(tiny_lora_cache)) as (url, _), \
+            session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        page.get_by_text("AI scene", exact=True).click()
+        page.get_by_text("This computer has no GPU, so the Studio starts in fast mode").wait_for()
+        switch = page.get_by_label("Fast", exact=True)
+        assert switch.is_checked()
+        page.get_by_text("Advanced settings").click()
+        page.get_by_text("Fast mode samples with its recipe (LCM-LoRA SD1.5: LCMScheduler, 4 steps").wait_for()
+        shot(page, "fast-01-on-by-default")
+        prompt = page.get_by_label("Describe the new background", exact=True)
+        prompt.fill("a sunny beach")
+        prompt.press("Enter")
+        page.get_by_text(re.compile(r"Generation 1 done")).wait_for()
+        shot(page, "fast-02-result")
+        ran = generation(data, 1)
+        assert ran.request["fast"] is True and (ran.record["scheduler"], ran.record["steps"]) == ("LCMScheduler", 4)
+        assert ran.record["guided"] is False
+        page.get_by_text(re.compile(r"Expected here: fast about .+, standard about ")).wait_for()
+        switch.click(force=True)  # the toggle's input is drawn over by its track
+        expect(page.get_by_text("Fast mode samples with its recipe")).to_have_count(0)
+        assert not switch.is_checked()
+        shot(page, "fast-03-off")
+
+
 def compare(page, tab: str, name: str, natural: bool = False) -> None:
     """Open a comparison tab, move its slider and check the two images line up (at 100%: one
     image pixel per screen pixel)."""

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from core.engine import generate
 from core.engine.cuda_graphs import StepGraphs
@@ -30,6 +30,10 @@ SIZE = (96, 64)
 
 
 class _Recorder(TorchDispatchMode):
+    """Records each operator with aliases of its tensor arguments: like a graph's raw pointers,
+    an alias keeps reading the memory the tensor had at capture, even if the tensor (a module's
+    weight) is later given other memory."""
+
     def __init__(self, graph):
         super().__init__()
         self.graph = graph
@@ -37,6 +41,7 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        args, kwargs = tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, (args, kwargs))
         self.graph.ops.append((func, args, kwargs, out))
         return out
 
@@ -166,3 +171,25 @@ def test_graphs_switched_off_by_the_environment(tiny_models, inputs, fake_cuda, 
     record: dict = {}
     generate.generate_backgrounds(*inputs, _request(tiny_models), registry=_graphed_registry(monkeypatch), record=record)
     assert record["step"] == "eager" and RecordedGraph.captures == 0
+
+
+def test_a_captured_graph_replays_the_fused_weights(tiny_models, inputs, fake_cuda, monkeypatch, lora_hub):
+    """Fast mode fuses its LoRA into the UNet's weights in place: a graph captured with the model's
+    own weights, replayed after the switch, computes with the fused ones (and with the own ones
+    again after switching back), each run equal to the eager step of its mode. Standard mode at
+    guidance 1 has fast mode's shape (one row per variant), so both replay one graph."""
+    standard = _request(tiny_models, guidance=1.0, variants=2)
+    fast = standard.replace(fast=True)  # LCM-LoRA: guidance 1 as well
+    eager = {"standard": _arrays(generate.generate_backgrounds(*inputs, standard, registry=ModelRegistry())),
+             "fast": _arrays(generate.generate_backgrounds(*inputs, fast, registry=ModelRegistry()))}
+    assert not all(np.array_equal(a, b) for a, b in zip(eager["standard"], eager["fast"]))
+    registry = _graphed_registry(monkeypatch)
+    records = []
+    for name, request in (("standard", standard), ("fast", fast), ("standard", standard), ("fast", fast)):
+        record: dict = {}
+        graphed = _arrays(generate.generate_backgrounds(*inputs, request, registry=registry, record=record))
+        assert all(np.array_equal(a, b) for a, b in zip(graphed, eager[name], strict=True)), name
+        records.append(record)
+    assert [r["step"] for r in records] == ["cuda_graph"] * 4
+    assert [r["graph_captured_now"] for r in records] == [True, False, False, False] and RecordedGraph.captures == 1
+    assert [r["fused_now"] for r in records] == [False, True, False, True]

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from core.engine import generate as engine
-from core.engine.generate import DDIM_ETA, generate_backgrounds, make_scheduler
+from core.engine.generate import generate_backgrounds, make_scheduler
+from core.engine.recipes import DDIM_ETA
 from core.models.registry import ModelRegistry
 from core.engine.prompts import encode_prompt_pair
 from core.request import GenerationRequest
@@ -48,8 +49,8 @@ def four_channel_model(tmp_path_factory, tiny_models):
     return str(folder)
 
 
-def ours(inputs, request, registry, monkeypatch, depth=True):
-    """(final latents, images) from the product's generate_backgrounds."""
+def ours(inputs, request, registry, monkeypatch, depth=True, record=None):
+    """(final latents, images) from the product's generate_backgrounds (``record``: what ran)."""
     photo, repaint, depth_map = inputs
     seen = {}
     real_decode = engine.decode
@@ -59,7 +60,7 @@ def ours(inputs, request, registry, monkeypatch, depth=True):
         return real_decode(vae, latents, processor)
 
     monkeypatch.setattr(engine, "decode", keep_latents)
-    record: dict = {}
+    record = record if record is not None else {}
     images = generate_backgrounds(photo, repaint, depth_map if depth else None, request, registry=registry, record=record)
     assert record["step"] == "eager" and record["vae_decode"] == "full"
     return seen["latents"], images

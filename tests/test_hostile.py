@@ -250,8 +250,11 @@ def test_deep_and_large_bodies_are_refused_before_they_cost_anything(queued_serv
 
 def test_rerun_takes_the_schemas_version_and_options_lists_every_method(queued_server):
     url, data_dir, queued = queued_server
+    from core.request import SCHEMA_VERSION
+
     again = httpx.post(f"{url}/v1/generations/{queued}/rerun", json={"version": 2, "seed": 9}, timeout=60)
     assert again.status_code == 202 and again.json()["request"]["seed"] == 9, again.text
+    assert again.json()["request"]["fast"] is False  # a version-2 request is one without fast mode
     newer = httpx.post(f"{url}/v1/generations/{queued}/rerun", json={"version": SCHEMA_VERSION + 1}, timeout=60)
     assert newer.status_code == 422 and "newer Backdrop" in newer.json()["detail"]
     plain = httpx.post(f"{url}/v1/generations/{queued}/rerun", content='{"seed": 3}',

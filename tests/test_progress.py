@@ -79,3 +79,26 @@ def test_duration(seconds, text):
 def test_progress_fraction(status, step, total, fraction):
     """One fraction for the app's progress bar and the API's ``progress.fraction``."""
     assert view(status=status, progress_step=step, progress_total=total).progress_fraction == fraction
+
+
+def test_the_fast_switch_says_what_each_mode_takes_here():
+    """Both modes' expected times from the queue's estimates (seconds per network row of a step,
+    from similar finished jobs), or before any, how much less work fast mode is."""
+    from core.request import GenerationRequest
+    from storage.progress import fast_mode_text
+
+    class Queue:
+        def __init__(self, per_row):
+            self.per_row = per_row
+
+        def expected_run_s(self, request):
+            from core.engine.recipes import step_rows
+
+            return (None, 0) if self.per_row is None else (self.per_row * step_rows(request.params()), 3)
+
+    request = GenerationRequest(background="ai")
+    assert fast_mode_text(Queue(None), request) == (
+        "Fast mode: 4 steps instead of 25, without the second pass for guidance: about 12x less work (no time "
+        "estimate yet: no AI background has finished here).")
+    assert fast_mode_text(Queue(10.0), request) == (
+        "Expected here: fast about 40 s, standard about 8 min 20 s (from 3 similar jobs).")

@@ -23,10 +23,11 @@ def test_every_field_is_declared_with_label_help_and_type():
         assert spec.label and spec.help and spec.type in (str, int, float, bool), spec.name
         assert isinstance(spec.default, spec.type) and getattr(GenerationRequest(), spec.name) == spec.default
         assert (spec.low is None) == (spec.high is None)
-    assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth", "prompt"}
+    assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth", "fast_lora",
+                                                           "prompt"}
     assert {spec.env for spec in FIELDS if spec.env} == {
         "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL",
-        "BACKDROP_PROMPT_MODEL", "BACKDROP_DEVICE"}
+        "BACKDROP_FAST_LORA", "BACKDROP_PROMPT_MODEL", "BACKDROP_DEVICE"}
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -45,14 +46,14 @@ def test_validation_comes_from_the_declaration(name, value, message):
 def test_to_dict_is_versioned_and_from_dict_is_strict():
     request = GenerationRequest(background="ai", prompt="dunes", seed=9, harmony=0.3)
     stored = json.loads(json.dumps(request.to_dict()))
-    assert stored["version"] == SCHEMA_VERSION == 3
+    assert stored["version"] == SCHEMA_VERSION == 4
     assert GenerationRequest.from_dict(stored) == request
     with pytest.raises(InputError, match="missing: seed"):
         GenerationRequest.from_dict({k: v for k, v in stored.items() if k != "seed"})  # never today's default
     with pytest.raises(InputError, match="unknown: colour"):
         GenerationRequest.from_dict({**stored, "colour": "red"})
-    with pytest.raises(InputError, match="version 4, written by a newer Backdrop"):
-        GenerationRequest.from_dict({**stored, "version": 4})
+    with pytest.raises(InputError, match="version 5, written by a newer Backdrop"):
+        GenerationRequest.from_dict({**stored, "version": 5})
 
 
 def test_version_1_upgrades_explicitly():
@@ -84,7 +85,7 @@ def test_version_2_upgrades_explicitly():
     assert request.enhance_prompt is False and request.prompt_model == "Qwen/Qwen2.5-0.5B-Instruct"
     assert {k: v for k, v in request.to_dict().items() if k in stored and k != "version"} == \
         {k: v for k, v in stored.items() if k != "version"}
-    assert upgrade(stored)["version"] == 3
+    assert upgrade(stored)["version"] == SCHEMA_VERSION
 
 
 def test_enhance_prompt_needs_words_and_an_ai_background():
@@ -94,6 +95,39 @@ def test_enhance_prompt_needs_words_and_an_ai_background():
     assert GenerationRequest(background="color:#ffffff", prompt="beach", enhance_prompt=True).enhance_prompt is False
     with pytest.raises(InputError, match="enhance prompt needs a prompt to improve"):
         GenerationRequest(background="ai", prompt="  ", enhance_prompt=True)
+
+
+def test_version_3_upgrades_explicitly():
+    """A stored version-3 request (written by the version before fast mode): it ran the standard
+    sampler, so it reads back with fast mode off and every stored value kept; a version-3
+    request naming a field version 3 did not have is an error, not a value to keep."""
+    v3 = json.loads((STORED / "v3-ai.json").read_text())
+    assert v3["version"] == 3 and "fast" not in v3
+    request = GenerationRequest.from_dict(v3)
+    assert {k: getattr(request, k) for k in v3 if k != "version"} == {k: v for k, v in v3.items() if k != "version"}
+    assert request.fast is False and request.fast_lora == FIELD["fast_lora"].default
+    assert upgrade(v3) == {**v3, "version": 4, "fast": False, "fast_lora": FIELD["fast_lora"].default}
+    with pytest.raises(InputError, match="version 3.*unknown: fast"):
+        GenerationRequest.from_dict({**v3, "fast": True})
+
+
+def test_fast_mode_samples_with_its_recipe():
+    """Fast mode's scheduler, steps, guidance and eta are its LoRA's recipe, whatever the standard
+    settings say; the standard settings are kept for standard mode. Guidance at most 1: no
+    unguided row, so a run computes one row per variant and step."""
+    from core.engine.recipes import RECIPES, sampling, step_rows
+
+    request = GenerationRequest(background="ai", steps=30, guidance=6.0, scheduler="ddim", variants=2)
+    assert (sampling(request).scheduler, sampling(request).steps, sampling(request).eta) == ("ddim", 30, 1.0)
+    assert step_rows(request.params()) == 30 * 2 * 2
+    for lora, recipe in RECIPES.items():
+        plan = sampling(request.replace(fast=True, fast_lora=lora))
+        assert (plan.scheduler, plan.steps, plan.guidance, plan.eta, plan.lora) == (
+            recipe.scheduler, 4, recipe.guidance, recipe.eta, lora)
+        assert not plan.guided and step_rows(request.replace(fast=True, fast_lora=lora).params()) == 4 * 2
+    assert sampling(request.replace(fast=True)).lora == "latent-consistency/lcm-lora-sdv1-5"  # the default recipe
+    with pytest.raises(InputError, match="fast lora must be one of"):
+        request.replace(fast_lora="someone/other-lora")
 
 
 def test_the_field_table_has_no_second_copy():

@@ -440,7 +440,8 @@ def test_lanes_keep_quick_jobs_apart_from_ai_jobs(db):
 
 def test_place_in_lane_and_estimate_from_similar_jobs(db):
     """Position among the jobs of its lane, and times estimated from the recorded durations of
-    finished jobs of the same kind: per diffusion step for AI, per megapixel for the rest."""
+    finished jobs of the same kind: per network row of a diffusion step for AI (two rows when
+    guided), per megapixel for the rest."""
     queue = jobs.JobQueue(db)
     photo = _photo(12, size=(1000, 500))  # 0.5 megapixel
     now = datetime.now(timezone.utc)
@@ -472,6 +473,10 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
     waiting = queue.place(ai_next, now=now)  # the clock as the test set it, however slow the machine is
     assert waiting.ahead == 1 and waiting.wait_s == pytest.approx(40.0)  # 50 s minus the 10 s it has run
     assert waiting.run_s == pytest.approx(20.0)  # 5 steps x 2 variants
+    # fast mode: its recipe's 4 steps of one row (no unguided row) against 25 guided steps of two
+    fast = GenerationRequest(background="ai", prompt="fast", fast=True)
+    assert queue.expected_run_s(fast) == (pytest.approx(4.0), 2)
+    assert queue.expected_run_s(fast.replace(fast=False)) == (pytest.approx(50.0), 2)
     assert queue.place(ai_next, now=now + timedelta(seconds=30)).wait_s == pytest.approx(10.0), "it ran 30 s more"
     assert queue.place(ai_next, now=now + timedelta(seconds=60)).wait_s == 0.0, "overdue: it starts any moment"
     quick = queue.place(second, now=now)  # the AI jobs are not in its way

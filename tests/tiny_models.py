@@ -269,3 +269,108 @@ def build_prompt_lm(folder: Path) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# LCM-LoRA's target modules (diffusers' train_lcm_distill_lora_sd_wds.py): the attention and
+# feed-forward projections, the transformers' in and out projections, and the resnets'
+# convolutions and time projections
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+                "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
+LORA_RANK = 4
+LORA_ALPHA = 8  # scaling alpha / rank = 2: a file's alphas must be read, not assumed
+
+
+def lora_unet(unet_config: dict | None = None, seed: int = 6, rank: int = LORA_RANK, alpha: int = LORA_ALPHA,
+              device: str = "cpu"):
+    """A UNet of ``unet_config``'s architecture (the tiny one by default) with a random LoRA
+    adapter made by peft (both of its matrices random: peft starts B at zero, a LoRA that
+    changes nothing). On the ``meta`` device it holds only the shapes (a full-size one costs
+    nothing)."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**(unet_config or UNET))
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, init_lora_weights=False))
+    if device != "meta":
+        with torch.no_grad():
+            for name, parameter in unet.named_parameters():
+                if "lora_" in name:
+                    parameter.normal_(0.0, 0.5 / rank)
+    return unet
+
+
+def save_lora(unet, folder: Path, weight_name: str, layout: str, dtype=None, seed: int = 7) -> Path:
+    """The adapter of ``unet`` (``lora_unet``) saved as a LoRA file, as the real files are laid
+    out: ``diffusers`` (``StableDiffusionLoraLoaderMixin.save_lora_weights``: ``unet.<module>.lora_A.weight``
+    keys and the adapter's config as metadata, what diffusers' training scripts save) or ``kohya``
+    (``lora_unet_<module>.lora_down.weight`` with ``.alpha`` keys: the layout of
+    latent-consistency/lcm-lora-sdv1-5's file, converted with diffusers' own
+    ``convert_state_dict_to_kohya``), in ``dtype`` (the adapter's own by default; the real files
+    are fp16). An adapter on the meta device is saved with random values (``seed``). Returns the file."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    config = unet.peft_config["default"]
+    generator = torch.Generator().manual_seed(seed)
+
+    def value(tensor):
+        if tensor.is_meta:
+            tensor = torch.randn(tensor.shape, generator=generator) * (0.5 / config.r)
+        return tensor.detach().to(dtype or tensor.dtype).contiguous()
+
+    state = {key: value(tensor) for key, tensor in get_peft_model_state_dict(unet).items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    if layout == "diffusers":  # the adapter's config (its alpha) in the file's metadata, as diffusers saves it
+        StableDiffusionLoraLoaderMixin.save_lora_weights(folder, unet_lora_layers=state, weight_name=weight_name,
+                                                         safe_serialization=True,
+                                                         unet_lora_adapter_metadata=config.to_dict())
+    elif layout == "kohya":
+        kohya = convert_state_dict_to_kohya({f"unet.{key}": tensor for key, tensor in state.items()})
+        for key in [k for k in kohya if k.endswith(".alpha")]:
+            kohya[key] = torch.tensor(float(config.lora_alpha))  # the converter writes the rank
+        save_file(kohya, folder / weight_name)
+    else:
+        raise ValueError(f"unknown LoRA layout {layout!r}")
+    return folder / weight_name
+
+
+def install_in_hub_cache(cache: Path, repo: str, files: dict[str, Path], revision: str = "0" * 40) -> Path:
+    """Put ``files`` (name in the repository -> file here) where the Hugging Face cache keeps
+    repository ``repo``'s snapshot ``revision`` (``models--ORG--NAME/snapshots/REV``, ``refs/main``
+    naming it), so the product finds them as it would find a download. Returns the snapshot."""
+    import shutil
+
+    root = Path(cache) / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        shutil.copyfile(source, snapshot / name)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+HUB_REVISION = "1234567890abcdef1234567890abcdef12345678"
+# LCM-LoRA's file has kohya's keys with alphas (lora_unet_up_blocks_2_attentions_0_proj_in.lora_up.weight);
+# the other two recipes' files are made one in each layout diffusers reads, so both are covered
+LORA_LAYOUTS = {"latent-consistency/lcm-lora-sdv1-5": "kohya", "ByteDance/Hyper-SD": "kohya",
+                "h1t/TCD-SD15-LoRA": "diffusers"}
+
+
+def build_lora_cache(cache: Path, unet, work: Path) -> Path:
+    """A Hugging Face cache in ``cache`` holding each fast-mode recipe's LoRA file under the
+    recipe's id and file name: the adapter of ``unet`` (``lora_unet``) in the recipe's layout
+    (``LORA_LAYOUTS``), and beside Hyper-SD's one file another, as its repository holds many."""
+    from core.engine.recipes import RECIPES
+
+    for lora, recipe in RECIPES.items():
+        files = {recipe.weight_name: save_lora(unet, work / lora.replace("/", "--"), recipe.weight_name,
+                                               LORA_LAYOUTS[lora])}
+        if lora == "ByteDance/Hyper-SD":
+            files["Hyper-SD15-8steps-lora.safetensors"] = save_lora(unet, work / "other", "8.safetensors", "diffusers")
+        install_in_hub_cache(cache, lora, files, HUB_REVISION)
+    return cache

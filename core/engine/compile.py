@@ -14,6 +14,7 @@ seconds. ``BACKDROP_COMPILE_BACKEND`` picks another torch.compile backend (the t
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import os
@@ -57,7 +58,10 @@ def cache_dir() -> Path:
 class CompiledStep:
     """A compiled copy of one GuidedStep and the shapes it is ready for."""
 
-    def __init__(self, step: GuidedStep, backend: str | None = None, folder: Path | None = None) -> None:
+    def __init__(self, step: GuidedStep, backend: str | None = None, folder: Path | None = None,
+                 hold=None) -> None:
+        """``hold()``: a context the background compile runs in (the UNet's weights switch, so a
+        fast-mode LoRA is not fused or removed while the module is traced)."""
         import torch._dynamo
 
         self.backend = backend or config().compile_backend
@@ -67,6 +71,7 @@ class CompiledStep:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.folder / "inductor"))
             self._load_artifacts()
         self.module = torch.compile(step, backend=self.backend, fullgraph=True, dynamic=False)
+        self._hold = hold or contextlib.nullcontext
         self._ready: dict[tuple, float] = {}  # shape key -> seconds its compile took
         self._failed: dict[tuple, str] = {}
         self._queued: set[tuple] = set()
@@ -134,7 +139,7 @@ class CompiledStep:
                 key, example = self._jobs.get()
             start = time.perf_counter()
             try:
-                with torch.inference_mode():
+                with self._hold(), torch.inference_mode():
                     if example[0].is_cuda:
                         stream = torch.cuda.Stream()
                         with torch.cuda.stream(stream):

@@ -32,23 +32,30 @@ from core.models.slots import NO_DEPTH_CONTROL, SLOTS, needed
 from core.presets import full_negative_prompt
 from core.engine.prompts import encode_prompt_pair, token_count, truncation_warning
 from core.record import note
+from core.engine.recipes import sampling
 from core.request import SCHEDULERS
 
-# eta=1 makes DDIM stochastic like the reference pipeline's sampler (DDIM, 42 steps, eta 1)
-DDIM_ETA = 1.0
+# scheduler name -> (diffusers class, settings over the checkpoint's config): the request's
+# choices (core.request.SCHEDULERS), then the fast-mode recipes' (core.engine.recipes)
+_SCHEDULERS = {
+    "dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "ddim": ("DDIMScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+    "ddim_trailing": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
+    "tcd": ("TCDScheduler", {}),
+}
 
 
 def make_scheduler(name: str, config):
-    """A fresh scheduler of the request's kind from the checkpoint's scheduler config."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+    """A fresh scheduler of the request's kind (or a fast-mode recipe's) from the checkpoint's
+    scheduler config."""
+    import diffusers
 
-    if name == "dpmpp":
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
-    if name == "ddim":
-        return DDIMScheduler.from_config(config)
-    if name == "euler_a":
-        return EulerAncestralDiscreteScheduler.from_config(config)
-    raise InputError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
+    if name not in _SCHEDULERS:
+        raise InputError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
+    kind, settings = _SCHEDULERS[name]
+    return getattr(diffusers, kind).from_config(config, **settings)
 
 
 @dataclass
@@ -61,6 +68,7 @@ class InpaintModels:
     tokenizer: Any
     scheduler_config: Any
     controlnet: Any = None
+    lora: Any = None  # fast mode's LoRA (core.engine.lora.LoRA), fused into the UNet for the run
 
 
 def generate_backgrounds(
@@ -78,8 +86,10 @@ def generate_backgrounds(
     background is repainted. Depth None or control scale 0 runs without the ControlNet; that,
     a missing ControlNet and an over-long prompt are appended to ``warnings`` (the missing depth
     map only when no warning there already says so). ``record`` receives what ran (core.record):
-    how the step ran (eager, CUDA graph, compiled), the VAE decode mode, eta, the prompt and
-    negative prompt that were encoded and their token counts, and whether depth control ran."""
+    how the step ran (eager, CUDA graph, compiled), the VAE decode mode, the scheduler, steps,
+    guidance and eta (a fast-mode recipe's in fast mode, core.engine.recipes), whether the
+    unguided row ran, the prompt and negative prompt that were encoded and their token counts,
+    and whether depth control ran."""
     import torch
 
     width, height = image.size
@@ -102,25 +112,29 @@ def generate_backgrounds(
     if cancel is not None and cancel():
         raise Cancelled("generation cancelled before it started")
 
-    scheduler = make_scheduler(request.scheduler, models.scheduler_config)
-    guided = request.guidance > 1  # diffusers' rule for classifier-free guidance
-    eta = DDIM_ETA if request.scheduler == "ddim" else 0.0
+    plan = sampling(request)  # the request's scheduler, steps and guidance, or fast mode's recipe
+    scheduler = make_scheduler(plan.scheduler, models.scheduler_config)
+    guided = plan.guided  # no unguided row at guidance <= 1
     generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.variants)]
     runner = registry.step_runner(request.inpaint_model, request.controlnet_model if models.controlnet else None, device)
-    with torch.inference_mode(), _attention(device):
+    weights = registry.unet_weights(request.inpaint_model, device)
+    with weights.using(models.lora) as switched, torch.inference_mode(), _attention(device):
         positive, negative_embeds = _text_embeddings(models, request, negative, guided, device, registry)
         text = conditioning.text_rows(positive, negative_embeds, request.variants)
-        timesteps = sampler.set_timesteps(scheduler, request.steps, device)
+        timesteps = sampler.set_timesteps(scheduler, plan.steps, device)
         latents, cond = conditioning.prepare(
             models, image.convert("RGB"), inpaint_mask.convert("L"), depth if models.controlnet else None, text,
             generators, scheduler, request.control_scale, guided, device)
         sample_shape = (cond.rows, *latents.shape[1:])
         predict, how = runner.predictor(sample_shape, cond)
         latents = sampler.denoise(
-            predict, scheduler, timesteps, latents, cond, request.guidance, sampler.step_kwargs(scheduler, eta, generators),
+            predict, scheduler, timesteps, latents, cond, plan.guidance, sampler.step_kwargs(scheduler, plan.eta, generators),
             progress=(lambda done, total: progress("generate", done, total)) if progress else None, cancel=cancel)
         images, decoded = decode(models.vae, latents, conditioning.processors(conditioning.vae_scale_factor(models.vae))[0])
-    note(record, **how, vae_decode=decoded, eta=eta, prompt=request.prompt, negative_prompt=negative, guided=guided,
+    note(record, **how, **switched, vae_decode=decoded, scheduler=type(scheduler).__name__,
+         timestep_spacing=scheduler.config.get("timestep_spacing"), steps=plan.steps, guidance=plan.guidance,
+         eta=plan.eta, fast_lora=plan.lora, rows=cond.rows,
+         prompt=request.prompt, negative_prompt=negative, guided=guided,
          prompt_tokens=token_count(models.tokenizer, request.prompt),
          negative_prompt_tokens=token_count(models.tokenizer, negative), depth_control=models.controlnet is not None)
     return images
@@ -187,8 +201,9 @@ def _models(request, depth, registry: ModelRegistry, device: str, warnings: list
             controlnet = registry.load("controlnet", request.controlnet_model, device)
         except ModelMissingError as exc:
             warnings.append(f"depth ControlNet unavailable, generated {NO_DEPTH_CONTROL}: {exc}")
+    lora = registry.load("fast_lora", request.fast_lora, device) if request.fast else None  # missing: say how to fetch
     return InpaintModels(unet=base.unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
-                         scheduler_config=base.scheduler.config, controlnet=controlnet)
+                         scheduler_config=base.scheduler.config, controlnet=controlnet, lora=lora)
 
 
 def _attention(device: str):

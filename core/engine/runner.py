@@ -19,8 +19,12 @@ from core.engine.step import GuidedStep, Predict, eager_predictor
 
 
 class StepRunner:
-    def __init__(self, unet, controlnet, device: str) -> None:
+    """``weights``: the UNet's switch between its own weights and a fused LoRA (core.engine.lora);
+    a background compile holds it so no switch changes the module while it is traced."""
+
+    def __init__(self, unet, controlnet, device: str, weights=None) -> None:
         self.device = device
+        self.weights = weights
         self.cuda = device.startswith("cuda")
         self.step = GuidedStep(unet, controlnet).eval()
         if self.cuda:  # cuDNN's convolutions skip their NCHW<->NHWC conversions (4.4 of 7.5 ms at 512)
@@ -33,7 +37,7 @@ class StepRunner:
     def compiled(self) -> CompiledStep:
         with self._lock:
             if self._compiled is None:
-                self._compiled = CompiledStep(self.step)
+                self._compiled = CompiledStep(self.step, hold=self.weights.holding if self.weights else None)
                 if self.cuda:
                     self._compiled_graphs = StepGraphs(self._compiled.module)
             return self._compiled

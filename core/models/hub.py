@@ -144,6 +144,47 @@ def download_failure(exc: BaseException) -> str:
     return f"the download stopped ({type(exc).__name__}; the server's log has the details)"
 
 
+def local_file(repo: str, filename: str) -> Path | None:
+    """One file of a hub repository from the local Hugging Face cache, or None; never downloads
+    (a repository such as ByteDance/Hyper-SD holds many large files, of which a slot needs one)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, or an id the hub client rejects
+        return None
+
+
+def resolve_file(repo: str, filename: str) -> Path:
+    """``local_file``, or ModelMissingError naming the repository (loading never downloads)."""
+    found = local_file(repo, filename)
+    if found is None:
+        raise missing(repo, f"{filename} is not in the Hugging Face cache")
+    return found
+
+
+def download_file(repo: str, filename: str) -> tuple[Path, bool]:
+    """(one file of a hub repository, whether it was downloaded now), for ``backdrop models
+    fetch``; ModelMissingError says in a sentence why it cannot."""
+    from huggingface_hub import hf_hub_download
+
+    found = local_file(repo, filename)
+    if found is not None:
+        return found, False
+    if offline():
+        raise missing(repo, "this machine is set offline (HF_HUB_OFFLINE), so nothing is downloaded")
+    try:
+        return Path(hf_hub_download(repo, filename)), True
+    except Exception as exc:  # noqa: BLE001 - network down, unknown repo or file...
+        log.warning("downloading %s from %s failed", filename, repo, exc_info=exc)
+        raise missing(repo, download_failure(exc)) from exc
+
+
+def file_revision(path: Path) -> str:
+    """The hub commit hash of a cached file (its snapshot folder's name)."""
+    return path.parent.name if path.parent.parent.name == "snapshots" else ""
+
+
 def model_revision(model_id: str, folder: Path) -> str:
     """The hub commit hash of a cached snapshot, or for a local folder ``local:`` + a sha256 over
     its config files and its weight files' names and sizes (cheap, and changes when the model

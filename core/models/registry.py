@@ -79,12 +79,25 @@ class ModelRegistry:
 
         unet = self.load("inpaint", inpaint_id, device).unet
         controlnet = self.load("controlnet", controlnet_id, device) if controlnet_id else None
-        key = ("step", inpaint_id, controlnet_id, device, str(torch_dtype(device)))
+        weights = self.unet_weights(inpaint_id, device)
+        return self._kept(("step", inpaint_id, controlnet_id, device, str(torch_dtype(device))),
+                          lambda: StepRunner(unet, controlnet, device, weights))
+
+    def unet_weights(self, inpaint_id: str, device: str):
+        """The one switch of this model's shared UNet between its own weights and a fused
+        fast-mode LoRA (core.engine.lora)."""
+        from core.engine.lora import UNetWeights
+
+        unet = self.load("inpaint", inpaint_id, device).unet
+        return self._kept(("weights", inpaint_id, device, str(torch_dtype(device))), lambda: UNetWeights(unet))
+
+    def _kept(self, key: tuple, make) -> Any:
+        """The object kept under ``key``, made once."""
         with self._loading:
             if key not in self._cache:
-                runner = StepRunner(unet, controlnet, device)
+                made = make()
                 with self._lock:
-                    self._cache[key] = runner
+                    self._cache[key] = made
             return self._cache[key]
 
 

@@ -2,13 +2,13 @@
 
 A slot is what a diffusers pipeline calls a component: a role (the cut-out model, the
 inpainting model, the depth ControlNet...) filled by a model id the user chooses. Each entry
-says where its weights come from (``HUB``: a Hugging Face id or a local folder; ``REMBG``: a
-rembg model name), how it is built once its files are on disk, which stage uses it, when a
-request needs it and what the user gets without it. The registry's one loader, readiness,
-preload, ``backdrop models`` (status and fetch), the Models page and the missing-weights
-messages all read this table: a new slot is one entry here plus its build function (and, when
-a request chooses it, a request field declared with ``slot=``; a slot no request chooses
-declares its saved setting here).
+says where its weights come from (``HUB``: a Hugging Face id or a local folder; ``HUB_FILE``: one
+file of a Hugging Face repository; ``REMBG``: a rembg model name), how it is built once its files
+are on disk, which stage uses it, when a request needs it and what the user gets without it.
+The registry's one loader, readiness, preload, ``backdrop models`` (status and fetch), the Models
+page and the missing-weights messages all read this table: a new slot is one entry here plus its
+build function (and, when a request chooses it, a request field declared with ``slot=``; a slot
+no request chooses declares its saved setting here).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from core.engine.recipes import RECIPES
 from core.errors import InputError, ModelMissingError
 from core.models import hub, rembg_weights
 from core.request import FIELDS, Param
@@ -69,6 +70,26 @@ def _rembg_resolve(name: str) -> Path:
 
 
 HUB = Source("hub", hub.local_folder, hub.resolve_model, hub.model_revision, hub.download_model, torch=True)
+
+
+def _lora_file(model_id: str) -> tuple[str, str]:
+    """(repository, file) of a fast-mode recipe's LoRA (core.engine.recipes)."""
+    if model_id not in RECIPES:
+        raise InputError(f"no fast-mode recipe for {model_id!r}: use one of {', '.join(RECIPES)}")
+    return model_id, RECIPES[model_id].weight_name
+
+
+def _lora_install(model_id: str) -> tuple[Path, bool]:
+    return hub.download_file(*_lora_file(model_id))
+
+
+def _lora_locate(model_id: str) -> Path | None:
+    return hub.local_file(*_lora_file(model_id)) if model_id in RECIPES else None
+
+
+# one file of a hub repository: a recipe's LoRA (ByteDance/Hyper-SD holds gigabytes of others)
+HUB_FILE = Source("hub file", _lora_locate, lambda model_id: hub.resolve_file(*_lora_file(model_id)),
+                  lambda _model_id, path: hub.file_revision(path), _lora_install, torch=True)
 REMBG = Source("rembg", _rembg_locate, _rembg_resolve, lambda name, _path: rembg_weights.revision(name),
                rembg_weights.install, torch=False)
 
@@ -156,6 +177,13 @@ def _causal_lm(folder: Path, dtype, device: str):
     return _processor_and_model(folder, AutoTokenizer, AutoModelForCausalLM, dtype, device)
 
 
+def _fast_lora(path: Path, _dtype, _device: str):
+    """The LoRA read into memory (core.engine.lora); it is fused into a UNet when a run uses it."""
+    from core.engine.lora import read_lora
+
+    return read_lora(path, str(path))
+
+
 def _rembg_session(path: Path, _dtype, _device: str):
     """A rembg session (onnxruntime picks the providers it has: CUDA where onnxruntime-gpu is installed)."""
     import rembg
@@ -190,6 +218,10 @@ def _prompt_assistant(request) -> Role | None:
     return "required" if request.enhance_prompt and _ai(request) else None
 
 
+def _fast(request) -> Role | None:
+    return "required" if _ai(request) and request.fast else None
+
+
 def _depth_control(request) -> Role | None:
     return "degrades" if _ai(request) and request.control_scale > 0 else None
 
@@ -215,6 +247,8 @@ SLOTS: dict[str, Slot] = {slot.name: slot for slot in (
          f"AI backgrounds will run {NO_DEPTH_CONTROL}", _DEPTH_OFF),
     Slot("depth", "Depth estimator", HUB, "ai", _depth, _depth_control, f"AI backgrounds will run {NO_DEPTH_CONTROL}",
          _DEPTH_OFF),
+    Slot("fast_lora", "Fast-mode LoRA", HUB_FILE, "ai", _fast_lora, _fast, "Fast mode cannot run",
+         "Turn Fast off: the standard AI background runs without it."),
     Slot("sam", "Click-selection model", HUB, "click", _sam, lambda request: None,
          "Click and box selection cannot run", "The brush works without it.", setting=SAM_MODEL),
     Slot("prompt", "Prompt assistant", HUB, "prompt", _causal_lm, _prompt_assistant,
@@ -305,7 +339,10 @@ def fetch(slot: str, model_id: str) -> dict[str, Any]:
 
 def slot_of(name: str) -> str:
     """The slot a name given to ``backdrop models fetch`` belongs to: a rembg model name is a
-    segmenter, anything else a hub id or folder (for any hub slot alike)."""
+    segmenter, a fast-mode recipe's LoRA id the fast-mode LoRA (its one file), anything else a hub
+    id or folder (for any hub slot alike)."""
+    if name in RECIPES:
+        return "fast_lora"
     try:
         rembg_weights.session_class(name)
         return "segmenter"

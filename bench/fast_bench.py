@@ -1,0 +1,177 @@
+"""CPU benchmark: a whole AI background in fast mode against the default mode, full size.
+
+Builds the full-size SD1.5 inpainting UNet, VAE and CLIP-L text encoder, the depth ControlNet and
+Depth Anything V2 Small (the default depth model) from their published configs with random
+weights (bench/gpu_bench.py's builder, shared with the GPU benchmark), and a random LoRA with
+LCM-LoRA's layout, rank and target modules where the Hugging Face cache keeps
+latent-consistency/lcm-lora-sdv1-5. Then, in one process, fp32 on this CPU, a 512x512 photo
+(the lemur), alternating the two modes after one warm-up run of each:
+
+- fast: ``core.pipeline.run`` with ``fast=True`` (LCM-LoRA's recipe: LCMScheduler, 4 steps,
+  guidance 1, so one row per step), from the photo to the composited result: cut-out, depth,
+  text encoding, VAE encode, denoise, VAE decode, composite. Twice after each default run: the
+  first fuses the LoRA again (``fast_after_switch_s_512``, the fuse alone ``fast_fuse_s``), the
+  second runs with it fused, as every fast run does while a person stays in fast mode
+  (``fast_s_512``);
+- default: the product's defaults (DPM-Solver++, guidance 7.5: two rows per step), run with
+  ``--default-steps`` steps (3) and timed from its per-step times in the same run: the whole
+  run plus (25 - steps) x the median time between two steps. A full 25-step run is over seven
+  minutes here; the steps are identical, so the estimate is the run's own arithmetic.
+
+The stage cache is emptied before every run (each pays for its mask, depth and embeddings).
+``first_preview_s_512`` (press to the first step preview) is left null until the live preview
+exists in the product (the JSON says why).
+
+Usage: ``python bench/fast_bench.py`` (about 20 minutes here; needs about 12 GB of memory).
+Writes bench/results/fast-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import gpu_bench  # noqa: E402
+
+SIZE = (512, 512)
+DEFAULT_STEPS = 25  # the request's default
+TARGETS = {"fast_s_512": ("<=", 50.0), "fast_over_default": ("<=", 1 / 8)}  # issue 20, on 2 cores
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def rss_gb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e9
+
+
+def load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def timed_run(photo, request) -> dict:
+    """One run from the photo to the composited result, with the time of every diffusion step."""
+    from core import pipeline
+    from core.cache import get_cache
+
+    get_cache().clear()
+    steps: list[float] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "generate" and total > 1:
+            steps.append(time.perf_counter())
+
+    start = time.perf_counter()
+    result = pipeline.run(photo, request, progress=progress)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "step_gaps_s": [b - a for a, b in zip(steps, steps[1:])],
+            "stages_s": {k: round(v, 3) for k, v in result.timings.items()}, "record": result.record,
+            "rss_gb": rss_gb()}
+
+
+def summary(runs: list[dict]) -> dict:
+    return {"median_s": statistics.median(r["seconds"] for r in runs), "runs_s": [round(r["seconds"], 2) for r in runs],
+            "step_s": statistics.median(g for r in runs for g in r["step_gaps_s"]),
+            "stages_s_median_run": sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]["stages_s"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each mode after one warm-up each")
+    parser.add_argument("--default-steps", type=int, default=3, help="steps of the timed default runs")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "bench" / ".models")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from core.models.registry import get_registry
+
+    report: dict = {
+        "label": "cpu, full-size SD1.5 architecture with random weights, fp32, 512x512",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": gpu_bench.versions(),
+        "load_average_start": load_average(), "full_size": True, "size": list(SIZE), "repeats": args.repeats,
+    }
+    start = time.perf_counter()
+    paths = gpu_bench.build_models(args.model_dir / "full", smoke=False, device="cpu")
+    gpu_bench.use_hub_cache(gpu_bench.build_fast_lora(args.model_dir / "full", smoke=False))
+    report["build_s"] = time.perf_counter() - start
+    photo = gpu_bench._photo(SIZE)
+    default = gpu_bench.product_request(paths, "cpu", "u2netp", smoke=False).replace(steps=args.default_steps)
+    fast = default.replace(fast=True)
+    registry = get_registry()
+    runs: dict[str, list[dict]] = {"default": [], "fast_after_switch": [], "fast": []}
+    warm = {"default": timed_run(photo, default), "fast": timed_run(photo, fast)}  # loads the models, fuses the LoRA
+    kept_gb = registry.unet_weights(fast.inpaint_model, "cpu").kept_bytes() / 1e9
+    for _ in range(args.repeats):
+        for name, request in (("default", default), ("fast_after_switch", fast), ("fast", fast)):
+            runs[name].append(timed_run(photo, request))
+            print(f"{name}: {runs[name][-1]['seconds']:.1f} s (load {load_average()})", flush=True)
+    report["load_average_end"] = load_average()
+    assert all(r["record"]["fused_now"] for r in runs["fast_after_switch"])
+    assert not any(r["record"]["fused_now"] for r in runs["fast"])
+
+    fast_summary, default_summary = summary(runs["fast"]), summary(runs["default"])
+    default_s = default_summary["median_s"] + (DEFAULT_STEPS - args.default_steps) * default_summary["step_s"]
+    switched = summary(runs["fast_after_switch"])
+    report.update({
+        "default_s_512": default_s,
+        "default_s_512_how": (f"timed from its per-step times in the same run: the median whole run of "
+                              f"{args.default_steps} steps + {DEFAULT_STEPS - args.default_steps} x the median time "
+                              f"between two steps"),
+        "fast_s_512": fast_summary["median_s"],
+        "fast_over_default": fast_summary["median_s"] / default_s,
+        "fast_speedup": default_s / fast_summary["median_s"],
+        "first_preview_s_512": None,
+        "first_preview_s_512_note": "the live preview (issue 20's other half) is not in this version of the product",
+        "fast_after_switch_s_512": switched["median_s"],
+        "fast_after_switch_over_default": switched["median_s"] / default_s,
+        "fast_fuse_s": statistics.median(r["record"]["weights_switch_s"] for r in runs["fast_after_switch"]),
+        "fast_step_s": fast_summary["step_s"], "default_step_s": default_summary["step_s"],
+        "fast_kept_weights_gb": kept_gb,
+        "rss_gb": {"after_fast": statistics.median(r["rss_gb"] for r in runs["fast"]),
+                   "after_default": statistics.median(r["rss_gb"] for r in runs["default"]),
+                   "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6},
+        "fast": {**fast_summary, "record": runs["fast"][-1]["record"]},
+        "fast_after_switch": {**switched, "record": runs["fast_after_switch"][-1]["record"]},
+        "default": {**default_summary, "steps_run": args.default_steps, "record": runs["default"][-1]["record"]},
+        "warmup_s": {name: round(run["seconds"], 2) for name, run in warm.items()},
+    })
+    report["targets"] = {key: {"target": f"{op} {limit:g}", "value": report[key],
+                               "met": report[key] <= limit if op == "<=" else report[key] >= limit}
+                         for key, (op, limit) in TARGETS.items()}
+    out = args.out or ROOT / "bench" / "results" / f"fast-{datetime.now(timezone.utc):%Y%m%d-%H%M}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"load average {report['load_average_start']} -> {report['load_average_end']}; {report['cpu']}")
+    for key in ("fast_s_512", "default_s_512", "fast_over_default", "fast_speedup", "fast_after_switch_s_512",
+                "fast_after_switch_over_default", "fast_fuse_s", "fast_step_s", "default_step_s",
+                "fast_kept_weights_gb"):
+        print(f"  {key:26s} {report[key]:.4g}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

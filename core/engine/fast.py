@@ -1,0 +1,27 @@
+"""Where fast mode starts: on a CPU, where a standard AI background takes minutes, when the
+fast-mode LoRA's weights are here. The app's forms start from it; standard mode stays one switch
+away. (Not in core.engine.recipes, which core.request imports: this one reads the slot table.)"""
+
+from __future__ import annotations
+
+from core.engine.recipes import RECIPES, sampling_of
+from core.errors import InputError
+from core.models.device import resolve_device
+from core.models.slots import SLOTS
+
+
+def starts_fast(request) -> str | None:
+    """Why the Studio starts in fast mode for ``request``'s device and LoRA, or None: on a CPU,
+    where a standard AI background takes minutes, when the LoRA's weights are here (never
+    downloads). Standard mode stays one switch away."""
+    try:
+        on_cpu = resolve_device(request.device) == "cpu"
+    except InputError:  # a device that is not here: the form says so elsewhere
+        return None
+    if not on_cpu or SLOTS["fast_lora"].source.locate(request.fast_lora) is None:
+        return None
+    standard, fast = sampling_of({**request.params(), "fast": False}), RECIPES[request.fast_lora]
+    twice = ", each run twice for the prompt's guidance" if standard.guided else ""
+    return (f"This computer has no GPU, so the Studio starts in fast mode: a standard AI background takes minutes "
+            f"here ({standard.steps} steps{twice}); fast mode runs {fast.steps} steps, once each, with {fast.label}. "
+            "Switch it off for the standard mode.")
