@@ -206,3 +206,17 @@ def build_sam(folder: Path) -> Path:
     SamModel(config).save_pretrained(folder, safe_serialization=True)
     SamProcessor(SamImageProcessor()).save_pretrained(folder)
     return folder
+
+
+TAESD = dict(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+             num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
+
+
+def build_taesd(folder: Path) -> Path:
+    """A tiny random TAESD in diffusers' AutoencoderTiny format (madebyollin/taesd's layout:
+    4 latent channels, three 2x upsamplings, scaling factor 1), narrower and shallower."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(5)
+    AutoencoderTiny(**TAESD).save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -73,13 +73,15 @@ def generate_backgrounds(
     registry: ModelRegistry | None = None,
     warnings: list[str] | None = None,
     record: dict | None = None,
+    preview=None,
 ) -> list[Image.Image]:
     """``request.variants`` RGB images at ``image``'s (working) size; the mask is 255 where the
     background is repainted. Depth None or control scale 0 runs without the ControlNet; that,
     a missing ControlNet and an over-long prompt are appended to ``warnings`` (the missing depth
     map only when no warning there already says so). ``record`` receives what ran (core.record):
     how the step ran (eager, CUDA graph, compiled), the VAE decode mode, eta, the prompt and
-    negative prompt that were encoded and their token counts, and whether depth control ran."""
+    negative prompt that were encoded and their token counts, and whether depth control ran.
+    ``preview`` (core.engine.preview.StepPreview) is shown each step's estimate; it changes nothing."""
     import torch
 
     width, height = image.size
@@ -118,7 +120,8 @@ def generate_backgrounds(
         predict, how = runner.predictor(sample_shape, cond)
         latents = sampler.denoise(
             predict, scheduler, timesteps, latents, cond, request.guidance, sampler.step_kwargs(scheduler, eta, generators),
-            progress=(lambda done, total: progress("generate", done, total)) if progress else None, cancel=cancel)
+            progress=(lambda done, total: progress("generate", done, total)) if progress else None, cancel=cancel,
+            preview=preview)
         images, decoded = decode(models.vae, latents, conditioning.processors(conditioning.vae_scale_factor(models.vae))[0])
     note(record, **how, vae_decode=decoded, eta=eta, prompt=request.prompt, negative_prompt=negative, guided=guided,
          prompt_tokens=token_count(models.tokenizer, request.prompt),
