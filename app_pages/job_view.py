@@ -1,5 +1,5 @@
 """Jobs as the pages see them: the process's one worker service and model cache, submitting,
-following (progress, time left, cancel) and the sidebar's worker status."""
+following (progress, time left, the live preview, cancel) and the sidebar's worker status."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def _step_seconds(view, key: str) -> float | None:
 @st.fragment(run_every=0.5)
 def job_progress(generation_id: int, key: str) -> None:
     """Polls a queued or running job with a progress bar, its place in the queue or its time left,
-    and a cancel button; when it has finished, reruns the page so the caller shows the outcome."""
+    a cancel button and, while an AI background forms, its live preview (updated in place); when
+    it has finished, reruns the page so the caller shows the outcome."""
+    from storage import previews
+
     queue = workers().queue
     view = queue.get(generation_id, user=current_user())
     if view.status not in ("queued", "running"):
@@ -70,6 +73,10 @@ def job_progress(generation_id: int, key: str) -> None:
     else:
         st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:", on_click=cancel,
                   args=([generation_id], current_user()))
+    shown = previews.latest(queue.db, generation_id) if view.status == "running" else None
+    if shown is not None:
+        st.image(shown.jpeg, caption=f"Step {shown.step} of {shown.total}: a quick preview of the background as it "
+                                     "forms (the result is sharper). Not going your way? Cancel it now.")
 
 
 def cancel(generation_ids: list[int], user) -> None:

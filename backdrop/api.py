@@ -35,7 +35,7 @@ from storage.users import User
 from core.errors import BackdropError, InputError, ModelMissingError
 from core.look.backgrounds import KINDS
 from core.request import FIELD, GenerationRequest, field_values, upgrade
-from storage import history, service
+from storage import history, previews, service
 from storage.errors import StorageError
 from storage.jobs import JobQueue
 from storage.models import STATUSES
@@ -138,14 +138,16 @@ def _executor_kind(executor) -> str:
     return "in-process" if isinstance(executor, (Worker, LaneWorkers)) else "ray"
 
 
-def _out(view: history.GenerationView) -> dict[str, Any]:
+def _out(view: history.GenerationView, preview: bool = False) -> dict[str, Any]:
+    """A generation as the API answers it; ``preview``: it has a live preview now (storage.previews)."""
     base = f"{PREFIX}/generations/{view.id}/images"
     total = max(view.progress_total, 1)
     step = min(view.progress_step, total) if view.status != "done" else total
     return {
         "id": view.id, "status": view.status, "error": view.error, "cancel_requested": view.cancel_requested,
         "progress": {"stage": view.progress_stage, "step": view.progress_step, "total": view.progress_total,
-                     "fraction": step / total if view.status in ("running", "done") else 0.0},
+                     "fraction": step / total if view.status in ("running", "done") else 0.0,
+                     "preview": f"{PREFIX}/generations/{view.id}/preview" if preview else None},
         "request": view.request, "record": view.record, "background_kind": view.background_kind,
         "prompt": view.prompt, "parent_id": view.parent_id, "children": view.children, "favourite": view.favourite,
         "created_at": view.created_at, "started_at": view.started_at, "finished_at": view.finished_at,
@@ -289,14 +291,36 @@ def list_generations(request: Request, search: str | None = Query(None, max_leng
     filters = {"search": search, "status": status, "background": background, "favourite": favourite}
     db = _queue(request).db
     views = history.list_generations(limit=limit, offset=offset, db=db, user=user, **filters)
-    return {"total": history.count_generations(db=db, user=user, **filters), "items": [_out(v) for v in views]}
+    shown = previews.present(db, [v.id for v in views if v.status == "running"])
+    return {"total": history.count_generations(db=db, user=user, **filters),
+            "items": [_out(v, v.id in shown) for v in views]}
 
 
 @router.get("/generations/{generation_id}", response_model=schema.Generation, tags=["generations"],
             summary="A generation: status, progress, request, what ran, its images")
 def get_generation(request: Request, generation_id: GenerationId,
                    user: User | None = Depends(current_user)) -> dict[str, Any]:
-    return _out(_queue(request).get(generation_id, user=user))
+    queue = _queue(request)
+    view = queue.get(generation_id, user=user)
+    return _out(view, view.status == "running" and bool(previews.present(queue.db, [view.id])))
+
+
+@router.get("/generations/{generation_id}/preview", tags=["generations"], summary="The live preview",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}, "description": "the JPEG"}})
+def live_preview(request: Request, generation_id: GenerationId,
+                 user: User | None = Depends(current_user)) -> Response:
+    """While an AI background runs: the estimate of the result after its latest diffusion step,
+    composited with the subject (a small JPEG, approximate colours unless TAESD is installed).
+    ``X-Backdrop-Step`` and ``X-Backdrop-Steps`` say which step it shows. Kept only while the
+    generation runs."""
+    queue = _queue(request)
+    view = queue.get(generation_id, user=user)
+    shown = previews.latest(queue.db, generation_id) if view.status == "running" else None
+    if shown is None:
+        why = "it has no preview yet" if view.status == "running" else "previews are kept only while it runs"
+        raise HTTPException(409, f"generation {generation_id} is {view.status}: {why}")
+    return Response(shown.jpeg, media_type="image/jpeg", headers={
+        "Cache-Control": "no-store", "X-Backdrop-Step": str(shown.step), "X-Backdrop-Steps": str(shown.total)})
 
 
 @router.get("/generations/{generation_id}/images/{kind}", tags=["generations"], summary="Download an image",

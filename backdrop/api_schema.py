@@ -45,6 +45,9 @@ class Progress(BaseModel):
     step: int
     total: int
     fraction: float = Field(ge=0, le=1)
+    preview: str | None = Field(None, description="while an AI background runs: where to download the estimate of "
+                                                  "the result after its latest step (a small JPEG, the live preview); "
+                                                  "null otherwise")
 
 
 class Images(BaseModel):
