@@ -76,7 +76,7 @@ def job_progress(generation_id: int, key: str) -> None:
     shown = previews.latest(queue.db, generation_id) if view.status == "running" else None
     if shown is not None:
         st.image(shown.jpeg, caption=f"Step {shown.step} of {shown.total}: a quick preview of the background as it "
-                                     "forms (the result is sharper). Not going your way? Cancel it now.")
+                                     "forms (the result is sharper)")
 
 
 def cancel(generation_ids: list[int], user) -> None:
