@@ -208,12 +208,26 @@ def test_the_preview_is_the_photo_over_the_estimate_with_the_soft_alpha(astronau
     steps.update(1, 4, latents)
     (image,) = shown
     pixels = np.asarray(image).astype(int)
-    assert image.size == steps.size == (384, 166)
-    subject = np.asarray(steps.photo).astype(int)
+    small_photo, _ = steps.subject(live.SIDE)
+    assert image.size == small_photo.size == (384, 166)
+    subject = np.asarray(small_photo).astype(int)
     assert np.array_equal(pixels[:, :180], subject[:, :180])  # opaque: the photo's pixels
     grey = live.to_uint8(live.linear_rgb(torch.zeros(1, 4, 1, 1)))[0, 0, 0]
     # the background is the estimate's, without the strips (but where the edge pixels blend them in)
     assert np.abs(pixels[4:-4, 200:] - grey).max() <= 1
+
+
+def test_many_variants_are_shown_smaller_four_to_a_row(astronaut):
+    shown = []
+    photo = astronaut.resize((120, 80))
+    steps = live.StepPreview(lambda image, done, total: shown.append(image), photo, Image.new("L", photo.size, 255),
+                             whole(photo), every_s=0.0)
+    for variants in (1, 2, 3, 8):
+        steps.update(1, 4, torch.zeros(variants, 4, 10, 15))
+    assert [image.size for image in shown] == [(384, 256), (2 * 384 + 8, 256), (3 * 192 + 16, 128),
+                                               (4 * 192 + 24, 2 * 128 + 8)]
+    last = np.asarray(shown[-1])[128 + 8:, 3 * (192 + 8):]  # the eighth: the second row's fourth (all subject here)
+    assert np.array_equal(last, np.asarray(steps.subject(192)[0]))
 
 
 def test_at_most_one_preview_every_interval():

@@ -36,8 +36,9 @@ LATENT_RGB_SD15 = (
     (-0.2829, 0.1762, 0.2721),
     (-0.2120, -0.2616, -0.7177),
 )
-SIDE = 384  # the long side of each variant's preview, in pixels
+SIDE = 384  # the long side of each variant's preview, in pixels (half that from three variants on)
 GAP = 8  # pixels between the variants' previews
+COLUMNS = 4  # variants' previews in a row
 EVERY_S = 0.25  # at most this often a preview is made (every step on a CPU, where a step takes seconds)
 
 Show = Callable[[Image.Image, int, int], None]  # (preview image, step, of steps)
@@ -106,12 +107,19 @@ class StepPreview:
                  taesd=None) -> None:
         self.show_image, self.place, self.every_s, self.taesd = show, place, every_s, taesd
         self.decoder = "taesd" if taesd is not None else "linear"
-        scale = SIDE / max(photo.size)
-        self.size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
-        self.photo = photo.convert("RGB").resize(self.size, Image.Resampling.BILINEAR)
-        self.alpha = alpha.convert("L").resize(self.size, Image.Resampling.BILINEAR)
+        self._photo, self._alpha = photo.convert("RGB"), alpha.convert("L")
+        self._subjects: dict[int, tuple[Image.Image, Image.Image]] = {}
         self._last = None
         self.failed = False
+
+    def subject(self, side: int) -> tuple[Image.Image, Image.Image]:
+        """(photo, alpha) with the long side ``side``, shrunk once."""
+        if side not in self._subjects:
+            scale = side / max(self._photo.size)
+            size = (max(1, round(self._photo.width * scale)), max(1, round(self._photo.height * scale)))
+            self._subjects[side] = (self._photo.resize(size, Image.Resampling.BILINEAR),
+                                    self._alpha.resize(size, Image.Resampling.BILINEAR))
+        return self._subjects[side]
 
     def due(self, done: int, total: int) -> bool:
         """Whether to make a preview after step ``done``: the first step's, then at most one every
@@ -133,21 +141,25 @@ class StepPreview:
             self.failed = True
 
     def image(self, latents: torch.Tensor) -> Image.Image:
-        """The composited preview of every variant, side by side."""
+        """The composited preview of every variant: one or two side by side at SIDE px, more at
+        half that, COLUMNS to a row."""
         rgb = to_uint8(taesd_rgb(self.taesd, latents) if self.taesd is not None else linear_rgb(latents))
-        tiles = [self._composite(pixels) for pixels in rgb]
-        out = Image.new("RGB", (len(tiles) * self.size[0] + (len(tiles) - 1) * GAP, self.size[1]), (255, 255, 255))
-        for index, tile in enumerate(tiles):
-            out.paste(tile, (index * (self.size[0] + GAP), 0))
+        photo, alpha = self.subject(SIDE if len(rgb) <= 2 else SIDE // 2)
+        columns = min(len(rgb), COLUMNS)
+        rows = -(-len(rgb) // columns)
+        width, height = photo.size
+        out = Image.new("RGB", (columns * (width + GAP) - GAP, rows * (height + GAP) - GAP), (255, 255, 255))
+        for index, pixels in enumerate(rgb):
+            out.paste(self._composite(pixels, photo, alpha), ((index % columns) * (width + GAP),
+                                                              (index // columns) * (height + GAP)))
         return out
 
-    def _composite(self, pixels: np.ndarray) -> Image.Image:
+    def _composite(self, pixels: np.ndarray, photo: Image.Image, alpha: Image.Image) -> Image.Image:
         """One variant: the photo's part of the bucket, at the preview's size, under the subject."""
         scale = pixels.shape[1] / self.place.bucket[0]
-        left, top, right, bottom = (value * scale for value in self.place.box)
-        background = Image.fromarray(pixels, "RGB").resize(self.size, Image.Resampling.BILINEAR,
-                                                            box=(left, top, right, bottom))
-        background.paste(self.photo, mask=self.alpha)
+        box = tuple(value * scale for value in self.place.box)
+        background = Image.fromarray(pixels, "RGB").resize(photo.size, Image.Resampling.BILINEAR, box=box)
+        background.paste(photo, mask=alpha)
         return background
 
 
