@@ -7,7 +7,7 @@ runs the files of a ``pages/`` folder as pages of their own until the first ``st
 call of the process, so a page URL opened first after a restart would run without this script
 (no sign-in, no sidebar, the narrow layout, every module of the folder listed as a page).
 
-Who may connect is decided here, before any page runs (backdrop.access): with accounts, a
+Who may connect is decided here, before any page runs (storage.access): with accounts, a
 sign-in form (or Streamlit's ``st.login`` where an OIDC provider is configured) gates every
 page, and the session remembers the account; without them, on 127.0.0.1, one local user needs
 none; served to a network without them, the app shows only why it refuses.
@@ -18,9 +18,9 @@ import time
 import streamlit as st
 from streamlit.logger import get_logger
 
-from backdrop import access
 from app_pages import job_view, memory, ui
 from storage import users
+from storage.access import Policy
 
 FAILED_SIGN_IN_DELAY_S = 1.0  # slows password guessing down (argon2 itself costs ~0.15 s a try)
 sign_in_log = get_logger("backdrop.sign_in")  # with Streamlit's own lines, on the terminal of `make run`
@@ -30,10 +30,11 @@ def who_is_asking():
     """(the signed-in account, None) when the pages may run (the account is None without
     accounts), or (None, page): the one page this session may see, the sign-in or the refusal."""
     state = st.session_state
-    refusal = access.refusal(st.get_option("server.address"))
+    policy = Policy.read()  # on each run, as Streamlit reads its secrets
+    refusal = policy.refusal(st.get_option("server.address"))
     if refusal:
         return None, lambda: st.error(refusal)
-    mode = access.mode()
+    mode = policy.mode()
     if mode == "local":
         state.pop(ui.SIGNED_IN, None)
         return None, None

@@ -13,6 +13,8 @@ from core.errors import BackdropError
 from core.imaging import PHOTO_SUFFIXES
 from app_pages import form, job_view, press, ui
 from storage import history
+from storage.lifecycle import UNFINISHED, Status
+from storage.progress import progress_text
 
 state = st.session_state
 FORM = "batch_f_"
@@ -73,8 +75,8 @@ def queue_rows(jobs: list[dict]) -> tuple[list[dict], list[tuple[str, object]]]:
             rows.append({"photo": job["name"], "generation": None, "status": "refused", "detail": job["error"]})
             continue
         view = history.get(job["id"], user=ui.current_user())
-        fraction, label = (ui.progress_text(view, job_view.workers().queue.place(view.id, user=ui.current_user()))
-                           if view.status in ("queued", "running") else (1.0, view.error or ""))
+        fraction, label = (progress_text(view, job_view.workers().queue.place(view.id, user=ui.current_user()))
+                           if view.status in UNFINISHED else (1.0, view.error or ""))
         rows.append({"photo": job["name"], "generation": view.id, "status": view.status,
                      "progress": round(fraction * 100), "detail": label})
         views.append((job["name"], view))
@@ -90,7 +92,7 @@ def queue_table(rows: list[dict]) -> None:
 def live_queue() -> None:
     """Refreshes the table while jobs run; reruns the page once they have all finished."""
     rows, views = queue_rows(state.batch_jobs)
-    active = [v for _, v in views if v.status in ("queued", "running")]
+    active = [v for _, v in views if v.status in UNFINISHED]
     if not active:
         st.rerun()
     queue_table(rows)
@@ -102,7 +104,7 @@ def live_queue() -> None:
 def finished_queue() -> None:
     rows, views = queue_rows(state.batch_jobs)
     queue_table(rows)
-    done = [(name, v) for name, v in views if v.status == "done"]
+    done = [(name, v) for name, v in views if v.status == Status.DONE]
     st.caption(f"{len(done)} of {len(rows)} done")
     if done:
         st.download_button("Download results (zip)", history.results_zip(done), file_name="backdrop-batch.zip",
@@ -131,7 +133,7 @@ if state.get("batch_jobs"):
     st.query_params["jobs"] = ",".join(str(j["id"]) for j in state.batch_jobs if j["id"] is not None)
     st.subheader("Queue")
     statuses = [history.get(j["id"], user=ui.current_user()).status for j in state.batch_jobs if j["id"] is not None]
-    if any(status in ("queued", "running") for status in statuses):
+    if any(status in UNFINISHED for status in statuses):
         live_queue()
     else:
         finished_queue()

@@ -18,7 +18,8 @@ from app_pages import form, job_view, press, results, ui
 from app_pages.compare import card
 from storage import history
 from storage.db import get_database
-from storage.models import STATUSES
+from storage.lifecycle import STATUSES, UNFINISHED, Status
+from storage.progress import finished_text
 
 state = st.session_state
 PAGE_SIZE = 12
@@ -122,10 +123,10 @@ def detail(generation_id: int) -> None:
     actions(view)
     left, right = st.columns([3, 2])
     with left:
-        if view.status in ("queued", "running"):
+        if view.status in UNFINISHED:
             job_view.job_progress(view.id, key="history")
-        elif view.status == "done":
-            st.caption(f"Done: {ui.finished_text(view)}.")
+        elif view.status == Status.DONE:
+            st.caption(f"Done: {finished_text(view)}.")
             results.show_outputs(view, key=f"history_{view.id}")
         elif view.error:
             st.code(view.error, language=None, wrap_lines=True)
@@ -139,7 +140,7 @@ def detail(generation_id: int) -> None:
         if view.models:
             st.caption(f"Models (device: {view.device or 'n/a'})")
             st.json(view.models, expanded=True)
-        if not view.timings and not view.models and view.status in ("cancelled", "failed"):
+        if not view.timings and not view.models and view.status in (Status.CANCELLED, Status.FAILED):
             st.caption("Nothing was recorded as run: it stopped before any stage finished.")
         lineage(view)
     parameters(view)
@@ -239,13 +240,9 @@ def actions(view) -> None:
 
 def rerun(again: press.Press, generation_id: int) -> None:
     """Re-run was pressed: queue the generation again as its child (the new one opens)."""
-    from storage.service import rerun_inputs
-
     user = ui.current_user()
     try:
-        inputs = rerun_inputs(generation_id, user=user)
-        job = job_view.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id,
-                              picture=inputs.picture, user=user)
+        job = job_view.resubmit(generation_id, user=user)
     except BackdropError as error:
         again.settle(error=str(error))
     else:

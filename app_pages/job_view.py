@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.ui import base_request, current_user, is_admin, progress_text
+from app_pages.ui import base_request, current_user, is_admin
 from core.request import GenerationRequest
 from storage import settings as user_settings
+from storage.lifecycle import UNFINISHED, Status
+from storage.progress import progress_text
 
 
 @st.cache_resource
@@ -21,13 +23,14 @@ def model_registry():
 @st.cache_resource(validate=lambda job_workers: job_workers.is_alive(), show_spinner=False,
                    on_release=lambda job_workers: job_workers.stop(timeout=0))
 def workers():
-    """What serves the queue for every session of this process (storage.jobs.start_serving): a
+    """What serves the queue for every session of this process (storage.serving.start_serving): a
     worker thread per lane, so AI jobs (the diffusers pipeline is not thread-safe) run one at a
     time in the AI worker's thread and the other backgrounds (seconds) in the quick worker's,
     never waiting behind an AI job; or, with a Ray cluster configured (BACKDROP_RAY_ADDRESS),
     Ray workers. Replaced on the next call if a worker died (the old service is told to stop
     after its job, so no lane gets two workers)."""
-    from storage.jobs import JobQueue, start_serving
+    from storage.jobs import JobQueue
+    from storage.serving import start_serving
 
     return start_serving(JobQueue(), registry=model_registry(), warm_up=base_request().replace(background="ai"))
 
@@ -41,6 +44,15 @@ def submit(request: GenerationRequest, image, mask=None, parent_id: int | None =
     generation_id = job_workers.queue.submit(request, image, mask, parent_id=parent_id, picture=picture, user=user)
     job_workers.wake()
     return generation_id
+
+
+def resubmit(generation_id: int, *, user) -> int:
+    """Queue a stored generation again as its child (Re-run; storage.jobs.JobQueue.resubmit) and
+    wake the workers; returns the new id. As ``submit``: nothing here touches session state."""
+    job_workers = workers()
+    new_id = job_workers.queue.resubmit(generation_id, user=user)
+    job_workers.wake()
+    return new_id
 
 
 def _step_seconds(view, key: str) -> float | None:
@@ -64,7 +76,7 @@ def job_progress(generation_id: int, key: str) -> None:
 
     queue = workers().queue
     view = queue.get(generation_id, user=current_user())
-    if view.status not in ("queued", "running"):
+    if view.status not in UNFINISHED:
         st.rerun()
     fraction, label = progress_text(view, queue.place(generation_id, user=current_user()), _step_seconds(view, key))
     st.progress(fraction, text=label)
@@ -73,7 +85,7 @@ def job_progress(generation_id: int, key: str) -> None:
     else:
         st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:", on_click=cancel,
                   args=([generation_id], current_user()))
-    shown = previews.latest(queue.db, generation_id) if view.status == "running" else None
+    shown = previews.latest(queue.db, generation_id) if view.status == Status.RUNNING else None
     if shown is not None:
         st.image(shown.jpeg, caption=f"Step {shown.step} of {shown.total}: a quick preview of the background as it "
                                      "forms (the result is sharper)")
@@ -122,11 +134,8 @@ def _live_worker_status() -> None:
 
 
 def _worker_lines(job_workers) -> None:
-    from storage.jobs import LaneWorkers
-
     lines = []
-    running = job_workers.running() if isinstance(job_workers, LaneWorkers) else {None: job_workers.current}
-    for lane, current in running.items():
+    for lane, current in job_workers.running().items():
         waiting = job_workers.queue.pending(lane) - (current is not None)
         which = f" #{current}" if is_admin() else ""  # another user's generation id is theirs
         doing = f"generating{which}" if current is not None else "idle"

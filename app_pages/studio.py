@@ -274,13 +274,16 @@ def submit(generate: press.Press, request, picture: bytes | None, reason: str | 
 
 
 def job_panel(generation_id: int) -> None:
+    from storage.lifecycle import UNFINISHED, Status
+    from storage.progress import finished_text
+
     view = job_view.workers().queue.get(generation_id, user=ui.current_user())
-    if view.status in ("queued", "running"):
+    if view.status in UNFINISHED:
         job_view.job_progress(generation_id, key="studio")
-    elif view.status == "done":
-        st.success(f"Generation {generation_id} done: {ui.finished_text(view)}.")
+    elif view.status == Status.DONE:
+        st.success(f"Generation {generation_id} done: {finished_text(view)}.")
         results.show_outputs(view, key="studio")
-    elif view.status == "cancelled":
+    elif view.status == Status.CANCELLED:
         st.info(f"Generation {generation_id} was cancelled.")
     else:
         st.error(f"Generation {generation_id} failed:")

@@ -5,7 +5,7 @@ request's fields as JSON), follow its status and progress, download its images, 
 the history, re-run, cancel and delete. Input is checked exactly as the app and the command line
 check it (core.request, core.imaging) before anything is recorded: bad input is a 4xx answer
 ``{"detail": "..."}`` and leaves no trace. Whatever serves the queue (a worker thread here, or
-Ray workers: storage.jobs.start_serving) runs the jobs; the API submits and reads. Before any
+Ray workers: storage.serving.start_serving) runs the jobs; the API submits and reads. Before any
 route runs, backdrop.guard refuses requests under another name or from a web page of another
 origin, and bodies past their route's limit; every route asks ``backdrop.auth.current_user``
 who is calling.
@@ -28,19 +28,20 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from backdrop import access, api_schema as schema
+from backdrop import api_schema as schema
 from backdrop.auth import current_user
 from backdrop.guard import BodyLimit, BrowserGuard
 from storage.users import User
 from core.errors import BackdropError, InputError, ModelMissingError
 from core.look.backgrounds import KINDS
 from core.request import FIELD, GenerationRequest, field_values, upgrade
-from storage import history, previews, service
+from storage import access, history, previews
 from storage.errors import StorageError
 from storage.jobs import JobQueue
-from storage.models import STATUSES
+from storage.lifecycle import STATUSES, Status
+from storage.serving import Executor
 
-PREFIX = "/v1"
+PREFIX = schema.PREFIX
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # per file, as the app's uploads (.streamlit/config.toml's maxUploadSize)
 MAX_JSON_BYTES = 256 * 1024  # the request's fields as JSON: both prompts at their longest fit, however escaped
 MAX_ID = history.MAX_ID  # the largest integer SQLite and PostgreSQL store: ids and offsets past it are refused (422)
@@ -52,12 +53,13 @@ _ERRORS = {code: {"model": schema.Error} for code in (400, 401, 403, 404, 409, 4
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(current_user)], responses=_ERRORS)
 
 
-def create_app(queue: JobQueue | None = None, executor=None, listen: str = "127.0.0.1",
-               allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
-    """The API over ``queue`` (default: the configured database); ``executor`` (a
-    storage.jobs.start_serving result, or None when another process serves the queue) is woken
-    on each submission and stopped when the server stops. ``listen`` (the address it is served
-    on) and ``allowed_hosts`` are the names it answers to (backdrop.guard)."""
+def create_app(queue: JobQueue | None = None, executor: Executor | None = None, listen: str = "127.0.0.1",
+               allowed_hosts: tuple[str, ...] = (), policy: access.Policy | None = None) -> FastAPI:
+    """The API over ``queue`` (default: the configured database); ``executor`` (what serves the
+    queue, or None when another process does) is woken on each submission and stopped when the
+    server stops. ``listen`` (the address it is served on) and ``allowed_hosts`` are the names it
+    answers to (backdrop.guard); ``policy``: who may call (default: read from the secrets files
+    now, once)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -70,6 +72,7 @@ def create_app(queue: JobQueue | None = None, executor=None, listen: str = "127.
                                      "images, search the history. Errors are `{\"detail\": \"...\"}`.")
     app.state.queue = queue or (executor.queue if executor is not None else JobQueue())
     app.state.executor = executor
+    app.state.access = policy or access.Policy.read()
     app.include_router(router)
     app.get(f"{PREFIX}/health", response_model=schema.Health, tags=["server"])(health)
     app.add_exception_handler(InputError, _answer(422))
@@ -130,36 +133,6 @@ def _wake(request: Request) -> None:
         executor.wake()
 
 
-def _executor_kind(executor) -> str:
-    from storage.jobs import LaneWorkers, Worker
-
-    if executor is None:
-        return "none"
-    return "in-process" if isinstance(executor, (Worker, LaneWorkers)) else "ray"
-
-
-def _out(view: history.GenerationView, preview: bool = False) -> dict[str, Any]:
-    """A generation as the API answers it; ``preview``: it has a live preview now (storage.previews)."""
-    base = f"{PREFIX}/generations/{view.id}/images"
-    total = max(view.progress_total, 1)
-    step = min(view.progress_step, total) if view.status != "done" else total
-    return {
-        "id": view.id, "status": view.status, "error": view.error, "cancel_requested": view.cancel_requested,
-        "progress": {"stage": view.progress_stage, "step": view.progress_step, "total": view.progress_total,
-                     "fraction": step / total if view.status in ("running", "done") else 0.0,
-                     "preview": f"{PREFIX}/generations/{view.id}/preview" if preview else None},
-        "request": view.request, "record": view.record, "background_kind": view.background_kind,
-        "prompt": view.prompt, "parent_id": view.parent_id, "children": view.children, "favourite": view.favourite,
-        "created_at": view.created_at, "started_at": view.started_at, "finished_at": view.finished_at,
-        "device": view.device, "models": view.models, "timings": view.timings, "warnings": view.warnings,
-        "images": {
-            "result": [f"{base}/result?variant={o.index + 1}" for o in view.results],
-            "cutout": f"{base}/cutout" if view.output("cutout") else None,
-            "mask": f"{base}/mask" if view.output("mask") else None,
-        },
-    }
-
-
 def _body_limit(method: str, path: str) -> int:
     """The largest body a route takes: the create form carries up to three files and the fields."""
     if method == "POST" and path.rstrip("/") == f"{PREFIX}/generations":
@@ -200,18 +173,18 @@ def request_fields(values: Any, user: User | None) -> dict[str, Any]:
     a request of an older version, as stored ones are. Models and the device are chosen per
     request only by an admin (or without accounts): anyone else may name the server's settings
     (the Models page's, which apply to everyone), no other model or folder of this server."""
-    from storage.settings import request_settings
+    from storage.settings import SETTINGS, base_request
 
     if isinstance(values, dict) and "version" in values:
         values = upgrade(values)
         values.pop("version")
     fields = field_values(values)
     if user is not None and not user.admin:
-        server = request_settings()
-        chosen = sorted(name for name, value in fields.items() if name in server and value != server[name])
+        server = base_request()
+        chosen = sorted(name for name, value in fields.items() if name in SETTINGS and value != getattr(server, name))
         if chosen:
             raise HTTPException(403, f"only an admin may choose {', '.join(chosen)} per request: this server uses "
-                                     + ", ".join(f"{name} {server[name]!r}" for name in chosen)
+                                     + ", ".join(f"{name} {getattr(server, name)!r}" for name in chosen)
                                      + "; leave them out (an admin sets them on the Models page)")
     return fields
 
@@ -220,9 +193,9 @@ def parse_request(text: str | bytes, user: User | None = None) -> GenerationRequ
     """The request from its JSON: only the fields that differ from the defaults (the model and
     device fields default to this server's saved settings, as in the app), checked by
     request_fields and core.request."""
-    from storage.settings import request_settings
+    from storage.settings import base_request
 
-    return GenerationRequest(**request_settings()).with_fields(request_fields(_json(text, "the request"), user))
+    return base_request().with_fields(request_fields(_json(text, "the request"), user))
 
 
 async def _remix_fields(request: Request) -> Any:
@@ -241,10 +214,8 @@ async def _remix_fields(request: Request) -> Any:
 def health(request: Request) -> dict[str, Any]:
     """Whether the server is up, what runs its queue and how much is waiting."""
     executor = request.app.state.executor
-    kind = _executor_kind(executor)
-    workers = len(getattr(executor, "identities" if kind == "ray" else "workers", [executor] if executor else []))
-    return {"status": "ok", "executor": kind, "workers": workers,
-            "pending": _queue(request).pending()}
+    return {"status": "ok", "executor": executor.kind if executor else "none",
+            "workers": executor.worker_count() if executor else 0, "pending": _queue(request).pending()}
 
 
 @router.post("/generations", status_code=202, response_model=schema.Generation, tags=["generations"],
@@ -275,7 +246,7 @@ def create_generation(request: Request, response: Response,
     created = queue.get(generation_id, user=user)  # as created: read before a woken worker can claim it
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{generation_id}"
-    return _out(created)
+    return schema.Generation.from_view(created)
 
 
 @router.get("/generations", response_model=schema.GenerationList, tags=["generations"],
@@ -291,9 +262,9 @@ def list_generations(request: Request, search: str | None = Query(None, max_leng
     filters = {"search": search, "status": status, "background": background, "favourite": favourite}
     db = _queue(request).db
     views = history.list_generations(limit=limit, offset=offset, db=db, user=user, **filters)
-    shown = previews.present(db, [v.id for v in views if v.status == "running"])
+    shown = previews.present(db, [view.id for view in views if view.status == Status.RUNNING])
     return {"total": history.count_generations(db=db, user=user, **filters),
-            "items": [_out(v, v.id in shown) for v in views]}
+            "items": [schema.Generation.from_view(view, preview=view.id in shown) for view in views]}
 
 
 @router.get("/generations/{generation_id}", response_model=schema.Generation, tags=["generations"],
@@ -302,7 +273,8 @@ def get_generation(request: Request, generation_id: GenerationId,
                    user: User | None = Depends(current_user)) -> dict[str, Any]:
     queue = _queue(request)
     view = queue.get(generation_id, user=user)
-    return _out(view, view.status == "running" and bool(previews.present(queue.db, [view.id])))
+    return schema.Generation.from_view(view, preview=view.status == Status.RUNNING
+                                       and bool(previews.present(queue.db, [view.id])))
 
 
 @router.get("/generations/{generation_id}/preview", tags=["generations"], summary="The live preview",
@@ -315,9 +287,9 @@ def live_preview(request: Request, generation_id: GenerationId,
     generation runs."""
     queue = _queue(request)
     view = queue.get(generation_id, user=user)
-    shown = previews.latest(queue.db, generation_id) if view.status == "running" else None
+    shown = previews.latest(queue.db, generation_id) if view.status == Status.RUNNING else None
     if shown is None:
-        why = "it has no preview yet" if view.status == "running" else "previews are kept only while it runs"
+        why = "it has no preview yet" if view.status == Status.RUNNING else "previews are kept only while it runs"
         raise HTTPException(409, f"generation {generation_id} is {view.status}: {why}")
     return Response(shown.jpeg, media_type="image/jpeg", headers={
         "Cache-Control": "no-store", "X-Backdrop-Step": str(shown.step), "X-Backdrop-Steps": str(shown.total)})
@@ -333,7 +305,7 @@ def download_image(request: Request, generation_id: GenerationId, kind: Literal[
     chunks), the cut-out (with alpha) or the mask."""
     queue = _queue(request)
     view = queue.get(generation_id, user=user)
-    if view.status != "done":
+    if view.status != Status.DONE:
         why = f" ({view.error})" if view.error else ""
         raise HTTPException(409, f"generation {generation_id} is {view.status}{why}: it has no images")
     output = view.output(kind, variant - 1 if kind == "result" else 0)
@@ -355,13 +327,11 @@ def rerun_generation(request: Request, response: Response, generation_id: Genera
     same request and seed give the same image."""
     queue = _queue(request)
     queue.get(generation_id, user=user)  # 404 before the body's fields are looked at
-    inputs = service.rerun_inputs(generation_id, db=queue.db, user=user, **request_fields(changes or {}, user))
-    new_id = queue.submit(inputs.request, inputs.image, inputs.mask, parent_id=generation_id, picture=inputs.picture,
-                          user=user)
+    new_id = queue.resubmit(generation_id, request_fields(changes or {}, user), user=user)
     created = queue.get(new_id, user=user)  # as created: read before a woken worker can claim it
     _wake(request)
     response.headers["Location"] = f"{PREFIX}/generations/{new_id}"
-    return _out(created)
+    return schema.Generation.from_view(created)
 
 
 @router.post("/generations/{generation_id}/cancel", response_model=schema.Cancelled, tags=["generations"],
@@ -393,7 +363,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """The document for this server as it is now: without accounts no request carries a token
     (one sent is refused), so no operation lists the bearer token as its security."""
     document = _base_openapi(app)
-    if access.mode(app.state.queue.db) != "local":
+    if app.state.access.mode(app.state.queue.db) != "local":
         return document
     document = copy.deepcopy(document)
     for operations in document["paths"].values():

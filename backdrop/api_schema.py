@@ -2,7 +2,9 @@
 field table (core.request.FIELDS): each field's type, default, range or choices, label and help
 become its JSON Schema, so the API documents exactly what the app and the command line offer.
 The API validates requests with core.request itself (the same checks and messages); the model
-here documents them in the OpenAPI schema at ``/docs``."""
+here documents them in the OpenAPI schema at ``/docs``. A generation is answered in one shape,
+``Generation.from_view``: the fields of storage.history.GenerationView it names, with its
+progress and where to download its images."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from core.request import FIELDS, SCHEMA_VERSION, Param
-from storage.models import STATUSES
+from storage.history import GenerationView
+from storage.lifecycle import STATUSES
+
+PREFIX = "/v1"  # every route's
 
 
 def _field(spec: Param) -> tuple[Any, Any]:
@@ -79,6 +84,20 @@ class Generation(BaseModel):
     timings: dict[str, float]
     warnings: list[Any]
     images: Images
+
+    @classmethod
+    def from_view(cls, view: GenerationView, preview: bool = False) -> Generation:
+        """The answer for ``view``: every field but these two is the view's own, by name;
+        ``preview``: it has a live preview now (storage.previews)."""
+        base = f"{PREFIX}/generations/{view.id}/images"
+        progress = Progress(stage=view.progress_stage, step=view.progress_step, total=view.progress_total,
+                            fraction=view.progress_fraction,
+                            preview=f"{PREFIX}/generations/{view.id}/preview" if preview else None)
+        images = Images(result=[f"{base}/result?variant={o.index + 1}" for o in view.results],
+                        cutout=f"{base}/cutout" if view.output("cutout") else None,
+                        mask=f"{base}/mask" if view.output("mask") else None)
+        return cls(progress=progress, images=images,
+                   **{name: getattr(view, name) for name in cls.model_fields if name not in ("progress", "images")})
 
 
 class GenerationList(BaseModel):

@@ -1,5 +1,5 @@
 """`backdrop app`: start the browser app (``streamlit run streamlit_app.py``) on a host and port,
-refusing to serve a network without sign-in (backdrop.access). `make run` uses it."""
+refusing to serve a network without sign-in (storage.access). `make run` uses it."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def command(host: str, port: int, app_args: list[str]) -> list[str]:
     browser sends): on this machine, its own names only, so a page under another name that
     resolves here (DNS rebinding) gets no session; beyond it, any name (which a network's
     clients use is not known here), where sign-in is required."""
-    from backdrop import access
+    from storage import access
 
     rest = app_args[1:] if app_args[:1] == ["--"] else app_args
     names = [*LOCAL_NAMES, *([host.strip("[]")] if host.strip("[]") not in LOCAL_NAMES else [])] \
@@ -43,15 +43,16 @@ def command(host: str, port: int, app_args: list[str]) -> list[str]:
 
 
 def _app(args: argparse.Namespace) -> int:
-    from backdrop import access
-    from backdrop.cli import database
+    from backdrop.common import database
+    from storage.access import Policy
 
     if not APP.is_file():
         raise InputError(f"the app's script {APP} is not here: run `backdrop app` from a checkout of Backdrop")
-    problem = access.refusal(args.host, db=database())
+    db, policy = database(), Policy.read()
+    problem = policy.refusal(args.host, db=db)
     if problem:
         raise InputError(problem)
     argv = command(args.host, args.port, args.app_args)
-    print(f"Backdrop on http://{args.host}:{args.port} ({access.mode()} sign-in)", file=sys.stderr, flush=True)
+    print(f"Backdrop on http://{args.host}:{args.port} ({policy.mode(db)} sign-in)", file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
     return 0

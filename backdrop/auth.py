@@ -1,5 +1,5 @@
 """Who is calling the HTTP API: one dependency, ``current_user``, that every route asks, on the
-app's rules (backdrop.access):
+app's rules (storage.access, read once when the API is made: ``app.state.access``):
 
 - Without accounts, the API serves one local user who sees every generation (``None``, as for
   the command line), and only to clients on this machine: a request from any other address is
@@ -16,8 +16,7 @@ from __future__ import annotations
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backdrop import access
-from storage import users
+from storage import access, users
 
 _bearer = HTTPBearer(auto_error=False, description="an account's API token: `backdrop users token NAME` makes one")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -33,7 +32,7 @@ def current_user(request: Request,
             raise HTTPException(401, "this API token is not valid (revoked, replaced or mistyped): "
                                      "`backdrop users token NAME` makes a new one", headers=_CHALLENGE)
         return user
-    if access.mode(db) != "local":
+    if request.app.state.access.mode(db) != "local":
         raise HTTPException(401, "this Backdrop has accounts: send an account's API token as `Authorization: Bearer "
                                  "TOKEN` (`backdrop users token NAME` makes one)", headers=_CHALLENGE)
     client = request.client.host if request.client else None

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from backdrop.cli import stage_copies, variant_paths
+from backdrop.common import stage_copies, variant_paths
 from core.errors import InputError
 
 

@@ -35,13 +35,12 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _salvage(target: Path) -> int:
-    import os
-
+    from core.config import config
     from core.errors import InputError
     from storage import settings
     from storage.doctor import salvage
 
-    if os.environ.get("BACKDROP_DATABASE_URL"):
+    if config().database_url:
         raise InputError("--salvage copies a SQLite database in the data folder; BACKDROP_DATABASE_URL names a "
                          "database server, whose own tools (pg_dump) back it up and restore it")
     source = settings.data_dir() / "backdrop.db"

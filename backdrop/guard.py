@@ -27,7 +27,7 @@ import json
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from backdrop.access import is_loopback
+from storage.access import is_loopback
 
 WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 DEFAULT_PORTS = {"http": 80, "https": 443}

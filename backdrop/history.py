@@ -11,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from backdrop.cli import add_field_option, check_outputs, database, printable, stage_copies, variant_paths
+from backdrop.common import add_field_option, check_outputs, database, printable, stage_copies, variant_paths
 from core.errors import BackdropError
 from core.look.backgrounds import KINDS
 from core.request import FIELDS, SCHEMA_VERSION
-from storage.models import STATUSES
+from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status
 
 
 def add_commands(subparsers) -> None:
@@ -125,7 +125,7 @@ def _show(args: argparse.Namespace) -> int:
     def say(line: str) -> None:  # stored text (prompts, errors, the run record) is printed escaped
         print(printable(line))
 
-    progress = f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == "running" else ""
+    progress = f" ({v.progress_stage} {v.progress_step}/{v.progress_total})" if v.status == Status.RUNNING else ""
     say(f"generation {v.id}: {v.status}{progress}")
     if v.error:
         say(f"error: {v.error}")
@@ -184,18 +184,18 @@ def _rerun(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from storage import history
-    from storage.jobs import INTERRUPTED, JobQueue
+    from storage.jobs import JobQueue
 
     db = database()  # a run whose process is gone has just been marked failed
     before = history.get(args.id, db=db)
-    if before.status in ("queued", "running"):
+    if before.status in UNFINISHED:
         db.retry_when_full(lambda: JobQueue(db).cancel(args.id))
     view = history.get(args.id, db=db)
-    if view.status == "running":
+    if view.status == Status.RUNNING:
         print(f"generation {args.id}: asked to stop; it stops at its next step")
-    elif before.status == "running" and view.status == "cancelled":  # it stopped before we looked again
+    elif before.status == Status.RUNNING and view.status == Status.CANCELLED:  # it stopped before we looked again
         print(f"generation {args.id}: asked to stop; it has stopped (cancelled)")
-    elif before.status == "queued" and view.status == "cancelled":
+    elif before.status == Status.QUEUED and view.status == Status.CANCELLED:
         print(f"generation {args.id}: cancelled")
     elif view.error == INTERRUPTED:
         print(f"generation {args.id}: its process had stopped; marked failed ({INTERRUPTED})")

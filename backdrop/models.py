@@ -23,10 +23,9 @@ def add_commands(subparsers) -> None:
 def _configured() -> tuple:
     """(a request with the saved default models, the saved settings), as the app starts from
     (storage.settings)."""
-    from core.request import GenerationRequest
-    from storage.settings import load_settings, request_settings
+    from storage.settings import base_request, load_settings
 
-    return GenerationRequest(**request_settings()), load_settings()
+    return base_request(), load_settings()
 
 
 def _cli_models(args) -> int:

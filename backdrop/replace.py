@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from backdrop.cli import add_field_option, check_outputs, stage_copies, variant_paths
+from backdrop.common import add_field_option, check_outputs, stage_copies, variant_paths
 from core.errors import InputError
 from core.look.backgrounds import Background
 from core.models.slots import SAM_MODEL
@@ -29,9 +29,10 @@ def add_commands(subparsers) -> None:
 
 
 def _defaults() -> dict:
-    from storage.settings import request_settings
+    from storage.settings import base_request
 
-    return {**{spec.name: spec.default for spec in FIELDS}, **request_settings()}
+    base = base_request()
+    return {spec.name: getattr(base, spec.name) for spec in FIELDS}
 
 
 def _background_option(text: str) -> str:
@@ -194,7 +195,7 @@ def _generate(source: Path, request, mask, picture: Path | None, deliver):
     input and picture kept as their original bytes. ``deliver`` stages the user's files from the
     recorded PNGs (copies, with their parameters text chunks) before the generation is marked
     done. Returns (generation id, result)."""
-    from backdrop.cli import database
+    from backdrop.common import database
     from storage.service import generate_and_record
 
     return generate_and_record(source, request, mask, progress=_progress_printer(), picture=picture,

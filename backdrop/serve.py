@@ -4,7 +4,7 @@ By default the jobs run in this process, one at a time, as in the app; with a Ra
 (``--ray ADDRESS`` or BACKDROP_RAY_ADDRESS) they run on Ray workers (storage.ray_workers);
 ``--no-worker`` leaves them to another process serving the same database (the app, another
 ``serve``). It listens on 127.0.0.1 unless ``--host`` says otherwise, which needs accounts
-(backdrop.access.refusal, as for the app; backdrop.auth: API tokens).
+(storage.access, as for the app; backdrop.auth: API tokens).
 """
 
 from __future__ import annotations
@@ -44,29 +44,29 @@ def _positive(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from backdrop import access
-    from backdrop.cli import database
+    from backdrop.common import database
+    from storage.access import Policy
 
-    db = database()
-    problem = access.refusal(args.host, db=db)
+    db, policy = database(), Policy.read()  # the secrets files are read here, once
+    problem = policy.refusal(args.host, db=db)
     if problem:
         raise InputError(problem)
     import uvicorn
 
     from backdrop.api import create_app
-    from core.request import GenerationRequest
-    from storage.jobs import JobQueue, start_serving
-    from storage.settings import request_settings
+    from storage.jobs import JobQueue
+    from storage.serving import start_serving
+    from storage.settings import base_request
 
     queue = JobQueue(db)
     executor = None
     if not args.no_worker:
-        warm_up = GenerationRequest(**request_settings()).replace(background="ai")
-        executor = start_serving(queue, warm_up=warm_up, ray_address=args.ray, ray_workers=args.ray_workers)
+        executor = start_serving(queue, warm_up=base_request().replace(background="ai"), ray_address=args.ray,
+                                 ray_workers=args.ray_workers)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    who = "API tokens of the accounts" if access.mode(db) != "local" else "this machine only, no accounts"
+    who = "API tokens of the accounts" if policy.mode(db) != "local" else "this machine only, no accounts"
     print(f"Backdrop API on http://{host}:{args.port} (documentation: /docs; {who}), data in {db.data_dir}",
           file=sys.stderr, flush=True)
-    uvicorn.run(create_app(queue, executor, listen=args.host, allowed_hosts=tuple(args.allow_host)), host=args.host,
-                port=args.port, log_level="info")
+    uvicorn.run(create_app(queue, executor, listen=args.host, allowed_hosts=tuple(args.allow_host), policy=policy),
+                host=args.host, port=args.port, log_level="info")
     return 0

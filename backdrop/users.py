@@ -9,7 +9,7 @@ import argparse
 import getpass
 import sys
 
-from backdrop.cli import database
+from backdrop.common import database
 from core.errors import InputError
 
 

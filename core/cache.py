@@ -18,7 +18,6 @@ Typical call::
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import threading
 from collections import OrderedDict
@@ -26,9 +25,10 @@ from typing import Any, Callable, Hashable, TypeVar
 
 from PIL import Image
 
+from core.config import config
+
 T = TypeVar("T")
 
-DEFAULT_BUDGET_MB = 512
 
 
 def image_digest(image: Image.Image) -> str:
@@ -129,5 +129,5 @@ def get_cache() -> StageCache:
     global _cache
     with _cache_lock:
         if _cache is None:
-            _cache = StageCache(int(float(os.environ.get("BACKDROP_CACHE_MB", DEFAULT_BUDGET_MB)) * 2**20))
+            _cache = StageCache(int(config().cache_mb * 2**20))
         return _cache

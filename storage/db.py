@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from core.config import config
 from storage import errors, settings
 from storage.images import ImageStore
 from storage.space import space_reserve
@@ -79,7 +80,7 @@ class Database:
 
     def __init__(self, url: str | None = None, data_dir: str | Path | None = None, migrate: bool = True):
         self.data_dir = Path(data_dir).absolute() if data_dir else settings.data_dir()
-        url = url or os.environ.get("BACKDROP_DATABASE_URL") or ""
+        url = url or config().database_url
         self.read_only = False
         if not url:
             self.read_only = _prepare_folder(self.data_dir)
@@ -248,7 +249,7 @@ _lock = threading.Lock()
 def get_database(url: str | None = None, data_dir: str | Path | None = None) -> Database:
     """The shared ``Database`` for this URL and data directory (defaults from the environment)."""
     data = Path(data_dir).absolute() if data_dir else settings.data_dir()
-    key = (url or os.environ.get("BACKDROP_DATABASE_URL") or "", str(data))
+    key = (url or config().database_url, str(data))
     with _lock:
         if key not in _databases:
             _databases[key] = Database(key[0] or None, data)

@@ -22,6 +22,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import config
 from core.errors import InputError
 from storage import settings
 from storage.errors import StorageError
@@ -41,7 +42,7 @@ class Finding:
 def examine(data_dir: str | Path | None = None, url: str | None = None) -> list[Finding]:
     """Every finding, in order; ``url`` empty: the SQLite file in the data folder."""
     folder = Path(data_dir).absolute() if data_dir else settings.data_dir()
-    url = url if url is not None else os.environ.get("BACKDROP_DATABASE_URL", "")
+    url = url if url is not None else config().database_url
     findings = _folder(folder)
     if not folder.is_dir():
         return findings
@@ -132,6 +133,7 @@ def _contents(url: str, folder: Path) -> list[Finding]:
     from sqlalchemy import create_engine, select
 
     from storage.images import ImageStore
+    from storage.lifecycle import Status, worker_gone
     from storage.models import Generation, Image
 
     engine = create_engine(url)
@@ -156,7 +158,7 @@ def _contents(url: str, folder: Path) -> list[Finding]:
             owners = sorted(set(connection.scalars(select(Generation.id).where(
                 Generation.input_sha256.in_(missing) | Generation.mask_sha256.in_(missing))))) if missing else []
             running = list(connection.execute(select(Generation.id, Generation.worker, Generation.heartbeat_at)
-                                              .where(Generation.status == "running")))
+                                              .where(Generation.status == Status.RUNNING)))
     finally:
         engine.dispose()
     if missing:
@@ -170,18 +172,13 @@ def _contents(url: str, folder: Path) -> list[Finding]:
     if orphans:
         found.append(Finding(True, f"{len(orphans)} file(s) in the image store that no generation records (left by "
                                    "an interrupted write; harmless, they only take space)"))
-    gone = [gid for gid, worker, beat in running if _gone(worker, beat)]
+    gone = [gid for gid, worker, beat in running if worker_gone(worker, beat)]
     if gone:
         found.append(Finding(False, f"generation(s) {gone} are marked running but their process is gone",
                              "any `backdrop` command (e.g. `backdrop history`) or the app's next start marks them "
                              "failed; `backdrop cancel ID` does too"))
     return found
 
-
-def _gone(worker, heartbeat) -> bool:
-    from storage.jobs import STALE_AFTER, _worker_gone
-
-    return _worker_gone(worker, heartbeat, STALE_AFTER)
 
 
 MAX_PROBES = 1_000_000  # rows looked up one by one between two damaged pages of a table

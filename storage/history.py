@@ -25,14 +25,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from core.errors import BackdropError, InputError, OutputError
+from core.errors import BackdropError, OutputError
 from core.files import check_target, write_atomic
 from core.request import GenerationRequest
 from storage import limits
 from storage.db import Database, get_database, utcnow
 from storage.errors import DOCTOR, StorageError
 from storage.images import StoredImage
-from storage.models import STATUSES, Generation, Image, Output
+from storage.lifecycle import Status, new_row
+from storage.models import Generation, Image, Output
 
 if TYPE_CHECKING:
     from storage.users import User
@@ -58,6 +59,10 @@ class OutputView:
 
 @dataclass(frozen=True)
 class GenerationView:
+    """A generation as every front end shows it: the History and the Studio read it, the HTTP
+    API answers it (backdrop.api_schema.Generation.from_view: the fields it names, with the
+    progress and the images' addresses)."""
+
     id: int
     request: dict[str, Any]
     prompt: str
@@ -97,6 +102,14 @@ class GenerationView:
     @property
     def results(self) -> list[OutputView]:
         return [o for o in self.outputs if o.kind == "result"]
+
+    @property
+    def progress_fraction(self) -> float:
+        """How far it is, from 0 to 1: the step of its stage while it runs, 1 once done, 0 otherwise."""
+        if self.status == Status.DONE:
+            return 1.0
+        total = max(self.progress_total, 1)
+        return min(self.progress_step, total) / total if self.status == Status.RUNNING else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe record (times as ISO 8601 UTC, paths as text)."""
@@ -148,17 +161,16 @@ def store_image(session: Session, db: Database, source: PILImage.Image | bytes |
 
 def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Path,
            mask: PILImage.Image | bytes | str | Path | None = None, parent_id: int | None = None,
-           status: str = "queued", worker: str | None = None, db: Database | None = None,
+           status: Status | str = Status.QUEUED, worker: str | None = None, db: Database | None = None,
            picture: PILImage.Image | bytes | str | Path | None = None, user: User | None = None,
            queue_limit: int | None = None) -> int:
     """Record a generation with its inputs: the photo, the user's mask and an image background's
-    picture, each kept in the image store by hash. Returns its id. ``status="running"`` with
-    ``worker`` records a run that starts at once (service.generate_and_record). ``user`` owns it
-    (and must be able to see the parent); with ``queue_limit``, in the same transaction, only
-    while ``user`` has fewer jobs queued or running (storage.limits.take_queue_place)."""
+    picture, each kept in the image store by hash. Returns its id. Running, held by ``worker``,
+    records a run that starts at once (storage.lifecycle.new_row). ``user`` owns it (and must be
+    able to see the parent); with ``queue_limit``, in the same transaction, only while ``user``
+    has fewer jobs queued or running (storage.limits.take_queue_place)."""
     db = _db(db)
-    if status not in STATUSES:
-        raise ValueError(f"unknown status {status!r}")
+    lifecycle = new_row(status, worker)  # an unknown status is a ValueError here, before anything is stored
     kind = request.background_spec.kind
     request.background_spec.check_picture(picture)
     created: list[str] = []
@@ -181,12 +193,10 @@ def create(request: GenerationRequest, image: PILImage.Image | bytes | str | Pat
             if queue_limit is not None and user is not None:
                 limits.take_queue_place(session, user.id, queue_limit)
             input_sha, mask_sha, picture_sha = store(session, image), store(session, mask), store(session, picture)
-            now = utcnow()
             row = Generation(
                 request=request.to_dict(), prompt=request.prompt, background_kind=kind,
                 input_sha256=input_sha, mask_sha256=mask_sha, user_mask_sha256=mask_sha, background_sha256=picture_sha,
-                status=status, worker=worker, parent_id=parent_id, created_at=now, owner_id=user.id if user else None,
-                started_at=now if status == "running" else None, heartbeat_at=now if status == "running" else None,
+                parent_id=parent_id, created_at=utcnow(), owner_id=user.id if user else None, **lifecycle,
             )
             session.add(row)
             session.flush()
@@ -295,7 +305,7 @@ def delete(generation_id: int, db: Database | None = None, user: User | None = N
     with db.session() as session:
         # locked (PostgreSQL) so a worker cannot claim it between this check and the delete
         row = _owned_row(session, generation_id, user, options=[selectinload(Generation.outputs)], with_for_update=True)
-        if row.status == "running":
+        if row.status == Status.RUNNING:
             raise BackdropError(f"generation {generation_id} is running: cancel it first (`backdrop cancel "
                                 f"{generation_id}`, or Cancel in the app)")
         shas = {row.input_sha256, row.mask_sha256, row.user_mask_sha256, row.background_sha256}

@@ -10,45 +10,31 @@ core.imaging.
 
 from __future__ import annotations
 
-import os
-
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core.config import NAMED, config
 from core.errors import InputError
+from storage.lifecycle import UNFINISHED
 from storage.models import Generation, User
 
-MAX_PIXELS = ("BACKDROP_MAX_PIXELS", 50_000_000)  # a 48 MP phone photo fits; 80 MP with shadows took minutes
-MAX_QUEUED = ("BACKDROP_MAX_QUEUED_PER_USER", 20)  # queued or running jobs of one user (a batch counts each photo)
-
-
-def _value(setting: tuple[str, int]) -> int:
-    name, default = setting
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise InputError(f"{name}={text!r}: must be a whole number above 0")
-    return value
+MAX_PIXELS = NAMED["BACKDROP_MAX_PIXELS"]  # a 48 MP phone photo fits; 80 MP with shadows took minutes
+MAX_QUEUED = NAMED["BACKDROP_MAX_QUEUED_PER_USER"]  # queued or running jobs of one user (a batch counts each photo)
 
 
 def max_pixels() -> int:
-    return _value(MAX_PIXELS)
+    return config().max_pixels
 
 
 def max_queued() -> int:
-    return _value(MAX_QUEUED)
+    return config().max_queued_per_user
 
 
 def check_pixels(width: int, height: int, what: str = "the photo") -> None:
     limit = max_pixels()
     if width * height > limit:
         raise InputError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} megapixels; this server takes at "
-                         f"most {limit / 1e6:.1f} megapixels per job ({MAX_PIXELS[0]}): make it smaller first")
+                         f"most {limit / 1e6:.1f} megapixels per job ({MAX_PIXELS.name}): make it smaller first")
 
 
 def take_queue_place(session: Session, user_id: int, limit: int) -> None:
@@ -62,7 +48,7 @@ def take_queue_place(session: Session, user_id: int, limit: int) -> None:
     submission of the account waits for this one's job to be recorded (or refused)."""
     session.execute(update(User).where(User.id == user_id).values(id=User.id))
     waiting = session.scalar(select(func.count(Generation.id)).where(
-        Generation.owner_id == user_id, Generation.status.in_(("queued", "running"))))
+        Generation.owner_id == user_id, Generation.status.in_(UNFINISHED)))
     if waiting >= limit:
         raise InputError(f"you already have {waiting} jobs queued or running; this server takes at most {limit} per "
-                         f"user ({MAX_QUEUED[0]}): wait for some to finish, or cancel some")
+                         f"user ({MAX_QUEUED.name}): wait for some to finish, or cancel some")

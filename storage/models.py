@@ -15,9 +15,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.db import UTCDateTime, utcnow
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-FINISHED = ("done", "failed", "cancelled")
-
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
@@ -52,7 +49,7 @@ class Generation(Base):
     mask_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # the mask used
     user_mask_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # the mask given
     background_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"), index=True)  # an image background's picture
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16))  # storage.lifecycle.Status, which alone changes it
     progress_stage: Mapped[str] = mapped_column(String(32), default="")
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,7 +16,8 @@ from PIL import Image as PILImage
 from sqlalchemy import delete, or_, select
 
 from storage.db import Database, utcnow
-from storage.models import FINISHED, Generation, Preview
+from storage.lifecycle import Status
+from storage.models import Generation, Preview
 
 QUALITY = 80  # JPEG quality: a 384 px preview is about 20 KB
 
@@ -60,9 +61,9 @@ def present(db: Database, generation_ids: list[int]) -> set[int]:
 
 
 def clear(db: Database, generation_id: int) -> None:
-    """Remove the generation's preview, and those of generations that have ended meanwhile (a
-    killed run's, whose process could not)."""
-    ended = select(Generation.id).where(Generation.status.in_(FINISHED))
+    """Remove the generation's preview, and those of generations no longer running (a killed
+    run's, whose process could not)."""
+    ended = select(Generation.id).where(Generation.status != Status.RUNNING)
     with db.session() as session:
         session.execute(delete(Preview).where(or_(Preview.generation_id == generation_id,
                                                   Preview.generation_id.in_(ended))))

@@ -34,20 +34,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
+from core.config import config
 from core.errors import InputError
 from core.files import write_atomic
 from core.request import GenerationRequest
-from storage import history, service
-from storage.db import Database, get_database, utcnow
+from storage import history, lifecycle, service
+from storage.db import Database, get_database
 from storage.jobs import JobQueue, Worker
+from storage.lifecycle import Status
 from storage.models import Generation
 
 log = logging.getLogger(__name__)
 
-ADDRESS_ENV = "BACKDROP_RAY_ADDRESS"
-WORKERS_ENV = "BACKDROP_RAY_WORKERS"
 LOCAL = "local"
 PROBES = ".ray-probes"  # a file per serving process, read by its workers: they see the same data folder
 START_TIMEOUT_S = 180  # a worker process starting and opening the database; models load after
@@ -56,7 +56,7 @@ DIED = "interrupted: the Ray worker running it died mid-job ({reason}); run it a
 
 def configured_address(address: str | None = None) -> str | None:
     """The Ray cluster to use: ``address``, else BACKDROP_RAY_ADDRESS; None when neither names one."""
-    return (address or os.environ.get(ADDRESS_ENV) or "").strip() or None
+    return (address or "").strip() or config().ray_address or None
 
 
 def connect(address: str, num_cpus: int | None = None):
@@ -86,12 +86,7 @@ def _placement(ray) -> dict:
 
 
 def default_workers(ray) -> int:
-    configured = os.environ.get(WORKERS_ENV, "").strip()
-    if configured:
-        if not configured.isdigit() or int(configured) < 1:
-            raise InputError(f"{WORKERS_ENV} must be a whole number of at least 1 (got {configured!r})")
-        return int(configured)
-    return max(1, int(ray.cluster_resources().get("GPU", 0)))
+    return config().ray_workers or max(1, int(ray.cluster_resources().get("GPU", 0)))
 
 
 def _url_text(db: Database) -> str:
@@ -136,8 +131,7 @@ class QueueActor:
         self.problem = _problem(self.db, probe)
         request = GenerationRequest.from_dict(warm_up) if warm_up else None
         self.worker = Worker(JobQueue(self.db), registry=get_registry(), poll_interval=poll_interval,
-                             warm_up=request)  # it also recovers runs whose process is gone, as every worker does
-        self.worker.identity = service.worker_identity("ray")
+                             warm_up=request, kind="ray")  # it also recovers runs whose process is gone, as every worker does
 
     def identity(self) -> tuple[str, str | None]:
         """(worker identity as recorded on the jobs it claims, why it cannot serve or None)."""
@@ -167,8 +161,10 @@ class _Serving:
 
 
 class RayExecutor:
-    """Serves the queue with Ray actors; the same face as ``jobs.Worker`` to its callers
-    (``queue``, ``start``, ``wake``, ``current``, ``is_alive``, ``stop``)."""
+    """Serves the queue with Ray actors (a storage.serving.Executor); each actor's worker serves
+    every lane."""
+
+    kind = "ray"
 
     def __init__(self, queue: JobQueue | None = None, address: str | None = None, workers: int | None = None,
                  warm_up: GenerationRequest | None = None, poll_interval: float = 0.5, restart_delay: float = 1.0):
@@ -184,7 +180,7 @@ class RayExecutor:
         self._thread: threading.Thread | None = None
         self._probe = ""
 
-    # -- the Worker's face
+    # -- the Executor's face
     def start(self) -> None:
         """Connect, start the actors (raising, with the reason, when the first cannot serve)
         and watch them from a daemon thread."""
@@ -208,15 +204,18 @@ class RayExecutor:
     def identities(self) -> list[str]:
         return [serving.identity for serving in self._snapshot()]
 
-    @property
-    def current(self) -> int | None:
-        """The oldest job one of these actors is running, or None."""
+    def running(self) -> dict[str | None, int | None]:
+        """The oldest job one of these actors is running (None: idle), under the key None: every
+        actor serves every lane."""
         identities = self.identities
         if not identities:
-            return None
+            return {None: None}
         with self.queue.db.Session() as session:
-            return session.scalar(select(func.min(Generation.id)).where(
-                Generation.status == "running", Generation.worker.in_(identities)))
+            return {None: session.scalar(select(func.min(Generation.id)).where(
+                Generation.status == Status.RUNNING, Generation.worker.in_(identities)))}
+
+    def worker_count(self) -> int:
+        return len(self.identities)
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -255,7 +254,7 @@ class RayExecutor:
             ray.kill(actor)
             raise InputError(f"no Ray worker started within {START_TIMEOUT_S} s: the cluster has no free "
                              f"{'GPU' if 'num_gpus' in _placement(ray) else 'CPU'} for one (each takes one); "
-                             f"ask for fewer workers ({WORKERS_ENV}) or add nodes") from None
+                             f"ask for fewer workers (BACKDROP_RAY_WORKERS) or add nodes") from None
         if problem:
             ray.kill(actor)
             raise InputError(problem)
@@ -309,27 +308,21 @@ class RayExecutor:
 # ---- many photos, one recipe: Ray tasks ------------------------------------------------------
 
 def _run_task(url: str, data_dir: str, probe: str, generation_id: int) -> str | None:
-    """One recorded photo on a Ray node: this process takes the job over (its identity on the
-    row, as a claim) and runs it with ``service.execute``. Returns None, or why it failed (the
-    failure is recorded on the row too)."""
+    """One recorded photo on a Ray node: this process takes the job over (lifecycle.take_over)
+    and runs it with ``service.execute``. Returns None, or why it failed (the failure is recorded
+    on the row too)."""
     db = get_database(url, data_dir)
     problem = _problem(db, probe)
     if problem:
-        service.finish(db, generation_id, "failed", problem)
+        lifecycle.fail(db, generation_id, problem)
         return problem
-    identity = service.worker_identity("batch")
-    with db.session() as session:
-        taken = session.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "running")
-                                .values(worker=identity, heartbeat_at=utcnow())).rowcount
-    if not taken:  # cancelled, or failed by a recovery, while it waited for this task
-        return f"generation {generation_id} was {history.get(generation_id, db=db).status} before it started"
-    service.set_live(identity, True)
-    try:
-        service.execute(generation_id, db=db)
-    except Exception as exc:  # noqa: BLE001 - reported per photo; the batch goes on
-        return service.error_text(exc)
-    finally:
-        service.set_live(identity, False)
+    with lifecycle.Holder("batch") as holder:
+        if not lifecycle.take_over(db, generation_id, holder.identity):  # cancelled, or recovered, while it waited
+            return f"generation {generation_id} was {history.get(generation_id, db=db).status} before it started"
+        try:
+            service.execute(generation_id, db=db)
+        except Exception as exc:  # noqa: BLE001 - reported per photo; the batch goes on
+            return service.error_text(exc)
     return None
 
 
@@ -352,42 +345,30 @@ def map_generations(photos: Iterable[tuple[str, bytes]], request: GenerationRequ
     limit = in_flight or max(2, 2 * slots)
     task = ray.remote(max_retries=0, **placement)(_run_task)
     probe = write_probe(db.data_dir)
-    holder = service.worker_identity("batch")
-    service.set_live(holder, True)
     pending: dict[object, tuple[str, int]] = {}
     photos = iter(photos)
-    try:
-        while True:
-            while len(pending) < limit and (item := next(photos, None)) is not None:
-                name, data = item
-                generation_id = history.create(request, data, status="running", worker=holder, db=db, picture=picture)
-                pending[task.remote(_url_text(db), str(db.data_dir), probe, generation_id)] = (name, generation_id)
-            if not pending:
-                return
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=service.HEARTBEAT_S)
-            _beat(db, holder)  # the photos still waiting for a task are alive too
-            for ref in ready:
-                name, generation_id = pending.pop(ref)
-                try:
-                    error = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # the task's process died
-                    error = f"interrupted: the Ray task running it died ({str(exc).splitlines()[0]})"
-                    _fail_if_running(db, generation_id, error)
-                yield name, generation_id, error
-    finally:
-        for ref, (_name, generation_id) in pending.items():
-            ray.cancel(ref, force=True)
-            _fail_if_running(db, generation_id, "interrupted: the batch stopped before it finished")
-        service.set_live(holder, False)
-
-
-def _beat(db: Database, holder: str) -> None:
-    with db.session() as session:
-        session.execute(update(Generation).where(Generation.status == "running", Generation.worker == holder)
-                        .values(heartbeat_at=utcnow()))
-
-
-def _fail_if_running(db: Database, generation_id: int, error: str) -> None:
-    with db.session() as session:
-        session.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "running")
-                        .values(status="failed", error=error, finished_at=utcnow(), cancel_requested=False))
+    with lifecycle.Holder("batch") as holder:
+        try:
+            while True:
+                while len(pending) < limit and (item := next(photos, None)) is not None:
+                    name, data = item
+                    generation_id = history.create(request, data, status=Status.RUNNING, worker=holder.identity,
+                                                   db=db, picture=picture)
+                    pending[task.remote(_url_text(db), str(db.data_dir), probe, generation_id)] = (name, generation_id)
+                if not pending:
+                    return
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=lifecycle.HEARTBEAT_S)
+                lifecycle.beat_held(db, holder.identity)  # the photos still waiting for a task are alive too
+                for ref in ready:
+                    name, generation_id = pending.pop(ref)
+                    try:
+                        error = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the task's process died
+                        error = f"interrupted: the Ray task running it died ({str(exc).splitlines()[0]})"
+                        lifecycle.fail(db, generation_id, error, only_if_running=True)
+                    yield name, generation_id, error
+        finally:
+            for ref, (_name, generation_id) in pending.items():
+                ray.cancel(ref, force=True)
+                lifecycle.fail(db, generation_id, "interrupted: the batch stopped before it finished",
+                               only_if_running=True)

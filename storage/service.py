@@ -1,9 +1,11 @@
 """Run the pipeline for a recorded generation and record its outcome.
 
-One code path for the job worker (storage.jobs) and synchronous callers (``backdrop
-replace``, re-runs): the input comes back from the image store, so a re-run sees exactly the
-bytes the first run saw; results, cutout and mask go to the store with the generation's
-parameters in their PNG text chunks; the row ends done, failed (with the error) or cancelled.
+``execute`` is the one way a job runs, whoever holds it (storage.lifecycle): a queue worker that
+claimed it (storage.jobs, a Ray actor), a synchronous run that created it running
+(``generate_and_record``: ``backdrop replace``, ``rerun``) or a Ray batch task that took it over.
+The input comes back from the image store, so a re-run sees exactly the bytes the first run saw;
+results, cutout and mask go to the store with the generation's parameters in their PNG text
+chunks; the row ends done, failed (with the error) or cancelled, through storage.lifecycle.
 """
 
 from __future__ import annotations
@@ -13,10 +15,7 @@ import json
 import logging
 import os
 import platform
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,35 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from core.config import config
 from core.engine.preview import LivePreview
 from core.errors import BackdropError, Cancelled, InputError, OutputError
 from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
-from storage import admission, history, previews
-from storage.db import Database, get_database, utcnow
+from storage import admission, history, lifecycle, previews
+from storage.db import Database, get_database
 from storage.models import Generation, Output
 
 LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "rembg", "onnxruntime", "pillow", "numpy", "sqlalchemy")
-HEARTBEAT_S = 30.0  # a running generation's row is marked alive this often
 PROGRESS_INTERVAL_S = 0.25  # at most this often a progress write or cancel-flag read hits the database
-
-# Workers (and synchronous runs) alive in this process: recover_stale must not fail their jobs.
-LIVE_WORKERS: set[str] = set()
-_live_lock = threading.Lock()
 
 log = logging.getLogger(__name__)
 Runner = Callable[..., Any]  # core.pipeline.run's signature
-
-
-def worker_identity(kind: str = "worker") -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{kind}-{uuid.uuid4().hex[:8]}"
-
-
-def set_live(identity: str, live: bool) -> None:
-    with _live_lock:
-        (LIVE_WORKERS.add if live else LIVE_WORKERS.discard)(identity)
 
 
 def library_versions() -> dict[str, str]:
@@ -125,11 +111,7 @@ class _Hooks:
         now = time.monotonic()
         if stage != self._last_stage or done >= total or now - self._last_write >= PROGRESS_INTERVAL_S:
             self._last_write, self._last_stage = now, stage
-            with self.db.session() as session:
-                session.execute(
-                    update(Generation).where(Generation.id == self.id).values(
-                        progress_stage=stage[:32], progress_step=done, progress_total=total, heartbeat_at=utcnow())
-                )
+            lifecycle.progress(self.db, self.id, stage, done, total)
         if self.user_progress:
             self.user_progress(stage, done, total)
 
@@ -149,25 +131,6 @@ class _Hooks:
                 self._cancelled = bool(session.scalar(
                     select(Generation.cancel_requested).where(Generation.id == self.id)))
         return self._cancelled
-
-
-def finish(db: Database, generation_id: int, status: str, error: str | None = None) -> bool:
-    """Record how a generation ended; True when it was recorded. On a full disk the data
-    folder's reserve is given up to record it; should even that fail, the row stays running and
-    the next start's recovery (storage.jobs.JobQueue.recover_stale) marks it failed."""
-    def record() -> None:
-        with db.session() as session:
-            session.execute(
-                update(Generation).where(Generation.id == generation_id).values(
-                    status=status, error=error, finished_at=utcnow(), cancel_requested=False)
-            )
-
-    try:
-        db.retry_when_full(record)
-    except BackdropError:
-        log.exception("could not record that generation %s ended %s (%s)", generation_id, status, error)
-        return False
-    return True
 
 
 def error_text(exc: BaseException) -> str:
@@ -192,14 +155,14 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
     db = db or get_database()
     if run is None:
         from core.pipeline import run
-    if os.environ.get("BACKDROP_COMPILE"):  # compiled steps are kept with the data it makes
+    if config().compile:  # compiled steps are kept with the data it makes
         from core.engine.compile import use_cache_dir
 
         use_cache_dir(db.data_dir / "compile-cache")
     view = history.get(generation_id, db=db)
     hooks = _Hooks(db, generation_id, progress, cancel)
     live = LivePreview(hooks.preview, every_s=PROGRESS_INTERVAL_S, model=_preview_model(db))
-    with _Heartbeat(db, generation_id), _previews_cleared(db, generation_id):
+    with lifecycle.Heartbeat(db, generation_id), _previews_cleared(db, generation_id):
         try:
             inputs = _inputs(db, view)
             result = run(load_image(inputs.image), inputs.request, mask=inputs.mask, progress=hooks.progress,
@@ -207,11 +170,11 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
                          picture=load_image(inputs.picture, what="background picture") if inputs.picture else None,
                          preview=live)
         except Cancelled as exc:
-            finish(db, generation_id, "cancelled", str(exc) or "cancelled")
+            lifecycle.stop(db, generation_id, str(exc))
             raise
         except BaseException as exc:
             _log_unexpected(generation_id, exc)
-            finish(db, generation_id, "failed", error_text(exc))
+            lifecycle.fail(db, generation_id, error_text(exc))
             raise
         staged = None
         try:
@@ -223,7 +186,7 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
                 staged.discard()
             _log_unexpected(generation_id, exc)
             what = "writing the outputs" if isinstance(exc, OutputError) else "recording the result"
-            recorded = finish(db, generation_id, "failed", f"{what} failed: {error_text(exc)}")
+            recorded = lifecycle.fail(db, generation_id, f"{what} failed: {error_text(exc)}")
             if recorded and isinstance(exc, BackdropError):  # the caller is told what is kept
                 raise type(exc)(f"{exc}; generation {generation_id} is recorded as failed") from exc
             raise
@@ -259,34 +222,6 @@ def _log_unexpected(generation_id: int, exc: BaseException) -> None:
         log.error("generation %s failed", generation_id, exc_info=exc)
 
 
-class _Heartbeat(threading.Thread):
-    """Marks the generation's row alive every HEARTBEAT_S while it runs, even through a long
-    stage with no progress to report: recovery on another host takes a silent row for dead."""
-
-    def __init__(self, db: Database, generation_id: int):
-        super().__init__(name=f"backdrop-heartbeat-{generation_id}", daemon=True)
-        self.db, self.generation_id = db, generation_id
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(HEARTBEAT_S):
-            try:
-                with self.db.session() as session:
-                    session.execute(update(Generation).where(Generation.id == self.generation_id,
-                                                             Generation.status == "running")
-                                    .values(heartbeat_at=utcnow()))
-            except Exception:  # a busy or full database: the next beat tries again
-                log.warning("heartbeat of generation %s not recorded", self.generation_id, exc_info=True)
-
-    def __enter__(self) -> "_Heartbeat":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop_event.set()
-        self.join()
-
-
 def record_result(db: Database, generation_id: int, result, deliver: Deliver | None = None) -> StagedFiles | None:
     """Store every output and mark the generation done, in one transaction; the caller's copies
     (``deliver``) are staged inside it, before the commit. Images stored by a transaction that
@@ -316,14 +251,12 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
             paths.update(cutout=[db.images.path(cutout.sha256)], mask=[db.images.path(mask.sha256)])
             row.mask_sha256 = mask.sha256
             row.record = {**(row.record or {}), **result.record}
-            row.status, row.error, row.finished_at = "done", None, utcnow()
+            lifecycle.finish(row)
             row.timings = {k: float(v) for k, v in result.timings.items()}
             row.device = result.device
             row.models = dict(result.models)
             row.warnings = list(result.warnings)
             row.versions = library_versions()
-            row.progress_step = row.progress_total = max(row.progress_total, 1)
-            row.cancel_requested = False
             if deliver is not None:
                 staged = deliver(paths)
         return staged
@@ -347,15 +280,11 @@ def generate_and_record(image: PILImage.Image | bytes | str | os.PathLike, reque
     worker's job, so a run killed midway is recovered by any later start."""
     db = db or get_database()
     admission.check(request, image, mask, picture, cut_out=cut_out)  # refused before anything is recorded
-    identity = worker_identity("sync")
-    set_live(identity, True)
-    try:
-        generation_id = history.create(request, image, mask, parent_id, status="running", worker=identity, db=db,
-                                       picture=picture, user=user)
+    with lifecycle.Holder("sync") as holder:
+        generation_id = history.create(request, image, mask, parent_id, status=lifecycle.Status.RUNNING,
+                                       worker=holder.identity, db=db, picture=picture, user=user)
         result = execute(generation_id, db=db, run=run, progress=progress, cancel=cancel, registry=registry,
                          deliver=deliver)
-    finally:
-        set_live(identity, False)
     return generation_id, result
 
 

@@ -12,21 +12,21 @@ the environment variable an operator set, else the request's default. The app an
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from core.config import config
 from core.errors import InputError
 from core.files import write_atomic
 from core.models.slots import SETTINGS_OF_SLOTS, SLOTS
-from core.request import FIELD, FIELDS
+from core.request import FIELD, FIELDS, GenerationRequest
 
 SETTINGS = {spec.name: spec for spec in (*FIELDS, *SETTINGS_OF_SLOTS) if spec.env}
 
 
 def data_dir() -> Path:
     """The data folder (absolute, resolved against the working directory when relative)."""
-    return Path(os.environ.get("BACKDROP_DATA_DIR") or "data").absolute()
+    return config().data_dir.absolute()
 
 
 def settings_path(root: Path | None = None) -> Path:
@@ -48,23 +48,14 @@ def saved_settings(root: Path | None = None) -> dict[str, str]:
 def load_settings(root: Path | None = None) -> dict[str, str]:
     """Effective settings: saved value, else environment, else the request's default. An
     environment variable with an invalid value is an InputError that names it."""
-    saved = saved_settings(root)
-    values = {}
-    for name, spec in SETTINGS.items():
-        env = os.environ.get(spec.env)
-        values[name] = saved.get(name) or env or spec.default
-        if values[name] == env:
-            try:
-                spec.validate(env)
-            except InputError as exc:
-                raise InputError(f"{spec.env}={env!r}: {exc}") from None
-    return values
+    saved, environment = saved_settings(root), config()
+    return {name: saved.get(name) or environment.get(spec.env) for name, spec in SETTINGS.items()}
 
 
-def request_settings(root: Path | None = None) -> dict[str, str]:
-    """The effective settings that are request fields (the models and the device), ready for
-    ``GenerationRequest(**...)``."""
-    return {name: value for name, value in load_settings(root).items() if name in FIELD}
+def base_request(root: Path | None = None) -> GenerationRequest:
+    """A request with the effective default models and device: what the app's forms, the
+    command line's options, the HTTP API's requests and the workers' warm-up start from."""
+    return GenerationRequest(**{name: value for name, value in load_settings(root).items() if name in FIELD})
 
 
 def _check_folder(spec, value: str) -> None:

@@ -365,7 +365,7 @@ def test_browser_gets_short_error_details():
 
 
 def test_oidc_is_configured_by_an_auth_section_in_the_secrets(tmp_path):
-    from backdrop.access import oidc_configured
+    from storage.access import oidc_configured
 
     secrets = tmp_path / ".streamlit" / "secrets.toml"
     assert not oidc_configured(tmp_path)

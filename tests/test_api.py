@@ -370,6 +370,50 @@ def test_health_names_what_serves_the_queue(tmp_path):
         "status": "ok", "executor": "in-process", "workers": 2, "pending": 0}
 
 
+def test_what_serves_the_queue_is_one_type(tmp_path):
+    """The API and the app see an Executor (storage.serving), whichever it is; RayExecutor
+    answers the health check's questions without a cluster until it starts."""
+    from storage.jobs import JobQueue, LaneWorkers
+    from storage.ray_workers import RayExecutor
+    from storage.serving import Executor
+
+    queue = JobQueue(Database(None, tmp_path / "data"))
+    lanes, ray = LaneWorkers(queue), RayExecutor(queue, address="local", workers=1)
+    assert isinstance(lanes, Executor) and isinstance(ray, Executor)
+    assert (lanes.kind, lanes.worker_count(), lanes.running()) == ("in-process", 2, {"quick": None, "ai": None})
+    assert (ray.kind, ray.worker_count(), ray.running()) == ("ray", 0, {None: None})
+
+
+def test_the_secrets_are_read_once_when_the_api_is_made(tmp_path, monkeypatch):
+    """Whether an OIDC provider is configured is read from Streamlit's secrets files when the
+    API is made, never per request (token-less requests asked the files each time)."""
+    from backdrop import api
+    from storage import access
+    from storage.jobs import JobQueue
+
+    reads = []
+    monkeypatch.setattr(access, "oidc_configured", lambda folder=None: reads.append(folder) or False)
+    app = api.create_app(JobQueue(Database(None, tmp_path / "data")))
+    for _ in range(3):
+        assert _asgi(app, "127.0.0.1", "GET", "/v1/generations").status_code == 200
+    assert len(reads) == 1
+    oidc = api.create_app(JobQueue(Database(None, tmp_path / "data")), policy=access.Policy(oidc=True))
+    answer = _asgi(oidc, "127.0.0.1", "GET", "/v1/generations")
+    assert answer.status_code == 401 and "Authorization: Bearer" in answer.json()["detail"]
+    assert len(reads) == 1
+
+
+def test_a_generation_is_answered_in_the_views_own_fields():
+    """One shape: every field of the API's Generation but its progress and image addresses is
+    a GenerationView field of the same name (a renamed view field fails here, not in a client)."""
+    from dataclasses import fields
+
+    from backdrop.api_schema import Generation
+
+    view_fields = {f.name for f in fields(history.GenerationView)}
+    assert set(Generation.model_fields) - {"progress", "images"} <= view_fields
+
+
 def test_with_accounts_every_request_needs_a_token_and_sees_its_own(tmp_path, lemur_path, monkeypatch):
     from backdrop import api
     from storage import users

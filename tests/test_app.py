@@ -531,32 +531,6 @@ def test_click_tools_without_sam_weights_say_what_to_run(data_dir, lemur_path, m
     assert f"`{fetch_command()} nobody/no-such-sam`" in warning and "The brush works without it" in warning
 
 
-def test_queue_and_progress_texts():
-    from datetime import datetime, timedelta, timezone
-    from types import SimpleNamespace
-
-    from storage.jobs import Place
-
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    queued = SimpleNamespace(status="queued")
-    assert ui.progress_text(queued, Place("ai", "queued", 2, 80.0, 20.0, 3)) == (
-        0.0, "Waiting in the AI queue: 2 jobs ahead, starting in about 1 min 20 s; then about 20 s to run "
-             "(from 3 similar jobs).")
-    assert ui.progress_text(queued, Place("quick", "queued", 0, 0.0, None, 0))[1] == \
-        "Next in the queue for colour, gradient, blur, picture and transparent backgrounds."
-    assert "no estimate yet" in ui.progress_text(queued, Place("ai", "queued", 1, None, None, 0))[1]
-    running = SimpleNamespace(status="running", progress_total=25, progress_step=5, progress_stage="generate",
-                              started_at=now - timedelta(seconds=12))
-    assert ui.progress_text(running, None, step_seconds=2.0, now=now) == (
-        0.2, "generate: step 5 of 25 · 12 s so far · about 40 s left")
-    assert ui.progress_text(running, Place("ai", "running", 0, 0.0, 10.0, 1), now=now)[1].endswith(
-        "taking longer than similar jobs")
-    done = SimpleNamespace(created_at=now, started_at=now + timedelta(seconds=14.6),
-                           finished_at=now + timedelta(seconds=15.1))
-    assert ui.finished_text(done) == "ran under a second, after 15 s in the queue"
-    assert ui.duration(3725) == "1 h 2 min"
-
-
 def test_a_cancelled_generation_shows_no_empty_timings(data_dir, lemur_path):
     from core.request import GenerationRequest
     from storage import history

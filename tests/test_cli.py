@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backdrop.cli import main, variant_paths
+from backdrop.cli import main
+from backdrop.common import variant_paths
 from test_imaging import bomb_png
 
 ROOT = Path(__file__).resolve().parents[1]

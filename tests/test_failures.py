@@ -24,7 +24,7 @@ from PIL import Image
 
 from core.errors import InputError
 from core.request import GenerationRequest
-from storage import history, jobs, service
+from storage import history, jobs, lifecycle, service
 from storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,12 +360,12 @@ def test_killed_replace_is_recovered_and_cancel_stops_a_live_one(data, tmp_path,
     finally:
         worker.stop(10)
     view = recorded(data)[0]
-    assert view.id == gid and view.status == "failed" and view.error == jobs.INTERRUPTED
+    assert view.id == gid and view.status == "failed" and view.error == lifecycle.INTERRUPTED
 
     # a second one killed, with no worker anywhere: the next command recovers it
     second = _killed_while_running(args, data)
     code, out, _ = cli(capsys, "show", second)
-    assert code == 0 and out.startswith(f"generation {second}: failed") and jobs.INTERRUPTED in out
+    assert code == 0 and out.startswith(f"generation {second}: failed") and lifecycle.INTERRUPTED in out
     assert cli(capsys, "delete", second)[0] == 0
 
     # a live one: `backdrop cancel` asks it to stop, and it does

@@ -53,8 +53,8 @@ def fake_wheel(folder: Path, payload: bytes | None) -> Path:
 def test_slots_are_the_requests_model_fields_and_settings_choose_them(monkeypatch, tmp_path):
     """One table: each slot is chosen by a request field declared with ``slot=`` or by a setting the
     slot declares; the saved settings win over the environment, which wins over the default."""
-    from core.request import FIELD, FIELDS, GenerationRequest
-    from storage.settings import load_settings, request_settings, save_settings
+    from core.request import FIELD, FIELDS
+    from storage.settings import base_request, load_settings, save_settings
 
     assert {name: slot.choice.name for name, slot in slots.SLOTS.items()} == {
         "segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model",
@@ -64,7 +64,7 @@ def test_slots_are_the_requests_model_fields_and_settings_choose_them(monkeypatc
         monkeypatch.delenv(slot.choice.env, raising=False)
 
     def ids():
-        return slots.model_ids(GenerationRequest(**request_settings(tmp_path)), load_settings(tmp_path))
+        return slots.model_ids(base_request(tmp_path), load_settings(tmp_path))
 
     assert ids()["inpaint"] == FIELD["inpaint_model"].default and ids()["sam"] == slots.SAM_MODEL.default
     monkeypatch.setenv("BACKDROP_DEPTH_MODEL", "Intel/dpt-large")

@@ -34,7 +34,7 @@ from sqlalchemy import text, update
 from core.errors import BackdropError, Cancelled, InputError
 from core.pipeline import GenerationResult
 from core.request import GenerationRequest
-from storage import history, jobs, service
+from storage import history, jobs, lifecycle, service
 from storage.db import Database
 from storage.models import Generation
 
@@ -393,9 +393,8 @@ def test_live_preview_is_stored_while_a_job_runs_and_removed_when_it_ends(db, tm
         return fake_run(image, request, **kw)
 
     dead = queue.submit(GenerationRequest(prompt="killed"), _photo(3))
-    with db.session() as session:
-        session.execute(update(Generation).where(Generation.id == dead).values(status="failed"))
-    previews.save(db, dead, Image.new("RGB", (8, 8)), 3, 25)  # as a run killed mid-step leaves it
+    lifecycle.fail(db, dead, lifecycle.INTERRUPTED)  # as recovery marks a run killed mid-step, which left:
+    previews.save(db, dead, Image.new("RGB", (8, 8)), 3, 25)
     gid = queue.submit(GenerationRequest(prompt="previewed"), _photo(4))
     worker = jobs.Worker(queue, run_fn=previewing_run, poll_interval=0.05)
     worker.start()
@@ -445,7 +444,7 @@ def test_lanes_keep_quick_jobs_apart_from_ai_jobs(db):
     try:
         _wait(lambda: history.get(colour, db=db).status == "done", 30, "the colour job")
         assert history.get(ai, db=db).status == "running", "the colour job did not wait for the AI job"
-        assert workers.running() == {"quick": None, "ai": ai} and workers.current == ai
+        assert workers.running() == {"quick": None, "ai": ai}
         assert queue.pending("ai") == 1 and queue.pending("quick") == 0 and queue.pending() == 1
         release.set()
         _wait(lambda: history.get(ai, db=db).status == "done", 30, "the AI job")
@@ -469,7 +468,7 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
                 started_at=now - timedelta(seconds=seconds), finished_at=now))
 
     first = queue.submit(GenerationRequest(background="color:#000000"), photo)
-    assert queue.place(first) == jobs.Place("quick", "queued", 0, 0.0, None, 0)  # nothing to estimate from yet
+    assert queue.place(first, now=now) == jobs.Place("quick", "queued", 0, 0.0, None, 0)  # nothing to estimate from yet
     for seconds in (1.0, 2.0, 30.0):  # colour: median 2 s for 0.5 MP -> 4 s per megapixel
         finished(GenerationRequest(background="color:#ffffff"), seconds)
     for steps, seconds in ((10, 20.0), (20, 40.0)):  # AI: 2 s per step
@@ -481,15 +480,17 @@ def test_place_in_lane_and_estimate_from_similar_jobs(db):
     assert queue.claim("probe", lane="ai") == ai_running
     with db.session() as session:
         session.execute(update(Generation).where(Generation.id == ai_running).values(
-            started_at=datetime.now(timezone.utc) - timedelta(seconds=10)))  # submitting took time too
+            started_at=now - timedelta(seconds=10)))  # place() is asked at ``now``: however long submitting took
 
-    running = queue.place(ai_running)
+    running = queue.place(ai_running, now=now)
     assert (running.lane, running.status, running.ahead, running.wait_s, running.similar) == ("ai", "running", 0, 0.0, 2)
     assert running.run_s == pytest.approx(50.0)
-    waiting = queue.place(ai_next)
-    assert waiting.ahead == 1 and waiting.wait_s == pytest.approx(40.0, abs=1.0)  # 50 s minus the 10 s it has run
+    waiting = queue.place(ai_next, now=now)  # the clock as the test set it, however slow the machine is
+    assert waiting.ahead == 1 and waiting.wait_s == pytest.approx(40.0)  # 50 s minus the 10 s it has run
     assert waiting.run_s == pytest.approx(20.0)  # 5 steps x 2 variants
-    quick = queue.place(second)  # the AI jobs are not in its way
+    assert queue.place(ai_next, now=now + timedelta(seconds=30)).wait_s == pytest.approx(10.0), "it ran 30 s more"
+    assert queue.place(ai_next, now=now + timedelta(seconds=60)).wait_s == 0.0, "overdue: it starts any moment"
+    quick = queue.place(second, now=now)  # the AI jobs are not in its way
     assert quick.lane == "quick" and quick.ahead == 1 and quick.similar == 3
     assert quick.wait_s == pytest.approx(2.0) and quick.run_s == pytest.approx(8.0)  # 0.5 MP, then 2 MP
     with pytest.raises(history.NotFound):
@@ -553,7 +554,7 @@ def test_killed_worker_is_recovered_and_finished_results_kept(db, database_url):
     assert history.get(hung, db=db).status == "running", "the killed process left its job running"
     assert queue.recover_stale() == [hung]
     view = history.get(hung, db=db)
-    assert view.status == "failed" and view.error == jobs.INTERRUPTED
+    assert view.status == "failed" and view.error == lifecycle.INTERRUPTED
     done = history.get(finished, db=db)
     assert done.status == "done" and all(o.path.exists() for o in done.outputs), "finished results kept"
     assert history.get(waiting, db=db).status == "queued"

@@ -24,15 +24,12 @@ from pathlib import Path
 
 import torch
 
+from core.config import config
 from core.engine.step import GuidedStep
 
 log = logging.getLogger(__name__)
 
 RECOMPILE_LIMIT = 64  # one compiled graph per shape; dynamo's default of 8 shapes is too few for the buckets
-
-
-def compile_enabled() -> bool:
-    return os.environ.get("BACKDROP_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 _configured: Path | None = None
@@ -49,9 +46,9 @@ def cache_dir() -> Path:
     """Where compiled code is kept between processes: a cache, not data (deleting it only costs
     a compile): ``$BACKDROP_COMPILE_CACHE``, else the data folder's (use_cache_dir), else the
     user's cache folder."""
-    folder = os.environ.get("BACKDROP_COMPILE_CACHE")
-    if folder:
-        return Path(folder)
+    folder = config().compile_cache
+    if folder is not None:
+        return folder
     if _configured is not None:
         return _configured
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "backdrop" / "compile"
@@ -63,7 +60,7 @@ class CompiledStep:
     def __init__(self, step: GuidedStep, backend: str | None = None, folder: Path | None = None) -> None:
         import torch._dynamo
 
-        self.backend = backend or os.environ.get("BACKDROP_COMPILE_BACKEND") or "inductor"
+        self.backend = backend or config().compile_backend
         self.folder = folder or cache_dir()
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         if self.backend == "inductor":

@@ -19,7 +19,6 @@ replays in 15 ms, bit-identical to eager. Rules this module keeps, each learned 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -31,10 +30,6 @@ from core.engine.step import GuidedStep, Predict
 log = logging.getLogger(__name__)
 
 WARMUP_RUNS = 3  # eager runs on a side stream before capture (cuDNN/cuBLAS pick their kernels)
-
-
-def graphs_enabled() -> bool:
-    return os.environ.get("BACKDROP_CUDA_GRAPHS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def attention_backends():

@@ -9,21 +9,14 @@ pipelines decode them, so their images stay identical to the stock pipelines'.
 
 from __future__ import annotations
 
-import os
 
 import torch
 from PIL import Image
 
+from core.config import config
 from core.engine.conditioning import vae_scale_factor
 
-TILE_ABOVE_PIXELS = 512 * 768  # an image larger than this (per variant) is decoded in tiles
 SLICE_ABOVE_PIXELS = 1024 * 1024  # a batch larger than this in total is decoded one variant at a time
-
-
-def tile_above_pixels() -> int:
-    """``BACKDROP_VAE_TILE_PIXELS`` overrides the tiling threshold (0 tiles everything)."""
-    value = os.environ.get("BACKDROP_VAE_TILE_PIXELS", "").strip()
-    return int(value) if value.isdigit() else TILE_ABOVE_PIXELS
 
 
 def decode(vae, latents: torch.Tensor, processor) -> tuple[list[Image.Image], str]:
@@ -31,7 +24,7 @@ def decode(vae, latents: torch.Tensor, processor) -> tuple[list[Image.Image], st
     rows, _, height, width = latents.shape
     pixels = height * width * vae_scale_factor(vae) ** 2
     scaled = latents / vae.config.scaling_factor
-    if pixels > tile_above_pixels():
+    if pixels > config().vae_tile_pixels:  # per variant; default 512 x 768
         how = "tiled"
         decoded = torch.cat([vae.tiled_decode(scaled[i : i + 1], return_dict=False)[0] for i in range(rows)])
     elif pixels * rows > SLICE_ABOVE_PIXELS and rows > 1:

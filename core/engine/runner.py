@@ -12,8 +12,9 @@ import threading
 
 import torch
 
-from core.engine.compile import CompiledStep, compile_enabled
-from core.engine.cuda_graphs import StepGraphs, graphs_enabled, shape_key
+from core.config import config
+from core.engine.compile import CompiledStep
+from core.engine.cuda_graphs import StepGraphs, shape_key
 from core.engine.step import GuidedStep, Predict, eager_predictor
 
 
@@ -40,9 +41,9 @@ class StepRunner:
     def predictor(self, sample_shape: tuple[int, ...], cond) -> tuple[Predict, dict]:
         """The predict function for a run with latents of ``sample_shape`` (rows included) and
         ``cond``, and a record of how it runs."""
-        use_graphs = self.cuda and graphs_enabled()
+        use_graphs = self.cuda and config().cuda_graphs
         info: dict = {}
-        if compile_enabled():
+        if config().compile:
             compiled = self.compiled()
             key = shape_key(sample_shape, cond, cond.text.dtype)
             if compiled.ready(key):

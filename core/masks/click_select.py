@@ -15,7 +15,6 @@ Typical use (what the Studio does on each click)::
 
 from __future__ import annotations
 
-import os
 
 from typing import Iterable, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from core.cache import get_cache, image_digest
+from core.config import config
 from core.errors import InputError
 from core.models.device import resolve_device, torch_dtype
 from core.models.registry import get_registry
@@ -51,7 +51,7 @@ def select_region(photo: Image.Image, points: Iterable[Point] = (), negative_poi
     box = _box(box, photo.size)
     if not points and box is None:
         raise InputError("click selection needs at least one point on the region, or a box around it")
-    model_id = model_id or os.environ.get(SAM_MODEL.env) or SAM_MODEL.default
+    model_id = model_id or config().get(SAM_MODEL.env)
     device = resolve_device(device)
     registry = registry or get_registry()
     processor, model = registry.load("sam", model_id, device)

@@ -1,5 +1,5 @@
-"""Who may connect to the app: the rules the launcher (`backdrop app`) and the app's sign-in
-(streamlit_app.py) share.
+"""Who may connect: the rules the app (its launcher `backdrop app` and its sign-in,
+streamlit_app.py) and the HTTP API (`backdrop serve`, backdrop.auth) share.
 
 - Served on a loopback address (127.0.0.1, the default) with no accounts and no OIDC provider:
   one local user, no sign-in (the app as it always was).
@@ -8,13 +8,20 @@
   ``.streamlit/secrets.toml``): everyone signs in through it; an account of that name (the
   e-mail the provider gives) must exist, so the provider alone lets nobody in.
 - Served to a network (any other address) with neither: refused, at start and in the app.
+
+Whether an OIDC provider is configured is read from Streamlit's secrets files into a ``Policy``
+once, when a server starts (the API keeps it; the app reads it on each run, as Streamlit reads
+its secrets); whether accounts exist is asked of the database each time.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+
+from storage import users
 
 LOCAL_HOSTS = ("localhost",)
 
@@ -48,20 +55,28 @@ def oidc_configured(folder: Path | None = None) -> bool:
     return "client_id" in section or any(isinstance(value, dict) for value in section.values())
 
 
-def mode(db=None) -> str:
-    """``oidc``, ``password`` (accounts exist) or ``local`` (no sign-in)."""
-    from storage import users
+@dataclass(frozen=True)
+class Policy:
+    """The rules, with ``oidc``: whether an OIDC provider is configured (``Policy.read()``
+    reads the secrets files)."""
 
-    if oidc_configured():
-        return "oidc"
-    return "password" if users.any_accounts(db=db) else "local"
+    oidc: bool
 
+    @classmethod
+    def read(cls, folder: Path | None = None) -> Policy:
+        return cls(oidc_configured(folder))
 
-def refusal(host: str | None, db=None) -> str | None:
-    """Why the app must not serve on ``host``, or None when it may."""
-    if is_loopback(host) or mode(db) != "local":
-        return None
-    shown = host or "every network interface"
-    return (f"Backdrop will not serve {shown} without sign-in: anyone who can reach it could see, download and "
-            "delete every generation. Add an account first (`backdrop users add NAME --admin`), configure an OIDC "
-            "provider for st.login in .streamlit/secrets.toml, or serve on 127.0.0.1 (the default).")
+    def mode(self, db=None) -> str:
+        """``oidc``, ``password`` (accounts exist) or ``local`` (no sign-in)."""
+        if self.oidc:
+            return "oidc"
+        return "password" if users.any_accounts(db=db) else "local"
+
+    def refusal(self, host: str | None, db=None) -> str | None:
+        """Why the app or the API must not serve on ``host``, or None when it may."""
+        if is_loopback(host) or self.mode(db) != "local":
+            return None
+        shown = host or "every network interface"
+        return (f"Backdrop will not serve {shown} without sign-in: anyone who can reach it could see, download and "
+                "delete every generation. Add an account first (`backdrop users add NAME --admin`), configure an "
+                "OIDC provider for st.login in .streamlit/secrets.toml, or serve on 127.0.0.1 (the default).")
