@@ -86,6 +86,7 @@ class PreviewTimer:
         import core.engine.sampler as sampler
 
         self.seconds: list[float] = []
+        self.steps: list[int] = []  # the step each preview followed
         self.decoders: list[str] = []
         self._estimate_s = 0.0
         real_estimate, real_update = sampler.estimate, preview.StepPreview.update
@@ -101,6 +102,7 @@ class PreviewTimer:
             start = time.perf_counter()
             real_update(step_preview, done, total, latents)
             self.seconds.append(self._estimate_s + time.perf_counter() - start)
+            self.steps.append(done)
             self.decoders.append(step_preview.decoder)
             if step_preview.failed:
                 raise RuntimeError("the preview failed: see the log")
@@ -116,6 +118,7 @@ def timed_run(db, photo, request, timer: PreviewTimer) -> dict:
 
     get_cache().clear()
     timer.seconds.clear()
+    timer.steps.clear()
     timer.decoders.clear()
     steps: list[float] = []
     first: dict = {}
@@ -131,16 +134,23 @@ def timed_run(db, photo, request, timer: PreviewTimer) -> dict:
     start = time.perf_counter()
     _, result = generate_and_record(photo, request, db=db, progress=progress)
     seconds = time.perf_counter() - start
-    gaps = [b - a for a, b in zip(steps, steps[1:])]
-    own = [gap - preview for gap, preview in zip(gaps, timer.seconds[1:])]  # step i+1's gap holds its preview
-    return {"seconds": seconds, "first_preview_s": first.get("s"), "step_s": own, "preview_s": list(timer.seconds),
-            "decoders": sorted(set(timer.decoders)), "stages_s": {k: round(v, 3) for k, v in result.timings.items()}}
+    previews_at = dict(zip(timer.steps, timer.seconds))
+    # the time between step k-1's callback and step k's holds step k and its preview, if it had one
+    own = [b - a - previews_at.get(k, 0.0) for k, (a, b) in enumerate(zip(steps, steps[1:]), start=2)]
+    return {"seconds": seconds, "steps": request.steps, "first_preview_s": first.get("s"), "step_s": own,
+            "preview_s": list(timer.seconds),
+            "preview_after_steps": list(timer.steps), "decoders": sorted(set(timer.decoders)),
+            "stages_s": {k: round(v, 3) for k, v in result.timings.items()}}
 
 
 def summary(runs: list[dict]) -> dict:
+    """Medians; ``share``: a preview over a step; ``share_of_run``: all previews over all steps
+    (below ``share`` where the budget skips steps: TAESD on a CPU)."""
     step = statistics.median(s for r in runs for s in r["step_s"])
     preview = statistics.median(p for r in runs for p in r["preview_s"])
+    steps = [statistics.mean(r["step_s"]) * r["steps"] for r in runs]  # every step of the run, the first included
     return {"step_s": step, "preview_ms": preview * 1000, "share": preview / step,
+            "share_of_run": sum(sum(r["preview_s"]) for r in runs) / sum(steps),
             "first_preview_s": statistics.median(r["first_preview_s"] for r in runs),
             "decoder": runs[0]["decoders"], "runs": runs}
 
@@ -222,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     report.update({name: summary(kind_runs) for name, kind_runs in runs.items()})
     report["first_preview_s_512"] = report["linear"]["first_preview_s"]
     report["first_preview_s_512_one_row"] = report["one_row"]["first_preview_s"]
-    report["targets"] = {f"{name}_share": {"target": f"<= {TARGET_SHARE}", "value": report[name]["share"],
-                                           "met": report[name]["share"] <= TARGET_SHARE} for name in requests}
+    report["targets"] = {f"{name}_share_of_run": {"target": f"<= {TARGET_SHARE}", "value": report[name]["share_of_run"],
+                                                  "met": report[name]["share_of_run"] <= TARGET_SHARE}
+                         for name in requests}
     out = args.out or ROOT / "bench" / "results" / (
         f"preview-{'smoke-' if args.smoke else ''}{datetime.now(timezone.utc):%Y%m%d-%H%M}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {report['load_average_start']} -> {report['load_average_end']}; {report['cpu']}")
     for name in requests:
         row = report[name]
-        print(f"  {name:8s} step {row['step_s']:.3f} s, preview {row['preview_ms']:.1f} ms ({row['share']:.2%}), "
-              f"first preview {row['first_preview_s']:.1f} s, decoder {row['decoder']}")
+        print(f"  {name:8s} step {row['step_s']:.3f} s, preview {row['preview_ms']:.1f} ms ({row['share']:.2%} of a "
+              f"step, {row['share_of_run']:.2%} of the run's steps), first preview {row['first_preview_s']:.1f} s, "
+              f"decoder {row['decoder']}, after steps {[r['preview_after_steps'] for r in row['runs']]}")
     print(f"wrote {out}")
     return 0
 

@@ -152,7 +152,7 @@ def test_engine_with_the_live_preview_equals_stock_pipeline(scheduler, tiny_mode
     photo, repaint, _ = inputs
     shown = []
     preview = StepPreview(lambda image, done, total: shown.append(done), photo, ImageOps.invert(repaint),
-                          Placement(bucket=photo.size, content=photo.size), every_s=0.0)
+                          Placement(bucket=photo.size, content=photo.size), every_s=0.0, budget=1.0)
     assert_same(ours(inputs, request, registry, monkeypatch, preview=preview), stock(inputs, request, registry, True))
     assert shown == list(range(1, request.steps + 1)) and not preview.failed
 

@@ -102,7 +102,7 @@ def run(inputs, request, registry, monkeypatch, scheduler: str, preview=True, ta
         shown = []
         steps = live.StepPreview(lambda image, done, total: shown.append((image, done, total)), photo,
                                  Image.fromarray(255 - np.asarray(repaint)), whole(photo), every_s=0.0,
-                                 taesd=taesd)
+                                 taesd=taesd, budget=1.0)
         recorder = Recorder(steps, shown)
     images = engine.generate_backgrounds(photo, repaint, depth, request, registry=registry, preview=recorder)
     return seen["latents"], images, recorder, calls
@@ -230,12 +230,20 @@ def test_many_variants_are_shown_smaller_four_to_a_row(astronaut):
     assert np.array_equal(last, np.asarray(steps.subject(192)[0]))
 
 
-def test_at_most_one_preview_every_interval():
+def test_at_most_one_preview_every_interval_and_within_its_budget():
+    import time
+
     photo = Image.new("RGB", (64, 64))
     steps = live.StepPreview(lambda *_: None, photo, Image.new("L", (64, 64)), placement(64, 64), every_s=3600)
     assert steps.due(1, 10)
     steps.update(1, 10, torch.zeros(1, 4, 64, 64))
     assert not steps.due(2, 10)
+    # a preview that took 0.1 s waits 2 s (5%: TAESD on a CPU shows every few steps), unless allowed more
+    slow = [live.StepPreview(lambda *_: time.sleep(0.1), photo, Image.new("L", (64, 64)), placement(64, 64),
+                             every_s=0.0, budget=budget) for budget in (live.BUDGET, 1.0)]
+    for steps in slow:
+        steps.update(1, 10, torch.zeros(1, 4, 64, 64))
+    assert not slow[0].due(2, 10) and slow[1].due(2, 10)
 
 
 def test_a_failing_preview_is_turned_off_and_the_run_goes_on(tiny_models, inpaint_inputs, registry, monkeypatch):
@@ -243,7 +251,7 @@ def test_a_failing_preview_is_turned_off_and_the_run_goes_on(tiny_models, inpain
         raise OSError("disk full")
 
     photo, repaint, depth = inpaint_inputs
-    steps = live.StepPreview(broken, photo, repaint, whole(photo), every_s=0.0)
+    steps = live.StepPreview(broken, photo, repaint, whole(photo), every_s=0.0, budget=1.0)
     request = request_for(tiny_models, "ddim")
     images = engine.generate_backgrounds(photo, repaint, depth, request, registry=registry, preview=steps)
     assert steps.failed and len(images) == 2
@@ -263,7 +271,8 @@ def test_pipeline_shows_the_preview_with_taesd_when_its_weights_are_here(tiny_mo
     for model in (None, tiny_taesd, "nobody/no-such-taesd"):
         shown = []
         get_cache().clear()
-        preview = live.LivePreview(lambda image, done, total: shown.append((image, done)), every_s=0.0, model=model)
+        preview = live.LivePreview(lambda image, done, total: shown.append((image, done)), every_s=0.0, model=model,
+                                   budget=1.0)  # after every step, whatever it costs
         results[model] = pipeline.run(photo, request, mask=mask, registry=registry, preview=preview).images[0]
         seen[model] = shown
     get_cache().clear()

@@ -40,6 +40,7 @@ SIDE = 384  # the long side of each variant's preview, in pixels (half that from
 GAP = 8  # pixels between the variants' previews
 COLUMNS = 4  # variants' previews in a row
 EVERY_S = 0.25  # at most this often a preview is made (every step on a CPU, where a step takes seconds)
+BUDGET = 0.05  # and at most this share of the run's time goes to previews (TAESD on a CPU: every few steps)
 
 Show = Callable[[Image.Image, int, int], None]  # (preview image, step, of steps)
 
@@ -47,13 +48,14 @@ Show = Callable[[Image.Image, int, int], None]  # (preview image, step, of steps
 @dataclass(frozen=True)
 class LivePreview:
     """What a caller of core.pipeline.run asks for: ``show(image, step, total)`` receives each
-    preview (RGB); at most one every ``every_s`` seconds (the first step's always); ``model`` is
-    the TAESD model (id or folder) to decode with when its weights are here (never downloaded),
-    else the linear map is used."""
+    preview (RGB); at most one every ``every_s`` seconds (the first step's always), and at most
+    ``budget`` of the run's time spent on them; ``model`` is the TAESD model (id or folder) to
+    decode with when its weights are here (never downloaded), else the linear map is used."""
 
     show: Show
     every_s: float = EVERY_S
     model: str | None = None
+    budget: float = BUDGET
 
 
 def estimate(scheduler, output, noise: torch.Tensor, timestep, sample: torch.Tensor) -> torch.Tensor | None:
@@ -104,12 +106,13 @@ class StepPreview:
     asks ``due`` after each step and calls ``update`` with the estimate when it is."""
 
     def __init__(self, show: Show, photo: Image.Image, alpha: Image.Image, place, every_s: float = EVERY_S,
-                 taesd=None) -> None:
-        self.show_image, self.place, self.every_s, self.taesd = show, place, every_s, taesd
+                 taesd=None, budget: float = BUDGET) -> None:
+        self.show_image, self.place, self.every_s, self.taesd, self.budget = show, place, every_s, taesd, budget
         self.decoder = "taesd" if taesd is not None else "linear"
         self._photo, self._alpha = photo.convert("RGB"), alpha.convert("L")
         self._subjects: dict[int, tuple[Image.Image, Image.Image]] = {}
-        self._last = None
+        self._last: float | None = None  # when the last preview started
+        self._spent = 0.0  # and how long it took
         self.failed = False
 
     def subject(self, side: int) -> tuple[Image.Image, Image.Image]:
@@ -123,10 +126,12 @@ class StepPreview:
 
     def due(self, done: int, total: int) -> bool:
         """Whether to make a preview after step ``done``: the first step's, then at most one every
-        ``every_s`` seconds (on a GPU many steps pass between two)."""
+        ``every_s`` seconds (on a GPU many steps pass between two), and no sooner than keeps the
+        previews within ``budget`` of the time (the linear map: every step on a CPU; TAESD, 2-3 s
+        there at 512 px: about every 40-60 s)."""
         if self.failed:
             return False
-        return self._last is None or time.monotonic() - self._last >= self.every_s
+        return self._last is None or time.monotonic() - self._last >= max(self.every_s, self._spent / self.budget)
 
     def update(self, done: int, total: int, latents: torch.Tensor | None) -> None:
         """Decode ``latents`` (the estimate, one row per variant; None: the scheduler gives none),
@@ -139,6 +144,7 @@ class StepPreview:
         except Exception:  # noqa: BLE001 - a preview must never fail the generation it shows
             log.warning("the step preview failed and is off for the rest of this run", exc_info=True)
             self.failed = True
+        self._spent = time.monotonic() - self._last
 
     def image(self, latents: torch.Tensor) -> Image.Image:
         """The composited preview of every variant: one or two side by side at SIDE px, more at
@@ -175,4 +181,4 @@ def for_run(live: LivePreview, photo: Image.Image, alpha: Image.Image, place, re
             taesd = registry.load("preview", live.model, device)
         except BackdropError as exc:  # unusable weights: the linear map still shows the run
             log.warning("step preview model %r not used: %s", live.model, exc)
-    return StepPreview(live.show, photo, alpha, place, every_s=live.every_s, taesd=taesd)
+    return StepPreview(live.show, photo, alpha, place, every_s=live.every_s, taesd=taesd, budget=live.budget)
