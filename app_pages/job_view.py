@@ -1,5 +1,5 @@
 """Jobs as the pages see them: the process's one worker service and model cache, submitting,
-following (progress, time left, cancel) and the sidebar's worker status."""
+following (progress, time left, the live preview, cancel) and the sidebar's worker status."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import streamlit as st
 from app_pages.ui import base_request, current_user, is_admin
 from core.request import GenerationRequest
 from storage import settings as user_settings
-from storage.lifecycle import UNFINISHED
+from storage.lifecycle import UNFINISHED, Status
 from storage.progress import progress_text
 
 
@@ -71,7 +71,10 @@ def _step_seconds(view, key: str) -> float | None:
 @st.fragment(run_every=0.5)
 def job_progress(generation_id: int, key: str) -> None:
     """Polls a queued or running job with a progress bar, its place in the queue or its time left,
-    and a cancel button; when it has finished, reruns the page so the caller shows the outcome."""
+    a cancel button and, while an AI background forms, its live preview (updated in place); when
+    it has finished, reruns the page so the caller shows the outcome."""
+    from storage import previews
+
     queue = workers().queue
     view = queue.get(generation_id, user=current_user())
     if view.status not in UNFINISHED:
@@ -83,6 +86,10 @@ def job_progress(generation_id: int, key: str) -> None:
     else:
         st.button("Cancel", key=f"{key}_cancel", icon=":material/cancel:", on_click=cancel,
                   args=([generation_id], current_user()))
+    shown = previews.latest(queue.db, generation_id) if view.status == Status.RUNNING else None
+    if shown is not None:
+        st.image(shown.jpeg, caption=f"Step {shown.step} of {shown.total}: a quick preview of the background as it "
+                                     "forms (the result is sharper)")
 
 
 TOO_LATE = ("The cancel came too late: generation {id} had already finished its last step ({ran}). Its result is "

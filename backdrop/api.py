@@ -35,7 +35,7 @@ from storage.users import User
 from core.errors import BackdropError, InputError, ModelMissingError
 from core.look.backgrounds import KINDS
 from core.request import FIELD, GenerationRequest, field_values, upgrade
-from storage import access, history
+from storage import access, history, previews
 from storage.errors import StorageError
 from storage.jobs import JobQueue
 from storage.lifecycle import STATUSES, Status
@@ -264,15 +264,37 @@ def list_generations(request: Request, search: str | None = Query(None, max_leng
     filters = {"search": search, "status": status, "background": background, "favourite": favourite}
     db = _queue(request).db
     views = history.list_generations(limit=limit, offset=offset, db=db, user=user, **filters)
+    shown = previews.present(db, [view.id for view in views if view.status == Status.RUNNING])
     return {"total": history.count_generations(db=db, user=user, **filters),
-            "items": [schema.Generation.from_view(view) for view in views]}
+            "items": [schema.Generation.from_view(view, preview=view.id in shown) for view in views]}
 
 
 @router.get("/generations/{generation_id}", response_model=schema.Generation, tags=["generations"],
             summary="A generation: status, progress, request, what ran, its images")
 def get_generation(request: Request, generation_id: GenerationId,
                    user: User | None = Depends(current_user)) -> dict[str, Any]:
-    return schema.Generation.from_view(_queue(request).get(generation_id, user=user))
+    queue = _queue(request)
+    view = queue.get(generation_id, user=user)
+    return schema.Generation.from_view(view, preview=view.status == Status.RUNNING
+                                       and bool(previews.present(queue.db, [view.id])))
+
+
+@router.get("/generations/{generation_id}/preview", tags=["generations"], summary="The live preview",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}, "description": "the JPEG"}})
+def live_preview(request: Request, generation_id: GenerationId,
+                 user: User | None = Depends(current_user)) -> Response:
+    """While an AI background runs: the estimate of the result after its latest diffusion step,
+    composited with the subject (a small JPEG, approximate colours unless TAESD is installed).
+    ``X-Backdrop-Step`` and ``X-Backdrop-Steps`` say which step it shows. Kept only while the
+    generation runs."""
+    queue = _queue(request)
+    view = queue.get(generation_id, user=user)
+    shown = previews.latest(queue.db, generation_id) if view.status == Status.RUNNING else None
+    if shown is None:
+        why = "it has no preview yet" if view.status == Status.RUNNING else "previews are kept only while it runs"
+        raise HTTPException(409, f"generation {generation_id} is {view.status}: {why}")
+    return Response(shown.jpeg, media_type="image/jpeg", headers={
+        "Cache-Control": "no-store", "X-Backdrop-Step": str(shown.step), "X-Backdrop-Steps": str(shown.total)})
 
 
 @router.get("/generations/{generation_id}/images/{kind}", tags=["generations"], summary="Download an image",

@@ -50,6 +50,9 @@ class Progress(BaseModel):
     step: int
     total: int
     fraction: float = Field(ge=0, le=1)
+    preview: str | None = Field(None, description="while an AI background runs: where to download the estimate of "
+                                                  "the result after its latest step (a small JPEG, the live preview); "
+                                                  "null otherwise")
 
 
 class Images(BaseModel):
@@ -83,11 +86,13 @@ class Generation(BaseModel):
     images: Images
 
     @classmethod
-    def from_view(cls, view: GenerationView) -> Generation:
-        """The answer for ``view``: every field but these two is the view's own, by name."""
+    def from_view(cls, view: GenerationView, preview: bool = False) -> Generation:
+        """The answer for ``view``: every field but these two is the view's own, by name;
+        ``preview``: it has a live preview now (storage.previews)."""
         base = f"{PREFIX}/generations/{view.id}/images"
         progress = Progress(stage=view.progress_stage, step=view.progress_step, total=view.progress_total,
-                            fraction=view.progress_fraction)
+                            fraction=view.progress_fraction,
+                            preview=f"{PREFIX}/generations/{view.id}/preview" if preview else None)
         images = Images(result=[f"{base}/result?variant={o.index + 1}" for o in view.results],
                         cutout=f"{base}/cutout" if view.output("cutout") else None,
                         mask=f"{base}/mask" if view.output("mask") else None)

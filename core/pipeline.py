@@ -45,7 +45,7 @@ class GenerationResult:
 
 def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None = None,
         progress=None, cancel=None, registry=None, picture: Image.Image | None = None,
-        denylist: DenyList | None = None) -> GenerationResult:
+        denylist: DenyList | None = None, preview=None) -> GenerationResult:
     """Replace the background of ``image`` as ``request`` says.
 
     ``mask`` ('L', white = subject) replaces the automatic one; it must have the image's size
@@ -53,7 +53,8 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
     ``denylist`` takes its terms out of an AI background's prompt (core.prompting).
     ``progress(stage, done, total)`` reports stages (and diffusion steps and the prompt
     assistant's tokens); ``cancel()`` returning True stops the run with Cancelled between stages,
-    steps and variants.
+    steps and variants. ``preview`` (core.engine.preview.LivePreview) is shown an AI background's
+    estimate after its diffusion steps, composited with the subject; it never changes the result.
     """
     timings: dict[str, float] = {}
     notify = progress or (lambda stage, done, total: None)
@@ -108,7 +109,8 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-cutout") as pool:
             cut = pool.submit(cutout, photo, alpha, spill_removal=request.spill_removal)
-            backgrounds = _ai_backgrounds(photo, alpha, request, place, result, stage, notify, cancel, registry)
+            backgrounds = _ai_backgrounds(photo, alpha, request, place, result, stage, notify, cancel, registry,
+                                          preview)
             with stage("composite"):
                 result.cutout = cut.result()
     else:
@@ -140,13 +142,14 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
 
 
 def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: GenerationResult, stage, notify, cancel,
-                    registry) -> list[Image.Image]:
+                    registry, preview=None) -> list[Image.Image]:
     """Depth on the unmasked photo (unless control is off or its weights are missing), the
     backgrounds generated in the photo's bucket (core.engine.buckets), cropped and enlarged to the
     photo's size. Fills in the models used with their revisions (result.models) and what ran
     (result.record)."""
     from core.engine.depth import estimate_depth
     from core.engine.generate import generate_backgrounds
+    from core.engine.preview import for_run
     from core.models.slots import NO_DEPTH_CONTROL, needed
     from core.models.device import resolve_device
     from core.models.registry import get_registry
@@ -168,10 +171,11 @@ def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: Gen
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):
+        steps = for_run(preview, photo, alpha, place, registry, result.device) if preview is not None else None
         # the bucket's strips outside the photo are repainted like the rest of the background
         generated = generate_backgrounds(pad(work, place, fill=(0, 0, 0)), pad(repaint, place, fill=255), depth,
                                          request, progress=notify, cancel=cancel, registry=registry,
-                                         warnings=result.warnings, record=result.record)
+                                         warnings=result.warnings, record=result.record, preview=steps)
     result.models.update({slot: registry.record(model_id) for slot, model_id in used.items()})
     with stage("upscale"):
         return [crop(image, place).resize(photo.size, Image.Resampling.LANCZOS) for image in generated]

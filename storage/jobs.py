@@ -191,11 +191,11 @@ class JobQueue:
         finished jobs that is from), from the recorded times of the last similar ones (None
         when there are none yet): what the Fast switch says before anything is queued."""
         with self.db.Session() as session:
-            rate, similar = _rate(session, request.background_spec.kind)
-        if rate is None:
+            speed = _speed(session, request.background_spec.kind)
+        if speed is None:
             return None, 0
         job = Generation(background_kind=request.background_spec.kind, request=request.to_dict())
-        return rate * _work(job, megapixels), similar
+        return speed.seconds(_work(job, megapixels)), speed.similar
 
     def recover_stale(self, requeue: bool = False, stale_after: timedelta = STALE_AFTER) -> list[int]:
         """Jobs left running by a worker that is gone: failed, or queued again with ``requeue``

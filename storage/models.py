@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+                        text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from storage.db import UTCDateTime, utcnow
@@ -88,6 +89,19 @@ class Output(Base):
 
     generation: Mapped[Generation] = relationship(back_populates="outputs")
     image: Mapped[Image] = relationship(lazy="joined")
+
+
+class Preview(Base):
+    """The latest live preview of a running AI generation (storage.previews): one small JPEG per
+    generation, replaced at each step and removed when the run ends."""
+
+    __tablename__ = "previews"
+
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class User(Base):

@@ -17,6 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,11 +27,12 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from core.config import config
-from core.errors import BackdropError, Cancelled, InputError, OutputError
+from core.engine.preview import LivePreview
 from core.engine.recipes import RECIPE_SCHEDULERS, sampling
+from core.errors import BackdropError, Cancelled, InputError, OutputError
 from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
-from storage import admission, history, lifecycle
+from storage import admission, history, lifecycle, previews
 from storage.db import Database, get_database
 from storage.models import Generation, Output
 from storage.settings import prompt_denylist
@@ -113,7 +115,8 @@ def pnginfo_for(request: GenerationRequest, record: dict[str, Any], generation_i
 
 
 class _Hooks:
-    """Progress writes and cancel reads against the generation row, throttled."""
+    """Progress writes and cancel reads against the generation row, throttled; the live preview
+    into storage.previews (core.engine.preview makes one at most every PROGRESS_INTERVAL_S)."""
 
     def __init__(self, db: Database, generation_id: int, progress=None, cancel=None):
         self.db, self.id, self.user_progress, self.user_cancel = db, generation_id, progress, cancel
@@ -129,6 +132,12 @@ class _Hooks:
             lifecycle.progress(self.db, self.id, stage, done, total)
         if self.user_progress:
             self.user_progress(stage, done, total)
+
+    def preview(self, image: PILImage.Image, done: int, total: int) -> None:
+        try:
+            previews.save(self.db, self.id, image, done, total)
+        except Exception:  # noqa: BLE001 - a busy or full database: the next step's preview tries again
+            log.warning("step preview of generation %s not stored", self.id, exc_info=True)
 
     def cancel(self) -> bool:
         if self.user_cancel and self.user_cancel():
@@ -176,13 +185,14 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
         use_cache_dir(db.data_dir / "compile-cache")
     view = history.get(generation_id, db=db)
     hooks = _Hooks(db, generation_id, progress, cancel)
-    with lifecycle.Heartbeat(db, generation_id):
+    live = LivePreview(hooks.preview, every_s=PROGRESS_INTERVAL_S, model=_preview_model(db))
+    with lifecycle.Heartbeat(db, generation_id), _previews_cleared(db, generation_id):
         try:
             inputs = _inputs(db, view)
             result = run(load_image(inputs.image), inputs.request, mask=inputs.mask, progress=hooks.progress,
                          cancel=hooks.cancel, registry=registry,
                          picture=load_image(inputs.picture, what="background picture") if inputs.picture else None,
-                         denylist=prompt_denylist(db.data_dir))
+                         denylist=prompt_denylist(db.data_dir), preview=live)
         except Cancelled as exc:
             lifecycle.stop(db, generation_id, str(exc))
             raise
@@ -208,6 +218,29 @@ def execute(generation_id: int, db: Database | None = None, run: Runner | None =
                 raise type(exc)(f"{exc}; generation {generation_id} is recorded as failed") from exc
             raise
     return result
+
+
+def _preview_model(db: Database) -> str | None:
+    """The step-preview model the settings name (core.models.slots.PREVIEW_MODEL); None when the
+    settings cannot be read (the preview then uses the linear map: it is never a reason to fail)."""
+    from storage.settings import load_settings
+
+    try:
+        return load_settings(db.data_dir).get("preview_model")
+    except BackdropError:
+        return None
+
+
+@contextmanager
+def _previews_cleared(db: Database, generation_id: int):
+    """The run's live preview is removed when it ends, whatever the outcome."""
+    try:
+        yield
+    finally:
+        try:
+            previews.clear(db, generation_id)
+        except Exception:  # noqa: BLE001 - the next run's clear removes it
+            log.warning("step preview of generation %s not removed", generation_id, exc_info=True)
 
 
 def _log_unexpected(generation_id: int, exc: BaseException) -> None:

@@ -141,3 +141,12 @@ def pytest_collection_modifyitems(items):
         if "browser" in item.fixturenames or "playwright" in inspect.getsource(item.obj):
             item.add_marker("browser")
             item.add_marker("slow")
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd(tmp_path_factory) -> str:
+    """A tiny random TAESD (AutoencoderTiny, saved with save_pretrained) as a local folder, for
+    the live preview's optional decoder through the real loader."""
+    from tiny_models import build_taesd
+
+    return str(build_taesd(tmp_path_factory.mktemp("tiny_taesd")))

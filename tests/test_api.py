@@ -199,6 +199,49 @@ def test_list_search_rerun_cancel_delete(client, db, lemur_path, tiny_models):
     assert client.post(f"/v1/generations/{remix['id']}/cancel").status_code == 404
 
 
+@pytest.mark.slow
+def test_a_running_ai_generation_links_its_latest_preview(client, lemur_path, tiny_models):
+    """While an AI background forms, its progress links the latest step preview: a small JPEG of
+    the estimate composited with the subject, which changes from step to step; once the run has
+    ended there is none (the link is null, the address answers 409)."""
+    ai = _create(client, lemur_path.read_bytes(), {
+        "background": "ai", "prompt": "a beach", "steps": 150, "device": "cpu", "inpaint_model": tiny_models["inpaint"],
+        "controlnet_model": tiny_models["controlnet"], "depth_model": tiny_models["depth"]}).json()["id"]
+    link = f"/v1/generations/{ai}/preview"
+
+    def preview_after(step: int) -> tuple[dict, httpx.Response]:
+        deadline = time.monotonic() + 120
+        while True:
+            body = client.get(f"/v1/generations/{ai}").json()
+            if body["progress"]["preview"]:
+                answer = client.get(body["progress"]["preview"])
+                if answer.status_code == 200 and int(answer.headers["x-backdrop-step"]) >= step:
+                    return body, answer
+            assert body["status"] in ("queued", "running") and time.monotonic() < deadline, body
+            time.sleep(0.1)
+
+    try:
+        body, first = preview_after(1)
+        assert body["status"] == "running" and body["progress"]["preview"] == link
+        assert first.headers["content-type"] == "image/jpeg" and first.headers["x-backdrop-steps"] == "150"
+        assert first.headers["cache-control"] == "no-store"
+        with Image.open(io.BytesIO(first.content)) as jpeg:
+            assert jpeg.format == "JPEG" and jpeg.size == (384, 248)  # the photo's shape (680x440), 384 px long
+        listed = client.get("/v1/generations", params={"status": "running"}).json()["items"]
+        assert [item["progress"]["preview"] for item in listed if item["id"] == ai] == [link]
+        _, later = preview_after(int(first.headers["x-backdrop-step"]) + 2)
+        assert not np.array_equal(_png(later.content), _png(first.content)), "the preview changes as it forms"
+    finally:
+        client.post(f"/v1/generations/{ai}/cancel")
+    ended = wait_finished(client, ai)
+    assert ended["status"] == "cancelled" and ended["progress"]["preview"] is None
+    gone = client.get(link)
+    assert gone.status_code == 409 and gone.json()["detail"] == (
+        f"generation {ai} is cancelled: previews are kept only while it runs")
+    listed = client.get("/v1/generations", params={"status": "cancelled"}).json()["items"]
+    assert [item["progress"]["preview"] for item in listed if item["id"] == ai] == [None]
+
+
 def test_openapi_documents_the_request_from_the_field_table(client):
     document = client.get("/openapi.json").json()
     schemas = document["components"]["schemas"]

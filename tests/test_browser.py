@@ -5,9 +5,9 @@ click selection.
 People's paths through the app, each in its own browser session: one user's journey (upload,
 paint and undo, a colour and an AI background, compare before and after, History, re-run); two
 photos in a row (the second one several megapixels) and a file that is not a photo; a phone
-with a touch stroke; two sessions where a colour job finishes while another's AI job runs;
-click selection with Segment Anything; the messages that say what to run; and a page URL
-opened first after a restart. A screenshot of each step goes to test-artifacts/browser/.
+with a touch stroke; two sessions where a colour job finishes while another's AI job runs; an
+AI job's live preview changing step by step; click selection with Segment Anything; the
+messages that say what to run; and a page URL opened first after a restart. A screenshot of each step goes to test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -702,6 +702,59 @@ def test_colour_job_finishes_while_another_sessions_ai_job_runs(server, browser,
         first.get_by_role("button", name="Cancel").click()
         first.get_by_text(re.compile(r"was cancelled")).wait_for()
         second.get_by_text(re.compile(r"was cancelled")).wait_for()
+
+
+def test_studio_shows_the_preview_changing_step_by_step(server, browser, lemur_path):
+    """An AI job with the tiny models and 150 steps: under the progress bar the job view shows the
+    estimate after the latest step, the photo composited over it, updated in place (one image,
+    its step in the caption); two moments a few steps apart show different pictures; Cancel stops
+    the job and the preview goes with it."""
+    from core.masks.segment import automatic_mask
+
+    url, _, _ = server
+    with session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        page.get_by_text("AI scene", exact=True).click()
+        page.get_by_text("Advanced settings").click()
+        steps = page.locator('[data-testid="stSlider"]').filter(has_text="Steps").get_by_role("slider")
+        steps.focus()
+        steps.press("End")  # 150 steps: a long job, time enough to watch it form
+        page.get_by_label("Describe the new background", exact=True).fill("a misty forest")
+        page.get_by_role("button", name="Generate").click()
+        live = page.locator('[data-testid="stImage"]').filter(has_text="a quick preview of the background")
+        caption = re.compile(r"Step (\d+) of 150: a quick preview of the background as it forms")
+
+        def shown_step() -> int:
+            return int(caption.search(live.inner_text())[1])
+
+        live.wait_for()
+        first_step = shown_step()
+        first = image_at(page, live.locator("img"))
+        shot(page, "50-live-preview-first")
+        deadline = time.monotonic() + 120
+        while shown_step() < first_step + 5:
+            assert time.monotonic() < deadline, "the preview did not move on"
+            page.wait_for_timeout(200)
+        assert live.count() == 1, "the preview updates in place"
+        later_step = shown_step()
+        later = image_at(page, live.locator("img"))
+        shot(page, "51-live-preview-later")
+        print(f"live preview: step {first_step} then step {later_step}")
+        assert first.shape == later.shape == (248, 384, 3)  # the photo's shape, 384 px long
+        assert np.abs(first - later).mean() > 2, "the preview changes as the background forms"
+        photo = Image.open(lemur_path).convert("RGB")
+        alpha = np.asarray(automatic_mask(photo, "u2netp").resize((384, 248), Image.Resampling.BILINEAR))
+        expected = np.asarray(photo.resize((384, 248), Image.Resampling.BILINEAR), dtype=np.int16)
+        subject, background = alpha == 255, alpha == 0
+        assert subject.mean() > 0.1 and background.mean() > 0.1
+        for shown in (first, later):  # the subject is the photo's (as a JPEG), the background the estimate's
+            assert np.abs(shown - expected)[subject].mean() < 6
+            assert np.abs(shown - expected)[background].mean() > 20
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text(re.compile(r"was cancelled")).wait_for()
+        assert live.count() == 0
 
 
 def test_click_selection_adds_and_removes_a_region(server, browser, lemur_path, tiny_sam, one_torch_thread,

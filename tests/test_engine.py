@@ -10,7 +10,7 @@ one and several variants, and for 9- and 4-channel UNets.
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.engine import generate as engine
 from core.engine.generate import generate_backgrounds, make_scheduler
@@ -49,8 +49,9 @@ def four_channel_model(tmp_path_factory, tiny_models):
     return str(folder)
 
 
-def ours(inputs, request, registry, monkeypatch, depth=True, record=None):
-    """(final latents, images) from the product's generate_backgrounds (``record``: what ran)."""
+def ours(inputs, request, registry, monkeypatch, depth=True, record=None, preview=None):
+    """(final latents, images) from the product's generate_backgrounds (``record``: what ran;
+    showing ``preview``, a core.engine.preview.StepPreview, each step's estimate)."""
     photo, repaint, depth_map = inputs
     seen = {}
     real_decode = engine.decode
@@ -61,7 +62,8 @@ def ours(inputs, request, registry, monkeypatch, depth=True, record=None):
 
     monkeypatch.setattr(engine, "decode", keep_latents)
     record = record if record is not None else {}
-    images = generate_backgrounds(photo, repaint, depth_map if depth else None, request, registry=registry, record=record)
+    images = generate_backgrounds(photo, repaint, depth_map if depth else None, request, registry=registry, record=record,
+                                  preview=preview)
     assert record["step"] == "eager" and record["vae_decode"] == "full"
     return seen["latents"], images
 
@@ -135,6 +137,25 @@ def test_engine_equals_stock_with_a_four_channel_unet(control, tiny_models, four
     request = base_request(tiny_models, inpaint_model=four_channel_model, scheduler="ddim", variants=2,
                            control_scale=0.7 if control else 0.0)
     assert_same(ours(inputs, request, registry, monkeypatch), stock(inputs, request, registry, control))
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp", "ddim", "euler_a", "ddim-4-channel"])
+def test_engine_with_the_live_preview_equals_stock_pipeline(scheduler, tiny_models, four_channel_model, inputs, registry,
+                                                            monkeypatch):
+    """The live preview reads each step's estimate and changes nothing: with a preview after
+    every step the images are still the stock pipeline's, byte for byte."""
+    from core.engine.buckets import Placement
+    from core.engine.preview import StepPreview
+
+    changes = {"inpaint_model": four_channel_model, "scheduler": "ddim"} if scheduler == "ddim-4-channel" else {
+        "scheduler": scheduler}
+    request = base_request(tiny_models, variants=2, **changes)
+    photo, repaint, _ = inputs
+    shown = []
+    preview = StepPreview(lambda image, done, total: shown.append(done), photo, ImageOps.invert(repaint),
+                          Placement(bucket=photo.size, content=photo.size), every_s=0.0, budget=1.0)
+    assert_same(ours(inputs, request, registry, monkeypatch, preview=preview), stock(inputs, request, registry, True))
+    assert shown == list(range(1, request.steps + 1)) and not preview.failed
 
 
 def test_unusable_unet_is_refused(tiny_models, inputs, tmp_path, monkeypatch):

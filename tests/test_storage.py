@@ -131,7 +131,7 @@ def _box_mask(size=(96, 64)) -> Image.Image:
     return mask
 
 
-def fake_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None, denylist=None):
+def fake_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None, denylist=None, preview=None):
     """Stands in for core.pipeline.run where a test is about the queue, not the pixels."""
     if progress:
         progress("generate", 1, 2)
@@ -370,7 +370,7 @@ def test_cancel_queued_and_running(db):
     queue = jobs.JobQueue(db)
     started = threading.Event()
 
-    def slow_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None, denylist=None):
+    def slow_run(image, request, mask=None, progress=None, cancel=None, registry=None, picture=None, denylist=None, preview=None):
         for step in range(2000):
             progress("generate", step, 2000)
             started.set()
@@ -400,6 +400,51 @@ def test_cancel_queued_and_running(db):
         worker.stop(10)
     assert history.get(queued, db=db).started_at is None, "a cancelled queued job never runs"
     assert queue.cancel(running) == "cancelled"
+
+
+def test_live_preview_is_stored_while_a_job_runs_and_removed_when_it_ends(db, tmp_path):
+    """A worker's run hands its step previews to storage (storage.previews): another reader sees
+    the latest one while the job runs, in the database every front end reads; none is kept once
+    the job has ended, nor one a killed run left behind. The run is told the saved preview model."""
+    from storage import previews
+    from storage.settings import save_settings
+
+    save_settings({"preview_model": "my/taesd"}, db.data_dir)
+    queue = jobs.JobQueue(db)
+    shown, release, asked = threading.Event(), threading.Event(), {}
+
+    def previewing_run(image, request, preview=None, **kw):
+        asked.update(model=preview.model, every_s=preview.every_s)
+        for step, colour in ((1, (200, 30, 30)), (2, (30, 200, 30))):
+            preview.show(Image.new("RGB", (384, 256), colour), step, 25)
+        shown.set()
+        assert release.wait(20)
+        return fake_run(image, request, **kw)
+
+    dead = queue.submit(GenerationRequest(prompt="killed"), _photo(3))
+    lifecycle.fail(db, dead, lifecycle.INTERRUPTED)  # as recovery marks a run killed mid-step, which left:
+    previews.save(db, dead, Image.new("RGB", (8, 8)), 3, 25)
+    gid = queue.submit(GenerationRequest(prompt="previewed"), _photo(4))
+    worker = jobs.Worker(queue, run_fn=previewing_run, poll_interval=0.05)
+    worker.start()
+    try:
+        assert shown.wait(20)
+        other = Database(db.url, db.data_dir)  # its own connections, as another process reads
+        try:
+            latest = previews.latest(other, gid)
+        finally:
+            other.dispose()
+        assert (latest.step, latest.total) == (2, 25) and previews.present(db, [gid, dead]) == {gid, dead}
+        with Image.open(io.BytesIO(latest.jpeg)) as jpeg:
+            assert jpeg.format == "JPEG" and jpeg.size == (384, 256)
+            assert np.abs(np.asarray(jpeg.convert("RGB")).astype(int) - (30, 200, 30)).max() < 8  # step 2's
+        release.set()
+        _wait(lambda: history.get(gid, db=db).status == "done", what="the job to finish")
+    finally:
+        release.set()
+        worker.stop(10)
+    assert previews.latest(db, gid) is None and previews.present(db, [gid, dead]) == set()
+    assert asked == {"model": "my/taesd", "every_s": service.PROGRESS_INTERVAL_S}
 
 
 def test_lanes_keep_quick_jobs_apart_from_ai_jobs(db):
@@ -607,7 +652,7 @@ def test_upgrade_from_first_revision_keeps_rows(database_url, tmp_path):
     old.dispose()
 
     new = Database(database_url or None, tmp_path / "data")
-    assert new.current_revision() == "0005"
+    assert new.current_revision() == "0006"
     rows = history.list_generations(db=new)
     assert [v.prompt for v in rows] == ["old row 2", "old row 1", "old row 0"]
     assert all(v.owner_id is None for v in rows), "rows from before accounts are owned by nobody (admins see them)"

@@ -374,3 +374,17 @@ def build_lora_cache(cache: Path, unet, work: Path) -> Path:
             files["Hyper-SD15-8steps-lora.safetensors"] = save_lora(unet, work / "other", "8.safetensors", "diffusers")
         install_in_hub_cache(cache, lora, files, HUB_REVISION)
     return cache
+
+
+TAESD = dict(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+             num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
+
+
+def build_taesd(folder: Path) -> Path:
+    """A tiny random TAESD in diffusers' AutoencoderTiny format (madebyollin/taesd's layout:
+    4 latent channels, three 2x upsamplings, scaling factor 1), narrower and shallower."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(5)
+    AutoencoderTiny(**TAESD).save_pretrained(folder, safe_serialization=True)
+    return folder

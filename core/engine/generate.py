@@ -81,6 +81,7 @@ def generate_backgrounds(
     registry: ModelRegistry | None = None,
     warnings: list[str] | None = None,
     record: dict | None = None,
+    preview=None,
 ) -> list[Image.Image]:
     """``request.variants`` RGB images at ``image``'s (working) size; the mask is 255 where the
     background is repainted. Depth None or control scale 0 runs without the ControlNet; that,
@@ -89,7 +90,8 @@ def generate_backgrounds(
     how the step ran (eager, CUDA graph, compiled), the VAE decode mode, the scheduler, steps,
     guidance and eta (a fast-mode recipe's in fast mode, core.engine.recipes), whether the
     unguided row ran, the prompt and negative prompt that were encoded and their token counts,
-    and whether depth control ran."""
+    and whether depth control ran. ``preview`` (core.engine.preview.StepPreview) is shown each
+    step's estimate; it changes nothing."""
     import torch
 
     width, height = image.size
@@ -129,7 +131,8 @@ def generate_backgrounds(
         predict, how = runner.predictor(sample_shape, cond)
         latents = sampler.denoise(
             predict, scheduler, timesteps, latents, cond, plan.guidance, sampler.step_kwargs(scheduler, plan.eta, generators),
-            progress=(lambda done, total: progress("generate", done, total)) if progress else None, cancel=cancel)
+            progress=(lambda done, total: progress("generate", done, total)) if progress else None, cancel=cancel,
+            preview=preview)
         images, decoded = decode(models.vae, latents, conditioning.processors(conditioning.vae_scale_factor(models.vae))[0])
     note(record, **how, **switched, vae_decode=decoded, scheduler=type(scheduler).__name__,
          timestep_spacing=scheduler.config.get("timestep_spacing"), steps=plan.steps, guidance=plan.guidance,

@@ -184,6 +184,13 @@ def _fast_lora(path: Path, _dtype, _device: str):
     return read_lora(path, str(path))
 
 
+def _taesd(folder: Path, dtype, device: str):
+    """TAESD, the tiny autoencoder whose decoder the live preview uses (core.engine.preview)."""
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny.from_pretrained(folder, dtype=dtype, use_safetensors=True).to(device).eval()
+
+
 def _rembg_session(path: Path, _dtype, _device: str):
     """A rembg session (onnxruntime picks the providers it has: CUDA where onnxruntime-gpu is installed)."""
     import rembg
@@ -237,6 +244,15 @@ SAM_MODEL = Param("Click-selection model (id or folder)",
                   "to or remove from the cut-out.", env="BACKDROP_SAM_MODEL", group="models",
                   name="sam_model", type=str, default="Zigeng/SlimSAM-uniform-77")
 
+# The live preview's decoder is not a generation parameter either (it never changes a result):
+# TAESD (madebyollin/taesd, MIT, 10 MB) in diffusers' AutoencoderTiny format when its weights
+# are here; without them the preview decodes with a fixed linear map that needs no weights.
+PREVIEW_MODEL = Param("Step-preview model (id or folder)",
+                      "TAESD in diffusers' AutoencoderTiny format: a sharper live preview of an AI background while "
+                      "it forms. Without its weights the preview shows approximate colours.",
+                      env="BACKDROP_PREVIEW_MODEL", group="models", name="preview_model", type=str,
+                      default="madebyollin/taesd")
+
 _DEPTH_OFF = "Or set Depth-control strength to 0 under Advanced settings."
 SLOTS: dict[str, Slot] = {slot.name: slot for slot in (
     Slot("segmenter", "Cut-out model", REMBG, "segment", _rembg_session, lambda request: "required",
@@ -253,6 +269,9 @@ SLOTS: dict[str, Slot] = {slot.name: slot for slot in (
          "Click and box selection cannot run", "The brush works without it.", setting=SAM_MODEL),
     Slot("prompt", "Prompt assistant", HUB, "prompt", _causal_lm, _prompt_assistant,
          "Improve prompt cannot run", "Write the prompt yourself: everything else works without it."),
+    Slot("preview", "Step-preview model", HUB, "preview", _taesd, lambda request: None,
+         "The live preview of an AI background shows approximate colours",
+         "AI backgrounds come out the same without it.", setting=PREVIEW_MODEL),
 )}
 SETTINGS_OF_SLOTS = tuple(slot.setting for slot in SLOTS.values() if slot.setting)
 
