@@ -13,6 +13,7 @@ from PIL import Image
 
 from backdrop.cli import main
 from backdrop.common import variant_paths
+from core.request import SCHEMA_VERSION
 from test_imaging import bomb_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def test_replace_on_white_subprocess(rotated_jpeg, tmp_path):
     report = json.loads(proc.stdout)
     assert report["outputs"] == [str(out)] and report["mask"] == str(mask) and report["cutout"] == str(cut)
     assert Image.open(mask).mode == "L" and Image.open(cut).mode == "RGBA" and Image.open(cut).size == (360, 480)
-    assert report["record"]["input_size"] == [360, 480] and report["request"]["version"] == 2
+    assert report["record"]["input_size"] == [360, 480] and report["request"]["version"] == SCHEMA_VERSION
     assert {"load", "segment", "composite", "save"} <= set(report["timings"])
     image = Image.open(out)
     assert image.size == (360, 480) and image.mode == "RGB"  # EXIF rotation applied

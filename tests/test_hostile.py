@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from api_server import serve
 from test_storage import _new_pg_database, postgres_server  # noqa: F401 - the fixture, shared
+from core.request import SCHEMA_VERSION
 from storage.db import Database
 from storage.models import Generation
 
@@ -251,7 +252,7 @@ def test_rerun_takes_the_schemas_version_and_options_lists_every_method(queued_s
     url, data_dir, queued = queued_server
     again = httpx.post(f"{url}/v1/generations/{queued}/rerun", json={"version": 2, "seed": 9}, timeout=60)
     assert again.status_code == 202 and again.json()["request"]["seed"] == 9, again.text
-    newer = httpx.post(f"{url}/v1/generations/{queued}/rerun", json={"version": 3}, timeout=60)
+    newer = httpx.post(f"{url}/v1/generations/{queued}/rerun", json={"version": SCHEMA_VERSION + 1}, timeout=60)
     assert newer.status_code == 422 and "newer Backdrop" in newer.json()["detail"]
     plain = httpx.post(f"{url}/v1/generations/{queued}/rerun", content='{"seed": 3}',
                        headers={"Content-Type": "text/plain"}, timeout=60)

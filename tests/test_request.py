@@ -44,14 +44,14 @@ def test_validation_comes_from_the_declaration(name, value, message):
 def test_to_dict_is_versioned_and_from_dict_is_strict():
     request = GenerationRequest(background="ai", prompt="dunes", seed=9, harmony=0.3)
     stored = json.loads(json.dumps(request.to_dict()))
-    assert stored["version"] == SCHEMA_VERSION == 2
+    assert stored["version"] == SCHEMA_VERSION == 3
     assert GenerationRequest.from_dict(stored) == request
     with pytest.raises(InputError, match="missing: seed"):
         GenerationRequest.from_dict({k: v for k, v in stored.items() if k != "seed"})  # never today's default
     with pytest.raises(InputError, match="unknown: colour"):
         GenerationRequest.from_dict({**stored, "colour": "red"})
-    with pytest.raises(InputError, match="version 3, written by a newer Backdrop"):
-        GenerationRequest.from_dict({**stored, "version": 3})
+    with pytest.raises(InputError, match="version 4, written by a newer Backdrop"):
+        GenerationRequest.from_dict({**stored, "version": 4})
 
 
 def test_version_1_upgrades_explicitly():
@@ -67,7 +67,7 @@ def test_version_1_upgrades_explicitly():
     assert request.shadow_angle == 315.0 and request.harmony == 0.5 and request.quality_negative is False
     image = GenerationRequest.from_dict(json.loads((STORED / "v1-image.json").read_text()))
     assert image.background == "image" and image.harmony == 0.5
-    assert upgrade(ai)["version"] == 2 and "work_width" not in upgrade(ai)
+    assert upgrade(ai)["version"] == SCHEMA_VERSION and "work_width" not in upgrade(ai)
     broken = {k: v for k, v in ai.items() if k != "steps"}
     with pytest.raises(InputError, match="missing: steps"):
         GenerationRequest.from_dict(broken)
