@@ -1,6 +1,7 @@
 """Studio: upload a photo, check and fix the automatic mask (a brush; clicks and boxes that
 Segment Anything turns into regions; the regions the automatic mask was unsure about, flipped),
-pick a background, generate, compare, download.
+pick a background and the output's size and placement (previewed on the photo), generate,
+compare, download.
 
 Everything the user made to the photo (its masks, selections, brush drawing, undo) is one
 MaskEditor (core.masks.editor) in session state, not widget state, so it survives switching to
@@ -15,7 +16,7 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from app_pages import browser, form, job_view, press, results, ui
+from app_pages import browser, form, framing, job_view, press, results, ui
 from core.errors import BackdropError
 from core.masks import brush
 from core.masks.editor import MaskEditor
@@ -238,6 +239,7 @@ def generate_section() -> None:
             st.button("Use the Models page's defaults", key="studio_forget_base", on_click=form.forget_base,
                       args=(FORM,))
         request, picture, reason = form.background_form(FORM, form.form_base(FORM))
+        framing.preview(FORM, editor().photo, editor().mask())
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")
         generate = press.press("Generate", "studio_generate", type="primary", disabled=request is None,

@@ -439,7 +439,7 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
         quality_negative=False, mask_grow=9, spill_removal=False, refine_matting=True, harmony=0.3,
         contact_shadow=0.25, cast_shadow=0.4, shadow_angle=200.0, shadow_softness=0.9, segmenter="isnet-general-use",
         inpaint_model=str(tiny_models["inpaint"]), controlnet_model=str(tiny_models["controlnet"]),
-        depth_model=str(tiny_models["depth"]), device="cpu",
+        depth_model=str(tiny_models["depth"]), device="cpu", canvas="3:2@300", fill=0.6, anchor="0.4,0.6", margin=0.08,
     )
     request = GenerationRequest(**values)
     # only the AI background has variants: another kind records (and makes) one

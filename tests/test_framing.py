@@ -274,3 +274,60 @@ def test_batch_marketplace_square_on_the_synthetic_set(synthetic_set, tmp_path, 
         assert abs(max(right - left, bottom - top) - 1700) <= 1, name
         assert abs((left + right) / 2 - 1000) <= 1 and abs((top + bottom) / 2 - 1000) <= 1, name
         assert (np.asarray(image)[np.asarray(alpha) == 0] == 255).all()  # white wherever the subject is not
+
+
+# ---- the AI background extends the scene ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ai_background_at_16_9_from_a_4_3_photo(astronaut, tiny_models, monkeypatch, one_torch_thread):
+    """Tiny models, through the product's loader: the canvas is widened to 16:9 at the photo's
+    scale; the sampler sees the whole canvas in its bucket with the new area in the repaint mask
+    (as well as the background), and depth that runs on from the photo's edge into the new
+    area instead of dropping off; the subject is composited back where it was placed, its
+    pixels the photo's."""
+    from core.engine import generate
+    from core.models.registry import ModelRegistry
+
+    photo = astronaut.resize((160, 120), Image.Resampling.LANCZOS)
+    mask = Image.new("L", photo.size, 0)
+    mask.paste(255, (60, 20, 110, 120))
+    seen = {}
+    real = generate.generate_backgrounds
+
+    def spy(image, repaint, depth, request, **kwargs):
+        seen.update(image=image, repaint=repaint, depth=depth)
+        return real(image, repaint, depth, request, **kwargs)
+
+    monkeypatch.setattr(generate, "generate_backgrounds", spy)
+    request = GenerationRequest(background="ai", canvas="16:9", prompt="a beach", seed=1, steps=2, device="cpu",
+                                inpaint_model=tiny_models["inpaint"], controlnet_model=tiny_models["controlnet"],
+                                depth_model=tiny_models["depth"])
+    result = run(photo, request, mask=mask, registry=ModelRegistry())
+    out = result.images[0]
+    assert out.size == (213, 120) and result.cutout.size == (213, 120)
+    record = result.record
+    assert record["canvas"] == [213, 120] and record["bucket"] == "512x320" and record["content"] == [512, 288]
+    assert record["resample_filter"] == "none" and record["depth_control"] is True
+    x = int(record["photo_offset"][0])
+    assert 0 < x < 213 - 160 and record["new_area"] == pytest.approx(1 - 160 / 213, abs=1e-3)
+
+    repaint = np.asarray(seen["repaint"])  # the bucket: 16 px strips above and below the content
+    assert repaint.shape == (320, 512)
+    content = repaint[16:304]
+    left = round(x * 512 / 213)  # where the photo starts in the working canvas
+    right = round((x + 160) * 512 / 213)
+    assert (content[:, : left - 1] == 255).all() and (content[:, right + 1:] == 255).all()  # the new area
+    assert (repaint[:16] == 255).all() and (repaint[304:] == 255).all()  # the bucket's strips
+    subject = content[:, round((x + 66) * 512 / 213): round((x + 104) * 512 / 213)]  # inside the 6 px grow
+    assert (subject[60:] == 0).all()  # the subject is kept
+    beside = content[:, left + 3: round((x + 54) * 512 / 213)]
+    assert (beside == 255).all()  # and the photo's own background repainted
+
+    depth = np.asarray(seen["depth"], dtype=int)[16:304]
+    inside = depth[:, left:right]
+    assert inside.max() - inside.min() > 50  # estimated on the photo: it has depth
+    assert (depth[:, :left] == depth[:, [left]]).all() and (depth[:, right:] == depth[:, [right - 1]]).all()
+
+    pixels, source = np.asarray(out), np.asarray(photo)
+    opaque = np.asarray(mask) == 255
+    assert np.array_equal(pixels[:, x:x + 160][opaque], source[opaque])  # the subject, bit for bit

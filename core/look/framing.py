@@ -120,10 +120,10 @@ def subject_box(alpha: Image.Image) -> tuple[float, float, float, float] | None:
     opacity (``_edge``). A hard edge gives whole pixels, an anti-aliased one lands between them,
     so a box scaled fivefold is still placed to the pixel. None when no pixel is at least half
     opaque."""
-    a = np.asarray(alpha.convert("L"), dtype=np.float64)
-    if not (a >= SUBJECT).any():
+    a = np.asarray(alpha.convert("L"))
+    columns, rows = a.max(axis=0).astype(np.float64), a.max(axis=1).astype(np.float64)
+    if columns.max() < SUBJECT:
         return None
-    columns, rows = a.max(axis=0), a.max(axis=1)
     left, top = _edge(columns), _edge(rows)
     right, bottom = columns.size - _edge(columns[::-1]), rows.size - _edge(rows[::-1])
     return left, top, right, bottom
