@@ -10,7 +10,11 @@ Keys written today: ``input_size`` ([width, height]); for AI backgrounds the ``b
 sampler ran at ("768x512") and the photo's ``content`` size in it (core.engine.buckets), ``prompt`` and
 ``negative_prompt`` (as encoded), ``prompt_tokens`` and ``negative_prompt_tokens`` (CLIP tokens
 of text, without start and end), ``eta``, ``guided``, ``depth_control`` (whether the ControlNet
-ran), ``step`` and ``vae_decode`` (how the engine ran). Generations stored before the record
+ran), ``step`` and ``vae_decode`` (how the engine ran). A framed result (core.look.framing: any
+canvas, fill or anchor that moves or scales the photo) adds ``canvas`` ([width, height]),
+``subject_scale`` and ``resample_filter`` (``lanczos``, or ``none`` at scale 1: copied),
+``photo_offset`` (the photo's top-left corner on the canvas), ``subject_box`` (the subject's
+box there) and ``new_area`` (the share of the canvas the photo does not cover). Generations stored before the record
 existed have ``input_size``, ``work_size`` (the size they ran at) and, for a picture
 background, ``background_path`` (storage migration 0003).
 """
