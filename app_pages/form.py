@@ -49,6 +49,7 @@ def prefill(prefix: str, request: GenerationRequest, picture: bytes | None = Non
         state[f"{prefix}{field.name}"] = getattr(request, field.name)
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
     framing.prefill_anchor(prefix, request.anchor)
+    state[f"{prefix}size_preset"] = ""  # the stored values, not a preset's
     state[f"{prefix}base"] = request
 
 

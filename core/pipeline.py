@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from core.look.backgrounds import render_background
 from core.look.composite import composite, cutout
-from core.look.framing import Frame, frame_for, subject_box
+from core.look.framing import SOFT_SCALE, Frame, frame_for, subject_box
 from core.errors import Cancelled, InputError, ModelMissingError
 from core.engine.buckets import crop, pad, placement
 from core.imaging import check_mask, fit_mask, to_rgb
@@ -92,6 +92,9 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         placed, placed_alpha = frame.place(photo), frame.place(alpha, outside="clear")
         if not frame.identity:
             note(record, **frame.record(subject_box(alpha)))
+        if frame.scale > SOFT_SCALE:
+            result.warnings.append(f"the subject was enlarged {frame.scale:.1f} times to fill the canvas and may look "
+                                   "soft: a larger photo of it, or a smaller fill, keeps it sharp")
 
     if background.declared.generated:
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated

@@ -133,6 +133,7 @@ def test_fill_and_centre_on_a_square(product):
     assert record["new_area"] == 0 and np.allclose(record["subject_box"][1::2], [75, 925], atol=0.05)  # all photo
     pixels = np.asarray(out)
     assert (pixels[np.asarray(cut.getchannel("A")) == 0] == 255).all()  # white wherever the subject is not
+    assert any("enlarged 3.8 times" in w and "may look soft" in w for w in result.warnings)
 
 
 def test_bottom_anchor_leaves_the_margin_below_and_xy_anchor_moves_the_centre(product):

@@ -30,6 +30,7 @@ MAX_PIXELS = 80_000_000  # the largest canvas, as the largest photo (core.imagin
 MIN_SIDE = 16  # px, as a photo's (core.imaging.MIN_SIDE)
 MIN_FILL = 0.05  # a subject smaller than this share of the canvas is a speck, not a framing
 SUBJECT = 128  # alpha from which a pixel counts as subject (as core.imaging.check_mask counts it)
+SOFT_SCALE = 2.0  # a subject enlarged more than this looks soft: the run says so
 FILTER = "lanczos"  # how a scaled subject is resampled: Pillow's Lanczos (a 3-lobe windowed sinc)
 FRAMING_FIELDS = ("canvas", "fill", "anchor", "margin")  # the request's fields this module reads
 ANCHORS = {"center": "Centre", "bottom": "Bottom (standing products; the margin is the shadow's room)"}
@@ -242,6 +243,8 @@ def frame_for(request, photo: tuple[int, int], alpha: Image.Image | None) -> Fra
     goes: the photo's own size and fill 0 change nothing."""
     canvas = Canvas.parse(request.canvas).size_for(photo)
     _check_size(canvas, request.canvas)
+    if canvas == photo and request.fill == 0:  # the whole photo fits only where it is
+        return Frame(photo, photo)
     cw, ch = canvas
     pw, ph = photo
     box = subject_box(alpha) if alpha is not None else None
