@@ -87,6 +87,40 @@ def test_size_presets_are_valid_requests_and_explicit_fields_win():
         with_size_preset({}, "poster")
 
 
+def test_command_line_options_and_their_errors(product, tmp_path, capsys):
+    """``--canvas``, ``--fill``, ``--anchor`` and ``--size-preset`` on ``replace`` (and every
+    command's help, whose texts hold a % sign); a bad value is ``error: ...``, exit 2, no file."""
+    from backdrop.cli import main
+
+    photo, _ = product
+    source = tmp_path / "photo.png"
+    photo.save(source)
+    for command in ("replace", "batch", "rerun"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0 and "--size-preset" in capsys.readouterr().out
+    out = tmp_path / "out.png"
+    assert main(["replace", str(source), "-o", str(out), "--canvas", "16:9@640", "--fill", "0.5", "--anchor",
+                 "bottom", "--margin", "0.1"]) == 0
+    assert Image.open(out).size == (640, 360)
+    from storage import history
+
+    (made,) = history.list_generations(limit=1)
+    capsys.readouterr()
+    assert main(["rerun", str(made.id), "--size-preset", "marketplace-square", "--anchor", "bottom"]) == 0
+    (remix,) = history.list_generations(limit=1)
+    assert remix.parent_id == made.id and Image.open(remix.results[0].path).size == (2000, 2000)
+    assert (remix.request["fill"], remix.request["anchor"], remix.request["background"]) == (0.85, "bottom",
+                                                                                           "color:#ffffff")
+    for options, message in [(["--canvas", "16/9"], "canvas must be original, WxH"),
+                             (["--fill", "0.02"], "fill must be 0 (the whole photo"),
+                             (["--size-preset", "poster"], "invalid choice: 'poster'")]:
+        bad = tmp_path / "bad.png"
+        with pytest.raises(SystemExit) as exit_:
+            main(["replace", str(source), "-o", str(bad), *options])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err and not bad.exists()
+
+
 def test_version_2_requests_upgrade_to_the_identity_framing():
     stored = {**GenerationRequest(seed=5).to_dict(), "version": 2}
     for name in FRAMING_FIELDS:

@@ -37,6 +37,10 @@ def test_size_preset_fills_the_form_and_the_studio_previews_it(data_dir, lemur_p
     assert Image.open(view.results[0].path).size == (2000, 2000)
     assert view.request["canvas"] == "2000x2000" and view.record["canvas"] == [2000, 2000]
 
+    shown = app("history")  # the History's views of a framed result: before and after on its canvas
+    shown.button(key=f"history_open_{view.id}").click().run()
+    assert not shown.exception, shown.exception
+
     at.selectbox(key="studio_f_anchor_kind").set_value("position").run()
     at.slider(key="studio_f_anchor_x").set_value(0.3).run()
     assert state["studio_f_anchor"] == "0.3,0.5"
@@ -73,3 +77,15 @@ def test_batch_page_applies_one_framing_to_every_photo(data_dir, lemur_path, ast
         assert view.status == "done" and view.request["canvas"] == "1080x1350" and view.request["anchor"] == "bottom"
         assert Image.open(view.results[0].path).size == (1080, 1350)
         assert view.record["subject_box"][3] == pytest.approx(1350 - 0.06 * 1080, abs=0.01)  # on the bottom margin
+
+
+def test_a_framed_results_before_is_the_photo_where_it_went(lemur_path):
+    """Before / after of a framed result: the photo on the result's canvas at the recorded
+    place, the new area hatched, so the slider compares the same places."""
+    photo = Image.open(lemur_path).convert("RGB")
+    frame = frame_for(GenerationRequest(canvas="16:9"), photo.size, None)
+    before = framing.on_canvas(photo, frame)
+    x0, y0, x1, y1 = frame.covered
+    assert before.size == frame.canvas and (x0, x1 - x0, y1 - y0) == (frame.offset[0], 680, 440)
+    assert np.array_equal(np.asarray(before)[y0:y1, x0:x1], np.asarray(photo))
+    assert set(map(tuple, np.asarray(before)[:, 0])) <= set(framing.NEW_AREA)

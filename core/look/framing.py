@@ -302,7 +302,8 @@ class SizePreset:
 
 SIZE_PRESETS: dict[str, SizePreset] = {p.name: p for p in (
     SizePreset("marketplace-square", "Marketplace square on white", "2000x2000", 0.85, "center", 0.05,
-               "2000x2000, the product 85% of the side, centred, on white: what Amazon, eBay and Etsy ask for.",
+               "2000x2000, the product 85% of the side, centred, on white, as marketplaces such as Amazon ask of a "
+               "main image.",
                background="color:#ffffff"),
     SizePreset("square-post", "Square post 1:1", "1080x1080", 0.75, "center", 0.05,
                "1080x1080 for a feed, the subject 75% of the side, centred."),
