@@ -24,10 +24,9 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InputError
+from core.imaging import MAX_PIXELS, MIN_SIDE
 
-MAX_SIDE = 10_000  # px: the longest canvas side (BRIA's Expand goes to 5000)
-MAX_PIXELS = 80_000_000  # the largest canvas, as the largest photo (core.imaging.MAX_PIXELS)
-MIN_SIDE = 16  # px, as a photo's (core.imaging.MIN_SIDE)
+MAX_SIDE = 10_000  # px: the longest canvas side (BRIA's Expand goes to 5000); at most MAX_PIXELS, as a photo
 MIN_FILL = 0.05  # a subject smaller than this share of the canvas is a speck, not a framing
 SUBJECT = 128  # alpha from which a pixel counts as subject (as core.imaging.check_mask counts it)
 SOFT_SCALE = 2.0  # a subject enlarged more than this looks soft: the run says so
