@@ -10,7 +10,7 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from core.errors import InputError
-from core.look.framing import ANCHORS, SIZE_PRESETS, Frame, frame_for, parse_anchor, subject_box
+from core.look.framing import ANCHORS, SIZE_PRESETS, Frame, anchor_spec, frame_for, parse_anchor, subject_box
 from core.request import FIELD
 
 PREVIEW_SIDE = 420  # px: the preview's longer side
@@ -78,7 +78,7 @@ def size_section(prefix: str, field_widget, background_keys) -> str:
             left, right = st.columns(2)
             left.slider("Across (0 left, 1 right)", 0.0, 1.0, step=0.05, key=x, persist_state="session")
             right.slider("Down (0 top, 1 bottom)", 0.0, 1.0, step=0.05, key=y, persist_state="session")
-            anchor = f"{state[x]:g},{state[y]:g}"
+            anchor = anchor_spec((state[x], state[y]))
         field_widget(prefix, FIELD["margin"])
     state[f"{prefix}anchor"] = anchor  # not a widget's: what the form and the preview read
     return anchor

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 from core.errors import InputError
 from core.look.backgrounds import KINDS, Background
-from core.look.framing import Canvas, check_fill, parse_anchor
+from core.look.framing import Canvas, anchor_spec, check_fill, parse_anchor
 
 SCHEMA_VERSION = 3
 
@@ -229,6 +229,9 @@ class GenerationRequest:
         if self.variants != 1 and not self.background_spec.declared.variants:
             # only a kind with variants makes them: what is stored says what is made
             object.__setattr__(self, "variants", 1)
+        # the framing as written canonically ("2000X2000 " is 2000x2000), so a remix's form gives it back equal
+        object.__setattr__(self, "canvas", Canvas.parse(self.canvas).spec())
+        object.__setattr__(self, "anchor", anchor_spec(parse_anchor(self.anchor)))
 
     @property
     def background_spec(self) -> Background:

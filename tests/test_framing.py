@@ -62,9 +62,12 @@ def test_bad_framing_is_refused_by_the_declaration(field, value, message):
         GenerationRequest(**{field: value})
 
 
-def test_anchor_forms():
+def test_anchor_forms_and_the_canonical_writing():
     assert parse_anchor(" Center ") == "center" and parse_anchor("bottom") == "bottom"
     assert parse_anchor("0.3, 0.5") == (0.3, 0.5) and parse_anchor("1,0") == (1.0, 0.0)
+    request = GenerationRequest(canvas=" 2000X2000", anchor="0.30, .5")
+    assert (request.canvas, request.anchor) == ("2000x2000", "0.3,0.5")
+    assert GenerationRequest(canvas="16:9@1920", anchor="Bottom").canvas == "16:9@1920"
 
 
 def test_a_canvas_derived_from_the_photo_is_checked_when_it_is_known():

@@ -69,6 +69,14 @@ class Canvas:
             return canvas
         raise InputError(f"canvas must be original, WxH (2000x2000), W:H (16:9) or W:H@LONG (16:9@1920) (got {text!r})")
 
+    def spec(self) -> str:
+        """How it is written: ``original``, ``2000x2000``, ``16:9`` or ``16:9@1920``."""
+        if self.kind == "original":
+            return "original"
+        if self.kind == "size":
+            return f"{self.width}x{self.height}"
+        return f"{self.width}:{self.height}" + (f"@{self.long_side}" if self.long_side else "")
+
     def size_for(self, photo: tuple[int, int]) -> tuple[int, int]:
         """The canvas's size in px for a photo of size ``photo``."""
         if self.kind == "original":
@@ -106,6 +114,11 @@ def parse_anchor(text: str) -> str | tuple[float, float]:
             return x, y
     raise InputError(f"anchor must be center, bottom or X,Y with X and Y from 0 to 1 (0.3,0.5: the subject's centre "
                      f"at 30% of the width, half the height) (got {text!r})")
+
+
+def anchor_spec(anchor: str | tuple[float, float]) -> str:
+    """How a parsed anchor is written: ``center``, ``bottom`` or ``0.3,0.5``."""
+    return anchor if isinstance(anchor, str) else f"{anchor[0]:g},{anchor[1]:g}"
 
 
 def check_fill(value: float) -> None:
