@@ -1,6 +1,7 @@
 """The background form: one widget per request field, drawn from its declaration
-(core.request.FIELDS), the background's choice, colours and picture, the presets and the seed;
-and a stored request put back into it (a remix, a reload).
+(core.request.FIELDS), the background's choice, colours and picture, the presets and the seed,
+size and placement (app_pages.framing); and a stored request put back into it (a remix, a
+reload).
 
 The models and the device have no widget: they come from the form's base request (the saved
 settings, or the remixed generation's).
@@ -13,7 +14,7 @@ from typing import Callable
 
 import streamlit as st
 
-from app_pages import fast
+from app_pages import fast, framing
 from app_pages.ui import base_request, user_error
 from core.look.backgrounds import KINDS
 from core.models.slots import explain_missing, readiness
@@ -28,7 +29,7 @@ def new_seed() -> int:
 
 # The form draws one widget per request field of these groups, from its declaration
 # (core.request.FIELDS); the models and the device come from the base request.
-FORM_FIELDS = tuple(spec for spec in FIELDS if spec.group in ("ai", "advanced", "look"))
+FORM_FIELDS = tuple(spec for spec in FIELDS if spec.group in ("ai", "advanced", "look", "framing"))
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -48,6 +49,8 @@ def prefill(prefix: str, request: GenerationRequest, picture: bytes | None = Non
     for field in FORM_FIELDS:
         state[f"{prefix}{field.name}"] = getattr(request, field.name)
     state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
+    framing.prefill_anchor(prefix, request.anchor)
+    state[f"{prefix}size_preset"] = ""  # the stored values, not a preset's
     state[f"{prefix}base"] = request
 
 
@@ -176,12 +179,14 @@ def background_form(prefix: str, base: GenerationRequest, under_prompt: Callable
         picture = _background_picture(prefix)
         if picture is None:
             reason = "upload a background image first"
+    anchor = framing.size_section(prefix, field_widget, _colour_keys)
     with st.expander("Edges, colour match and shadows"):
         _group(prefix, "look", base)
     if reason:
         return None, None, reason
-    groups = ("ai", "advanced", "look") if kind.generated else ("look",)  # the others: as in the base
+    groups = ("ai", "advanced", "look", "framing") if kind.generated else ("look", "framing")  # the others: the base's
     values = {spec.name: state[f"{prefix}{spec.name}"] for spec in FORM_FIELDS if spec.group in groups}
+    values["anchor"] = anchor
     try:
         return base.replace(background=background, **values), picture, None
     except InputError as error:

@@ -31,13 +31,15 @@ def show_outputs(view, key: str) -> None:
     with whole:
         st.image(_fitted(str(output.path)), width="stretch", caption=f"Variant {output.index + 1} ({output.width}x{output.height})"
                  + (", transparent: shown on a checkerboard" if _has_alpha(str(output.path)) else ""))
-    before, after = _urls(_pair(str(_input_path(view)), str(output.path), None), f"{key}_compare")
+    framed = _frame(view)
+    before, after = _urls(_pair(str(_input_path(view)), str(output.path), None, framed), f"{key}_compare")
     with sliding:
         browser.compare(before, after, key=f"{key}_compare", caption="drag to compare")
-    mask = view.output("mask")
+    mask = view.output("cutout") if framed is not None else view.output("mask")  # where the subject went
     if mask is not None:
-        box = edge_window(Image.open(mask.path))
-        before, after = _urls(_pair(str(_input_path(view)), str(output.path), box), f"{key}_edge")
+        with Image.open(mask.path) as image:
+            box = edge_window(image.getchannel("A") if framed is not None else image)
+        before, after = _urls(_pair(str(_input_path(view)), str(output.path), box, framed), f"{key}_edge")
         with edge:
             browser.compare(before, after, key=f"{key}_edge", natural=True,
                             caption=f"1:1 pixels at x {box[0]}-{box[2]}, y {box[1]}-{box[3]}")
@@ -121,16 +123,31 @@ def _card(path: str) -> bytes:
         return _jpeg(card(image))
 
 
+def _frame(view) -> tuple | None:
+    """Where the generation put the photo on its canvas (core.look.framing's record), as the
+    arguments of a Frame; None when it kept the photo's size and place."""
+    record = view.record or {}
+    if "canvas" not in record:
+        return None
+    size = record.get("input_size")
+    return (tuple(size), tuple(record["canvas"]), record["subject_scale"], tuple(record["photo_offset"]))
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _pair(photo_path: str, result_path: str, box: tuple[int, int, int, int] | None) -> tuple[tuple[bytes, str], ...]:
+def _pair(photo_path: str, result_path: str, box: tuple[int, int, int, int] | None,
+          framed: tuple | None = None) -> tuple[tuple[bytes, str], ...]:
     """(before, after) as (encoded image, MIME type), of the same size: the photo as the
-    pipeline saw it (upright, sRGB) and the result; both fitted to FIT_WIDTH, or cut to ``box``
-    at full resolution. A transparent result stays transparent (PNG): the slider shows a
-    checkerboard behind it."""
+    pipeline saw it (upright, sRGB; placed on the canvas as ``framed`` says, the new area
+    hatched) and the result; both fitted to FIT_WIDTH, or cut to ``box`` at full resolution. A
+    transparent result stays transparent (PNG): the slider shows a checkerboard behind it."""
+    from app_pages.framing import on_canvas
     from core.imaging import load_image, to_rgb
+    from core.look.framing import Frame
 
     with open(photo_path, "rb") as stream:
         before = to_rgb(load_image(stream.read()))
+    if framed is not None:
+        before = on_canvas(before, Frame(*framed))
     with Image.open(result_path) as result:
         after = result.copy()
     if box is not None:

@@ -1,6 +1,7 @@
 """Studio: upload a photo, check and fix the automatic mask (a brush; clicks and boxes that
 Segment Anything turns into regions; the regions the automatic mask was unsure about, flipped),
-pick a background, generate, compare, download.
+pick a background and the output's size and placement (previewed on the photo), generate,
+compare, download.
 
 Everything the user made to the photo (its masks, selections, brush drawing, undo) is one
 MaskEditor (core.masks.editor) in session state, not widget state, so it survives switching to
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import browser, form, job_view, press, prompt_assistant, results, ui
+from app_pages import browser, form, framing, job_view, press, prompt_assistant, results, ui
 from core.errors import BackdropError
 from core.masks import brush
 from core.masks.editor import MaskEditor
@@ -241,6 +242,7 @@ def generate_section() -> None:
         base = form.form_base(FORM)
         request, picture, reason = form.background_form(
             FORM, base, under_prompt=lambda: prompt_assistant.section(FORM, base, parent))
+        framing.preview(FORM, editor().photo, editor().mask())
         if reason:
             st.caption(f"Cannot generate yet: {reason}.")
         generate = press.press("Generate", "studio_generate", type="primary", disabled=request is None,

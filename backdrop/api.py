@@ -34,6 +34,7 @@ from backdrop.guard import BodyLimit, BrowserGuard
 from storage.users import User
 from core.errors import BackdropError, InputError, ModelMissingError
 from core.look.backgrounds import KINDS
+from core.look.framing import with_size_preset
 from core.request import FIELD, GenerationRequest, field_values, upgrade
 from storage import access, history, previews
 from storage.errors import StorageError
@@ -175,12 +176,20 @@ def request_fields(values: Any, user: User | None) -> dict[str, Any]:
     the generation re-run), where a stored request, which names every field, gets the upgrade's
     value. Models and the device are chosen per request only by an admin (or without accounts):
     anyone else may name the server's settings (the Models page's, which apply to everyone), no
-    other model or folder of this server."""
+    other model or folder of this server. ``size_preset`` fills the framing fields it does
+    not name (core.look.framing)."""
     from storage.settings import SETTINGS, base_request
 
+    preset = None
+    if isinstance(values, dict):
+        values = dict(values)
+        preset = values.pop("size_preset", None)
+        if preset is not None and not isinstance(preset, str):
+            raise InputError(f"size_preset must be the name of a size preset (got {preset!r})")
     if isinstance(values, dict) and "version" in values:
-        values = {name: value for name, value in upgrade(values).items() if name in values and name != "version"}
-    fields = field_values(values)
+        named = set(values) - {"version"}
+        values = {name: value for name, value in upgrade(values).items() if name in named}
+    fields = field_values(with_size_preset(values, preset) if isinstance(values, dict) else values)
     if user is not None and not user.admin:
         server = base_request()
         chosen = sorted(name for name, value in fields.items() if name in SETTINGS and value != getattr(server, name))

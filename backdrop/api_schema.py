@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from core.look.framing import SIZE_PRESETS
 from core.request import FIELDS, SCHEMA_VERSION, Param
 from storage.history import GenerationView
 from storage.lifecycle import STATUSES
@@ -37,6 +38,10 @@ RequestFields = create_model(
     version=(int, Field(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION,
                         description="the request's schema version: an older version's request is upgraded, as "
                                     "stored requests are")),
+    size_preset=(Literal[tuple(SIZE_PRESETS)] | None,
+                 Field(None, title="Size preset", description="a named framing that fills canvas, fill, anchor and "
+                       "margin (and the background, for one that has its own) where the request does not give them: "
+                       + "; ".join(f"{p.name}: {p.hint}" for p in SIZE_PRESETS.values()))),
     **{spec.name: _field(spec) for spec in FIELDS},
 )
 

@@ -38,19 +38,22 @@ def database():
     return db
 
 
-def add_field_option(parser: argparse.ArgumentParser, spec, default=argparse.SUPPRESS) -> None:
+def add_field_option(parser: argparse.ArgumentParser, spec, default=argparse.SUPPRESS, shown=None) -> None:
     """The option of one request field, from its declaration (core.request): ``--field-name``
     (or its declared flag) with the field's check; a yes/no field gets ``--x`` and ``--no-x``.
-    ``default`` SUPPRESS leaves the attribute out unless the option is given (for remixes)."""
+    ``default`` SUPPRESS leaves the attribute out unless the option is given (for remixes and
+    what presets fill); ``shown`` is the default the help names then."""
     option = spec.flag or "--" + spec.name.replace("_", "-")
     names = [option, "-b"] if spec.name == "background" else [option]
-    if default is argparse.SUPPRESS or default == "":
+    described = spec.help.replace("%", "%%")  # argparse formats help with %
+    documented = default if shown is None else shown
+    if documented is argparse.SUPPRESS or documented == "":
         shown = ""
     else:
-        shown = f"default: {({True: 'yes', False: 'no'}.get(default, default) if spec.type is bool else default)}"
+        shown = f"default: {({True: 'yes', False: 'no'}.get(documented) if spec.type is bool else documented)}"
     if spec.type is bool:
         parser.add_argument(*names, dest=spec.name, action=argparse.BooleanOptionalAction, default=default,
-                            help=f"{spec.help}" + (f" ({shown})" if shown else ""))
+                            help=described + (f" ({shown})" if shown else ""))
         return
     details = "; ".join(part for part in (spec.limits, shown) if part)
 
@@ -62,7 +65,18 @@ def add_field_option(parser: argparse.ArgumentParser, spec, default=argparse.SUP
 
     parser.add_argument(*names, dest=spec.name, type=parse, default=default, choices=list(spec.choices or []) or None,
                         metavar=None if spec.choices else {int: "N", float: "X"}.get(spec.type, "TEXT"),
-                        help=f"{spec.help}" + (f" ({details})" if details else ""))
+                        help=described + (f" ({details})" if details else ""))
+
+
+def add_size_preset_option(parser: argparse.ArgumentParser) -> None:
+    """``--size-preset NAME``: a named framing (core.look.framing.SIZE_PRESETS) that fills the
+    framing fields, and the background of one that has its own, not given as options."""
+    from core.look.framing import SIZE_PRESETS
+
+    listed = "; ".join(f"{preset.name} ({preset.hint})" for preset in SIZE_PRESETS.values()).replace("%", "%%")
+    parser.add_argument("--size-preset", choices=list(SIZE_PRESETS), metavar="NAME",
+                        help=f"a named framing, one of: {listed} --canvas, --fill, --anchor, --margin and "
+                        "--background given beside it win over its values")
 
 
 def variant_paths(output: str | Path, count: int) -> list[Path]:

@@ -11,9 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from backdrop.common import add_field_option, check_outputs, database, printable, stage_copies, variant_paths
+from backdrop.common import (add_field_option, add_size_preset_option, check_outputs, database, printable,
+                             stage_copies, variant_paths)
 from core.errors import BackdropError
 from core.look.backgrounds import KINDS
+from core.look.framing import with_size_preset
 from core.request import FIELDS, SCHEMA_VERSION
 from storage.lifecycle import INTERRUPTED, STATUSES, UNFINISHED, Status, describe_text
 
@@ -39,6 +41,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("-o", "--output", metavar="OUTPUT.png", help="also write the result here (variants: OUTPUT-2, ...)")
     for spec in FIELDS:
         add_field_option(p, spec)
+    add_size_preset_option(p)
     p.set_defaults(func=_rerun)
 
     p = subparsers.add_parser("cancel", help="cancel a queued or running generation",
@@ -166,7 +169,8 @@ def _show(args: argparse.Namespace) -> int:
 def _rerun(args: argparse.Namespace) -> int:
     from storage import history, service
 
-    changes = {spec.name: getattr(args, spec.name) for spec in FIELDS if hasattr(args, spec.name)}
+    changes = with_size_preset({spec.name: getattr(args, spec.name) for spec in FIELDS if hasattr(args, spec.name)},
+                               args.size_preset)
     db = database()
     old = history.get(args.id, db=db)  # its results, to compare with: it may be deleted while this runs
     deliver = None

@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from backdrop.common import add_field_option, check_outputs, stage_copies, variant_paths
+from backdrop.common import add_field_option, add_size_preset_option, check_outputs, stage_copies, variant_paths
 from core.errors import InputError
 from core.look.backgrounds import KINDS, Background
 from core.models.slots import SAM_MODEL
+from core.look.framing import FRAMING_FIELDS, with_size_preset
 from core.request import FIELD, FIELDS, SAMPLER_PRESETS, GenerationRequest
 
 
@@ -68,15 +69,19 @@ def _add_replace(subparsers) -> None:
 
 def add_request_options(p: argparse.ArgumentParser) -> None:
     """One option per request field (the model and device ones starting from the saved
-    settings), and the sampler and prompt presets: what ``request_from_args`` reads."""
+    settings), and the sampler, prompt and size presets: what ``request_from_args`` reads. The
+    fields a size preset sets are left out of the arguments unless given, so a preset fills only
+    those the command line does not name."""
     from core.presets import PRESETS
 
     defaults = _defaults()
     for spec in FIELDS:
         if spec.name == "background":
-            p.add_argument("-b", "--background", type=_background_option, default=spec.default,
+            p.add_argument("-b", "--background", type=_background_option, default=argparse.SUPPRESS,
                            help=f"{spec.help.replace('| image |', '| image:PATH |')} (default: {spec.default}; "
                            "transparent gives an RGBA cut-out)")
+        elif spec.name in FRAMING_FIELDS:
+            add_field_option(p, spec, shown=spec.default)
         else:
             add_field_option(p, spec, defaults[spec.name])
     p.add_argument("--sampler-preset", choices=sorted(SAMPLER_PRESETS),
@@ -95,6 +100,7 @@ def _preset(name: str):
         return get_preset(name)
     except InputError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    add_size_preset_option(p)
 
 
 def _add_mask(subparsers) -> None:
@@ -144,8 +150,9 @@ def request_from_args(args: argparse.Namespace) -> tuple[GenerationRequest, Path
     """The request ``replace``'s options describe, and the background picture's path for
     ``image:PATH``. A sampler preset wins over --scheduler and --steps; a prompt preset fills an AI
     background's prompts left empty (another background has none to fill: it is ignored, and
-    said so)."""
-    values = {spec.name: getattr(args, spec.name) for spec in FIELDS}
+    said so); a size preset fills the framing fields (and its background) not given."""
+    given = {spec.name: getattr(args, spec.name) for spec in FIELDS if hasattr(args, spec.name)}
+    values = {spec.name: spec.default for spec in FIELDS} | with_size_preset(given, args.size_preset)
     if args.sampler_preset:
         values.update(SAMPLER_PRESETS[args.sampler_preset])
     kind = values["background"].partition(":")[0]

@@ -1,8 +1,10 @@
-"""One generation, stage by stage: prepare, (prompt), segment, (depth, generate), composite.
+"""One generation, stage by stage: prepare, (prompt), segment, frame, (depth, generate), composite.
 
 The generator only ever provides the background: the final image is always the ORIGINAL
 full-resolution photo composited over it with the soft alpha, so the subject's pixels survive
-the VAE round trip untouched.
+the VAE round trip untouched. The request's framing (core.look.framing) puts the photo and its
+mask on the output canvas first, resampled once if the subject is scaled; the background is
+made for the whole canvas and the subject composited where it was placed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 from scipy import ndimage
 
 from core.look.backgrounds import render_background
 from core.look.composite import composite, cutout
+from core.look.framing import SOFT_SCALE, Frame, frame_for, subject_box
 from core.errors import Cancelled, InputError, ModelMissingError
 from core.engine.buckets import crop, pad, placement
 from core.imaging import check_mask, fit_mask, to_rgb
@@ -33,9 +36,9 @@ from core.masks.segment import automatic_mask
 
 @dataclass
 class GenerationResult:
-    images: list[Image.Image]  # one per variant, the input's size (RGBA for transparent)
+    images: list[Image.Image]  # one per variant, the canvas's size (the input's by default; RGBA for transparent)
     mask: Image.Image  # 'L', the input's size: the mask that was used
-    cutout: Image.Image  # RGBA, the input's size
+    cutout: Image.Image  # RGBA, the canvas's size: the subject where it was placed
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     device: str = "cpu"
     warnings: list[str] = field(default_factory=list)
@@ -76,7 +79,6 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
 
     with stage("prepare"):
         photo = to_rgb(image)
-        place = placement(*photo.size)
         background = request.background_spec
         background.check_picture(picture)
         record: dict = {}
@@ -104,24 +106,33 @@ def run(image: Image.Image, request: GenerationRequest, mask: Image.Image | None
         models["prompt"] = prompt.model
     result = GenerationResult(images=[], mask=alpha, cutout=None, timings=timings, models=models, record=record,
                               warnings=prompt.warnings + refine_warnings)
+    with stage("frame"):
+        frame = frame_for(request, photo.size, alpha)
+        placed, placed_alpha = frame.place(photo), frame.place(alpha, outside="clear")
+        if not frame.identity:
+            note(record, **frame.record(subject_box(alpha)))
+        if frame.scale > SOFT_SCALE:
+            result.warnings.append(f"the subject was enlarged {frame.scale:.1f} times to fill the canvas and may look "
+                                   "soft: a larger photo of it, or a smaller fill, keeps it sharp")
 
     if background.declared.generated:
         # the cut-out's spill removal (numba, releases the GIL) runs while the background is generated
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backdrop-cutout") as pool:
-            cut = pool.submit(cutout, photo, alpha, spill_removal=request.spill_removal)
-            backgrounds = _ai_backgrounds(photo, alpha, request, place, result, stage, notify, cancel, registry,
+            cut = pool.submit(cutout, placed, placed_alpha, spill_removal=request.spill_removal)
+            backgrounds = _ai_backgrounds(placed, placed_alpha, frame, request, result, stage, notify, cancel,
+                                          registry,
                                           preview)
             with stage("composite"):
                 result.cutout = cut.result()
     else:
         with stage("background"):
-            backgrounds = [render_background(background, photo, alpha, picture)]
+            backgrounds = [render_background(background, photo, alpha, picture, frame)]
     with stage("composite"):
         if result.cutout is None:
-            result.cutout = cutout(photo, alpha, spill_removal=request.spill_removal)
+            result.cutout = cutout(placed, placed_alpha, spill_removal=request.spill_removal)
         for bg in backgrounds:
             check("during composite")
-            result.images.append(composite(photo, alpha, bg, request, cut=result.cutout))
+            result.images.append(composite(placed, placed_alpha, bg, request, cut=result.cutout))
     result.timings["total"] = sum(timings.values())
     return result
 
@@ -141,12 +152,36 @@ def inpaint_mask(alpha: Image.Image, size: tuple[int, int], grow: int) -> Image.
     return Image.fromarray(np.where(subject, 0, 255).astype(np.uint8), "L")
 
 
-def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: GenerationResult, stage, notify, cancel,
-                    registry, preview=None) -> list[Image.Image]:
-    """Depth on the unmasked photo (unless control is off or its weights are missing), the
-    backgrounds generated in the photo's bucket (core.engine.buckets), cropped and enlarged to the
-    photo's size. Fills in the models used with their revisions (result.models) and what ran
-    (result.record)."""
+def new_area_mask(frame: Frame, size: tuple[int, int]) -> Image.Image:
+    """'L' at ``size`` (the canvas's working size): 255 where the canvas is new area, which the
+    photo does not cover, 0 where it does."""
+    x0, y0, x1, y1 = frame.covered
+    fx, fy = size[0] / frame.canvas[0], size[1] / frame.canvas[1]
+    new = Image.new("L", size, 255)
+    new.paste(0, (round(x0 * fx), round(y0 * fy), round(x1 * fx), round(y1 * fy)))
+    return new
+
+
+def continued_depth(work: Image.Image, new: Image.Image, estimate) -> Image.Image:
+    """Depth for the whole working canvas ``work``: ``estimate`` (an image's depth map) run on
+    the part the photo covers (``new`` 0), then continued into the new area by repeating its
+    edge, so the depth runs on past the photo's border instead of dropping off a cliff."""
+    box = Image.eval(new, lambda v: 255 - v).getbbox()
+    if box is None or box == (0, 0, *work.size):
+        return estimate(work)
+    depth = np.asarray(estimate(work.crop(box)))
+    widths = ((box[1], work.height - box[3]), (box[0], work.width - box[2]))
+    return Image.fromarray(np.pad(depth, widths, mode="edge"), "L")
+
+
+def _ai_backgrounds(placed, alpha, frame: Frame, request: GenerationRequest, result: GenerationResult, stage,
+                    notify, cancel, registry, preview=None) -> list[Image.Image]:
+    """The background of the whole canvas (``placed``: the photo on it, ``alpha``: its mask
+    there), generated in the canvas's bucket (core.engine.buckets): the new area the photo does
+    not cover is repainted with the rest of the background; depth (unless control is off or
+    its weights are missing) is estimated on the placed photo, unmasked, and continued into the
+    new area. Cropped and enlarged to the canvas's size. Fills in the models used with their
+    revisions (result.models) and what ran (result.record)."""
     from core.engine.depth import estimate_depth
     from core.engine.generate import generate_backgrounds
     from core.engine.preview import for_run
@@ -156,26 +191,31 @@ def _ai_backgrounds(photo, alpha, request: GenerationRequest, place, result: Gen
 
     registry = registry or get_registry()
     result.device = resolve_device(request.device)
+    place = placement(*frame.canvas)
     note(result.record, bucket=place.name, content=place.content)
     with stage("resize"):
-        work = photo.resize(place.content, Image.Resampling.LANCZOS)
-        repaint = inpaint_mask(alpha, place.content, request.mask_grow)
+        work = placed.resize(place.content, Image.Resampling.LANCZOS)
+        new = new_area_mask(frame, place.content)
+        repaint = ImageChops.lighter(inpaint_mask(alpha, place.content, request.mask_grow), new)
     depth = None
     if "depth" in needed(request, "ai"):
         with stage("depth"):
             try:
-                depth = pad(estimate_depth(work, request.depth_model, result.device, registry=registry), place)
+                def estimate(image):
+                    return estimate_depth(image, request.depth_model, result.device, registry=registry)
+
+                depth = pad(continued_depth(work, new, estimate), place)
             except ModelMissingError as exc:
                 result.warnings.append(f"running {NO_DEPTH_CONTROL}: {exc}")
     used = {"inpaint": request.inpaint_model, **({"fast_lora": request.fast_lora} if request.fast else {})}
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):
-        steps = for_run(preview, photo, alpha, place, registry, result.device) if preview is not None else None
+        steps = for_run(preview, placed, alpha, place, registry, result.device) if preview is not None else None
         # the bucket's strips outside the photo are repainted like the rest of the background
         generated = generate_backgrounds(pad(work, place, fill=(0, 0, 0)), pad(repaint, place, fill=255), depth,
                                          request, progress=notify, cancel=cancel, registry=registry,
                                          warnings=result.warnings, record=result.record, preview=steps)
     result.models.update({slot: registry.record(model_id) for slot, model_id in used.items()})
     with stage("upscale"):
-        return [crop(image, place).resize(photo.size, Image.Resampling.LANCZOS) for image in generated]
+        return [crop(image, place).resize(frame.canvas, Image.Resampling.LANCZOS) for image in generated]

@@ -17,8 +17,12 @@ guidance above 1) and ``rows`` (network rows per step), ``fused_now`` and ``weig
 ``depth_control`` (whether the ControlNet ran), ``step`` and ``vae_decode`` (how the engine ran);
 from the prompt stage (core.prompting.stage) ``prompt_assistant`` (the assistant's words, text,
 model, revision, tokens and seconds), ``prompt_removed`` (what the deny-list took out of the
-prompt as typed) and ``denylist`` (a hash of the list's terms). Generations stored before the
-record existed have ``input_size``, ``work_size`` (the size they ran at) and, for a picture
+prompt as typed) and ``denylist`` (a hash of the list's terms). A framed result
+(core.look.framing: any canvas, fill or anchor that moves or scales the photo) adds ``canvas`` ([width, height]), ``subject_scale`` and ``resample_filter`` (``lanczos``, or
+``none`` at scale 1: copied), ``photo_offset`` (the photo's top-left corner on the canvas),
+``subject_box`` (the subject's box there) and ``new_area`` (the share of the canvas the photo does
+not cover). Generations stored before the record existed have ``input_size``, ``work_size`` (the
+size they ran at) and, for a picture
 background, ``background_path`` (storage migration 0003).
 """
 

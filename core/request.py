@@ -24,8 +24,9 @@ from typing import Any, Callable, Mapping
 from core.errors import InputError
 from core.engine.recipes import DEFAULT_LORA, RECIPES
 from core.look.backgrounds import KINDS, Background
+from core.look.framing import Canvas, anchor_spec, check_fill, parse_anchor
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # scheduler name -> the sampler's name in AUTOMATIC1111's parameters text and the app
 SCHEDULERS: Mapping[str, str] = {"dpmpp": "DPM++ 2M", "ddim": "DDIM", "euler_a": "Euler a"}
@@ -54,9 +55,10 @@ class Param:
     class attribute it is declared on; the rest from ``param()``.
 
     ``group`` says where the app shows it: ``ai`` and ``advanced`` (the AI background's form and
-    its advanced settings), ``look`` (edges, colour match and shadows), ``models`` (the Models
-    page's defaults), ``background`` (its own widget) or ``prompt`` (no widget: the Studio's
-    Improve prompt button shows the assistant's text before generating instead). ``flag`` replaces the command line's
+    its advanced settings), ``look`` (edges, colour match and shadows), ``framing`` (size and
+    placement), ``models`` (the Models page's defaults), ``background`` (its own widget) or
+    ``prompt`` (no widget: the Studio's Improve prompt button shows the assistant's text before
+    generating instead). ``flag`` replaces the command line's
     ``--field-name``; ``shown_if`` names a field whose value must be above 0 for the widget to
     be drawn (the value is kept either way)."""
 
@@ -210,6 +212,22 @@ class GenerationRequest:
                                 low=0, high=360, step=5.0, shown_if="cast_shadow")
     shadow_softness: float = param(0.5, "Shadow softness", "How much the cast shadow blurs with distance.",
                                    low=0, high=1, step=0.05, shown_if="cast_shadow")
+    canvas: str = param("original", "Canvas (output size)",
+                        "original (the photo's size) | WxH in px (2000x2000) | an aspect W:H (16:9: the smallest "
+                        "canvas of that shape that holds the whole photo) | W:H@LONG (16:9@1920: that shape, LONG px "
+                        "on its long side).", check=Canvas.parse, max_length=32, group="framing")
+    fill: float = param(0.0, "Subject size (share of the canvas)",
+                        "How much of the canvas the subject's box takes along its limiting side (0.85: 85%); 0 keeps "
+                        "the whole photo, scaled to fit the canvas.", low=0, high=1, step=0.01, check=check_fill,
+                        group="framing")
+    anchor: str = param("center", "Subject position",
+                        "center | bottom (standing products: the margin is left below for the shadow) | X,Y (where "
+                        "the subject's centre goes, as shares of the canvas's width and height: 0.3,0.5).",
+                        check=parse_anchor, max_length=32, group="framing")
+    margin: float = param(0.05, "Margin (share of the shorter side)",
+                          "Room kept between the subject and the canvas's edges, as a share of its shorter side "
+                          "(with the bottom anchor: the room under the subject).", low=0, high=0.4, step=0.01,
+                          group="framing")
     segmenter: str = param("u2netp", "Cut-out model (rembg name)", "Any rembg model installed here.",
                            env="BACKDROP_SEGMENTER", slot="segmenter", group="models")
     inpaint_model: str = param("stable-diffusion-v1-5/stable-diffusion-inpainting",
@@ -238,6 +256,9 @@ class GenerationRequest:
             object.__setattr__(self, "enhance_prompt", False)
         if self.enhance_prompt and not self.prompt.strip():
             raise InputError("enhance prompt needs a prompt to improve: a few words, e.g. 'beach at sunset'")
+        # the framing as written canonically ("2000X2000 " is 2000x2000), so a remix's form gives it back equal
+        object.__setattr__(self, "canvas", Canvas.parse(self.canvas).spec())
+        object.__setattr__(self, "anchor", anchor_spec(parse_anchor(self.anchor)))
 
     @property
     def background_spec(self) -> Background:
@@ -351,7 +372,14 @@ def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "fast": False, "fast_lora": DEFAULT_LORA, "version": 4}
 
 
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 had no framing: every result had the photo's size, which is what these values
+    make (the photo's own canvas, fill 0: nothing scaled or moved)."""
+    return {**data, "canvas": "original", "fill": 0.0, "anchor": "center", "margin": 0.05, "version": 5}
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:

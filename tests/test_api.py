@@ -22,6 +22,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from api_server import BACKDROP, free_port, serve, wait_finished
+from core.look.framing import SIZE_PRESETS
 from core.request import FIELD, FIELDS, SCHEMA_VERSION, GenerationRequest
 from storage import history, service
 from storage.db import Database
@@ -242,11 +243,34 @@ def test_a_running_ai_generation_links_its_latest_preview(client, lemur_path, ti
     assert [item["progress"]["preview"] for item in listed if item["id"] == ai] == [None]
 
 
+def test_a_size_preset_fills_the_framing_fields_it_is_not_given(client, db, lemur_path):
+    photo = lemur_path.read_bytes()
+    made = _create(client, photo, {"size_preset": "feed-portrait", "fill": 0.5})
+    assert made.status_code == 202, made.text
+    request = made.json()["request"]
+    assert (request["canvas"], request["fill"], request["anchor"], request["margin"]) == ("1080x1350", 0.5, "bottom", 0.06)
+    assert "size_preset" not in request  # the values are stored, not the preset's name
+    done = wait_finished(client, made.json()["id"])
+    assert done["status"] == "done" and done["record"]["canvas"] == [1080, 1350]
+    remix = client.post(f"/v1/generations/{done['id']}/rerun", json={"size_preset": "marketplace-square"})
+    assert remix.status_code == 202 and remix.json()["request"]["canvas"] == "2000x2000"
+    assert remix.json()["request"]["background"] == "color:#ffffff"
+    wait_finished(client, remix.json()["id"])
+    before = _recorded(db)
+    for fields, message in [({"size_preset": "poster"}, "unknown size preset 'poster'"),
+                            ({"size_preset": 3}, "size_preset must be the name of a size preset"),
+                            ({"canvas": "16:9@20000"}, "each side must be from 16 to 10,000")]:
+        answer = _create(client, photo, fields)
+        assert answer.status_code == 422 and message in answer.json()["detail"], answer.text
+    assert _recorded(db) == before
+
+
 def test_openapi_documents_the_request_from_the_field_table(client):
     document = client.get("/openapi.json").json()
     schemas = document["components"]["schemas"]
     properties = schemas["GenerationRequest"]["properties"]
-    assert set(properties) == {"version", *FIELD}
+    assert set(properties) == {"version", "size_preset", *FIELD}
+    assert properties["size_preset"]["anyOf"][0]["enum"] == list(SIZE_PRESETS)
     for spec in FIELDS:
         prop = properties[spec.name]
         assert (prop["default"], prop["title"], prop["description"]) == (spec.default, spec.label, spec.help)

@@ -521,6 +521,7 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
         contact_shadow=0.25, cast_shadow=0.4, shadow_angle=200.0, shadow_softness=0.9, segmenter="isnet-general-use",
         inpaint_model=str(tiny_models["inpaint"]), controlnet_model=str(tiny_models["controlnet"]),
         depth_model=str(tiny_models["depth"]), device="cpu", enhance_prompt=True, prompt_model=tiny_prompt_lm,
+        canvas="3:2@300", fill=0.6, anchor="0.4,0.6", margin=0.08,
     )
     request = GenerationRequest(**values)
     # only the AI background has variants and reads a prompt: another kind records (and makes) one, unimproved

@@ -1037,3 +1037,64 @@ def enhanced_generation(data: Path, lemur_path, inpaint_model: str, prompt_model
         return gid
     finally:
         database.dispose()
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label`` (a tap on a touch screen)."""
+    select = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.locator('[role="combobox"]')
+    if page.context.pages[0].evaluate("() => navigator.maxTouchPoints > 0"):
+        select.tap()
+    else:
+        select.click()
+    page.get_by_role("option", name=option).click()
+
+
+def framing_preview(page, caption: str):
+    """The Studio's framing preview: the image shown above ``caption``."""
+    figure = page.locator('[data-testid="stImage"]').filter(has_text=caption)
+    figure.wait_for()
+    return figure.locator("img").first
+
+
+def test_framing_preview_and_a_marketplace_square_on_desktop_and_phone(server, browser, lemur_path):
+    """Issue 23 in the browser: choosing a size preset shows, before generating, the canvas with
+    the photo placed on it (outlined), the subject's box and the new area; the marketplace
+    square then generates a 2000x2000 image on white. On a phone the preview fits the screen."""
+    url, _, data = server
+    with session(browser) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        page.get_by_text("Output: the photo's own size (680x440).").wait_for()
+        choose(page, "Size", "Marketplace square on white")
+        image = framing_preview(page, "Canvas 2000x2000; subject 85% of the canvas")
+        shown = image_at(page, image)
+        assert shown.shape[0] == shown.shape[1], "the preview is the square canvas"
+        orange = (np.abs(shown - np.array([255, 136, 0])) < 40).all(axis=2)
+        ys, xs = np.nonzero(orange)
+        side = shown.shape[0]
+        assert abs(max(xs.max() - xs.min(), ys.max() - ys.min()) / side - 0.85) < 0.02, "the subject's box at 85%"
+        assert abs((xs.min() + xs.max()) / 2 / side - 0.5) < 0.02 and abs((ys.min() + ys.max()) / 2 / side - 0.5) < 0.02
+        image.scroll_into_view_if_needed()
+        shot(page, "60-framing-preview-desktop")
+        page.get_by_role("button", name="Generate").click()
+        done = page.get_by_text(re.compile(r"Generation \d+ done"))
+        done.wait_for()
+        view = generation(data, int(re.search(r"Generation (\d+) done", done.inner_text())[1]))
+        result = Image.open(view.results[0].path)
+        assert result.size == (2000, 2000) and np.asarray(result)[5, 5].tolist() == [255, 255, 255]
+        page.get_by_role("tab", name="Result").scroll_into_view_if_needed()
+        shot(page, "61-marketplace-square-result")
+
+    with session(browser, **PHONE) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        choose(page, "Size", "Story 9:16")
+        image = framing_preview(page, "Canvas 1080x1920")
+        image.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        box = image.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        assert abs(box["height"] / box["width"] - 1920 / 1080) < 0.03, "the preview keeps the canvas's shape"
+        shot(page, "62-framing-preview-phone")

@@ -46,14 +46,14 @@ def test_validation_comes_from_the_declaration(name, value, message):
 def test_to_dict_is_versioned_and_from_dict_is_strict():
     request = GenerationRequest(background="ai", prompt="dunes", seed=9, harmony=0.3)
     stored = json.loads(json.dumps(request.to_dict()))
-    assert stored["version"] == SCHEMA_VERSION == 4
+    assert stored["version"] == SCHEMA_VERSION == 5
     assert GenerationRequest.from_dict(stored) == request
     with pytest.raises(InputError, match="missing: seed"):
         GenerationRequest.from_dict({k: v for k, v in stored.items() if k != "seed"})  # never today's default
     with pytest.raises(InputError, match="unknown: colour"):
         GenerationRequest.from_dict({**stored, "colour": "red"})
-    with pytest.raises(InputError, match="version 5, written by a newer Backdrop"):
-        GenerationRequest.from_dict({**stored, "version": 5})
+    with pytest.raises(InputError, match="version 6, written by a newer Backdrop"):
+        GenerationRequest.from_dict({**stored, "version": 6})
 
 
 def test_version_1_upgrades_explicitly():
@@ -110,6 +110,16 @@ def test_version_3_upgrades_explicitly():
     with pytest.raises(InputError, match="version 3.*unknown: fast"):
         GenerationRequest.from_dict({**v3, "fast": True})
 
+
+def test_version_4_upgrades_explicitly():
+    """A stored version-4 request (before framing): every result had the photo's own size, so it
+    reads back with the photo's canvas, nothing scaled or moved, and every stored value kept."""
+    v4 = json.loads((STORED / "v4-ai.json").read_text())
+    assert v4["version"] == 4 and "canvas" not in v4
+    request = GenerationRequest.from_dict(v4)
+    assert {k: getattr(request, k) for k in v4 if k != "version"} == {k: v for k, v in v4.items() if k != "version"}
+    assert (request.canvas, request.fill, request.anchor) == ("original", 0.0, "center")
+    assert upgrade(v4)["version"] == SCHEMA_VERSION
 
 def test_fast_mode_samples_with_its_recipe():
     """Fast mode's scheduler, steps, guidance and eta are its LoRA's recipe, whatever the standard

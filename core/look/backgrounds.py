@@ -1,9 +1,10 @@
-"""The background kinds, declared once, and the non-AI ones rendered at the photo's full size.
+"""The background kinds, declared once, and the non-AI ones rendered to fill the output canvas.
 
 ``KINDS`` is the one table of background kinds: how each is written (``color:#RRGGBB``...), its
 label in the app, which job lane runs it (AI backgrounds take minutes, the others seconds),
 whether it needs a picture (stored with the generation), whether it makes variants, and how it
-is rendered (the AI background has no renderer: the engine paints it). The request's parser and
+is rendered on the canvas (core.look.framing: the photo's size unless the request frames it
+otherwise; the AI background has no renderer: the engine paints it). The request's parser and
 help, the app's form and labels, the command line's choices, the queue's lanes and the checks
 all read it: a new kind is one entry here and its renderer.
 """
@@ -19,6 +20,7 @@ from PIL import Image, ImageFilter, ImageOps
 from scipy import ndimage
 
 from core.errors import InputError
+from core.look.framing import Frame
 
 BLUR_SIDE = 256  # the blurred background is computed at this long side, then enlarged
 BLUR_SIGMA = 0.03  # blur radius as a share of the long side
@@ -77,7 +79,7 @@ def _hex(text: str, spec: str) -> tuple[int, int, int]:
     return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
-Render = Callable[[Background, Image.Image, Image.Image, "Image.Image | None"], "Image.Image | None"]
+Render = Callable[[Background, Image.Image, Image.Image, "Image.Image | None", Frame], "Image.Image | None"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,9 @@ class Kind:
     """One background kind. ``written``: its spec as a user writes it; ``colours``: how many
     ``#RRGGBB`` it takes; ``lane``: the job lane (core's name for it: ``ai`` for minutes of
     diffusion, ``quick`` for seconds); ``picture``: it needs a background picture; ``variants``:
-    it makes several images (seed, seed + 1, ...); ``render(background, photo, mask, picture)``
-    makes it at the photo's size (None: the AI engine paints it); ``hint``: what the app says of it."""
+    it makes several images (seed, seed + 1, ...); ``render(background, photo, mask, picture, frame)``
+    makes it at the canvas's size from the photo and mask as they were given and the ``Frame`` that
+    places them (None: the AI engine paints it); ``hint``: what the app says of it."""
 
     name: str
     label: str
@@ -104,23 +107,24 @@ class Kind:
         return self.render is None
 
 
-def _color(bg, photo, mask, picture):
-    return Image.new("RGB", photo.size, bg.colors[0])
+def _color(bg, photo, mask, picture, frame):
+    return Image.new("RGB", frame.canvas, bg.colors[0])
 
 
-def _gradient(bg, photo, mask, picture):
-    return gradient(photo.size, bg.colors[0], bg.colors[1])
+def _gradient(bg, photo, mask, picture, frame):
+    return gradient(frame.canvas, bg.colors[0], bg.colors[1])
 
 
-def _blur(bg, photo, mask, picture):
-    return blurred_surroundings(photo, mask)
+def _blur(bg, photo, mask, picture, frame):
+    # blurred at the photo's view, then placed like the photo and mirrored where it runs out
+    return frame.place(blurred_small(photo, mask), resample=Image.Resampling.BICUBIC)
 
 
-def _picture(bg, photo, mask, picture):
-    return cover(picture.convert("RGB"), photo.size)
+def _picture(bg, photo, mask, picture, frame):
+    return cover(picture.convert("RGB"), frame.canvas)
 
 
-def _transparent(bg, photo, mask, picture):
+def _transparent(bg, photo, mask, picture, frame):
     return None
 
 
@@ -130,22 +134,25 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("color", "Colour", "color:#RRGGBB", "One plain colour.", colours=1, render=_color),
     Kind("gradient", "Gradient", "gradient:#RRGGBB,#RRGGBB", "From the top colour to the bottom one.", colours=2,
          render=_gradient),
-    Kind("blur", "Blurred original", "blur", "The photo's own surroundings, strongly blurred.", render=_blur),
-    Kind("image", "My image", "image", "A picture of your own, scaled to cover the photo.", picture=True,
+    Kind("blur", "Blurred original", "blur", "The photo's own surroundings, strongly blurred (mirrored where a "
+         "larger canvas runs past the photo).", render=_blur),
+    Kind("image", "My image", "image", "A picture of your own, scaled to cover the canvas.", picture=True,
          render=_picture),
     Kind("transparent", "Transparent", "transparent", "No background: a PNG with alpha.", render=_transparent),
 )}
 
 
 def render_background(bg: Background, photo: Image.Image, mask: Image.Image,
-                      picture: Image.Image | None = None) -> Image.Image | None:
-    """The background for ``bg`` at ``photo``'s size (``picture`` for a kind that needs one,
-    checked); None for transparent."""
+                      picture: Image.Image | None = None, frame: Frame | None = None) -> Image.Image | None:
+    """The background for ``bg`` filling ``frame``'s canvas (default: the photo's size),
+    ``photo`` and ``mask`` as given, not placed (``picture`` for a kind that needs one, checked);
+    None for transparent."""
     kind = bg.declared
     if kind.generated:
         raise ValueError(f"render_background does not render {bg.kind!r} backgrounds (the pipeline generates them)")
     bg.check_picture(picture)
-    return kind.render(bg, photo, mask, picture)
+    frame = frame or Frame(photo.size, photo.size)
+    return kind.render(bg, photo, mask, picture, frame)
 
 
 def gradient(size: tuple[int, int], top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
@@ -162,9 +169,16 @@ def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def blurred_surroundings(photo: Image.Image, mask: Image.Image) -> Image.Image:
+    """The photo strongly blurred with the subject removed first (``blurred_small``), at the
+    photo's size."""
+    return blurred_small(photo, mask).resize(photo.size, Image.Resampling.BICUBIC)
+
+
+def blurred_small(photo: Image.Image, mask: Image.Image) -> Image.Image:
     """The photo strongly blurred with the subject removed first, so the subject does not smear
     into the blur: the subject's area is filled from its surroundings (normalized convolution
-    at growing radii), then everything is blurred."""
+    at growing radii), then everything is blurred; at most BLUR_SIDE px on its long side (a
+    caller enlarges it to where it goes)."""
     small = photo.copy()
     small.thumbnail((BLUR_SIDE, BLUR_SIDE), Image.Resampling.BILINEAR)
     long_side = max(small.size)
@@ -186,5 +200,4 @@ def blurred_surroundings(photo: Image.Image, mask: Image.Image) -> Image.Image:
         missing &= ~found
         sigma *= 2
     blurred = np.stack([ndimage.gaussian_filter(filled[..., c], BLUR_SIGMA * long_side) for c in range(3)], axis=-1)
-    out = Image.fromarray(np.clip(np.rint(blurred), 0, 255).astype(np.uint8), "RGB")
-    return out.resize(photo.size, Image.Resampling.BICUBIC)
+    return Image.fromarray(np.clip(np.rint(blurred), 0, 255).astype(np.uint8), "RGB")
