@@ -91,6 +91,7 @@ def add_request_options(p: argparse.ArgumentParser) -> None:
                    help="an AI background's prompt and negative prompt from a preset (--prompt / --negative-prompt "
                    "replace its texts; other backgrounds have no prompt): "
                    + ", ".join(preset.label.lower() for preset in PRESETS.values()))
+    add_size_preset_option(p)
 
 
 def _preset(name: str):
@@ -100,7 +101,6 @@ def _preset(name: str):
         return get_preset(name)
     except InputError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    add_size_preset_option(p)
 
 
 def _add_mask(subparsers) -> None:

@@ -22,7 +22,7 @@ from scipy import ndimage
 from core.look.backgrounds import render_background
 from core.look.composite import composite, cutout
 from core.look.framing import SOFT_SCALE, Frame, frame_for, subject_box
-from core.errors import Cancelled, InputError, ModelMissingError
+from core.errors import Cancelled, ModelMissingError
 from core.engine.buckets import crop, pad, placement
 from core.imaging import check_mask, fit_mask, to_rgb
 from core.masks.matting import refine_alpha

@@ -27,7 +27,6 @@ from sqlalchemy import select
 from api_server import serve
 from core.request import SCHEMA_VERSION
 from test_storage import _new_pg_database, postgres_server  # noqa: F401 - the fixture, shared
-from core.request import SCHEMA_VERSION
 from storage.db import Database
 from storage.models import Generation
 
