@@ -34,6 +34,7 @@ from core.files import StagedFiles
 from core.request import SCHEDULERS, GenerationRequest
 from storage import admission, history, lifecycle, previews
 from storage.db import Database, get_database
+from storage.images import encode_png
 from storage.models import Generation, Output
 from storage.settings import prompt_denylist
 
@@ -253,19 +254,25 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
                   hooks: _Hooks | None = None) -> StagedFiles | None:
     """Store every output and mark the generation done, in one transaction; the caller's copies
     (``deliver``) are staged inside it, before the commit. Images stored by a transaction that
-    then failed are removed again. Returns the staged copies, to publish. With ``hooks``, each
-    image's encoding is a step of the ``save`` stage, and a cancel request before one stops it
-    (Cancelled: nothing is kept)."""
+    then failed are removed again. Returns the staged copies, to publish. The images are encoded
+    first, outside the transaction (a 12 MP PNG takes seconds, and SQLite's one writer would make
+    the progress writes wait on it): with ``hooks``, each encoding is a step of the ``save``
+    stage, and a cancel request before one stops it (Cancelled: nothing is kept)."""
     created: list[str] = []
-    encoded = [0, len(result.images) + 2]  # done, of: the results, the cut-out, the mask
-
-    def store(session, image, pnginfo=None):
+    with db.Session() as session:
+        request = GenerationRequest.from_dict(session.get(Generation, generation_id).request)
+    pictures = [(image, pnginfo_for(request, result.record, generation_id, image, index))
+                for index, image in enumerate(result.images)] + [(result.cutout, None), (result.mask.convert("L"), None)]
+    encoded: list[bytes] = []  # the results, the cut-out (untagged: equal cut-outs share a file), the mask
+    for image, pnginfo in pictures:
         if hooks is not None:
             if hooks.cancel():
                 raise Cancelled("cancelled while its images were saved")
-            hooks.progress("save", *encoded)
-            encoded[0] += 1
-        stored = history.store_image(session, db, image, pnginfo)
+            hooks.progress("save", len(encoded), len(pictures))
+        encoded.append(encode_png(image, pnginfo))
+
+    def store(session, data: bytes):
+        stored = history.store_image(session, db, data)
         if stored.created:
             created.append(stored.sha256)
         return stored
@@ -274,15 +281,14 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
     try:
         with db.session() as session:
             row = session.get(Generation, generation_id)
-            request = GenerationRequest.from_dict(row.request)
             paths: dict[str, list[Path]] = {"result": []}
-            for index, image in enumerate(result.images):
-                stored = store(session, image, pnginfo_for(request, result.record, generation_id, image, index))
+            for index, data in enumerate(encoded[:-2]):
+                stored = store(session, data)
                 session.add(Output(generation_id=generation_id, kind="result", index=index, image_sha256=stored.sha256))
                 paths["result"].append(db.images.path(stored.sha256))
-            cutout = store(session, result.cutout)  # untagged: equal cut-outs share a file
+            cutout = store(session, encoded[-2])
             session.add(Output(generation_id=generation_id, kind="cutout", index=0, image_sha256=cutout.sha256))
-            mask = store(session, result.mask.convert("L"))
+            mask = store(session, encoded[-1])
             session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
             paths.update(cutout=[db.images.path(cutout.sha256)], mask=[db.images.path(mask.sha256)])
             row.mask_sha256 = mask.sha256

@@ -354,7 +354,7 @@ def _routes(app) -> list[tuple[str, str]]:
     """Every route but the health check, as (method, path with example ids)."""
     routes = [(method.upper(), path.replace("{generation_id}", "1").replace("{kind}", "result"))
               for path, operations in app.openapi()["paths"].items() for method in operations if path != "/v1/health"]
-    assert len(routes) == 7
+    assert len(routes) == 8
     return routes
 
 

@@ -20,7 +20,7 @@ from core.engine.recipes import RECIPES
 from core.errors import ModelMissingError
 from core.models.registry import ModelRegistry
 from core.engine.prompts import encode_prompt_pair
-from core.request import GenerationRequest
+from core.request import SCHEMA_VERSION, GenerationRequest
 from test_engine import ours as engine_run
 
 SIZE = (96, 64)
@@ -234,7 +234,7 @@ def test_backdrop_replace_fast_runs_the_recipe_records_it_and_reruns_bit_identic
     assert code == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out)
     assert report["request"]["fast"] is True and report["request"]["fast_lora"] == LCM
-    assert report["request"]["version"] == 3 and report["request"]["steps"] == 25  # kept for standard mode
+    assert report["request"]["version"] == SCHEMA_VERSION and report["request"]["steps"] == 25  # kept for standard mode
     record = report["record"]
     assert (record["fast_lora"], record["scheduler"], record["steps"], record["guidance"], record["guided"]) == (
         LCM, "LCMScheduler", 4, 1.0, False)

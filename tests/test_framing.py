@@ -124,8 +124,8 @@ def test_command_line_options_and_their_errors(product, tmp_path, capsys):
         assert exit_.value.code == 2 and message in capsys.readouterr().err and not bad.exists()
 
 
-def test_version_2_requests_upgrade_to_the_identity_framing():
-    stored = {**GenerationRequest(seed=5).to_dict(), "version": 2}
+def test_version_4_requests_upgrade_to_the_identity_framing():
+    stored = {**GenerationRequest(seed=5).to_dict(), "version": 4}
     for name in FRAMING_FIELDS:
         del stored[name]
     request = GenerationRequest.from_dict(stored)

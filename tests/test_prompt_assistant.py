@@ -140,7 +140,7 @@ def test_missing_weights_name_the_command_and_nothing_else_needs_them(monkeypatc
     assert row["fetch"] == f"{fetch_command()} nobody/no-such-lm"
     message = explain_missing([row])
     assert message.startswith("Improve prompt cannot run") and "Write the prompt yourself" in message
-    with pytest.raises(ModelMissingError, match=f"download it with: {fetch_command()} nobody/no-such-lm"):
+    with pytest.raises(ModelMissingError, match=f"fetch it with: {fetch_command()} nobody/no-such-lm"):
         propose("beach", "nobody/no-such-lm", "cpu", registry=ModelRegistry())
     assert "prompt" not in needed(request.replace(enhance_prompt=False))  # without the option, never needed
     assert "prompt" not in needed(request.replace(background="color:#ffffff"))
@@ -268,5 +268,5 @@ def test_command_line_errors_say_what_to_do(astronaut, tmp_path, capsys, monkeyp
     assert "enhance prompt needs a prompt to improve" in capsys.readouterr().err
     assert main(["replace", str(photo), "-o", str(out), "-b", "ai", "--prompt", "beach", "--enhance-prompt",
                  "--prompt-model", "nobody/no-such-lm"]) == 2
-    assert f"download it with: {fetch_command()} nobody/no-such-lm" in capsys.readouterr().err
+    assert f"fetch it with: {fetch_command()} nobody/no-such-lm" in capsys.readouterr().err
     assert not out.exists()

@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import InputError
 from core.record import note
-from core.request import FIELD, FIELDS, SCHEMA_VERSION, GenerationRequest, upgrade
+from core.request import FIELD, FIELDS, SCHEMA_VERSION, UPGRADES, GenerationRequest, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = Path(__file__).parent / "data" / "requests"
@@ -106,7 +106,7 @@ def test_version_3_upgrades_explicitly():
     request = GenerationRequest.from_dict(v3)
     assert {k: getattr(request, k) for k in v3 if k != "version"} == {k: v for k, v in v3.items() if k != "version"}
     assert request.fast is False and request.fast_lora == FIELD["fast_lora"].default
-    assert upgrade(v3) == {**v3, "version": 4, "fast": False, "fast_lora": FIELD["fast_lora"].default}
+    assert UPGRADES[3](v3) == {**v3, "version": 4, "fast": False, "fast_lora": FIELD["fast_lora"].default}
     with pytest.raises(InputError, match="version 3.*unknown: fast"):
         GenerationRequest.from_dict({**v3, "fast": True})
 
