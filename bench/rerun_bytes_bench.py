@@ -71,7 +71,8 @@ def main() -> int:
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
                                "--server.address", "127.0.0.1"], cwd=args.app_root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    figures: dict = {"label": args.label, "app_root": str(args.app_root)}
+    figures: dict = {"label": args.label,  # which checkout ran, in words (never a machine path)
+                     "app_root": "this checkout" if args.app_root.resolve() == ROOT else "another worktree (--app-root)"}
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, server)
