@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import browser, form, job_view, press, prompt_assistant, results, ui
+from app_pages import browser, cutout_now, form, job_view, press, prompt_assistant, results, ui
 from core.errors import BackdropError
 from core.masks import brush
 from core.masks.editor import MaskEditor
@@ -160,6 +160,9 @@ def mask_section(edit: MaskEditor) -> None:
     with right:
         st.caption("Corrected mask: this is what will be kept")
         st.image(brush.mask_overlay(photo, edit.mask(), size), width="stretch")
+        # the form's spill setting (drawn below: on the first run, the one it will start from)
+        spill = state.get(f"{FORM}spill_removal", form.form_base(FORM).spill_removal)
+        cutout_now.buttons(photo, edit.mask(), edit.name, bool(spill), key="studio_now")
         regions_panel(edit)
 
 
