@@ -5,6 +5,7 @@ PNG into the Studio's form. Their browser tests are in test_browser_tools.py."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -56,3 +57,43 @@ def test_an_empty_mask_offers_no_cutout(data_dir, lemur_path):
     (cut,) = [b for b in at.get("download_button") if b.label == "Cut-out PNG (transparent)"]
     assert cut.proto.disabled
     assert any(c.value.startswith("The mask is empty") for c in at.caption)
+
+
+def test_batch_shows_each_finished_result_small_without_decoding_it_again(data_dir, lemur_path, astronaut,
+                                                                          monkeypatch):
+    from storage import history
+    from storage.db import get_database
+
+    buffer = io.BytesIO()
+    astronaut.save(buffer, format="PNG")
+    at = app("batch")
+    at.file_uploader(key="batch_uploads").set_value([("lemur.png", lemur_path.read_bytes(), "image/png"),
+                                                     ("astronaut.png", buffer.getvalue(), "image/png")]).run()
+    at.radio(key="batch_f_kind").set_value("transparent").run()
+    pressable(at, "batch_start").click().run()
+    jobs = at.session_state["batch_jobs"]
+    for job in jobs:
+        assert wait_done(at, job["id"]).status == "done"
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.text if t.value.startswith("#")] == [f"#{jobs[0]['id']} lemur.png",
+                                                                       f"#{jobs[1]['id']} astronaut.png"]
+    assert len(at.get("image")) == 2
+    store = get_database().images
+    for job in jobs:  # made from the store's thumbnail of the result, kept on disk
+        result = history.get(job["id"]).output("result")
+        assert store.thumbnail(result.sha256).exists()
+
+    opened = []
+    real_open = Image.open
+
+    def recording_open(source, *args, **kwargs):
+        if isinstance(source, (str, Path)):
+            opened.append(Path(source))
+        return real_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", recording_open)
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) == 2
+    assert not [path for path in opened if store.root in path.parents], "a stored image was decoded on a rerun"
