@@ -28,6 +28,7 @@ from sqlalchemy import select
 from core.config import config
 from core.errors import BackdropError, Cancelled, InputError, OutputError
 from core.files import StagedFiles
+from core.png_settings import REQUEST_CHUNK, request_text
 from core.request import SCHEDULERS, GenerationRequest
 from storage import admission, history, lifecycle
 from storage.db import Database, get_database
@@ -100,9 +101,12 @@ def _a1111_value(value: Any) -> str:
 
 def pnginfo_for(request: GenerationRequest, record: dict[str, Any], generation_id: int, image: PILImage.Image,
                 variant: int = 0) -> dict[str, str]:
+    """A result's text chunks: AUTOMATIC1111's parameters text (other tools read it), the
+    generation's number, and the request whole (core.png_settings reads it back exactly)."""
     return {
         "parameters": parameters_text(request, record, generation_id, image.width, image.height, variant),
         "backdrop_generation_id": str(generation_id),
+        REQUEST_CHUNK: request_text(request),
     }
 
 
