@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import browser, cutout_now, form, job_view, press, prompt_assistant, results, ui
+from app_pages import browser, cutout_now, form, job_view, press, prompt_assistant, results, settings_png, ui
 from core.errors import BackdropError
 from core.masks import brush
 from core.masks.editor import MaskEditor
@@ -236,6 +236,7 @@ def regions_panel(edit: MaskEditor) -> None:
 def generate_section() -> None:
     form_column, output = st.columns([2, 3])
     with form_column:
+        settings_png.section(FORM, "studio_settings_png")
         parent = editor().parent
         if state.get(f"{FORM}base") is not None and parent:
             st.caption(f"Models and device as in generation #{parent}.")

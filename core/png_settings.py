@@ -34,8 +34,10 @@ from core.request import FIELD, FIELDS, SCHEDULERS, GenerationRequest
 
 REQUEST_CHUNK = "backdrop_request"
 PARAMETERS_CHUNK = "parameters"
-# what a PNG's settings may set: the background and its form; the models and device stay this machine's
-READ_GROUPS = ("background", "ai", "advanced", "look")
+# what a Backdrop result's request sets: its background and the fields that background reads
+# (another kind's prompt, seed and steps are only its form's defaults); the models and the device
+# stay this machine's
+READ_GROUPS = {True: ("background", "ai", "advanced", "look"), False: ("background", "look")}
 
 # AUTOMATIC1111's own pattern for one ``Key: value`` pair of the last line (modules/infotext_utils.py)
 _PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -78,7 +80,8 @@ def read_png_settings(data: bytes, what: str = "the file") -> PngSettings:
         except (ValueError, TypeError, InputError) as error:  # JSON's errors are ValueErrors
             problems.append(f"its Backdrop settings could not be read ({error})")
         else:
-            values = {spec.name: getattr(request, spec.name) for spec in FIELDS if spec.group in READ_GROUPS}
+            groups = READ_GROUPS[request.background_spec.declared.generated]
+            values = {spec.name: getattr(request, spec.name) for spec in FIELDS if spec.group in groups}
             generation = parse_parameters(chunks.get(PARAMETERS_CHUNK, ""))[2].get("Backdrop generation")
             return PngSettings("a Backdrop result", values, request, _whole(generation))
     text = chunks.get(PARAMETERS_CHUNK)

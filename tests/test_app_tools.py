@@ -97,3 +97,76 @@ def test_batch_shows_each_finished_result_small_without_decoding_it_again(data_d
     assert not at.exception, at.exception
     assert len(at.get("image")) == 2
     assert not [path for path in opened if store.root in path.parents], "a stored image was decoded on a rerun"
+
+
+def form_values(at) -> dict:
+    from app_pages.form import FORM_FIELDS
+
+    return {name: at.session_state[f"studio_f_{name}"] for name in ["kind", *(f.name for f in FORM_FIELDS)]
+            if f"studio_f_{name}" in at.session_state}
+
+
+def drop_settings(at, name: str, data: bytes):
+    at.file_uploader(key="studio_settings_png").set_value((name, data, "image/png")).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_dropped_a1111_png_fills_the_form_and_a_bad_one_changes_nothing(data_dir, lemur_path):
+    from test_png_settings import CLASSIC, UNKNOWN_SAMPLER, png
+
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    at.text_area(key="studio_f_prompt").set_value("my own words").run()
+    at.slider(key="studio_f_harmony").set_value(0.3).run()
+    before = form_values(at)
+    for name, data in (("notes.png", b"not an image"), ("plain.png", png()), ("photo.jpg", b"\xff\xd8\xff\xe0")):
+        drop_settings(at, name, data)
+        assert form_values(at) == before, name  # nothing in the form lost
+        assert at.error[-1].value == "Nothing was filled in: the form is as it was."
+        assert repr(name) in at.code[-1].value
+    drop_settings(at, "cat.png", png({"parameters": CLASSIC}))
+    assert at.text_area(key="studio_f_prompt").value.startswith("masterpiece, best quality, a cat")
+    assert at.text_input(key="studio_f_negative_prompt").value == "lowres, bad anatomy, (worst quality:1.4)"
+    assert (at.number_input(key="studio_f_seed").value, at.slider(key="studio_f_steps").value,
+            at.slider(key="studio_f_guidance").value, at.selectbox(key="studio_f_scheduler").value) == (
+        1234567890, 20, 7.0, "dpmpp")
+    assert at.slider(key="studio_f_harmony").value == 0.3  # not in the file: as it was
+    assert at.success[0].value.startswith("Filled in from AUTOMATIC1111's parameters text: prompt, negative prompt")
+    assert "'DPM++ 2M Karras' became DPM++ 2M" in at.code[-1].value
+    assert any(c.value.startswith("In the file but not Backdrop settings") and "Model hash" in c.value
+               for c in at.caption)
+    at.selectbox(key="studio_f_scheduler").set_value("ddim").run()
+    drop_settings(at, "astronaut.png", png({"parameters": UNKNOWN_SAMPLER}))
+    assert at.selectbox(key="studio_f_scheduler").value == "ddim"  # Heun: not understood, left as it was
+    assert at.slider(key="studio_f_steps").value == 20  # 200 is out of range: left as it was
+    assert at.text_area(key="studio_f_prompt").value == "portrait of an astronaut"
+    assert "Sampler 'Heun' is not one Backdrop has" in at.code[-1].value
+
+
+def test_a_dropped_backdrop_result_gives_back_its_request(data_dir, lemur_path):
+    from storage import history
+
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("gradient").run()
+    at.color_picker(key="studio_f_gradient_top").set_value("#102030").run()
+    at.slider(key="studio_f_contact_shadow").set_value(0.45).run()
+    at.checkbox(key="studio_f_spill_removal").set_value(False).run()
+    generate_button(at).click().run()
+    view = wait_done(at, at.session_state["studio_job"])
+    assert view.status == "done", view.error
+    made = form_values(at)
+    at.session_state["studio_f_prompt"] = "typed since"  # (its box is shown for AI backgrounds)
+    at.radio(key="studio_f_kind").set_value("color").run()
+    at.slider(key="studio_f_contact_shadow").set_value(0.0).run()
+    at.checkbox(key="studio_f_spill_removal").set_value(True).run()
+    drop_settings(at, "result.png", history.get(view.id).output("result").path.read_bytes())
+    # a gradient's request: its background and look come back; its prompt and seed are a form's
+    # defaults, not the result's, so the prompt typed since stays
+    assert form_values(at) == made | {"prompt": "typed since"}
+    assert at.success[0].value == (f"Filled in from a Backdrop result, generation #{view.id}: the background and "
+                                    "its edge, colour and shadow settings (the models and device stay this "
+                                    "machine's).")
+    generate_button(at).click().run()
+    again = wait_done(at, at.session_state["studio_job"])
+    assert again.request == view.request

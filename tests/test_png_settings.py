@@ -143,7 +143,9 @@ def test_a_stored_result_carries_its_request(tmp_path, lemur_path):
         db.dispose()
     read = read_png_settings(stored)
     assert read.request == request and read.generation == generation_id
-    assert read.values["background"] == "color:#336699"
+    # a colour background reads no prompt or seed: they are not the result's, and the form keeps its own
+    assert read.values["background"] == "color:#336699" and read.values["harmony"] == 0.2
+    assert "prompt" not in read.values and "seed" not in read.values
 
 
 def bomb_header() -> bytes:
