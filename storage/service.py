@@ -220,17 +220,22 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
     (``deliver``) are staged inside it, before the commit. Images stored by a transaction that
     then failed are removed again. Returns the staged copies, to publish. With ``hooks``, each
     image's encoding is a step of the ``save`` stage, and a cancel request before one stops it
-    (Cancelled: nothing is kept)."""
+    (Cancelled: nothing is kept).
+
+    The images are encoded and written to the store before the transaction opens: the progress
+    of the ``save`` stage is written through another connection, which a transaction already
+    writing would lock out (SQLite: "database is locked" after the busy timeout, and a 12 MP
+    job failed)."""
     created: list[str] = []
     encoded = [0, len(result.images) + 2]  # done, of: the results, the cut-out, the mask
 
-    def store(session, image, pnginfo=None):
+    def store(image, pnginfo=None):
         if hooks is not None:
             if hooks.cancel():
                 raise Cancelled("cancelled while its images were saved")
             hooks.progress("save", *encoded)
             encoded[0] += 1
-        stored = history.store_image(session, db, image, pnginfo)
+        stored = db.images.put_image(image, pnginfo)
         if stored.created:
             created.append(stored.sha256)
         return stored
@@ -238,18 +243,19 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
     staged = None
     try:
         with db.session() as session:
+            request = GenerationRequest.from_dict(session.get(Generation, generation_id).request)
+        results = [store(image, pnginfo_for(request, result.record, generation_id, image, index))
+                   for index, image in enumerate(result.images)]
+        cutout = store(result.cutout)  # untagged: equal cut-outs share a file
+        mask = store(result.mask.convert("L"))
+        with db.session() as session:
             row = session.get(Generation, generation_id)
-            request = GenerationRequest.from_dict(row.request)
-            paths: dict[str, list[Path]] = {"result": []}
-            for index, image in enumerate(result.images):
-                stored = store(session, image, pnginfo_for(request, result.record, generation_id, image, index))
-                session.add(Output(generation_id=generation_id, kind="result", index=index, image_sha256=stored.sha256))
-                paths["result"].append(db.images.path(stored.sha256))
-            cutout = store(session, result.cutout)  # untagged: equal cut-outs share a file
-            session.add(Output(generation_id=generation_id, kind="cutout", index=0, image_sha256=cutout.sha256))
-            mask = store(session, result.mask.convert("L"))
-            session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
-            paths.update(cutout=[db.images.path(cutout.sha256)], mask=[db.images.path(mask.sha256)])
+            outputs = [("result", index, stored) for index, stored in enumerate(results)]
+            for kind, index, stored in [*outputs, ("cutout", 0, cutout), ("mask", 0, mask)]:
+                history.record_image(session, stored)
+                session.add(Output(generation_id=generation_id, kind=kind, index=index, image_sha256=stored.sha256))
+            paths = {"result": [db.images.path(stored.sha256) for stored in results],
+                     "cutout": [db.images.path(cutout.sha256)], "mask": [db.images.path(mask.sha256)]}
             row.mask_sha256 = mask.sha256
             row.record = {**(row.record or {}), **result.record, "worker": lifecycle.describe(row.worker)}
             lifecycle.finish(row)
