@@ -101,7 +101,7 @@ def result_thumbnails(views: list[tuple[str, object]]) -> None:
             with st.container(width=THUMB_WIDTH, gap=None):
                 picture = thumbs.thumbnail(view)
                 if picture:
-                    st.image(picture, width=THUMB_WIDTH)
+                    st.image(picture, width="stretch")  # the container's width, sent whole (sharp on a phone)
                 else:
                     st.caption("(its files are gone)")
                 label = f"#{view.id} {name}"  # the file's name is the user's text: plain text
