@@ -10,6 +10,7 @@ import streamlit as st
 
 from app_pages import form, ui
 from core.errors import BackdropError
+from core.look.backgrounds import Background
 
 state = st.session_state
 
@@ -32,6 +33,9 @@ def section(prefix: str, key: str) -> None:
     st.success(f"Filled in from {note['source']}{generation}: {note['filled']}.", icon=":material/input:")
     if note["problems"]:  # they quote the file's text: shown as plain text
         ui.user_error("Not understood, left as they were:", "\n".join(note["problems"]), box=st.warning)
+    if note["notes"]:
+        ui.user_error("Filled in, but not quite as the file's maker ran it:", "\n".join(note["notes"]),
+                      box=st.info)
     if note["unused"]:
         st.caption("In the file but not Backdrop settings (it takes the size from the photo and the models from "
                    "the Models page): " + ", ".join(note["unused"]) + ".")
@@ -55,6 +59,7 @@ def _read(prefix: str, key: str) -> None:
         filled = ("every setting of the form" if "prompt" in read.values else "the background and its edge, colour "
                   "and shadow settings") + " (the models and device stay this machine's)"
     else:
-        filled = ", ".join(name.replace("_", " ") for name in read.values) or "nothing"
+        filled = ", ".join(f"background ({form.kind_label(Background.parse(value).kind)})" if name == "background"
+                           else name.replace("_", " ") for name, value in read.values.items()) or "nothing"
     state[f"{key}_note"] = {"error": None, "source": read.source, "generation": read.generation, "filled": filled,
-                            "problems": read.problems, "unused": read.unused}
+                            "problems": read.problems, "notes": read.notes, "unused": read.unused}

@@ -53,14 +53,16 @@ _HANDLED = {*_NUMBERS, "Sampler", "Schedule type", "Background", "Backdrop gener
 class PngSettings:
     """What a PNG said: ``values`` (request field -> a value valid for it) fill the form;
     ``request`` is a Backdrop result's whole request; ``problems`` are sentences about what was
-    there but could not be used (the form keeps its own value for those); ``unused`` names the
-    parameters text's keys Backdrop has no setting for (Size, Model hash, Denoising strength...)."""
+    there but could not be used (the form keeps its own value for those); ``notes`` about what
+    was used but is not quite what the file's maker ran (a sampler's schedule); ``unused`` names
+    the parameters text's keys Backdrop has no setting for (Size, Model hash, Denoising strength...)."""
 
     source: str  # "a Backdrop result" / "AUTOMATIC1111's parameters text"
     values: dict[str, Any]
     request: GenerationRequest | None = None
     generation: int | None = None  # the Backdrop generation the PNG came from, when it says so
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
 
 
@@ -125,15 +127,16 @@ def parameters_settings(text: str) -> PngSettings:
                                 "left as it was")
             else:
                 take(name, number, f"{key} {pairs[key]}")
+    notes: list[str] = []
     if "Sampler" in pairs:
-        scheduler, problem = sampler(pairs["Sampler"], pairs.get("Schedule type", ""))
+        scheduler, sentence = sampler(pairs["Sampler"], pairs.get("Schedule type", ""))
         if scheduler:
             values["scheduler"] = scheduler
-        if problem:
-            problems.append(problem)
+        if sentence:
+            (notes if scheduler else problems).append(sentence)
     unused = [key for key in pairs if key not in _HANDLED]
     return PngSettings("AUTOMATIC1111's parameters text", values, None, _whole(pairs.get("Backdrop generation")),
-                       problems, unused)
+                       problems, notes, unused)
 
 
 def sampler(name: str, schedule: str = "") -> tuple[str | None, str | None]:

@@ -132,7 +132,10 @@ def test_a_dropped_a1111_png_fills_the_form_and_a_bad_one_changes_nothing(data_d
             at.slider(key="studio_f_guidance").value, at.selectbox(key="studio_f_scheduler").value) == (
         1234567890, 20, 7.0, "dpmpp")
     assert at.slider(key="studio_f_harmony").value == 0.3  # not in the file: as it was
-    assert at.success[0].value.startswith("Filled in from AUTOMATIC1111's parameters text: prompt, negative prompt")
+    assert at.success[0].value == ("Filled in from AUTOMATIC1111's parameters text: prompt, negative prompt, "
+                                   "background (AI scene), steps, guidance, seed, scheduler.")
+    assert at.info[-1].value == "Filled in, but not quite as the file's maker ran it:"
+    assert not [w for w in at.warning if w.value.startswith("Not understood")]
     assert "'DPM++ 2M Karras' became DPM++ 2M" in at.code[-1].value
     assert any(c.value.startswith("In the file but not Backdrop settings") and "Model hash" in c.value
                for c in at.caption)
@@ -141,6 +144,7 @@ def test_a_dropped_a1111_png_fills_the_form_and_a_bad_one_changes_nothing(data_d
     assert at.selectbox(key="studio_f_scheduler").value == "ddim"  # Heun: not understood, left as it was
     assert at.slider(key="studio_f_steps").value == 20  # 200 is out of range: left as it was
     assert at.text_area(key="studio_f_prompt").value == "portrait of an astronaut"
+    assert at.warning[0].value == "Not understood, left as they were:"  # above the form's own
     assert "Sampler 'Heun' is not one Backdrop has" in at.code[-1].value
 
 

@@ -58,7 +58,8 @@ def test_classic_text_fills_prompt_negative_seed_steps_guidance_and_maps_the_sam
         "negative_prompt": "lowres, bad anatomy, (worst quality:1.4)", "background": "ai",
         "steps": 20, "guidance": 7.0, "seed": 1234567890, "scheduler": "dpmpp",
     }
-    (problem,) = read.problems  # the Karras schedule: said, not hidden
+    assert not read.problems
+    (problem,) = read.notes  # the Karras schedule: said, not hidden
     assert "'DPM++ 2M Karras' became DPM++ 2M" in problem and "noise schedule" in problem
     assert read.unused == ["Size", "Model hash", "Model", "Denoising strength", "Clip skip", "Hires upscale",
                            "Hires upscaler", "Version"]
@@ -70,7 +71,7 @@ def test_no_negative_prompt_means_an_empty_one_and_schedule_type_is_noted():
     assert read.values["prompt"] == "a photo of a lighthouse at dusk, long exposure"
     assert read.values["negative_prompt"] == ""
     assert (read.values["steps"], read.values["guidance"], read.values["seed"]) == (30, 5.5, 42)
-    assert read.values["scheduler"] == "dpmpp" and "with the Karras schedule" in read.problems[0]
+    assert read.values["scheduler"] == "dpmpp" and "with the Karras schedule" in read.notes[0]
 
 
 def test_multi_line_prompt_and_negative_and_quoted_values():
@@ -80,7 +81,8 @@ def test_multi_line_prompt_and_negative_and_quoted_values():
     assert pairs["Lora hashes"] == "add_detail: 7c6bad76eb54, more_details: 3b8aa1d351ef"
     assert pairs["TI hashes"] == "easynegative: c74b4e810b03"
     read = parameters_settings(MULTILINE)
-    assert read.values["scheduler"] == "euler_a" and read.values["seed"] == 3141592653 and not read.problems
+    assert read.values["scheduler"] == "euler_a" and read.values["seed"] == 3141592653
+    assert not read.problems and not read.notes
 
 
 def test_unknown_sampler_and_out_of_range_values_are_named_and_left_as_they_were():
