@@ -1,5 +1,5 @@
 """The Studio's *Settings from a PNG*: a result dropped here (Backdrop's, or AUTOMATIC1111's and
-the tools that write its ``parameters`` text) fills the background form with the settings it
+the tools' that write its ``parameters`` text, in a PNG or a JPEG's or WebP's EXIF comment) fills the background form with the settings it
 carries (core.png_settings reads them). The form is filled in the uploader's callback, before
 its widgets are drawn; a file with nothing to read changes nothing in the form, and says why.
 """
@@ -19,9 +19,10 @@ def section(prefix: str, key: str) -> None:
     """The uploader and what the last file it was given filled in, or why it could not."""
     st.file_uploader(
         "Settings from a PNG", type=["png", "jpg", "jpeg", "webp"], key=key, on_change=_read, args=(prefix, key),
-        help="Drop a Backdrop result, or a PNG made with AUTOMATIC1111 (or a tool that writes its 'parameters' "
-             "text: InvokeAI, Forge, SD.Next...): its prompt, negative prompt, seed, steps, guidance and sampler "
-             "fill the form below. Nothing else in the form changes.",
+        help="Drop a Backdrop result, or an image made with AUTOMATIC1111 (a PNG, or a JPEG or WebP with its "
+             "EXIF comment; or from a tool that writes its 'parameters' text: InvokeAI, Forge, SD.Next...): its "
+             "prompt, negative prompt, seed, steps, guidance and sampler fill the form below. Nothing else in the "
+             "form changes.",
     )
     note = state.get(f"{key}_note")
     if not note:

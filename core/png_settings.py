@@ -14,8 +14,9 @@ Two kinds of PNG carry them in their text chunks:
   and sampler are taken where they are valid for Backdrop, and the rest is named, never lost
   silently.
 
-Only the chunks stored before the pixels are read (where Pillow, AUTOMATIC1111 and Backdrop
-write them), so a large PNG is never decoded for its text.
+AUTOMATIC1111 saves JPEG and WebP files with the same text in their EXIF UserComment; it is read
+there too. Only the chunks stored before the pixels are read (where Pillow, AUTOMATIC1111 and
+Backdrop write them), so a large PNG is never decoded for its text.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from core.request import FIELD, FIELDS, SCHEDULERS, GenerationRequest
 
 REQUEST_CHUNK = "backdrop_request"
 PARAMETERS_CHUNK = "parameters"
+_EXIF_IFD, _USER_COMMENT = 0x8769, 0x9286  # EXIF's sub-directory and its UserComment tag
 # what a Backdrop result's request sets: its background and the fields that background reads
 # (another kind's prompt, seed and steps are only its form's defaults); the models and the device
 # stay this machine's
@@ -189,7 +191,9 @@ def parse_parameters(text: str) -> tuple[str | None, str, dict[str, str]]:
 
 
 def _text_chunks(data: bytes, what: str) -> dict[str, str]:
-    """A PNG's text chunks that come before its pixels, without decoding the pixels."""
+    """A PNG's text chunks that come before its pixels, or a JPEG's or WebP's EXIF user comment
+    (where AUTOMATIC1111 writes its parameters text in those formats) as ``parameters``,
+    without decoding the pixels."""
     if not data:
         raise InputError(f"{what} is empty (0 bytes)")
     try:
@@ -197,6 +201,7 @@ def _text_chunks(data: bytes, what: str) -> dict[str, str]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixels are never decoded
             with Image.open(io.BytesIO(data)) as image:
                 kind, info = image.format, dict(image.info)
+                comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT) if kind in ("JPEG", "WEBP") else None
     except UnidentifiedImageError:
         raise InputError(f"{what} is not an image (settings are read from a PNG's text)") from None
     except Image.DecompressionBombError:
@@ -204,10 +209,30 @@ def _text_chunks(data: bytes, what: str) -> dict[str, str]:
                          "decompression bombs)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(f"{what} is damaged and cannot be read ({exc})") from None
+    if kind in ("JPEG", "WEBP"):
+        text = _user_comment(comment)
+        return {PARAMETERS_CHUNK: text} if text else {}
     if kind != "PNG":
         raise InputError(f"{what} is a {kind or 'non-PNG'} image: settings are read from a PNG's text (a Backdrop "
-                         "result, or a PNG saved by AUTOMATIC1111 or a tool that writes its 'parameters' text)")
+                         "result, or a PNG saved by AUTOMATIC1111 or a tool that writes its 'parameters' text), or "
+                         "from the EXIF comment of AUTOMATIC1111's JPEG and WebP files")
     return {key: value for key, value in info.items() if isinstance(key, str) and isinstance(value, str)}
+
+
+def _user_comment(value: Any) -> str | None:
+    """An EXIF UserComment's text: 8 bytes naming its character code, then the text (UNICODE is
+    UTF-16 in the writer's byte order: piexif, which AUTOMATIC1111 uses, writes the machine's)."""
+    if isinstance(value, str):
+        return value.strip("\x00") or None
+    if not isinstance(value, bytes) or len(value) <= 8:
+        return None
+    code, body = value[:8].rstrip(b"\x00 ").upper(), value[8:]
+    if code == b"UNICODE":
+        big_endian = body[:2] == b"\xfe\xff" or (len(body) > 1 and body[0] == 0 and body[1] != 0)
+        text = body.decode("utf-16-be" if big_endian else "utf-16-le", errors="replace").lstrip("\ufeff")
+    else:  # ASCII, or no code at all
+        text = body.decode("utf-8", errors="replace")
+    return text.strip("\x00") or None
 
 
 def _whole(text: str | None) -> int | None:

@@ -173,11 +173,32 @@ def test_files_with_nothing_to_read_say_why(data, message):
         read_png_settings(data, "photo.png")
 
 
-def test_a_jpeg_is_refused_with_what_is_read():
+def exif_image(fmt: str, comment: bytes | None) -> bytes:
+    exif = Image.Exif()
+    if comment is not None:
+        exif.get_ifd(0x8769)[0x9286] = comment
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
-    with pytest.raises(InputError, match="is a JPEG image: settings are read from a PNG's text"):
-        read_png_settings(buffer.getvalue(), "photo.jpg")
+    Image.new("RGB", (8, 8)).save(buffer, format=fmt, exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "comment"), [
+    ("JPEG", b"UNICODE\0" + NO_NEGATIVE.encode("utf-16-le")),  # piexif on a little-endian machine
+    ("WEBP", b"UNICODE\0" + NO_NEGATIVE.encode("utf-16-be")),
+    ("JPEG", b"ASCII\0\0\0" + NO_NEGATIVE.encode()),
+])
+def test_automatic1111_jpeg_and_webp_carry_the_text_in_their_exif_comment(fmt, comment):
+    read = read_png_settings(exif_image(fmt, comment))
+    assert read.values["prompt"] == "a photo of a lighthouse at dusk, long exposure" and read.values["seed"] == 42
+
+
+def test_other_images_say_what_is_read():
+    with pytest.raises(InputError, match="photo.jpg carries no settings to read"):
+        read_png_settings(exif_image("JPEG", None), "photo.jpg")
+    buffer = io.BytesIO()
+    Image.new("P", (8, 8)).save(buffer, format="GIF")
+    with pytest.raises(InputError, match="is a GIF image: settings are read from a PNG's text"):
+        read_png_settings(buffer.getvalue(), "anim.gif")
 
 
 def test_a_large_pngs_text_is_read_without_decoding_its_pixels(monkeypatch):
