@@ -1,7 +1,8 @@
-"""The Studio's *Settings from a PNG*: a result dropped here (Backdrop's, or AUTOMATIC1111's and
-the tools' that write its ``parameters`` text, in a PNG or a JPEG's or WebP's EXIF comment) fills the background form with the settings it
-carries (core.png_settings reads them). The form is filled in the uploader's callback, before
-its widgets are drawn; a file with nothing to read changes nothing in the form, and says why.
+"""The Studio's *Settings from a PNG*: a result dropped here (Backdrop's, or one from
+AUTOMATIC1111 or a tool that writes its ``parameters`` text, in a PNG or in a JPEG's or WebP's
+EXIF comment) fills the background form with the settings it carries (core.png_settings reads
+them). The form is filled in the uploader's callback, before its widgets are drawn; a file with
+nothing to read changes nothing in the form, and says why.
 """
 
 from __future__ import annotations
