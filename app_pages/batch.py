@@ -11,13 +11,15 @@ import streamlit as st
 
 from core.errors import BackdropError
 from core.imaging import PHOTO_SUFFIXES
-from app_pages import form, job_view, press, ui
+from app_pages import form, job_view, press, thumbs, ui
 from storage import history
 from storage.lifecycle import UNFINISHED, Status
 from storage.progress import progress_text
 
 state = st.session_state
 FORM = "batch_f_"
+THUMB_WIDTH = 150  # px on the page: two to a phone's row, many to a desktop's
+MAX_THUMBS = 120  # shown on the page; the zip holds every result
 
 
 def server_photos(folder: str | None) -> list[Path]:
@@ -88,6 +90,26 @@ def queue_table(rows: list[dict]) -> None:
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100)})
 
 
+def result_thumbnails(views: list[tuple[str, object]]) -> None:
+    """Each finished photo's result, small, in the queue's order, as they finish (the store's
+    cached thumbnails: nothing is decoded again when the page reruns)."""
+    done = [(name, view) for name, view in views if view.status == Status.DONE]
+    if not done:
+        return
+    with st.container(horizontal=True, gap="small", key="batch_thumbs"):
+        for name, view in done[:MAX_THUMBS]:
+            with st.container(width=THUMB_WIDTH, gap=None):
+                picture = thumbs.thumbnail(view)
+                if picture:
+                    st.image(picture, width="stretch")  # the container's width, sent whole (sharp on a phone)
+                else:
+                    st.caption("(its files are gone)")
+                label = f"#{view.id} {name}"  # the file's name is the user's text: plain text
+                st.text(label[:18] + ("..." if len(label) > 18 else ""), help=label if len(label) > 18 else None)
+    if len(done) > MAX_THUMBS:
+        st.caption(f"The first {MAX_THUMBS} of {len(done)} results are shown; the zip holds them all.")
+
+
 @st.fragment(run_every=1.0)
 def live_queue() -> None:
     """Refreshes the table while jobs run; reruns the page once they have all finished."""
@@ -97,6 +119,7 @@ def live_queue() -> None:
         st.rerun()
     queue_table(rows)
     st.caption(f"{len(views) - len(active)} of {len(rows)} finished; working...")
+    result_thumbnails(views)
     st.button("Cancel the rest", key="batch_cancel", icon=":material/cancel:", on_click=job_view.cancel,
               args=([view.id for view in active], ui.current_user()))
 
@@ -106,6 +129,7 @@ def finished_queue() -> None:
     queue_table(rows)
     done = [(name, v) for name, v in views if v.status == Status.DONE]
     st.caption(f"{len(done)} of {len(rows)} done")
+    result_thumbnails(views)
     if done:
         st.download_button("Download results (zip)", history.results_zip(done), file_name="backdrop-batch.zip",
                            mime="application/zip", key="batch_zip", on_click="ignore", icon=":material/folder_zip:")

@@ -10,13 +10,14 @@ settings, or the remixed generation's).
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import streamlit as st
 
 from app_pages import fast, framing
 from app_pages.ui import base_request, user_error
-from core.look.backgrounds import KINDS
+from core.look.backgrounds import KINDS, Background
+from core.look.framing import FRAMING_FIELDS
 from core.models.slots import explain_missing, readiness
 from core.request import FIELD, FIELDS, GenerationRequest
 
@@ -40,18 +41,30 @@ def prefill(prefix: str, request: GenerationRequest, picture: bytes | None = Non
     """Put a stored request into the form (before its widgets are drawn): every field's widget,
     the background's, and the request itself as the form's base, so what has no widget (the
     models, the device) is the stored generation's too."""
+    fill(prefix, request.params())
+    st.session_state[f"{prefix}picture"] = picture
+    st.session_state[f"{prefix}base"] = request
+
+
+def fill(prefix: str, values: Mapping[str, Any]) -> None:
+    """Put request field values (each valid for its field) into the form, before its widgets are
+    drawn: ``background`` chooses the kind and sets its colours; the fields not in ``values``
+    keep what the form has."""
     state = st.session_state
-    spec = request.background_spec
-    state[f"{prefix}kind"] = spec.kind
-    for key, colour in zip(_colour_keys(prefix, spec.declared), spec.colors):
-        state[key] = _hex(colour)
-    state[f"{prefix}picture"] = picture
+    if "background" in values:
+        spec = Background.parse(values["background"])
+        state[f"{prefix}kind"] = spec.kind
+        for key, colour in zip(_colour_keys(prefix, spec.declared), spec.colors):
+            state[key] = _hex(colour)
     for field in FORM_FIELDS:
-        state[f"{prefix}{field.name}"] = getattr(request, field.name)
-    state[f"{prefix}seed"] = min(request.seed, MAX_UI_SEED)
-    framing.prefill_anchor(prefix, request.anchor)
-    state[f"{prefix}size_preset"] = ""  # the stored values, not a preset's
-    state[f"{prefix}base"] = request
+        if field.name in values:
+            state[f"{prefix}{field.name}"] = values[field.name]
+    if "seed" in values:
+        state[f"{prefix}seed"] = min(values["seed"], MAX_UI_SEED)
+    if "anchor" in values:
+        framing.prefill_anchor(prefix, values["anchor"])
+    if FRAMING_FIELDS & set(values):
+        state[f"{prefix}size_preset"] = ""  # the values given, not a preset's
 
 
 # the colour pickers of a kind that takes colours: (label, default) for one colour, or for two

@@ -14,8 +14,7 @@ import streamlit as st
 from core.errors import BackdropError
 from core.look.backgrounds import KINDS
 from core.request import FIELDS, SCHEMA_VERSION
-from app_pages import form, job_view, press, results, ui
-from app_pages.compare import card
+from app_pages import form, job_view, press, results, thumbs, ui
 from storage import history
 from storage.db import get_database
 from storage.lifecycle import STATUSES, UNFINISHED, Status
@@ -47,28 +46,6 @@ def filters() -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def thumbnail(view) -> bytes | None:
-    """The first result (the photo when there is none) as a card of the gallery's one size."""
-    output = view.output("result") or None
-    sha = output.sha256 if output else view.input_sha256
-    try:
-        return _card(str(get_database().images.thumbnail(sha)))
-    except (OSError, ValueError):
-        return None
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def _card(path: str) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    with Image.open(path) as image:
-        card(image, (256, 192)).save(buffer, format="JPEG", quality=88)
-    return buffer.getvalue()
-
-
 def gallery(chosen: dict) -> int:
     """The cards of the generations ``chosen`` selects, a page at a time; returns how many there are."""
     total = history.count_generations(user=ui.current_user(), **chosen)
@@ -96,7 +73,7 @@ def gallery(chosen: dict) -> int:
 def card_of(view) -> None:
     """One generation: picture, number, kind, status, date and one short line (the prompt's start,
     or the background), so the cards of a row have one height."""
-    picture = thumbnail(view)
+    picture = thumbs.thumbnail(view)
     if picture:
         st.image(picture, width="stretch")
     star = " ★" if view.favourite else ""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages import browser, form, framing, job_view, press, prompt_assistant, results, ui
+from app_pages import (browser, cutout_now, form, framing, job_view, press, prompt_assistant, results, settings_png,
+                       ui)
 from core.errors import BackdropError
 from core.masks import brush
 from core.masks.editor import MaskEditor
@@ -161,6 +162,9 @@ def mask_section(edit: MaskEditor) -> None:
     with right:
         st.caption("Corrected mask: this is what will be kept")
         st.image(brush.mask_overlay(photo, edit.mask(), size), width="stretch")
+        # the form's spill setting (drawn below: on the first run, the one it will start from)
+        spill = state.get(f"{FORM}spill_removal", form.form_base(FORM).spill_removal)
+        cutout_now.buttons(photo, edit.mask(), edit.name, bool(spill), key="studio_now")
         regions_panel(edit)
 
 
@@ -234,6 +238,7 @@ def regions_panel(edit: MaskEditor) -> None:
 def generate_section() -> None:
     form_column, output = st.columns([2, 3])
     with form_column:
+        settings_png.section(FORM, "studio_settings_png")
         parent = editor().parent
         if state.get(f"{FORM}base") is not None and parent:
             st.caption(f"Models and device as in generation #{parent}.")

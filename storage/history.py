@@ -150,6 +150,11 @@ def store_image(session: Session, db: Database, source: PILImage.Image | bytes |
         stored = db.images.put_image(source, pnginfo)
     else:
         stored = db.images.put_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+    return record_image(session, stored)
+
+
+def record_image(session: Session, stored: StoredImage) -> StoredImage:
+    """The ``images`` row of a file already in the store (idempotent under concurrency)."""
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     session.execute(
         insert(Image)

@@ -31,10 +31,10 @@ from core.engine.preview import LivePreview
 from core.engine.recipes import RECIPE_SCHEDULERS, sampling
 from core.errors import BackdropError, Cancelled, InputError, OutputError
 from core.files import StagedFiles
+from core.png_settings import REQUEST_CHUNK, request_text
 from core.request import SCHEDULERS, GenerationRequest
 from storage import admission, history, lifecycle, previews
 from storage.db import Database, get_database
-from storage.images import encode_png
 from storage.models import Generation, Output
 from storage.settings import prompt_denylist
 
@@ -109,9 +109,12 @@ def _a1111_value(value: Any) -> str:
 
 def pnginfo_for(request: GenerationRequest, record: dict[str, Any], generation_id: int, image: PILImage.Image,
                 variant: int = 0) -> dict[str, str]:
+    """A result's text chunks: AUTOMATIC1111's parameters text (other tools read it), the
+    generation's number, and the request whole (core.png_settings reads it back exactly)."""
     return {
         "parameters": parameters_text(request, record, generation_id, image.width, image.height, variant),
         "backdrop_generation_id": str(generation_id),
+        REQUEST_CHUNK: request_text(request),
     }
 
 
@@ -254,25 +257,24 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
                   hooks: _Hooks | None = None) -> StagedFiles | None:
     """Store every output and mark the generation done, in one transaction; the caller's copies
     (``deliver``) are staged inside it, before the commit. Images stored by a transaction that
-    then failed are removed again. Returns the staged copies, to publish. The images are encoded
-    first, outside the transaction (a 12 MP PNG takes seconds, and SQLite's one writer would make
-    the progress writes wait on it): with ``hooks``, each encoding is a step of the ``save``
-    stage, and a cancel request before one stops it (Cancelled: nothing is kept)."""
+    then failed are removed again. Returns the staged copies, to publish. With ``hooks``, each
+    image's encoding is a step of the ``save`` stage, and a cancel request before one stops it
+    (Cancelled: nothing is kept).
+
+    The images are encoded and written to the store before the transaction opens: the progress
+    of the ``save`` stage is written through another connection, which a transaction already
+    writing would lock out (SQLite: "database is locked" after the busy timeout, and a 12 MP
+    job failed)."""
     created: list[str] = []
-    with db.Session() as session:
-        request = GenerationRequest.from_dict(session.get(Generation, generation_id).request)
-    pictures = [(image, pnginfo_for(request, result.record, generation_id, image, index))
-                for index, image in enumerate(result.images)] + [(result.cutout, None), (result.mask.convert("L"), None)]
-    encoded: list[bytes] = []  # the results, the cut-out (untagged: equal cut-outs share a file), the mask
-    for image, pnginfo in pictures:
+    encoded = [0, len(result.images) + 2]  # done, of: the results, the cut-out, the mask
+
+    def store(image, pnginfo=None):
         if hooks is not None:
             if hooks.cancel():
                 raise Cancelled("cancelled while its images were saved")
-            hooks.progress("save", len(encoded), len(pictures))
-        encoded.append(encode_png(image, pnginfo))
-
-    def store(session, data: bytes):
-        stored = history.store_image(session, db, data)
+            hooks.progress("save", *encoded)
+            encoded[0] += 1
+        stored = db.images.put_image(image, pnginfo)
         if stored.created:
             created.append(stored.sha256)
         return stored
@@ -280,17 +282,19 @@ def record_result(db: Database, generation_id: int, result, deliver: Deliver | N
     staged = None
     try:
         with db.session() as session:
+            request = GenerationRequest.from_dict(session.get(Generation, generation_id).request)
+        results = [store(image, pnginfo_for(request, result.record, generation_id, image, index))
+                   for index, image in enumerate(result.images)]
+        cutout = store(result.cutout)  # untagged: equal cut-outs share a file
+        mask = store(result.mask.convert("L"))
+        with db.session() as session:
             row = session.get(Generation, generation_id)
-            paths: dict[str, list[Path]] = {"result": []}
-            for index, data in enumerate(encoded[:-2]):
-                stored = store(session, data)
-                session.add(Output(generation_id=generation_id, kind="result", index=index, image_sha256=stored.sha256))
-                paths["result"].append(db.images.path(stored.sha256))
-            cutout = store(session, encoded[-2])
-            session.add(Output(generation_id=generation_id, kind="cutout", index=0, image_sha256=cutout.sha256))
-            mask = store(session, encoded[-1])
-            session.add(Output(generation_id=generation_id, kind="mask", index=0, image_sha256=mask.sha256))
-            paths.update(cutout=[db.images.path(cutout.sha256)], mask=[db.images.path(mask.sha256)])
+            outputs = [("result", index, stored) for index, stored in enumerate(results)]
+            for kind, index, stored in [*outputs, ("cutout", 0, cutout), ("mask", 0, mask)]:
+                history.record_image(session, stored)
+                session.add(Output(generation_id=generation_id, kind=kind, index=index, image_sha256=stored.sha256))
+            paths = {"result": [db.images.path(stored.sha256) for stored in results],
+                     "cutout": [db.images.path(cutout.sha256)], "mask": [db.images.path(mask.sha256)]}
             row.mask_sha256 = mask.sha256
             row.record = {**(row.record or {}), **result.record, "worker": lifecycle.describe(row.worker)}
             lifecycle.finish(row)

@@ -1009,3 +1009,37 @@ def test_nul_prompt_never_reaches_the_database(db):
     with pytest.raises(InputError, match="NUL"):
         jobs.JobQueue(db).submit(GenerationRequest(prompt="a\x00b"), _photo(40))
     assert history.count_generations(db=db) == 0
+
+
+def test_the_save_stage_writes_its_progress_without_locking_out_its_own_recording(tmp_path, lemur_path, monkeypatch):
+    """Each image a generation stores is a step of its ``save`` stage, written through another
+    connection than the one recording the result: with every step written (no throttle) and a
+    short busy timeout, the generation is done (the recording's transaction used to hold SQLite's
+    write lock while the step waited on it: a 12 MP job failed with "database is locked"); a
+    cancel between two images keeps none of them."""
+    import storage.db
+
+    monkeypatch.setattr(storage.db, "SQLITE_BUSY_TIMEOUT_MS", 2000)
+    monkeypatch.setattr(service, "PROGRESS_INTERVAL_S", 0.0)
+    db = Database(None, tmp_path / "data")
+    try:
+        steps = []
+        gid, _ = service.generate_and_record(lemur_path.read_bytes(), GenerationRequest(background="color:#ffffff"),
+                                             db=db, progress=lambda stage, done, total: steps.append((stage, done, total)))
+        view = history.get(gid, db=db)
+        assert view.status == "done" and view.output("cutout") and view.output("mask")
+        assert [step for step in steps if step[0] == "save"][:3] == [("save", 0, 3), ("save", 1, 3), ("save", 2, 3)]
+        before = sorted(p.name for p in db.images.root.rglob("*") if p.is_file())
+        saved = []
+
+        def cancel_after_one() -> bool:
+            return len(saved) > 0
+
+        with pytest.raises(Cancelled, match="while its images were saved"):
+            service.generate_and_record(lemur_path.read_bytes(), GenerationRequest(background="color:#00ff00"), db=db,
+                                        progress=lambda stage, done, total: stage == "save" and saved.append(done),
+                                        cancel=cancel_after_one)
+        assert history.list_generations(db=db)[0].status == "cancelled"
+        assert sorted(p.name for p in db.images.root.rglob("*") if p.is_file()) == before  # its result went again
+    finally:
+        db.dispose()
