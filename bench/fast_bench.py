@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -45,21 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import gpu_bench  # noqa: E402
+from bench.preview_bench import PreviewClock, cpu_name, live_preview  # noqa: E402
 
 SIZE = (512, 512)
 DEFAULT_STEPS = 25  # the request's default
 TARGETS = {"fast_s_512": ("<=", 50.0), "fast_over_default": ("<=", 1 / 8),
            "first_preview_s_512": ("<=", 15.0)}  # issue 20, on 2 cores
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rss_gb() -> float:
@@ -75,7 +65,6 @@ def load_average() -> list[float]:
 def timed_run(photo, request, preview: bool = False) -> dict:
     """One run from the photo to the composited result, with the time of every diffusion step
     (and, with ``preview``, the live preview shown as a worker shows it, and when the first came)."""
-    from bench.preview_bench import PreviewClock, live_preview
     from core import pipeline
     from core.cache import get_cache
 
