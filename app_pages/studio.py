@@ -153,7 +153,8 @@ def mask_section(edit: MaskEditor) -> None:
         result = browser.canvas(
             stroke_color=brush.stroke_color("add" if mode == "add" else "erase") if tool == "brush" else "#ffcc00",
             fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(size), width=size[0],
-            height=size[1], initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent, **style,
+            height=size[1], initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent, view_key=edit.photo_sha,
+            **style,
         )
         edit.canvas_returned(result.json_data, result.image_data)
         tools(edit)
