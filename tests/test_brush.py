@@ -73,3 +73,45 @@ def test_unsure_regions_outlined_and_numbered():
     assert tuple(out[5, 5]) == (0, 0, 0)  # outside it
     assert tuple(out[10, 21]) == brush.OUTLINE_RGB  # the number's box at the region's corner
     assert brush.outline_regions(overlay, None, 0) is overlay
+
+
+def test_soft_strokes_are_told_apart_by_their_pale_colour_even_where_strokes_overlap():
+    """A stroke painted over another covers it at 55%: the canvas's blend is still the later
+    stroke's kind (add or erase, hard or soft)."""
+    alpha = brush.STROKE_ALPHA
+
+    def over(top, under):
+        a = alpha + alpha * (1 - alpha)
+        rgb = [(alpha * t + alpha * (1 - alpha) * u) / a for t, u in zip(top, under)]
+        return (*[round(v) for v in rgb], round(a * 255))
+
+    colours = {"add": brush.ADD_RGB, "erase": brush.ERASE_RGB, "soft_add": brush.SOFT_ADD_RGB,
+               "soft_erase": brush.SOFT_ERASE_RGB}
+    for top, rgb in colours.items():
+        for under_rgb in colours.values():
+            drawing = np.array([[(*rgb, round(alpha * 255)), over(rgb, under_rgb)]], np.uint8)
+            kinds = brush.stroke_masks(drawing, (2, 1))
+            assert [name for name, where in kinds.items() if where.all()] == [top], (top, under_rgb)
+    assert brush.stroke_color("add", soft=True) in brush.SOFT_COLORS
+    assert brush.stroke_color("erase") not in brush.SOFT_COLORS
+
+
+def test_a_soft_stroke_fades_from_its_middle_to_its_edge_at_the_photos_scale():
+    """A soft add stroke 20 canvas px wide on a canvas half the photo's size: in the photo it is
+    40 px wide and fades in over 20 px from each edge (half its width); it takes nothing from
+    the subject it does not cover, and does not fade where it runs off the photo."""
+    base = Image.fromarray(np.zeros((100, 200), np.uint8))
+    drawing = np.zeros((50, 100, 4), np.uint8)
+    drawing[15:35, :60] = (*brush.SOFT_ADD_RGB, round(brush.STROKE_ALPHA * 255))  # from the photo's left edge
+    stroke = {"type": "path", "stroke": brush.stroke_color("add", soft=True), "strokeWidth": 10, "scaleX": 2}
+    reach = brush.soft_reach([stroke, {"type": "path", "stroke": brush.stroke_color("add"), "strokeWidth": 90}],
+                             (100, 50), (200, 100))
+    assert reach == 20  # 10 px scaled twice on the canvas: 20 canvas px, half of it at twice the size
+    mask = np.asarray(brush.corrected_mask(base, drawing, reach)).astype(int)
+    column = mask[30:70, 40]
+    assert column[19] == 255 and column[20] == 255 and column[0] < 20 and column[-1] < 20
+    assert np.all(np.diff(column[:20]) >= 0) and np.all(np.diff(column[20:]) <= 0) and 100 < column[9] < 160
+    assert mask[50, 0] == 255  # the photo's edge is not the stroke's edge
+    assert 0 < mask[50, 110] < 255 and mask[50, 121] == 0  # its own end fades; past it nothing
+    assert mask[20, 40] == 0 and mask[80, 40] == 0
+    assert brush.soft_reach([stroke], None, (200, 100)) == 0 and brush.soft_reach([], (100, 50), (200, 100)) == 0

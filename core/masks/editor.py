@@ -6,7 +6,8 @@ The masks it builds, each from the one before:
   the regions it was unsure about (or, for a recorded generation opened again, its mask);
 - *base*: the decided mask with every click or box selection (core.masks.click_select) combined
   onto it in order: what the brush paints on;
-- *mask*: the base mask with the brush strokes (core.masks.brush), as the canvas rendered them.
+- *mask*: the base mask with the brush strokes (core.masks.brush), as the canvas rendered them
+  (hard ones set the mask, soft ones fade into it from their edge).
 Undo and Redo take back and put back strokes and selections in the order they were made; a
 region is flipped back by flipping it again; Clear removes the strokes, Reset everything.
 
@@ -127,7 +128,8 @@ class MaskEditor:
     def mask(self) -> Image.Image:
         """The corrected mask: what will be kept."""
         if self._mask is None:
-            self._mask = brush.corrected_mask(self.base_mask, self.painted)
+            reach = brush.soft_reach(self.strokes, self.canvas_size, self.photo.size)
+            self._mask = brush.corrected_mask(self.base_mask, self.painted, reach)
         return self._mask
 
     def sent_mask(self) -> Image.Image | None:
