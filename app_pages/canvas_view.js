@@ -9,12 +9,15 @@
 // zooming in paints finer.
 //
 // Wheel: zoom at the pointer. Pinch: zoom (two fingers), in Move mode one finger pans. Pan with
-// the middle button, with Space held, or in Move mode. Fit: the whole photo again.
+// the middle button, with Space held, or in Move mode. Fit: the whole photo again. A finger that
+// touches the canvas is held back for a moment (its touches replayed to the canvas after it),
+// so that the first finger of a pinch paints nothing.
 
 export const MIN_ZOOM = 1;
 export const MAX_ZOOM = 8;
 export const STEP = Math.SQRT2;  // one press of Zoom in or Zoom out
 export const FIT = Object.freeze({ z: 1, x: 0, y: 0 });
+const HOLD_MS = 90;  // a finger waits this long for a second one (a pinch) before it paints
 
 // A point of the frame (CSS px from its top-left corner) on the canvas, in canvas px.
 export function toCanvas(view, sx, sy) {
@@ -47,6 +50,7 @@ export function pinch(view, from, to, w, h) {
 
 let canvasModule = null;
 const mounted = new WeakMap();
+const replayed = new WeakSet();  // touch events this wrapper hands on to the canvas
 
 function typing(target) {
   return target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable);
@@ -60,7 +64,8 @@ function setUp(parentElement) {
     out: root.querySelector(".bd-out"), in: root.querySelector(".bd-in"),
     fit: root.querySelector(".bd-fit"), move: root.querySelector(".bd-move"),
   };
-  const state = { view: { ...FIT }, key: null, size: null, moveMode: false, space: false, hover: false, gesture: null };
+  const state = { view: { ...FIT }, key: null, size: null, moveMode: false, space: false, hover: false,
+                  gesture: null, held: null, painting: false };
   const size = () => ({ w: state.size[0], h: state.size[1] });
   const at = (clientX, clientY) => {
     const box = frame.getBoundingClientRect();
@@ -141,7 +146,8 @@ function setUp(parentElement) {
     window.addEventListener("mouseup", onMouseUp, true);
     state.render();
   };
-  // fingers: two pinch (and move) the view; in Move mode one pans it. One finger otherwise paints.
+  // fingers: two pinch (and move) the view; in Move mode one pans it. One finger otherwise paints:
+  // held back (HOLD_MS) in case a second one follows, then its touches are replayed to the canvas
   const points = (touches) => Array.from(touches, (t) => at(t.clientX, t.clientY));
   const onTouchMove = (event) => {
     const g = state.gesture;
@@ -155,39 +161,71 @@ function setUp(parentElement) {
       state.set({ ...state.view, x: g.view.x + now[0].x - g.from[0].x, y: g.view.y + now[0].y - g.from[0].y });
     }
   };
-  const startTouches = (touches) => {
+  const startGesture = (touches) => {
     const now = points(touches);
     state.gesture = now.length >= 2 ? { kind: "pinch", from: now.slice(0, 2), view: { ...state.view } }
       : { kind: "pan", from: now, view: { ...state.view } };
   };
   const onTouchEnd = (event) => {
     if (!state.gesture) return;
-    if (event.touches.length === 0) {
-      state.gesture = null;
-      window.removeEventListener("touchmove", onTouchMove, true);
-      window.removeEventListener("touchend", onTouchEnd, true);
-      window.removeEventListener("touchcancel", onTouchEnd, true);
-      state.render();
-      if (!state.painting) event.stopPropagation();
-      state.painting = false;
-      return;
-    }
     event.stopPropagation();
-    if (state.moveMode || event.touches.length >= 2) startTouches(event.touches);
-  };
-  const onTouchStart = (event) => {
-    if (!state.gesture && !state.moveMode && event.touches.length < 2) {
-      state.painting = true;  // one finger paints: the canvas takes it
+    if (event.touches.length) {
+      startGesture(event.touches);  // the fingers left go on from where the view is
       return;
     }
+    state.gesture = null;
+    window.removeEventListener("touchmove", onTouchMove, true);
+    window.removeEventListener("touchend", onTouchEnd, true);
+    window.removeEventListener("touchcancel", onTouchEnd, true);
+    state.render();
+  };
+  const replay = (event) => {
+    const copy = new TouchEvent(event.type, {
+      bubbles: true, cancelable: true, composed: true, touches: Array.from(event.touches),
+      targetTouches: Array.from(event.targetTouches), changedTouches: Array.from(event.changedTouches),
+    });
+    replayed.add(copy);
+    event.target.dispatchEvent(copy);
+  };
+  const onHeld = (event) => {
+    if (replayed.has(event) || !state.held) return;
     event.preventDefault();
     event.stopPropagation();
+    state.held.events.push(event);
+    if (event.type !== "touchmove") release();  // lifted (a tap): a dot, painted now
+  };
+  const unhold = () => {
+    clearTimeout(state.held.timer);
+    state.held = null;
+    for (const type of ["touchmove", "touchend", "touchcancel"]) window.removeEventListener(type, onHeld, true);
+  };
+  const release = () => {
+    const events = state.held.events;
+    unhold();
+    state.painting = true;
+    events.forEach(replay);
+  };
+  const onTouchStart = (event) => {
+    if (replayed.has(event)) return;
+    const fresh = event.touches.length === event.changedTouches.length;  // no finger was down before
+    if (fresh) state.painting = false;
+    if (state.painting) return;  // more fingers while one paints: the canvas ignores them
+    event.preventDefault();
+    event.stopPropagation();
+    if (!state.gesture && !state.held && !state.moveMode && event.touches.length === 1) {
+      state.held = { events: [event], timer: setTimeout(release, HOLD_MS) };
+      for (const type of ["touchmove", "touchend", "touchcancel"]) {
+        window.addEventListener(type, onHeld, { capture: true, passive: false });
+      }
+      return;
+    }
+    if (state.held) unhold();  // a second finger: a pinch, and the first one paints nothing
     if (!state.gesture) {
       window.addEventListener("touchmove", onTouchMove, { capture: true, passive: false });
       window.addEventListener("touchend", onTouchEnd, true);
       window.addEventListener("touchcancel", onTouchEnd, true);
     }
-    startTouches(event.touches);
+    startGesture(event.touches);
   };
   const onKey = (event) => {
     if (event.key !== " " || typing(event.target)) return;
@@ -217,6 +255,7 @@ function setUp(parentElement) {
     window.removeEventListener("touchmove", onTouchMove, true);
     window.removeEventListener("touchend", onTouchEnd, true);
     window.removeEventListener("touchcancel", onTouchEnd, true);
+    if (state.held) unhold();
   };
   state.frame = frame;
   return state;
