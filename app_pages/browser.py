@@ -227,12 +227,14 @@ def media_url(data: bytes, mimetype: str, where: str) -> str:
 
 def canvas(*, key: str, background: bytes, width: int, height: int, initial_drawing: dict, drawing_mode: str,
            stroke_width: int, stroke_color: str, fill_color: str, point_display_radius: int = 3, on_change=None,
-           view_key: str = ""):
+           shown: tuple[int, int] | None = None, view_key: str = ""):
     """streamlit-drawable-canvas's canvas (its arguments as ``st_canvas`` takes them, the ones
     the Studio uses; its photo ``background`` as JPEG bytes, sent by URL) returning its
     ``CanvasResult``: the drawing's objects and its pixels, in the canvas's own (unzoomed)
-    pixels. Zoom and pan happen in the browser (canvas_view.js); a new ``view_key`` (another
-    photo) shows the whole photo again."""
+    pixels. ``shown``: the size it takes on the screen (default: its own, ``width`` x
+    ``height``; smaller: scaled down, sharper when zoomed in). Zoom and pan happen in the
+    browser (canvas_view.js); a new ``view_key`` (another photo) shows the whole photo again."""
+    shown = shown or (width, height)
     drawing = {**initial_drawing, "background": ""}
     js = Runtime.instance().bidi_component_registry.get(_CANVAS_NAME).js_url
     data = {
@@ -242,7 +244,7 @@ def canvas(*, key: str, background: bytes, width: int, height: int, initial_draw
         "realtimeUpdateStreamlit": drawing_mode != "polygon", "canvasWidth": width, "canvasHeight": height,
         "drawingMode": drawing_mode, "initialDrawing": drawing, "displayRadius": point_display_radius,
         "returnImageData": True, "disabled": False, "backgroundImageFit": "stretch", "maxDisplayHeight": None,
-        "fontSize": 20, "label": "", "viewKey": view_key,
+        "fontSize": 20, "label": "", "viewKey": view_key, "shownWidth": shown[0], "shownHeight": shown[1],
     }
     result = _canvas(data=data, key=key, default={"drawing": {"raw": drawing, "data": None}, "backgroundFit": None},
                      on_drawing_change=on_change or (lambda: None), on_backgroundFit_change=lambda: None,

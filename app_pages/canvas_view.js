@@ -1,12 +1,13 @@
 // The Studio's canvas (streamlit-drawable-canvas, mounted by this wrapper) with zoom and pan.
 //
 // The view is a CSS transform of the canvas (translate, then scale from its top-left corner)
-// inside a frame of the canvas's own size: nothing goes to the server to zoom, and the canvas's
-// coordinates stay those of the unzoomed canvas. Fabric.js maps each pointer through the
+// inside a frame of the size it is shown at: nothing goes to the server to zoom, and the canvas's
+// coordinates stay its own. The canvas holds more pixels than it is shown with (up to 3 per
+// screen pixel: scaled down to fit), so zoomed in it stays sharp. Fabric.js maps each pointer through the
 // canvas element's on-screen box (getBoundingClientRect, which includes the transform), so a
 // stroke painted while zoomed is recorded, and rendered for the mask, where it lies on the photo.
-// The brush keeps its size on the screen: its width on the canvas is divided by the zoom, so
-// zooming in paints finer.
+// The brush keeps its size on the screen: its width on the canvas is divided by the scale it is
+// shown at, so zooming in paints finer.
 //
 // Wheel: zoom at the pointer. Pinch: zoom (two fingers), in Move mode one finger pans. Pan with
 // the middle button, with Space held, or in Move mode. Fit: the whole photo again. A finger that
@@ -17,7 +18,7 @@ export const MIN_ZOOM = 1;
 export const MAX_ZOOM = 8;
 export const STEP = Math.SQRT2;  // one press of Zoom in or Zoom out
 export const FIT = Object.freeze({ z: 1, x: 0, y: 0 });
-const HOLD_MS = 90;  // a finger waits this long for a second one (a pinch) before it paints
+const HOLD_MS = 120;  // a finger waits this long for a second one (a pinch) before it paints
 
 // A point of the frame (CSS px from its top-left corner) on the canvas, in canvas px.
 export function toCanvas(view, sx, sy) {
@@ -65,7 +66,7 @@ function setUp(parentElement) {
     fit: root.querySelector(".bd-fit"), move: root.querySelector(".bd-move"),
   };
   const state = { view: { ...FIT }, key: null, size: null, moveMode: false, space: false, hover: false,
-                  gesture: null, held: null, painting: false };
+                  gesture: null, held: null, painting: false, base: 1 };
   const size = () => ({ w: state.size[0], h: state.size[1] });
   const at = (clientX, clientY) => {
     const box = frame.getBoundingClientRect();
@@ -77,7 +78,7 @@ function setUp(parentElement) {
     const container = frame.querySelector(".dc-container");
     if (container) {
       container.style.transformOrigin = "0 0";
-      container.style.transform = `translate(${x}px, ${y}px) scale(${z})`;
+      container.style.transform = `translate(${x}px, ${y}px) scale(${z * state.base})`;
     }
     frame.dataset.zoom = String(z);
     frame.dataset.panX = String(x);
@@ -90,11 +91,11 @@ function setUp(parentElement) {
     frame.classList.toggle("bd-panning", Boolean(state.gesture && state.gesture.kind === "pan"));
     frame.classList.toggle("bd-can-pan", state.moveMode || state.space);
   };
-  // the canvas, mounted or updated, with the brush's width divided by the zoom
+  // the canvas, mounted or updated, with the brush's width divided by the scale it is shown at
   state.apply = () => {
-    const c = state.component, d = c.data, z = state.view.z;
+    const c = state.component, d = c.data, z = state.view.z, scale = z * state.base;
     state.appliedZoom = z;
-    const data = { ...d, strokeWidth: d.strokeWidth / z, displayRadius: d.displayRadius / z };
+    const data = { ...d, strokeWidth: d.strokeWidth / scale, displayRadius: d.displayRadius / scale };
     const dispose = state.mount({ data, parentElement: c.parentElement, setStateValue: c.setStateValue,
                                   setTriggerValue: c.setTriggerValue });
     state.render();
@@ -179,13 +180,13 @@ function setUp(parentElement) {
     window.removeEventListener("touchcancel", onTouchEnd, true);
     state.render();
   };
-  const replay = (event) => {
+  const replay = (target, event) => {
     const copy = new TouchEvent(event.type, {
       bubbles: true, cancelable: true, composed: true, touches: Array.from(event.touches),
       targetTouches: Array.from(event.targetTouches), changedTouches: Array.from(event.changedTouches),
     });
     replayed.add(copy);
-    event.target.dispatchEvent(copy);
+    target.dispatchEvent(copy);
   };
   const onHeld = (event) => {
     if (replayed.has(event) || !state.held) return;
@@ -200,10 +201,10 @@ function setUp(parentElement) {
     for (const type of ["touchmove", "touchend", "touchcancel"]) window.removeEventListener(type, onHeld, true);
   };
   const release = () => {
-    const events = state.held.events;
+    const { events, target } = state.held;
     unhold();
     state.painting = true;
-    events.forEach(replay);
+    events.forEach((event) => replay(target, event));
   };
   const onTouchStart = (event) => {
     if (replayed.has(event)) return;
@@ -213,7 +214,8 @@ function setUp(parentElement) {
     event.preventDefault();
     event.stopPropagation();
     if (!state.gesture && !state.held && !state.moveMode && event.touches.length === 1) {
-      state.held = { events: [event], timer: setTimeout(release, HOLD_MS) };
+      // (its target now: once dispatched, an event from inside a shadow root forgets it)
+      state.held = { events: [event], target: event.target, timer: setTimeout(release, HOLD_MS) };
       for (const type of ["touchmove", "touchend", "touchcancel"]) {
         window.addEventListener(type, onHeld, { capture: true, passive: false });
       }
@@ -272,12 +274,13 @@ export default async function (component) {
   }
   state.component = component;
   state.mount = mount;
-  const size = [data.canvasWidth, data.canvasHeight];
+  const size = [data.shownWidth || data.canvasWidth, data.shownHeight || data.canvasHeight];
   if (state.key !== data.viewKey || !state.size || state.size[0] !== size[0] || state.size[1] !== size[1]) {
     state.key = data.viewKey;  // another photo, or the canvas resized with the screen: the whole photo
     state.view = { ...FIT };
   }
   state.size = size;
+  state.base = size[0] / data.canvasWidth;  // the canvas scaled down to the size it is shown at
   state.frame.style.width = `${size[0]}px`;
   state.frame.style.height = `${size[1]}px`;
   const dispose = state.apply();

@@ -143,20 +143,21 @@ def mask_section(edit: MaskEditor) -> None:
             edit.undo()
         elif shortcut == "redo":
             edit.redo()
-        size = brush.display_size(*photo.size, max_w=available)
-        edit.fit(size)
+        size = brush.display_size(*photo.size, max_w=available)  # on the screen
+        drawn = brush.canvas_size(photo.size, size)  # the canvas's own pixels (more: sharp when zoomed in)
+        edit.fit(drawn)
         if CANVAS_KEY not in state:  # a fresh canvas (first view, or back from another page)
             edit.remount()
         tool = state.setdefault("studio_tool", "brush")
         mode = state.setdefault("studio_mode", "add")
         brush_size = state.setdefault("studio_brush_size", 30)
-        soft = state.setdefault("studio_edge", "hard") == "soft"
+        soft = state.setdefault("studio_brush_edge", "hard") == "soft"
         style = MARK_STYLE.get(tool, dict(drawing_mode="freedraw", stroke_width=brush_size))
         result = browser.canvas(
             stroke_color=brush.stroke_color("add" if mode == "add" else "erase", soft) if tool == "brush" else "#ffcc00",
-            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(size), width=size[0],
-            height=size[1], initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent, view_key=edit.photo_sha,
-            **style,
+            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(drawn), width=drawn[0],
+            height=drawn[1], shown=size, initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent,
+            view_key=edit.photo_sha, **style,
         )
         edit.canvas_returned(result.json_data, result.image_data)
         tools(edit)
@@ -177,7 +178,7 @@ def tools(edit: MaskEditor) -> None:
         st.segmented_control("Mode", list(MODES), key="studio_mode", format_func=MODES.get, persist_state="session",
                              required=True, help="Add to the subject (kept) or remove from it (replaced)")
         if tool == "brush":
-            st.segmented_control("Edge", list(EDGES), key="studio_edge", format_func=EDGES.get,
+            st.segmented_control("Edge", list(EDGES), key="studio_brush_edge", format_func=EDGES.get,
                                  persist_state="session", required=True,
                                  help="Hard: the stroke sets the mask. Soft: it fades from its middle to its edge, "
                                       "for hair and fur (painted pale)")

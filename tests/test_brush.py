@@ -38,6 +38,12 @@ def test_display_size_keeps_aspect_and_limits():
     assert brush.display_size(300, 200) == (300, 200)  # never enlarged
 
 
+def test_the_canvas_holds_more_pixels_than_it_is_shown_with_but_never_more_than_the_photo():
+    assert brush.canvas_size((4000, 3000), (540, 405)) == (1620, 1215)  # 3 per pixel on the screen
+    assert brush.canvas_size((680, 440), (358, 232)) == (680, 440)  # the photo's own
+    assert brush.canvas_size((300, 200), (300, 200)) == (300, 200)
+
+
 def test_click_and_box_marks_in_photo_pixels():
     """The canvas's objects for a click ("point" mode: a circle whose left edge sits radius +
     half a stroke left of the click) and a box ("rect" mode), read back as the pixels of the

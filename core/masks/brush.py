@@ -19,6 +19,7 @@ from scipy import ndimage
 
 CANVAS_MAX_WIDTH = 540  # fits the wider of two columns on a 1366 px wide screen
 CANVAS_MAX_HEIGHT = 600
+DETAIL = 3  # the canvas holds up to this many pixels per pixel on the screen: zoomed in, it stays sharp
 STROKE_ALPHA = 0.55  # strokes are see-through so the photo stays visible under them
 ADD_RGB = (0, 230, 64)
 ERASE_RGB = (235, 30, 30)
@@ -34,6 +35,13 @@ def display_size(width: int, height: int, max_w: int = CANVAS_MAX_WIDTH, max_h: 
     """Size the photo is shown (and painted on) at: aspect kept, within max_w x max_h."""
     scale = min(max_w / width, max_h / height, 1.0)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def canvas_size(photo_size: tuple[int, int], shown: tuple[int, int]) -> tuple[int, int]:
+    """The canvas's own pixels for a photo shown at ``shown`` (it is scaled down on the screen):
+    up to DETAIL times as many as it is shown with, never more than the photo's, so the photo
+    and the strokes painted zoomed in keep their detail."""
+    return display_size(*photo_size, max_w=shown[0] * DETAIL, max_h=shown[1] * DETAIL)
 
 
 def mask_overlay(photo: Image.Image, mask: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
@@ -70,7 +78,8 @@ def stroke_masks(strokes: np.ndarray, size: tuple[int, int]) -> dict[str, np.nda
     soft = rgba[..., :3].min(axis=2) >= SOFT_MIN_CHANNEL
     kinds = {"add": green & ~soft, "erase": ~green & ~soft, "soft_add": green & soft, "soft_erase": ~green & soft}
     return {name: np.asarray(Image.fromarray(((painted & where) * 255).astype(np.uint8)).resize(
-        size, Image.Resampling.BILINEAR)) >= 128 for name, where in kinds.items()}
+        size, Image.Resampling.BILINEAR)) >= 128 if (painted & where).any() else np.zeros(size[::-1], bool)
+        for name, where in kinds.items()}
 
 
 def soft_reach(objects: list[dict], canvas_size: tuple[int, int] | None, photo_size: tuple[int, int]) -> float:
