@@ -117,11 +117,13 @@ function setUp(parentElement) {
   buttons.move.onclick = () => { state.moveMode = !state.moveMode; state.render(); };
 
   const onWheel = (event) => {
+    const scale = event.deltaMode === 1 ? 0.05 : event.deltaMode === 2 ? 1 : 0.0015;
+    const factor = Math.exp(-event.deltaY * scale);
+    if (factor < 1 && state.view.z <= MIN_ZOOM) return;  // the whole photo shown: the page scrolls on
     event.preventDefault();
     event.stopPropagation();
     const p = at(event.clientX, event.clientY);
-    const scale = event.deltaMode === 1 ? 0.05 : event.deltaMode === 2 ? 1 : 0.0015;
-    zoomBy(Math.exp(-event.deltaY * scale), p.x, p.y);
+    zoomBy(factor, p.x, p.y);
   };
   // panning with the mouse: the middle button, Space held, or Move mode (the canvas never sees it)
   const onMouseMove = (event) => {

@@ -650,7 +650,8 @@ def test_zoom_and_pan_paint_where_the_zoomed_photo_shows_it(browser, lemur_path,
     """Issue 21, what people reach for: the wheel zooms at the pointer, Move and Space pan, and a
     Remove stroke painted while zoomed changes the mask at the photo's pixels that were under it,
     as fine as the zoom (the brush keeps its size on the screen); panning paints nothing; Fit
-    shows the whole photo; the soft brush fades from its middle to its edge in the mask."""
+    shows the whole photo; the soft brush fades from its middle to its edge in the mask, and
+    Undo takes it back; at the whole photo, the wheel turned down scrolls the page."""
     from playwright.sync_api import expect
 
     with streamlit_app(tmp_path / "data", free_port(), "zoom.log") as (url, _), \
@@ -747,6 +748,12 @@ def test_zoom_and_pan_paint_where_the_zoomed_photo_shows_it(browser, lemur_path,
         page.get_by_role("button", name="Undo").click()
         page.wait_for_timeout(1500)
         assert np.abs(image_at(page, preview(page)) - before).sum(axis=2).max() <= 30, "Undo left the soft stroke"
+
+        # the whole photo shown, the wheel turned down over it scrolls the page, as anywhere else
+        page.mouse.move(box["x"] + w * 0.5, box["y"] + h * 0.5)
+        page.mouse.wheel(0, 300)
+        page.wait_for_timeout(800)
+        assert view_of(page)["zoom"] == 1 and frame.bounding_box()["y"] < box["y"] - 100
 
 
 def test_phone_pinch_zooms_without_painting_and_a_finger_paints_where_it_touches(browser, lemur_path, tmp_path):
