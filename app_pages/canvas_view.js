@@ -66,7 +66,7 @@ function setUp(parentElement) {
     fit: root.querySelector(".bd-fit"), move: root.querySelector(".bd-move"),
   };
   const state = { view: { ...FIT }, key: null, size: null, moveMode: false, space: false, hover: false,
-                  gesture: null, held: null, painting: false, base: 1 };
+                  gesture: null, held: null, painting: false, base: 1, baseY: 1 };
   const size = () => ({ w: state.size[0], h: state.size[1] });
   const at = (clientX, clientY) => {
     const box = frame.getBoundingClientRect();
@@ -78,7 +78,7 @@ function setUp(parentElement) {
     const container = frame.querySelector(".dc-container");
     if (container) {
       container.style.transformOrigin = "0 0";
-      container.style.transform = `translate(${x}px, ${y}px) scale(${z * state.base})`;
+      container.style.transform = `translate(${x}px, ${y}px) scale(${z * state.base}, ${z * state.baseY})`;
     }
     frame.dataset.zoom = String(z);
     frame.dataset.panX = String(x);
@@ -282,7 +282,9 @@ export default async function (component) {
     state.view = { ...FIT };
   }
   state.size = size;
-  state.base = size[0] / data.canvasWidth;  // the canvas scaled down to the size it is shown at
+  // the canvas scaled down to the size it is shown at (each side rounded on its own: to the pixel)
+  state.base = size[0] / data.canvasWidth;
+  state.baseY = size[1] / data.canvasHeight;
   state.frame.style.width = `${size[0]}px`;
   state.frame.style.height = `${size[1]}px`;
   const dispose = state.apply();

@@ -121,3 +121,15 @@ def test_a_soft_stroke_fades_from_its_middle_to_its_edge_at_the_photos_scale():
     assert 0 < mask[50, 110] < 255 and mask[50, 121] == 0  # its own end fades; past it nothing
     assert mask[20, 40] == 0 and mask[80, 40] == 0
     assert brush.soft_reach([stroke], None, (200, 100)) == 0 and brush.soft_reach([], (100, 50), (200, 100)) == 0
+
+
+def test_outlines_and_numbers_on_a_canvas_shown_scaled_down_are_as_large_on_the_screen():
+    """A canvas shown at a third of its pixels gets outlines and numbers three times as large."""
+    labels = np.zeros((60, 100), np.uint8)
+    labels[10:50, 20:80] = 1
+    overlay = Image.new("RGB", (300, 180), (0, 0, 0))
+    out = np.asarray(brush.outline_regions(overlay, Image.fromarray(labels), 1, scale=3)).astype(int)
+    on = (np.abs(out - brush.OUTLINE_RGB).max(axis=2) < 40)
+    assert on[90, 234:240].all() and not on[90, 228:232].any()  # the right edge (x 239): 6 px wide
+    assert on[30:78, 60:90].mean() > 0.5  # the number's box: 3x16 px high from the corner (60, 30)
+    assert not on[90, 150]

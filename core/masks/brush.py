@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 CANVAS_MAX_WIDTH = 540  # fits the wider of two columns on a 1366 px wide screen
@@ -174,9 +174,11 @@ def scale_drawing(drawing: dict, factor: float) -> dict:
     return {**drawing, "objects": objects}
 
 
-def outline_regions(overlay: Image.Image, labels: Image.Image | None, count: int) -> Image.Image:
+def outline_regions(overlay: Image.Image, labels: Image.Image | None, count: int, scale: float = 1.0) -> Image.Image:
     """``overlay`` with the outline and the number (1, 2, ...) of each region of ``labels`` (a
-    label image: region i has value i + 1), resized to the overlay's size."""
+    label image: region i has value i + 1), resized to the overlay's size. ``scale``: how many of
+    the overlay's pixels make one on the screen (the canvas is shown scaled down): the outline
+    and the numbers are that much larger, so they look the same."""
     if labels is None or not count:
         return overlay
     small = np.asarray(labels.resize(overlay.size, Image.Resampling.NEAREST))
@@ -186,15 +188,16 @@ def outline_regions(overlay: Image.Image, labels: Image.Image | None, count: int
         region = small == index + 1
         if not region.any():
             continue
-        ring = region & ~ndimage.binary_erosion(region, iterations=2)
+        ring = region & ~ndimage.binary_erosion(region, iterations=max(2, round(2 * scale)))
         out[ring] = OUTLINE_RGB
         ys, xs = np.nonzero(region)
         draw_on.append((index, int(xs.min()), int(ys.min())))
     image = Image.fromarray(out)
     draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=11 * scale) if scale > 1 else None
     for index, x, y in draw_on:
         label = str(index + 1)
-        box = (x, y, x + 8 + 7 * len(label), y + 16)
+        box = (x, y, x + round((8 + 7 * len(label)) * scale), y + round(16 * scale))
         draw.rectangle(box, fill=OUTLINE_RGB)
-        draw.text((x + 4, y + 2), label, fill=(0, 0, 0))
+        draw.text((x + round(4 * scale), y + round(2 * scale)), label, fill=(0, 0, 0), font=font)
     return image

@@ -146,13 +146,14 @@ class MaskEditor:
         self.base_mask, self._mask = base, None
         self._version += 1
 
-    def canvas_background(self, size: tuple[int, int]) -> bytes:
+    def canvas_background(self, size: tuple[int, int], scale: float = 1.0) -> bytes:
         """The canvas's background at ``size``: the photo with the base mask's tint and the unsure
-        regions outlined, as a JPEG, encoded once per base mask and size."""
-        key = (self._version, size)
+        regions outlined, as a JPEG, encoded once per base mask and size. ``scale``: the canvas's
+        pixels per pixel on the screen (``brush.outline_regions``)."""
+        key = (self._version, size, scale)
         if self._background is None or self._background[0] != key:
             image = brush.outline_regions(brush.mask_overlay(self.photo, self.base_mask, size),
-                                          self.analysis.labels, len(self.analysis.regions))
+                                          self.analysis.labels, len(self.analysis.regions), scale)
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=90)
             self._background = key, buffer.getvalue()
