@@ -201,7 +201,17 @@ _ZOOM_CSS = """
                                            color: var(--st-primary-color, #ff4b4b); }
 .bd-level { min-width: 3.2rem; text-align: center; font-variant-numeric: tabular-nums; }
 """
-_CANVAS_JS = (Path(__file__).parent / "canvas_view.js").read_text()
+# the canvas with its zoom and pan (canvas_view.js), fetched once by URL: a component's inline
+# script is re-sent with every rerun, this loader only
+_CANVAS_VIEW_JS = (Path(__file__).parent / "canvas_view.js").read_bytes()
+_CANVAS_JS = r"""
+let view = null;
+
+export default async function (component) {
+  view = view || import(new URL(component.data.view, window.location.href).href);
+  return (await view).default(component);
+}
+"""
 _CANVAS_NAME = "streamlit-drawable-canvas.streamlit_drawable_canvas"
 _CANVAS_CSS = (Path(streamlit_drawable_canvas.__file__).parent / "frontend" / "build" / "index-style.css").read_text()
 _canvas = st.components.v2.component("backdrop_canvas", html=_ZOOM_HTML, js=_CANVAS_JS,
@@ -245,6 +255,7 @@ def canvas(*, key: str, background: bytes, width: int, height: int, initial_draw
         "drawingMode": drawing_mode, "initialDrawing": drawing, "displayRadius": point_display_radius,
         "returnImageData": True, "disabled": False, "backgroundImageFit": "stretch", "maxDisplayHeight": None,
         "fontSize": 20, "label": "", "viewKey": view_key, "shownWidth": shown[0], "shownHeight": shown[1],
+        "view": media_url(_CANVAS_VIEW_JS, "text/javascript", f"{key}.view"),
     }
     result = _canvas(data=data, key=key, default={"drawing": {"raw": drawing, "data": None}, "backgroundFit": None},
                      on_drawing_change=on_change or (lambda: None), on_backgroundFit_change=lambda: None,
