@@ -171,36 +171,6 @@ export default function ({ data, parentElement, setStateValue }) {
 }
 """
 
-_ZOOM_HTML = """
-<div class="bd-zoom">
-  <div class="bd-frame"><div class="canvas-root"></div></div>
-  <div class="bd-zoom-bar" role="toolbar" aria-label="Zoom">
-    <button type="button" class="bd-out" aria-label="Zoom out" title="Zoom out (mouse wheel, pinch)">&minus;</button>
-    <span class="bd-level" aria-live="polite">100%</span>
-    <button type="button" class="bd-in" aria-label="Zoom in" title="Zoom in (mouse wheel, pinch)">+</button>
-    <button type="button" class="bd-fit" title="The whole photo">Fit</button>
-    <button type="button" class="bd-move" aria-pressed="false"
-            title="Drag to move the zoomed photo (or hold Space, or drag with the middle button)">Move</button>
-  </div>
-</div>
-"""
-
-_ZOOM_CSS = """
-.bd-frame { position: relative; overflow: hidden; touch-action: none; }
-.bd-frame .dc-scroll { overflow: hidden !important; }
-.bd-frame.bd-can-pan .dc-container { cursor: grab; }
-.bd-frame.bd-can-pan .dc-container * { cursor: inherit !important; }
-.bd-frame.bd-panning .dc-container { cursor: grabbing; }
-.bd-zoom-bar { display: flex; align-items: center; gap: .35rem; padding-top: .35rem;
-               font: .85rem sans-serif; color: var(--st-text-color, #31333f); }
-.bd-zoom-bar button { min-width: 2.2rem; height: 2rem; padding: 0 .6rem; border-radius: .5rem; cursor: pointer;
-                      border: 1px solid rgba(49, 51, 63, .2); background: var(--st-background-color, #fff);
-                      color: inherit; font: inherit; }
-.bd-zoom-bar button:disabled { opacity: .4; cursor: default; }
-.bd-zoom-bar button[aria-pressed="true"] { border-color: var(--st-primary-color, #ff4b4b);
-                                           color: var(--st-primary-color, #ff4b4b); }
-.bd-level { min-width: 3.2rem; text-align: center; font-variant-numeric: tabular-nums; }
-"""
 # the canvas with its zoom and pan (canvas_view.js), fetched once by URL: a component's inline
 # script is re-sent with every rerun, this loader only
 _CANVAS_VIEW_JS = (Path(__file__).parent / "canvas_view.js").read_bytes()
@@ -214,8 +184,8 @@ export default async function (component) {
 """
 _CANVAS_NAME = "streamlit-drawable-canvas.streamlit_drawable_canvas"
 _CANVAS_CSS = (Path(streamlit_drawable_canvas.__file__).parent / "frontend" / "build" / "index-style.css").read_text()
-_canvas = st.components.v2.component("backdrop_canvas", html=_ZOOM_HTML, js=_CANVAS_JS,
-                                     css=_CANVAS_CSS + _ZOOM_CSS + ".dc-toolbar { display: none !important; }")
+_canvas = st.components.v2.component("backdrop_canvas", html='<div class="bd-zoom"></div>', js=_CANVAS_JS,
+                                     css=_CANVAS_CSS + ".dc-toolbar { display: none !important; }")
 _tab_session = st.components.v2.component("backdrop_tab_session", html="<div></div>", js=_TAB_SESSION_JS)
 _helper = st.components.v2.component("backdrop_studio_helper", html="<div></div>", js=_STUDIO_JS, isolate_styles=False)
 _compare = st.components.v2.component("backdrop_compare", html=_COMPARE_HTML, css=_COMPARE_CSS, js=_COMPARE_JS)

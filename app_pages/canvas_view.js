@@ -49,6 +49,37 @@ export function pinch(view, from, to, w, h) {
   return clamp({ z, x: m.x - z * c.x, y: m.y - z * c.y }, w, h);
 }
 
+// the frame and the zoom buttons, and their style: the component's own HTML is one empty element
+// (what it is declared with is re-sent with every rerun; this module is fetched once)
+const HTML = `
+<div class="bd-frame"><div class="canvas-root"></div></div>
+<div class="bd-zoom-bar" role="toolbar" aria-label="Zoom">
+  <button type="button" class="bd-out" aria-label="Zoom out" title="Zoom out (mouse wheel, pinch)">&minus;</button>
+  <span class="bd-level" aria-live="polite">100%</span>
+  <button type="button" class="bd-in" aria-label="Zoom in" title="Zoom in (mouse wheel, pinch)">+</button>
+  <button type="button" class="bd-fit" title="The whole photo">Fit</button>
+  <button type="button" class="bd-move" aria-pressed="false"
+          title="Drag to move the zoomed photo (or hold Space, or drag with the middle button)">Move</button>
+</div>
+`;
+
+const CSS = `
+.bd-frame { position: relative; overflow: hidden; touch-action: none; }
+.bd-frame .dc-scroll { overflow: hidden !important; }
+.bd-frame.bd-can-pan .dc-container { cursor: grab; }
+.bd-frame.bd-can-pan .dc-container * { cursor: inherit !important; }
+.bd-frame.bd-panning .dc-container { cursor: grabbing; }
+.bd-zoom-bar { display: flex; align-items: center; gap: .35rem; padding-top: .35rem;
+               font: .85rem sans-serif; color: var(--st-text-color, #31333f); }
+.bd-zoom-bar button { min-width: 2.2rem; height: 2rem; padding: 0 .6rem; border-radius: .5rem; cursor: pointer;
+                      border: 1px solid rgba(49, 51, 63, .2); background: var(--st-background-color, #fff);
+                      color: inherit; font: inherit; }
+.bd-zoom-bar button:disabled { opacity: .4; cursor: default; }
+.bd-zoom-bar button[aria-pressed="true"] { border-color: var(--st-primary-color, #ff4b4b);
+                                           color: var(--st-primary-color, #ff4b4b); }
+.bd-level { min-width: 3.2rem; text-align: center; font-variant-numeric: tabular-nums; }
+`;
+
 let canvasModule = null;
 const mounted = new WeakMap();
 const replayed = new WeakSet();  // touch events this wrapper hands on to the canvas
@@ -59,6 +90,10 @@ function typing(target) {
 
 function setUp(parentElement) {
   const root = parentElement.querySelector(".bd-zoom");
+  const style = document.createElement("style");
+  style.textContent = CSS;
+  root.innerHTML = HTML;
+  root.prepend(style);
   const frame = root.querySelector(".bd-frame");
   const level = root.querySelector(".bd-level");
   const buttons = {
