@@ -95,7 +95,6 @@ export default function (component) {
 }
 """
 
-
 _COMPARE_HTML = """
 <div class="bd-compare">
   <div class="bd-scroll">

@@ -155,9 +155,9 @@ def mask_section(edit: MaskEditor) -> None:
         style = MARK_STYLE.get(tool, dict(drawing_mode="freedraw", stroke_width=brush_size))
         result = browser.canvas(
             stroke_color=brush.stroke_color("add" if mode == "add" else "erase", soft) if tool == "brush" else "#ffcc00",
-            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(drawn, drawn[0] / size[0]), width=drawn[0],
-            height=drawn[1], shown=size, initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent,
-            view_key=edit.photo_sha, **style,
+            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(drawn, drawn[0] / size[0]),
+            width=drawn[0], height=drawn[1], shown=size, initial_drawing=edit.canvas, key=CANVAS_KEY,
+            on_change=canvas_sent, view_key=edit.photo_sha, **style,
         )
         edit.canvas_returned(result.json_data, result.image_data)
         tools(edit)

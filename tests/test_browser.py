@@ -5,9 +5,10 @@ click selection.
 People's paths through the app, each in its own browser session: one user's journey (upload,
 paint and undo, a colour and an AI background, compare before and after, History, re-run); two
 photos in a row (the second one several megapixels) and a file that is not a photo; a phone
-with a touch stroke; two sessions where a colour job finishes while another's AI job runs;
-click selection with Segment Anything; the messages that say what to run; and a page URL
-opened first after a restart. A screenshot of each step goes to test-artifacts/browser/.
+with a touch stroke; zoom and pan on a desktop and a phone (strokes painted zoomed in land
+where the photo showed them), and the soft brush; two sessions where a colour job finishes while
+another's AI job runs; click selection with Segment Anything; the messages that say what to run;
+and a page URL opened first after a restart. A screenshot of each step goes to test-artifacts/browser/.
 """
 
 from __future__ import annotations

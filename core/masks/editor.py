@@ -70,7 +70,7 @@ class MaskEditor:
         self._analyse = analyse
         self._nonce = 0
         self.canvas: dict = {"objects": []}  # the drawing the canvas is (re)loaded with
-        self.canvas_size: tuple[int, int] | None = None  # the canvas's size on the screen, in px
+        self.canvas_size: tuple[int, int] | None = None  # the canvas's own size, in its pixels
         self._seen: str | None = None  # fingerprint of what the canvas returned last
         self._stale: str | None = None  # ...and of what it returns until it has reloaded
         self._version = 0  # counts base masks: the canvas's background is encoded once per base mask
