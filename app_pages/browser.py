@@ -6,7 +6,8 @@ with inline JavaScript: nothing to build, nothing fetched from a network).
   size changed key by key), and the canvas's clean-up disposes of the drawing (the strokes
   vanished, issue 21); the wrapper disposes only once the canvas has left the page. Its photo
   goes by URL, and without its own hover toolbar (its undo and reset would bypass the Studio's,
-  which also undo click selections).
+  which also undo click selections). The wrapper (canvas_view.js) also zooms and pans it, in the
+  browser alone.
 - ``studio_helper``: the width the canvas may take (so it fits a phone's screen), the brush's
   keyboard shortcuts (Ctrl+Z undo, Ctrl+Shift+Z or Ctrl+Y redo; outside text fields, where the
   browser's own undo stays) and Enter in the prompt box to generate (Shift+Enter for a new line).
@@ -94,21 +95,6 @@ export default function (component) {
 }
 """
 
-_CANVAS_JS = r"""
-let canvasModule = null;
-
-export default async function (component) {
-  const { data, parentElement } = component;
-  canvasModule = canvasModule || import(new URL(data.module, window.location.href).href);
-  const mount = (await canvasModule).default;
-  const dispose = mount(component);
-  // Streamlit runs this both when the canvas leaves the page and when an update of it overlapped
-  // the one before, still starting: the canvas's own clean-up disposes of its drawing, so it
-  // may run only in the first case
-  return () => setTimeout(() => { if (!parentElement.isConnected && dispose) dispose(); }, 0);
-}
-"""
-
 _COMPARE_HTML = """
 <div class="bd-compare">
   <div class="bd-scroll">
@@ -184,9 +170,20 @@ export default function ({ data, parentElement, setStateValue }) {
 }
 """
 
+# the canvas with its zoom and pan (canvas_view.js), fetched once by URL: a component's inline
+# script is re-sent with every rerun, this loader only
+_CANVAS_VIEW_JS = (Path(__file__).parent / "canvas_view.js").read_bytes()
+_CANVAS_JS = r"""
+let view = null;
+
+export default async function (component) {
+  view = view || import(new URL(component.data.view, window.location.href).href);
+  return (await view).default(component);
+}
+"""
 _CANVAS_NAME = "streamlit-drawable-canvas.streamlit_drawable_canvas"
 _CANVAS_CSS = (Path(streamlit_drawable_canvas.__file__).parent / "frontend" / "build" / "index-style.css").read_text()
-_canvas = st.components.v2.component("backdrop_canvas", html='<div class="canvas-root"></div>', js=_CANVAS_JS,
+_canvas = st.components.v2.component("backdrop_canvas", html='<div class="bd-zoom"></div>', js=_CANVAS_JS,
                                      css=_CANVAS_CSS + ".dc-toolbar { display: none !important; }")
 _tab_session = st.components.v2.component("backdrop_tab_session", html="<div></div>", js=_TAB_SESSION_JS)
 _helper = st.components.v2.component("backdrop_studio_helper", html="<div></div>", js=_STUDIO_JS, isolate_styles=False)
@@ -208,10 +205,15 @@ def media_url(data: bytes, mimetype: str, where: str) -> str:
 
 
 def canvas(*, key: str, background: bytes, width: int, height: int, initial_drawing: dict, drawing_mode: str,
-           stroke_width: int, stroke_color: str, fill_color: str, point_display_radius: int = 3, on_change=None):
+           stroke_width: int, stroke_color: str, fill_color: str, point_display_radius: int = 3, on_change=None,
+           shown: tuple[int, int] | None = None, view_key: str = ""):
     """streamlit-drawable-canvas's canvas (its arguments as ``st_canvas`` takes them, the ones
     the Studio uses; its photo ``background`` as JPEG bytes, sent by URL) returning its
-    ``CanvasResult``: the drawing's objects and its pixels."""
+    ``CanvasResult``: the drawing's objects and its pixels, in the canvas's own (unzoomed)
+    pixels. ``shown``: the size it takes on the screen (default: its own, ``width`` x
+    ``height``; smaller: scaled down, sharper when zoomed in). Zoom and pan happen in the
+    browser (canvas_view.js); a new ``view_key`` (another photo) shows the whole photo again."""
+    shown = shown or (width, height)
     drawing = {**initial_drawing, "background": ""}
     js = Runtime.instance().bidi_component_registry.get(_CANVAS_NAME).js_url
     data = {
@@ -221,7 +223,8 @@ def canvas(*, key: str, background: bytes, width: int, height: int, initial_draw
         "realtimeUpdateStreamlit": drawing_mode != "polygon", "canvasWidth": width, "canvasHeight": height,
         "drawingMode": drawing_mode, "initialDrawing": drawing, "displayRadius": point_display_radius,
         "returnImageData": True, "disabled": False, "backgroundImageFit": "stretch", "maxDisplayHeight": None,
-        "fontSize": 20, "label": "",
+        "fontSize": 20, "label": "", "viewKey": view_key, "shownWidth": shown[0], "shownHeight": shown[1],
+        "view": media_url(_CANVAS_VIEW_JS, "text/javascript", f"{key}.view"),
     }
     result = _canvas(data=data, key=key, default={"drawing": {"raw": drawing, "data": None}, "backgroundFit": None},
                      on_drawing_change=on_change or (lambda: None), on_backgroundFit_change=lambda: None,

@@ -27,6 +27,7 @@ CANVAS_KEY = "studio_canvas"
 FORM = "studio_f_"
 TOOLS = {"brush": "Brush", "click": "Click", "box": "Box"}
 MODES = {"add": "Add", "remove": "Remove"}
+EDGES = {"hard": "Hard", "soft": "Soft"}
 MARK_STYLE = {"click": dict(drawing_mode="point", stroke_width=2, point_display_radius=6),
               "box": dict(drawing_mode="rect", stroke_width=2)}
 PHOTO_KEYS = ("studio_job", press.press_state_key("studio_generate"))  # what goes with a photo besides the editor
@@ -144,18 +145,21 @@ def mask_section(edit: MaskEditor) -> None:
             edit.undo()
         elif shortcut == "redo":
             edit.redo()
-        size = brush.display_size(*photo.size, max_w=available)
-        edit.fit(size)
+        size = brush.display_size(*photo.size, max_w=available)  # on the screen
+        drawn = brush.canvas_size(photo.size, size)  # the canvas's own pixels (more: sharp when zoomed in)
+        edit.fit(drawn)
         if CANVAS_KEY not in state:  # a fresh canvas (first view, or back from another page)
             edit.remount()
         tool = state.setdefault("studio_tool", "brush")
         mode = state.setdefault("studio_mode", "add")
         brush_size = state.setdefault("studio_brush_size", 30)
+        soft = state.setdefault("studio_brush_edge", "hard") == "soft"
         style = MARK_STYLE.get(tool, dict(drawing_mode="freedraw", stroke_width=brush_size))
         result = browser.canvas(
-            stroke_color=brush.stroke_color("add" if mode == "add" else "erase") if tool == "brush" else "#ffcc00",
-            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(size), width=size[0],
-            height=size[1], initial_drawing=edit.canvas, key=CANVAS_KEY, on_change=canvas_sent, **style,
+            stroke_color=brush.stroke_color("add" if mode == "add" else "erase", soft) if tool == "brush" else "#ffcc00",
+            fill_color="rgba(255, 204, 0, 0.25)", background=edit.canvas_background(drawn, drawn[0] / size[0]),
+            width=drawn[0], height=drawn[1], shown=size, initial_drawing=edit.canvas, key=CANVAS_KEY,
+            on_change=canvas_sent, view_key=edit.photo_sha, **style,
         )
         edit.canvas_returned(result.json_data, result.image_data)
         tools(edit)
@@ -169,7 +173,8 @@ def mask_section(edit: MaskEditor) -> None:
 
 
 def tools(edit: MaskEditor) -> None:
-    """Under the canvas, in rows that wrap on a phone: tool, add/remove, brush size, undo/redo."""
+    """Under the canvas, in rows that wrap on a phone: tool, add/remove, the brush's edge and
+    size, undo/redo."""
     tool = state.studio_tool
     with st.container(horizontal=True, vertical_alignment="bottom", gap="small"):
         st.segmented_control("Tool", list(TOOLS), key="studio_tool", format_func=TOOLS.get, persist_state="session",
@@ -178,7 +183,12 @@ def tools(edit: MaskEditor) -> None:
         st.segmented_control("Mode", list(MODES), key="studio_mode", format_func=MODES.get, persist_state="session",
                              required=True, help="Add to the subject (kept) or remove from it (replaced)")
         if tool == "brush":
-            st.slider("Brush size", 4, 120, key="studio_brush_size", persist_state="session", width=180)
+            st.segmented_control("Edge", list(EDGES), key="studio_brush_edge", format_func=EDGES.get,
+                                 persist_state="session", required=True,
+                                 help="Hard: the stroke sets the mask. Soft: it fades from its middle to its edge, "
+                                      "for hair and fur (painted pale)")
+            st.slider("Brush size", 4, 120, key="studio_brush_size", persist_state="session", width=180,
+                      help="On the screen: zoomed in, the same size paints finer")
     with st.container(horizontal=True, gap="small"):
         st.button("Undo", on_click=edit.undo, icon=":material/undo:", key="studio_undo", disabled=not edit.can_undo,
                   help="Take back the last stroke or selection (Ctrl+Z)")
@@ -189,7 +199,9 @@ def tools(edit: MaskEditor) -> None:
         st.button("Reset to automatic", on_click=edit.reset, icon=":material/restart_alt:",
                   key="studio_reset", help="Remove all strokes and selections: back to the automatic mask")
     if tool == "brush":
-        st.caption("Paint on the photo: green adds to the subject, red removes. Tinted = background.")
+        st.caption("Paint on the photo: green adds to the subject, red removes (pale: the soft brush). "
+                   "Tinted = background. Zoom with the mouse wheel, two fingers or + and -; Move, Space or "
+                   "the middle button moves the zoomed photo.")
     else:
         st.caption("Click on a part of the photo: Segment Anything finds it, and it joins the subject or leaves it."
                    if tool == "click" else "Drag a box around an object: it joins the subject or leaves it.")

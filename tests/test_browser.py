@@ -5,15 +5,18 @@ click selection.
 People's paths through the app, each in its own browser session: one user's journey (upload,
 paint and undo, a colour and an AI background, compare before and after, History, re-run); two
 photos in a row (the second one several megapixels) and a file that is not a photo; a phone
-with a touch stroke; two sessions where a colour job finishes while another's AI job runs; an
-AI job's live preview changing step by step; click selection with Segment Anything; the
-messages that say what to run; and a page URL opened first after a restart. A screenshot of each step goes to test-artifacts/browser/.
+with a touch stroke; zoom and pan on a desktop and a phone (strokes painted zoomed in land
+where the photo showed them), and the soft brush; two sessions where a colour job finishes while
+another's AI job runs; an AI job's live preview changing step by step; click selection with
+Segment Anything; the messages that say what to run; and a page URL opened first after a
+restart. A screenshot of each step goes to test-artifacts/browser/.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import socket
@@ -525,12 +528,13 @@ def test_two_photos_in_a_row_then_a_file_that_is_not_a_photo(server, browser, le
         upload(page, coffee)
         page.get_by_text("Working on: coffee_4000.jpg (4000x3000)").wait_for()
         deadline = time.monotonic() + 60
-        while page.locator("canvas.dc-canvas").first.evaluate("c => [c.width, c.height]") != [540, 405]:
+        # shown at 540x405, drawn with 3 times as many pixels across (sharp when zoomed in)
+        while page.locator("canvas.dc-canvas").first.evaluate("c => [c.width, c.height]") != [1620, 1215]:
             assert time.monotonic() < deadline, "the canvas kept the first photo's shape"
             page.wait_for_timeout(250)
         page.wait_for_timeout(1000)
         shown = canvas_background(page)
-        expected = np.asarray(Image.open(coffee).resize((540, 405)))
+        expected = np.asarray(Image.open(coffee).resize((1620, 1215)))
         assert correlation(shown, expected) > 0.8, "the canvas does not show the second photo"
         shot(page, "21-second-photo")
         page.get_by_role("button", name="Generate").click()
@@ -637,7 +641,8 @@ def test_phone_canvas_fits_and_paints_with_touch(server, browser, lemur_path):
         page.wait_for_timeout(1000)
         box = canvas.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844, box
-        assert canvas.evaluate("c => c.width") == round(box["width"]), "drawn at the size it is shown"
+        # drawn with the photo's 680 pixels across (sharp when zoomed in), scaled down to fit
+        assert canvas.evaluate("c => c.width") == 680 and round(box["width"]) < 390
         shot(page, "30-phone")
         before = image_at(page, preview(page))
         src = preview(page).get_attribute("src")
@@ -656,6 +661,198 @@ def test_phone_canvas_fits_and_paints_with_touch(server, browser, lemur_path):
         ys, xs = np.nonzero(changed)
         assert ys.mean() < after.shape[0] * 0.3 and xs.mean() < after.shape[1] * 0.6
         shot(page, "31-phone-touch-stroke")
+
+
+def view_of(page) -> dict:
+    """The canvas's zoom and pan as its frame reports them (zoom, then the pan in frame px)."""
+    frame = page.locator(".bd-frame")
+    return {k: float(frame.get_attribute(f"data-{k}")) for k in ("zoom", "pan-x", "pan-y")}
+
+
+def changed_where(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the preview's pixels a stroke changed (the preview is at the canvas's size)."""
+    return np.nonzero(np.abs(after - before).sum(axis=2) > 30)
+
+
+def stroke_lands(changed, row: float, x0: float, x1: float, width: float) -> None:
+    """The pixels a horizontal stroke changed lie along canvas row ``row`` from ``x0`` to ``x1``,
+    about ``width`` canvas px wide: where the zoomed photo showed it, not where the unzoomed one would."""
+    ys, xs = changed
+    assert len(ys), "the stroke did not change the mask"
+    assert abs(np.median(ys) - row) < 2.5, (np.median(ys), row)
+    assert ys.min() > row - width / 2 - 3 and ys.max() < row + width / 2 + 3, (ys.min(), ys.max(), row, width)
+    assert xs.min() > x0 - width / 2 - 3 and xs.max() < x1 + width / 2 + 3, (xs.min(), xs.max(), x0, x1)
+    assert xs.min() < x0 + 3 and xs.max() > x1 - 3, (xs.min(), xs.max(), x0, x1)
+
+
+def test_zoom_and_pan_paint_where_the_zoomed_photo_shows_it(browser, lemur_path, tmp_path):
+    """Issue 21, what people reach for: the wheel zooms at the pointer, Move and Space pan, and a
+    Remove stroke painted while zoomed changes the mask at the photo's pixels that were under it,
+    as fine as the zoom (the brush keeps its size on the screen); panning paints nothing; Fit
+    shows the whole photo; the soft brush fades from its middle to its edge in the mask, and
+    Undo takes it back; at the whole photo, the wheel turned down scrolls the page."""
+    from playwright.sync_api import expect
+
+    with streamlit_app(tmp_path / "data", free_port(), "zoom.log") as (url, _), \
+            session(browser, viewport={"width": 1400, "height": 1100}) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        frame = page.locator(".bd-frame")
+        page.locator("canvas.dc-canvas").first.wait_for()
+        page.get_by_role("radio", name="Remove", exact=True).click()
+        page.wait_for_timeout(1500)
+        box = frame.bounding_box()
+        w, h = box["width"], box["height"]
+        assert (w, h) == (540, 349)  # the 680x440 lemur, fitted
+        shot(page, "80-zoom-fit")
+
+        # the wheel over a point zooms twice in around it: that point stays under the pointer
+        page.mouse.move(box["x"] + w * 0.5, box["y"] + h * 0.6)
+        page.mouse.wheel(0, -math.log(2) / 0.0015)
+        deadline = time.monotonic() + 10
+        while abs(view_of(page)["zoom"] - 2) > 1e-6:
+            assert time.monotonic() < deadline, view_of(page)
+            page.wait_for_timeout(100)
+        view = view_of(page)
+        # (the mouse moves to whole pixels: the frame's fractional position is rounded)
+        assert view["pan-x"] == pytest.approx(-w * 0.5, abs=1) and view["pan-y"] == pytest.approx(-h * 0.6, abs=1)
+        expect(page.locator(".bd-level")).to_have_text("200%")
+
+        def paint(row: float, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+            """A stroke along the frame's row ``row`` (a fraction of its height) from ``start`` to
+            ``end`` (of its width); returns what it changed in the preview."""
+            before = image_at(page, preview(page))
+            src = preview(page).get_attribute("src")
+            drag(page, [(box["x"] + w * (start + (end - start) * i / 20), box["y"] + h * row) for i in range(21)])
+            wait_new_preview(page, src)
+            page.wait_for_timeout(500)
+            return changed_where(before, image_at(page, preview(page)))
+
+        def on_canvas(view: dict, fx: float, fy: float) -> tuple[float, float]:
+            """The canvas point under the frame's point (fx, fy) (fractions of its size) at ``view``:
+            worked out here, not read from the page."""
+            return (w * fx - view["pan-x"]) / view["zoom"], (h * fy - view["pan-y"]) / view["zoom"]
+
+        expected = dict(view)
+        x0, row = on_canvas(expected, 0.3, 0.5)
+        x1, _ = on_canvas(expected, 0.7, 0.5)
+        stroke_lands(paint(0.5, 0.3, 0.7), row, x0, x1, width=30 / 2)
+        shot(page, "81-zoomed-stroke")
+
+        # Move: a drag pans and paints nothing
+        painted = painted_pixels(page)
+        page.get_by_role("button", name="Move", exact=True).click()
+        drag(page, [(box["x"] + w * (0.5 - 0.02 * i), box["y"] + h * 0.5) for i in range(11)])
+        expected["pan-x"] -= w * 0.2
+        assert view_of(page) == pytest.approx(expected, abs=1)
+        expected = view_of(page)
+        page.get_by_role("button", name="Move", exact=True).click()
+        # Space held: the same
+        page.mouse.move(box["x"] + w * 0.5, box["y"] + h * 0.5)
+        page.keyboard.down("Space")
+        drag(page, [(box["x"] + w * 0.5, box["y"] + h * (0.5 + 0.02 * i)) for i in range(6)])
+        page.keyboard.up("Space")
+        expected["pan-y"] += h * 0.1
+        assert view_of(page) == pytest.approx(expected, abs=1)
+        expected = view_of(page)
+        page.wait_for_timeout(1000)
+        assert painted_pixels(page) == painted, "panning painted"
+        x0, row = on_canvas(expected, 0.25, 0.3)
+        x1, _ = on_canvas(expected, 0.6, 0.3)
+        stroke_lands(paint(0.3, 0.25, 0.6), row, x0, x1, width=30 / 2)
+        shot(page, "82-panned-stroke")
+
+        page.get_by_role("button", name="Fit", exact=True).click()
+        assert view_of(page) == {"zoom": 1, "pan-x": 0, "pan-y": 0}
+        expect(page.get_by_role("button", name="Fit", exact=True)).to_be_disabled()
+        shot(page, "83-fit-after-strokes")
+
+        # the soft brush, at 100%: its stroke fades in the mask from its middle to its edge
+        page.get_by_role("radio", name="Soft", exact=True).click()
+        page.wait_for_timeout(1000)
+        before = image_at(page, preview(page))
+        src = preview(page).get_attribute("src")
+        y = round(h * 0.8)
+        drag(page, [(box["x"] + w * (0.35 + 0.015 * i), box["y"] + y) for i in range(21)])
+        wait_new_preview(page, src)
+        page.wait_for_timeout(500)
+        change = np.abs(image_at(page, preview(page)) - before).sum(axis=2)[:, round(w * 0.5)]
+        middle = int(np.argmax(change))
+        assert abs(middle - y) <= 2 and change[middle] > 60
+        assert 0.15 * change[middle] < change[middle - 9] < 0.85 * change[middle], change[middle - 16:middle + 17]
+        assert 0.15 * change[middle] < change[middle + 9] < 0.85 * change[middle], change[middle - 16:middle + 17]
+        assert change[middle - 18] < 0.1 * change[middle] and change[middle + 18] < 0.1 * change[middle]
+        shot(page, "84-soft-stroke")
+        page.get_by_role("button", name="Undo").click()
+        page.wait_for_timeout(1500)
+        assert np.abs(image_at(page, preview(page)) - before).sum(axis=2).max() <= 30, "Undo left the soft stroke"
+
+        # the whole photo shown, the wheel turned down over it scrolls the page, as anywhere else
+        page.mouse.move(box["x"] + w * 0.5, box["y"] + h * 0.5)
+        page.mouse.wheel(0, 300)
+        page.wait_for_timeout(800)
+        assert view_of(page)["zoom"] == 1 and frame.bounding_box()["y"] < box["y"] - 100
+
+
+def test_phone_pinch_zooms_without_painting_and_a_finger_paints_where_it_touches(browser, lemur_path, tmp_path):
+    """A 390x844 phone: two fingers spread apart zoom in (the first finger down a moment before
+    the second paints nothing), and a finger stroke then lands where the zoomed photo showed it."""
+    with streamlit_app(tmp_path / "data", free_port(), "zoom-phone.log") as (url, _), \
+            session(browser, **PHONE) as page:
+        page.goto(url)
+        upload(page, lemur_path)
+        page.get_by_text("Corrected mask: this is what will be kept").wait_for()
+        frame = page.locator(".bd-frame")
+        deadline = time.monotonic() + 30
+        while frame.bounding_box()["width"] > 390 - 2 * 16:
+            assert time.monotonic() < deadline, "the canvas is wider than the phone's screen"
+            page.wait_for_timeout(250)
+        page.get_by_role("radio", name="Remove", exact=True).click()
+        page.wait_for_timeout(1500)
+        box = frame.bounding_box()
+        w, h = box["width"], box["height"]
+        frame.scroll_into_view_if_needed()
+        box = frame.bounding_box()
+        cdp = page.context.new_cdp_session(page)
+
+        def touch(kind: str, *points) -> None:
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+                {"x": box["x"] + w * fx, "y": box["y"] + h * fy, "id": i} for i, (fx, fy) in enumerate(points)]})
+
+        before = image_at(page, preview(page))
+        touch("touchStart", (0.4, 0.5))
+        page.wait_for_timeout(30)
+        touch("touchStart", (0.4, 0.5), (0.6, 0.5))
+        for i in range(1, 11):
+            touch("touchMove", (0.4 - 0.01 * i, 0.5), (0.6 + 0.01 * i, 0.5))  # 0.2 of the width apart to 0.4
+        touch("touchEnd")
+        page.wait_for_timeout(1500)
+        view = view_of(page)
+        assert view["zoom"] == pytest.approx(2, abs=0.02)
+        assert (w * 0.5 - view["pan-x"]) / view["zoom"] == pytest.approx(w * 0.5, abs=1)  # the middle stays
+        assert painted_pixels(page) == 0, "the pinch painted"
+        assert np.abs(image_at(page, preview(page)) - before).sum(axis=2).max() <= 30
+        shot(page, "85-phone-pinched")
+
+        src = preview(page).get_attribute("src")
+        touch("touchStart", (0.3, 0.45))
+        for i in range(1, 16):
+            touch("touchMove", (0.3 + 0.025 * i, 0.45))
+        touch("touchEnd")
+        wait_new_preview(page, src)
+        page.wait_for_timeout(500)
+        shown = image_at(page, preview(page))
+        canvas_w = shown.shape[1]
+        scale = canvas_w / w  # the preview is drawn at the canvas's size
+        x0 = (w * 0.3 - view["pan-x"]) / view["zoom"] * scale
+        x1 = (w * 0.675 - view["pan-x"]) / view["zoom"] * scale
+        row = (h * 0.45 - view["pan-y"]) / view["zoom"] * scale
+        stroke_lands(changed_where(before, shown), row, x0, x1, width=30 / view["zoom"] * scale)
+        shot(page, "86-phone-zoomed-stroke")
+        page.get_by_role("button", name="Fit", exact=True).click()
+        assert view_of(page)["zoom"] == 1
+        shot(page, "87-phone-fit")
 
 
 def test_colour_job_finishes_while_another_sessions_ai_job_runs(server, browser, lemur_path):

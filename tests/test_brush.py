@@ -38,6 +38,12 @@ def test_display_size_keeps_aspect_and_limits():
     assert brush.display_size(300, 200) == (300, 200)  # never enlarged
 
 
+def test_the_canvas_holds_more_pixels_than_it_is_shown_with_but_never_more_than_the_photo():
+    assert brush.canvas_size((4000, 3000), (540, 405)) == (1620, 1215)  # 3 per pixel on the screen
+    assert brush.canvas_size((680, 440), (358, 232)) == (680, 440)  # the photo's own
+    assert brush.canvas_size((300, 200), (300, 200)) == (300, 200)
+
+
 def test_click_and_box_marks_in_photo_pixels():
     """The canvas's objects for a click ("point" mode: a circle whose left edge sits radius +
     half a stroke left of the click) and a box ("rect" mode), read back as the pixels of the
@@ -73,3 +79,57 @@ def test_unsure_regions_outlined_and_numbered():
     assert tuple(out[5, 5]) == (0, 0, 0)  # outside it
     assert tuple(out[10, 21]) == brush.OUTLINE_RGB  # the number's box at the region's corner
     assert brush.outline_regions(overlay, None, 0) is overlay
+
+
+def test_soft_strokes_are_told_apart_by_their_pale_colour_even_where_strokes_overlap():
+    """A stroke painted over another covers it at 55%: the canvas's blend is still the later
+    stroke's kind (add or erase, hard or soft)."""
+    alpha = brush.STROKE_ALPHA
+
+    def over(top, under):
+        a = alpha + alpha * (1 - alpha)
+        rgb = [(alpha * t + alpha * (1 - alpha) * u) / a for t, u in zip(top, under)]
+        return (*[round(v) for v in rgb], round(a * 255))
+
+    colours = {"add": brush.ADD_RGB, "erase": brush.ERASE_RGB, "soft_add": brush.SOFT_ADD_RGB,
+               "soft_erase": brush.SOFT_ERASE_RGB}
+    for top, rgb in colours.items():
+        for under_rgb in colours.values():
+            drawing = np.array([[(*rgb, round(alpha * 255)), over(rgb, under_rgb)]], np.uint8)
+            kinds = brush.stroke_masks(drawing, (2, 1))
+            assert [name for name, where in kinds.items() if where.all()] == [top], (top, under_rgb)
+    assert brush.stroke_color("add", soft=True) in brush.SOFT_COLORS
+    assert brush.stroke_color("erase") not in brush.SOFT_COLORS
+
+
+def test_a_soft_stroke_fades_from_its_middle_to_its_edge_at_the_photos_scale():
+    """A soft add stroke 20 canvas px wide on a canvas half the photo's size: in the photo it is
+    40 px wide and fades in over 20 px from each edge (half its width); it takes nothing from
+    the subject it does not cover, and does not fade where it runs off the photo."""
+    base = Image.fromarray(np.zeros((100, 200), np.uint8))
+    drawing = np.zeros((50, 100, 4), np.uint8)
+    drawing[15:35, :60] = (*brush.SOFT_ADD_RGB, round(brush.STROKE_ALPHA * 255))  # from the photo's left edge
+    stroke = {"type": "path", "stroke": brush.stroke_color("add", soft=True), "strokeWidth": 10, "scaleX": 2}
+    reach = brush.soft_reach([stroke, {"type": "path", "stroke": brush.stroke_color("add"), "strokeWidth": 90}],
+                             (100, 50), (200, 100))
+    assert reach == 20  # 10 px scaled twice on the canvas: 20 canvas px, half of it at twice the size
+    mask = np.asarray(brush.corrected_mask(base, drawing, reach)).astype(int)
+    column = mask[30:70, 40]
+    assert column[19] == 255 and column[20] == 255 and column[0] < 20 and column[-1] < 20
+    assert np.all(np.diff(column[:20]) >= 0) and np.all(np.diff(column[20:]) <= 0) and 100 < column[9] < 160
+    assert mask[50, 0] == 255  # the photo's edge is not the stroke's edge
+    assert 0 < mask[50, 110] < 255 and mask[50, 121] == 0  # its own end fades; past it nothing
+    assert mask[20, 40] == 0 and mask[80, 40] == 0
+    assert brush.soft_reach([stroke], None, (200, 100)) == 0 and brush.soft_reach([], (100, 50), (200, 100)) == 0
+
+
+def test_outlines_and_numbers_on_a_canvas_shown_scaled_down_are_as_large_on_the_screen():
+    """A canvas shown at a third of its pixels gets outlines and numbers three times as large."""
+    labels = np.zeros((60, 100), np.uint8)
+    labels[10:50, 20:80] = 1
+    overlay = Image.new("RGB", (300, 180), (0, 0, 0))
+    out = np.asarray(brush.outline_regions(overlay, Image.fromarray(labels), 1, scale=3)).astype(int)
+    on = (np.abs(out - brush.OUTLINE_RGB).max(axis=2) < 40)
+    assert on[90, 234:240].all() and not on[90, 228:232].any()  # the right edge (x 239): 6 px wide
+    assert on[30:78, 60:90].mean() > 0.5  # the number's box: 3x16 px high from the corner (60, 30)
+    assert not on[90, 150]

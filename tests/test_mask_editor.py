@@ -28,6 +28,7 @@ UNSURE = (0, 0, 6, 6)  # the region it was unsure about, dropped unless decided 
 CLICKED = (32, 0, 40, 5)  # the region a click or box selects
 ADD = ("add", (0, 22, 5, 27))  # a brush stroke adding a patch of background
 ERASE = ("erase", (15, 10, 20, 15))  # one erasing a patch of the subject
+SOFT_ERASE = ("soft_erase", (12, 9, 28, 21))  # the soft brush across the subject, 12 px wide
 
 
 def box_mask(*boxes) -> Image.Image:
@@ -64,15 +65,22 @@ def png(rgb=(120, 90, 60)) -> bytes:
     return buffer.getvalue()
 
 
+RGB = {"add": brush.ADD_RGB, "erase": brush.ERASE_RGB, "soft_add": brush.SOFT_ADD_RGB,
+       "soft_erase": brush.SOFT_ERASE_RGB}
+
+
 def drawing(*paints) -> dict:
-    return {"objects": [{"type": "path", "mode": mode, "box": list(box)} for mode, box in paints]}
+    """The canvas's objects for ``paints``: a stroke as wide as its box is high, in its colour."""
+    return {"objects": [{"type": "path", "mode": mode, "box": list(box), "strokeWidth": box[3] - box[1],
+                         "stroke": brush.stroke_color(mode.removeprefix("soft_"), mode.startswith("soft_"))}
+                        for mode, box in paints]}
 
 
 def pixels(*paints) -> np.ndarray:
     """The RGBA image the canvas renders for brush strokes ``paints`` ((mode, box), in order)."""
     image = np.zeros((SIZE[1], SIZE[0], 4), np.uint8)
     for mode, (x0, y0, x1, y1) in paints:
-        image[y0:y1, x0:x1] = (*(brush.ADD_RGB if mode == "add" else brush.ERASE_RGB), round(brush.STROKE_ALPHA * 255))
+        image[y0:y1, x0:x1] = (*RGB[mode], round(brush.STROKE_ALPHA * 255))
     return image
 
 
@@ -357,3 +365,37 @@ def test_a_remounted_canvas_that_sends_only_its_handed_drawing_gets_the_strokes_
     canvas_shows(editor, ADD)  # a fresh canvas from the handed [ADD]: ERASE is not lost
     assert editor.strokes == drawing(ADD, ERASE)["objects"] and at(editor.mask(), ERASE[1]) == 0
     assert editor.canvas["objects"] == drawing(ADD, ERASE)["objects"]
+
+
+def test_a_soft_stroke_fades_into_the_mask_and_undo_and_redo_take_it(editor):
+    """The soft brush: its stroke takes the subject away fully only along its middle, and less
+    towards its edges (a soft alpha edge in the mask, half its width deep); Undo takes it back
+    and Redo puts it back, values and all."""
+    canvas_shows(editor, SOFT_ERASE)
+    mask = np.asarray(editor.mask())
+    column = mask[9:21, 20]  # across the stroke, through its middle
+    assert column[5] == 0 and column[6] == 0  # 6 px from both edges: all of it
+    assert 200 < column[0] < 255 and 200 < column[-1] < 255  # the edge rows: barely
+    assert np.all(np.diff(column[:6].astype(int)) < 0) and np.all(np.diff(column[6:].astype(int)) > 0)
+    assert 100 < column[2] < 160  # halfway in: about half
+    assert at(mask, (10, 5, 30, 8)) == 255 and at(mask, (0, 0, 6, 6)) == 0  # outside the stroke: as before
+    assert editor.sent_mask() is not None and editor.can_undo
+    softened = mask.copy()
+    editor.undo()
+    assert np.array_equal(np.asarray(editor.mask()), np.asarray(box_mask(SUBJECT)))
+    assert editor.sent_mask() is None
+    editor.canvas_returned(drawing(SOFT_ERASE), pixels(SOFT_ERASE))  # stale: the canvas has not reloaded yet
+    editor.canvas_returned({"objects": []}, np.zeros((SIZE[1], SIZE[0], 4), np.uint8))
+    editor.redo()
+    assert editor.canvas["objects"] == drawing(SOFT_ERASE)["objects"]
+    canvas_shows(editor, SOFT_ERASE)  # the canvas reloaded with it
+    assert np.array_equal(np.asarray(editor.mask()), softened)
+
+
+def test_a_hard_stroke_over_a_soft_one_sets_the_mask(editor):
+    canvas_shows(editor, SOFT_ERASE)
+    canvas_shows(editor, SOFT_ERASE, ("add", (18, 9, 22, 21)))
+    mask = editor.mask()
+    assert at(mask, (18, 9, 22, 21)) == 255  # painted last, hard: all subject
+    row = np.asarray(mask)[15].astype(int)
+    assert 255 > row[12] > row[14] > row[16] >= 0  # the soft one beside it, fading in from its own edge

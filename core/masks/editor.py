@@ -6,7 +6,8 @@ The masks it builds, each from the one before:
   the regions it was unsure about (or, for a recorded generation opened again, its mask);
 - *base*: the decided mask with every click or box selection (core.masks.click_select) combined
   onto it in order: what the brush paints on;
-- *mask*: the base mask with the brush strokes (core.masks.brush), as the canvas rendered them.
+- *mask*: the base mask with the brush strokes (core.masks.brush), as the canvas rendered them
+  (hard ones set the mask, soft ones fade into it from their edge).
 Undo and Redo take back and put back strokes and selections in the order they were made; a
 region is flipped back by flipping it again; Clear removes the strokes, Reset everything.
 
@@ -69,7 +70,7 @@ class MaskEditor:
         self._analyse = analyse
         self._nonce = 0
         self.canvas: dict = {"objects": []}  # the drawing the canvas is (re)loaded with
-        self.canvas_size: tuple[int, int] | None = None  # the canvas's size on the screen, in px
+        self.canvas_size: tuple[int, int] | None = None  # the canvas's own size, in its pixels
         self._seen: str | None = None  # fingerprint of what the canvas returned last
         self._stale: str | None = None  # ...and of what it returns until it has reloaded
         self._version = 0  # counts base masks: the canvas's background is encoded once per base mask
@@ -127,7 +128,8 @@ class MaskEditor:
     def mask(self) -> Image.Image:
         """The corrected mask: what will be kept."""
         if self._mask is None:
-            self._mask = brush.corrected_mask(self.base_mask, self.painted)
+            reach = brush.soft_reach(self.strokes, self.canvas_size, self.photo.size)
+            self._mask = brush.corrected_mask(self.base_mask, self.painted, reach)
         return self._mask
 
     def sent_mask(self) -> Image.Image | None:
@@ -144,13 +146,14 @@ class MaskEditor:
         self.base_mask, self._mask = base, None
         self._version += 1
 
-    def canvas_background(self, size: tuple[int, int]) -> bytes:
+    def canvas_background(self, size: tuple[int, int], scale: float = 1.0) -> bytes:
         """The canvas's background at ``size``: the photo with the base mask's tint and the unsure
-        regions outlined, as a JPEG, encoded once per base mask and size."""
-        key = (self._version, size)
+        regions outlined, as a JPEG, encoded once per base mask and size. ``scale``: the canvas's
+        pixels per pixel on the screen (``brush.outline_regions``)."""
+        key = (self._version, size, scale)
         if self._background is None or self._background[0] != key:
             image = brush.outline_regions(brush.mask_overlay(self.photo, self.base_mask, size),
-                                          self.analysis.labels, len(self.analysis.regions))
+                                          self.analysis.labels, len(self.analysis.regions), scale)
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=90)
             self._background = key, buffer.getvalue()
