@@ -6,6 +6,7 @@ need=()
 check() { command -v "$1" >/dev/null 2>&1 || need+=("${@:2}"); }
 check chromium chromium              # (browser tests)
 check curl curl                      # (the HTTP API as the README shows it)
+check node nodejs                    # (the canvas's zoom and pan script, tests/test_canvas_view.py)
 # (storage tests on PostgreSQL) Debian keeps pg_ctl off PATH, in /usr/lib/postgresql/N/bin
 command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -14,11 +14,9 @@ import pytest
 VIEW = Path(__file__).resolve().parent.parent / "app_pages" / "canvas_view.js"
 NODE = shutil.which("node")
 
-pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed (apt-get install nodejs)")
-
-
 def run(script: str):
     """``script``'s ``result`` (JSON), with canvas_view.js's exports in scope."""
+    assert NODE, "Node.js is needed (scripts/system-deps.sh installs the nodejs package)"
     program = f"import * as v from {json.dumps(VIEW.as_uri())};\n{script}\nconsole.log(JSON.stringify(result));"
     out = subprocess.run([NODE, "--input-type=module", "-e", program], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
