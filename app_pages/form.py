@@ -63,7 +63,7 @@ def fill(prefix: str, values: Mapping[str, Any]) -> None:
         state[f"{prefix}seed"] = min(values["seed"], MAX_UI_SEED)
     if "anchor" in values:
         framing.prefill_anchor(prefix, values["anchor"])
-    if FRAMING_FIELDS & set(values):
+    if set(FRAMING_FIELDS) & set(values):
         state[f"{prefix}size_preset"] = ""  # the values given, not a preset's
 
 
