@@ -90,12 +90,21 @@ def fast_mode_text(queue, request) -> str:
     from core.engine.recipes import RECIPES, sampling, step_rows
 
     fast, standard = request.replace(fast=True), request.replace(fast=False)
-    (fast_s, similar), (standard_s, _) = queue.expected_run_s(fast), queue.expected_run_s(standard)
-    if fast_s is None or standard_s is None:
-        ratio = step_rows(standard.params()) / step_rows(fast.params())
-        plan, recipe = sampling(standard), RECIPES[fast.fast_lora]
-        return (f"Fast mode: {recipe.steps} steps instead of {plan.steps}"
-                + (", without the second pass for guidance" if plan.guided else "") + f": about {ratio:.0f}x less "
-                "work (no time estimate yet: no AI background has finished here).")
-    return (f"Expected here: fast about {duration(fast_s)}, standard about {duration(standard_s)} "
-            f"(from {similar} similar job{'s' if similar != 1 else ''}).")
+    (fast_s, fast_similar), (standard_s, standard_similar) = queue.expected_run_s(fast), queue.expected_run_s(standard)
+    ratio = step_rows(standard.params()) / step_rows(fast.params())
+
+    def jobs(count: int) -> str:
+        return f"from {count} similar job{'s' if count != 1 else ''}"
+
+    if fast_s is not None and standard_s is not None:
+        return f"Expected here: fast about {duration(fast_s)}, standard about {duration(standard_s)} ({jobs(fast_similar)})."
+    if fast_s is not None:  # the jobs finished here are too unlike the other mode to tell its time
+        return (f"Expected here: fast about {duration(fast_s)} ({jobs(fast_similar)}); standard does about "
+                f"{ratio:.0f}x the work.")
+    if standard_s is not None:
+        return (f"Expected here: standard about {duration(standard_s)} ({jobs(standard_similar)}); fast mode does "
+                f"about {ratio:.0f}x less work.")
+    plan, recipe = sampling(standard), RECIPES[fast.fast_lora]
+    return (f"Fast mode: {recipe.steps} steps instead of {plan.steps}"
+            + (", without the second pass for guidance" if plan.guided else "") + f": about {ratio:.0f}x less "
+            "work (no time estimate yet: no AI background has finished here).")

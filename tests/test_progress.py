@@ -102,3 +102,10 @@ def test_the_fast_switch_says_what_each_mode_takes_here():
         "estimate yet: no AI background has finished here).")
     assert fast_mode_text(Queue(10.0), request) == (
         "Expected here: fast about 40 s, standard about 8 min 20 s (from 3 similar jobs).")
+
+    class OnlyFast(Queue):  # the jobs finished here tell fast mode's time, not the standard's 12x the work
+        def expected_run_s(self, request):
+            return super().expected_run_s(request) if request.fast else (None, 0)
+
+    assert fast_mode_text(OnlyFast(10.0), request) == (
+        "Expected here: fast about 40 s (from 3 similar jobs); standard does about 12x the work.")

@@ -147,12 +147,13 @@ def download_failure(exc: BaseException) -> str:
 def local_file(repo: str, filename: str) -> Path | None:
     """One file of a hub repository from the local Hugging Face cache, or None; never downloads
     (a repository such as ByteDance/Hyper-SD holds many large files, of which a slot needs one)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import try_to_load_from_cache
 
     try:
-        return Path(hf_hub_download(repo, filename, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached, or an id the hub client rejects
+        found = try_to_load_from_cache(repo, filename)  # the cache only: no request, not even the client's headers
+    except Exception:  # noqa: BLE001 - an id the hub client rejects
         return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def resolve_file(repo: str, filename: str) -> Path:
