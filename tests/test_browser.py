@@ -14,6 +14,7 @@ restart. A screenshot of each step goes to test-artifacts/browser/.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -495,8 +496,6 @@ def compare(page, tab: str, name: str, natural: bool = False) -> None:
 def test_lemur_on_white_edge_at_100_shows_fur_without_the_green(server, browser, lemur_path):
     """The lemur (white fur against green leaves) on the default colour, #ffffff: the Studio's
     Edge at 100% shows an outline no greener than the fur well inside it (issues 21 and 22)."""
-    import base64
-
     from scipy import ndimage
 
     from core.masks.segment import automatic_mask
