@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from contextlib import contextmanager
@@ -160,7 +161,7 @@ def image_at(page, img, dtype=np.int16) -> np.ndarray:
         if src.startswith("data:"):
             data = base64.b64decode(src.split(",", 1)[1])
         else:
-            response = page.request.get(src)
+            response = page.request.get(urllib.parse.urljoin(page.url, src))
             if not response.ok:
                 page.wait_for_timeout(250)
                 continue
