@@ -1130,7 +1130,10 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
         page.get_by_text("Depth ControlNet (id or folder)").wait_for()
         fields = page.locator('[data-testid="stTextInput"] input')
         fields.nth(1).fill(inpaint)
+        fields.nth(1).press("Tab")  # each value sent (a rerun) before the button is pressed
         fields.nth(3).fill(depth)
+        fields.nth(3).press("Tab")
+        page.wait_for_timeout(500)
         page.get_by_role("button", name="Save settings").click()
 
     def ai_box(page, kind: str):

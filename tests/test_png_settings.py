@@ -121,7 +121,8 @@ def test_backdrop_request_round_trips_exactly():
 
 def test_an_older_stored_request_is_upgraded_and_a_newer_one_falls_back_to_the_text():
     v2 = {k: v for k, v in GenerationRequest(background="ai", prompt="old", seed=5).to_dict().items()
-          if k not in ("enhance_prompt", "prompt_model")} | {"version": 2}
+          if k not in ("enhance_prompt", "prompt_model", "fast", "fast_lora", "canvas", "fill", "anchor", "margin")
+          } | {"version": 2}  # without the fields versions 3 to 5 added
     read = read_png_settings(png({REQUEST_CHUNK: json.dumps(v2)}))
     assert read.request == GenerationRequest(background="ai", prompt="old", seed=5)
     newer = json.dumps({"version": SCHEMA_VERSION + 1, "prompt": "from the future"})
