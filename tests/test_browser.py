@@ -1123,6 +1123,8 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
     """Missing weights: each listed with the command that fetches them from the app's folder, what
     to do in a paragraph of its own, and no sentence that does not apply; the Models page refuses
     a folder that does not exist and shows only commands in its command block."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     url, _, data = server
 
     def save(page, inpaint: str, depth: str) -> None:  # through the sidebar: the session (and its photo) stays
@@ -1133,8 +1135,13 @@ def test_messages_name_the_command_that_works(server, browser, lemur_path):
         fields.nth(1).press("Tab")  # each value sent (a rerun) before the button is pressed
         fields.nth(3).fill(depth)
         fields.nth(3).press("Tab")
-        page.wait_for_timeout(500)
-        page.get_by_role("button", name="Save settings").click()
+        for _ in range(3):  # a press that lands while a rerun replaces the page is pressed again
+            page.get_by_role("button", name="Save settings").click()
+            try:
+                page.get_by_text(re.compile(r"Settings saved|there is no folder")).first.wait_for(timeout=20_000)
+                return
+            except PlaywrightTimeout:
+                continue
 
     def ai_box(page, kind: str):
         page.get_by_role("link", name="Studio").click()
