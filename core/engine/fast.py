@@ -23,9 +23,9 @@ def starts_fast(request) -> str | None:
         return None
     standard, fast = sampling_of({**request.params(), "fast": False}), RECIPES[request.fast_lora]
     twice = ", each run twice for the prompt's guidance" if standard.guided else ""
-    tiny = (" It also encodes and decodes with the tiny autoencoder (TAESD), which saves most of the VAE's time on a CPU (about "
-            "20 s of a fast run at 512x512 on 2 cores), at the cost of slightly softer background texture; the "
-            "subject is always the photo's own pixels."
+    tiny = (" It also encodes and decodes with the tiny autoencoder (TAESD), which saves most of the VAE's time "
+            "on a CPU (about 20 s of a fast run at 512x512 on 2 cores), at the cost of slightly softer background "
+            "texture; the subject is always the photo's own pixels."
             if _tiny_here(request) else "")
     return (f"This computer has no GPU, so the Studio starts in fast mode: a standard AI background takes minutes "
             f"here ({standard.steps} steps{twice}); fast mode runs {fast.steps} steps, once each, with {fast.label}."
