@@ -183,9 +183,6 @@ class GenerationRequest:
                            "VAE: on a CPU about 18 s less at 512x512, with slightly softer fine texture in the "
                            "background. The subject is never touched: it is always the photo's own pixels.",
                            group="ai")
-    tiny_vae_model: str = param(TINY_VAE, "Tiny autoencoder (id or folder)",
-                                "TAESD for SD1.5 in diffusers' AutoencoderTiny format.", env="BACKDROP_TINY_VAE_MODEL",
-                                slot="tiny_vae", group="models")
     steps: int = param(25, "Steps", "Diffusion steps (fast mode: its recipe's).", low=1, high=150, group="advanced")
     guidance: float = param(7.5, "Guidance (prompt strength)",
                             "How closely the image follows the prompt (fast mode: its recipe's).",
@@ -251,6 +248,9 @@ class GenerationRequest:
     prompt_model: str = param("Qwen/Qwen2.5-0.5B-Instruct", "Prompt assistant (causal LM id or folder)",
                               "A small instruct language model in transformers' format, for Improve prompt and "
                               "enhance prompt.", env="BACKDROP_PROMPT_MODEL", slot="prompt", group="models")
+    tiny_vae_model: str = param(TINY_VAE, "Tiny autoencoder (id or folder)",
+                                "TAESD for SD1.5 in diffusers' AutoencoderTiny format.", env="BACKDROP_TINY_VAE_MODEL",
+                                slot="tiny_vae", group="models")
     device: str = param("auto", "Device", "auto | cpu | cuda | cuda:N | mps (auto: cuda, then mps, then cpu).",
                         check=_device, env="BACKDROP_DEVICE", group="models")
 

@@ -291,7 +291,8 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     at = app("models")
     table = at.dataframe[0].value
     assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator",
-                                   "Fast-mode LoRA", "Click-selection model", "Prompt assistant", "Step-preview model"]
+                                   "Fast-mode LoRA", "Tiny autoencoder", "Click-selection model", "Prompt assistant",
+                                   "Step-preview model"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
     assert any(i.value.startswith("Cut-out model: u2netp is used (the best installed); better, not installed: "
