@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import gpu_bench  # noqa: E402
-from bench.preview_bench import PreviewClock, build_taesd, cpu_name, live_preview  # noqa: E402
+from bench.preview_bench import PreviewClock, cpu_name, live_preview  # noqa: E402
 
 SIZE = (512, 512)
 DEFAULT_STEPS = 25  # the request's default
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     paths = gpu_bench.build_models(args.model_dir / "full", smoke=False, device="cpu")
     gpu_bench.use_hub_cache(gpu_bench.build_fast_lora(args.model_dir / "full", smoke=False))
-    taesd = build_taesd(args.model_dir / "full" / "taesd", smoke=False)
+    taesd = gpu_bench.build_taesd(args.model_dir / "full" / "taesd", smoke=False)
     report["build_s"] = time.perf_counter() - start
     photo = gpu_bench._photo(SIZE)
     default = gpu_bench.product_request(paths, "cpu", "u2netp", smoke=False).replace(steps=args.default_steps)

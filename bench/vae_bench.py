@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import gpu_bench  # noqa: E402
-from bench.preview_bench import build_taesd, cpu_name  # noqa: E402
+from bench.preview_bench import cpu_name  # noqa: E402
 
 
 def median_s(work, repeats: int) -> float:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = gpu_bench.build_models(args.model_dir / "full", smoke=False, device="cpu")
     vae = AutoencoderKL.from_pretrained(paths["inpaint"], subfolder="vae").eval()
-    taesd = AutoencoderTiny.from_pretrained(build_taesd(args.model_dir / "full" / "taesd", smoke=False)).eval()
+    taesd = AutoencoderTiny.from_pretrained(gpu_bench.build_taesd(args.model_dir / "full" / "taesd", False)).eval()
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 512, 512, generator=generator) * 2 - 1
     latents = torch.randn(1, 4, 64, 64, generator=generator)
