@@ -507,7 +507,7 @@ def test_colour_match_starts_at_zero_and_shows_before_and_after(data_dir, lemur_
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ai", "image"])
 def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemur_alpha, tiny_models, astronaut,
-                                                tiny_prompt_lm, lora_hub):
+                                                tiny_prompt_lm, lora_hub, tiny_taesd):
     """A request with every field off its default, recorded, then remixed through the Studio's
     own code (History's Remix button, the prefilled form, Generate) and re-run through History's
     Re-run button: both submit exactly the stored request, models and device included."""
@@ -522,7 +522,7 @@ def test_remix_and_rerun_round_trip_every_field(kind, data_dir, lemur_path, lemu
         contact_shadow=0.25, cast_shadow=0.4, shadow_angle=200.0, shadow_softness=0.9, segmenter="isnet-general-use",
         inpaint_model=str(tiny_models["inpaint"]), controlnet_model=str(tiny_models["controlnet"]),
         depth_model=str(tiny_models["depth"]), device="cpu", enhance_prompt=True, prompt_model=tiny_prompt_lm,
-        canvas="3:2@300", fill=0.6, anchor="0.4,0.6", margin=0.08,
+        canvas="3:2@300", fill=0.6, anchor="0.4,0.6", margin=0.08, tiny_vae=True, tiny_vae_model=tiny_taesd,
     )
     request = GenerationRequest(**values)
     # only the AI background has variants and reads a prompt: another kind records (and makes) one, unimproved
