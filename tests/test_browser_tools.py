@@ -144,7 +144,7 @@ def test_batch_shows_each_result_small(app_server, chromium, lemur_path, astrona
         page.get_by_role("button", name="Process 2 photo(s)").click()
         page.get_by_text("2 of 2 done").wait_for()
         pictures = page.locator('.st-key-batch_thumbs [data-testid="stImage"] img')
-        expect(pictures).to_have_count(2)  # the last thumbnail may paint a moment after the count
+        expect(pictures).to_have_count(2, timeout=30_000)  # the last thumbnail may show a moment after the count
         page.wait_for_function("() => [...document.querySelectorAll('.st-key-batch_thumbs img')]"
                                ".every(i => i.complete && i.naturalWidth > 0)")
         labels = page.locator(".st-key-batch_thumbs").inner_text()
