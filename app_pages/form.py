@@ -167,7 +167,7 @@ def background_form(prefix: str, base: GenerationRequest, under_prompt: Callable
     background, picture, reason = name, None, None
     if kind.generated:
         ready = readiness(base.replace(background=name, control_scale=state[f"{prefix}control_scale"],
-                                       fast=state[f"{prefix}fast"]), "ai")
+                                       fast=state[f"{prefix}fast"], tiny_vae=state[f"{prefix}tiny_vae"]), "ai")
         if ready.blocking:
             st.warning(explain_missing(ready.blocking), icon=":material/block:")
             reason = "the AI models are missing (see above)"

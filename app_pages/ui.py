@@ -15,7 +15,7 @@ import sys
 
 import streamlit as st
 
-from core.engine.fast import starts_fast
+from core.engine.fast import start_request
 from core.request import GenerationRequest
 from storage import settings as user_settings
 
@@ -73,7 +73,8 @@ def batch_dir_argument(argv: list[str] | None = None) -> str | None:
 def base_request() -> GenerationRequest:
     """A request carrying the user's saved default models and device (storage.settings); with an
     invalid environment variable, the defaults and an error. In fast mode where that is where the
-    Studio starts: a CPU with the fast-mode LoRA here (core.engine.fast)."""
+    Studio starts: a CPU with the fast-mode LoRA here (core.engine.fast), with the tiny autoencoder
+    when its weights are here too."""
     from core.errors import InputError
 
     try:
@@ -81,7 +82,7 @@ def base_request() -> GenerationRequest:
     except InputError as error:
         st.error(str(error))
         return GenerationRequest()
-    return request.replace(fast=True) if starts_fast(request) else request
+    return start_request(request)
 
 
 def address_on_arrival(page: str, param: str) -> str | None:

@@ -173,14 +173,10 @@ def _rerun(args: argparse.Namespace) -> int:
                                args.size_preset)
     db = database()
     old = history.get(args.id, db=db)  # its results, to compare with: it may be deleted while this runs
-    deliver = None
     if args.output:
         check_outputs({"-o": Path(args.output)})
-
-        def deliver(stored: dict[str, list[Path]]):
-            return stage_copies(zip(stored["result"], variant_paths(args.output, len(stored["result"]))))
-
-    generation_id, _result = service.rerun(args.id, db=db, deliver=deliver, **changes)
+    generation_id, _result = service.rerun(args.id, db=db, deliver=_copies_to(args.output) if args.output else None,
+                                           **changes)
     new = history.get(generation_id, db=db)
     print(f"generation {generation_id} (re-run of {args.id}{', remix' if changes else ''})")
     if not changes and old.results:
@@ -193,6 +189,15 @@ def _rerun(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+def _copies_to(output: str):
+    """Delivery of a re-run's results as copies at ``output`` (out.png, out-2.png, ...)."""
+
+    def deliver(stored: dict[str, list[Path]]):
+        return stage_copies(zip(stored["result"], variant_paths(output, len(stored["result"]))))
+
+    return deliver
 
 
 def _cancel(args: argparse.Namespace) -> int:

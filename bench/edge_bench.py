@@ -21,7 +21,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from contextlib import redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path

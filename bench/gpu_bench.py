@@ -12,7 +12,8 @@ weights, saves them with ``save_pretrained`` and times, in one process on one ma
 (c) the same in fast mode (``fast=True``): a random LoRA with LCM-LoRA's layout, rank and
     target modules (``tests/tiny_models.py``), put where the Hugging Face cache keeps
     latent-consistency/lcm-lora-sdv1-5, fused into the UNet; its recipe (LCMScheduler, 4 steps,
-    guidance 1: one row per step).
+    guidance 1: one row per step); and fast mode with the tiny autoencoder (TAESD's architecture,
+    random weights) instead of the VAE.
 
 Usage: ``python bench/gpu_bench.py`` on a CUDA machine (see bench/README.md);
 ``python bench/gpu_bench.py --smoke`` runs every code path on a CPU with tiny models.
@@ -148,6 +149,18 @@ def build_fast_lora(root: Path, smoke: bool) -> Path:
     install_in_hub_cache(cache, FAST_LORA, {weight_name: made})
     marker.write_text("ok\n")
     return cache
+
+
+def build_taesd(folder: Path, smoke: bool) -> str:
+    """TAESD's architecture with random weights (AutoencoderTiny's defaults are its config)."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        small = dict(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4) if smoke else {}
+        AutoencoderTiny(**small).save_pretrained(folder, safe_serialization=True)
+    return str(folder)
 
 
 def use_hub_cache(cache: Path) -> None:
@@ -413,10 +426,11 @@ def bench_product(paths, sizes, device, segmenter, repeats, smoke, compile_wait_
     return out
 
 
-def bench_fast(paths, sizes, device, segmenter, repeats, smoke) -> dict:
+def bench_fast(paths, sizes, device, segmenter, repeats, smoke, taesd: str) -> dict:
     """(c): the product in fast mode at each size: whole run (warm: the LoRA is fused and, on
     CUDA, the one-row step captured in the warm-up run), step time, and its image against the
-    same request with the step run eagerly."""
+    same request with the step run eagerly; and the whole run with the tiny autoencoder
+    (``tiny_vae``: TAESD at ``taesd`` encodes and decodes instead of the VAE)."""
     out = {}
     for key, size in sizes.items():
         photo = _photo(size)
@@ -430,6 +444,9 @@ def bench_fast(paths, sizes, device, segmenter, repeats, smoke) -> dict:
 
         res = _median_runs(once, repeats)
         res["max_abs_diff_vs_eager"] = eager_diff(photo, request, device, res.pop("image"))
+        tiny = _median_runs(lambda: once(request.replace(tiny_vae=True, tiny_vae_model=taesd)), repeats)
+        tiny.pop("image")
+        res["tiny_vae"] = {k: tiny[k] for k in ("median_s", "runs_s", "stages_s", "step_ms", "peak_mem_gb")}
         out[key] = res
     return out
 
@@ -575,6 +592,7 @@ def summarise(report: dict, smoke: bool) -> dict:
                                       if isinstance(v, dict)), default=None),
         "fast_s_512": _pick(fast, "512", "median_s"),
         "fast_step_ms_512": _pick(fast, "512", "step_ms"),
+        "fast_tiny_vae_s_512": (_pick(fast, "512", "tiny_vae") or {}).get("median_s"),
         "fast_s_768x1024": _pick(fast, "768x1024", "median_s"),
         "fast_fuse_s": (_pick(fast, "512", "warmup_record") or {}).get("weights_switch_s"),
         "max_abs_diff_vs_eager_fast": max((v["max_abs_diff_vs_eager"] for v in fast.values()), default=None),
@@ -651,8 +669,10 @@ def main(argv: list[str] | None = None) -> int:
     if "product" not in args.skip:
         report["product"] = bench_product(paths, sizes, args.device, args.segmenter, repeats, args.smoke, args.compile_wait)
     if "fast" not in args.skip:
-        use_hub_cache(build_fast_lora(args.model_dir / ("smoke" if args.smoke else "full"), args.smoke))
-        report["fast"] = bench_fast(paths, sizes, args.device, args.segmenter, repeats, args.smoke)
+        kind = "smoke" if args.smoke else "full"
+        use_hub_cache(build_fast_lora(args.model_dir / kind, args.smoke))
+        taesd = build_taesd(args.model_dir / kind / "taesd", args.smoke)
+        report["fast"] = bench_fast(paths, sizes, args.device, args.segmenter, repeats, args.smoke, taesd)
     if "buckets" not in args.skip:
         report["buckets"] = bucket_memory(paths, args.device, args.segmenter, args.smoke)
     for key, flops in report["flops"].items():
@@ -678,7 +698,7 @@ def _print_table(report: dict) -> None:
                 "step_ms_compiled_512", "graph_capture_s_512", "reference_s_768x1024", "product_s_768x1024",
                 "peak_mem_gb_768x1024", "reserved_gb_5_buckets", "variants4_over_1_512", "first_image_s",
                 "first_image_second_process_s", "max_abs_diff_vs_eager", "fast_s_512", "fast_step_ms_512",
-                "fast_over_product_512", "fast_fuse_s", "fast_s_768x1024", "max_abs_diff_vs_eager_fast"):
+                "fast_tiny_vae_s_512", "fast_over_product_512", "fast_fuse_s", "fast_s_768x1024", "max_abs_diff_vs_eager_fast"):
         value = report.get(key)
         print(f"  {key:24s} {'-' if value is None else f'{value:.4g}'}")
 

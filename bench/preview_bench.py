@@ -169,18 +169,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def build_taesd(folder: Path, smoke: bool) -> str:
-    """TAESD's architecture with random weights (AutoencoderTiny's defaults are its config)."""
-    import torch
-    from diffusers import AutoencoderTiny
-
-    if not (folder / "config.json").exists():
-        torch.manual_seed(0)
-        small = dict(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4) if smoke else {}
-        AutoencoderTiny(**small).save_pretrained(folder, safe_serialization=True)
-    return str(folder)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="steps of each timed run")
@@ -204,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_average(), "full_size": not args.smoke, "size": list(SIZE), "steps": args.steps,
     }
     paths = gpu_bench.build_models(args.model_dir / kind, smoke=args.smoke, device="cpu")
-    taesd = build_taesd(args.model_dir / kind / "taesd", args.smoke)
+    taesd = gpu_bench.build_taesd(args.model_dir / kind / "taesd", args.smoke)
     if args.smoke:
         import storage.service
 

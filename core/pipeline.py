@@ -207,7 +207,8 @@ def _ai_backgrounds(placed, alpha, frame: Frame, request: GenerationRequest, res
                 depth = pad(continued_depth(work, new, estimate), place)
             except ModelMissingError as exc:
                 result.warnings.append(f"running {NO_DEPTH_CONTROL}: {exc}")
-    used = {"inpaint": request.inpaint_model, **({"fast_lora": request.fast_lora} if request.fast else {})}
+    used = {"inpaint": request.inpaint_model, **({"fast_lora": request.fast_lora} if request.fast else {}),
+            **({"tiny_vae": request.tiny_vae_model} if request.tiny_vae else {})}
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):

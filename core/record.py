@@ -14,7 +14,8 @@ its ``timestep_spacing``, ``steps``, ``guidance``, ``eta``, ``fast_lora`` (the f
 fast mode, else null), ``guided`` (whether the unguided row ran beside the prompt's: only at
 guidance above 1) and ``rows`` (network rows per step), ``fused_now`` and ``weights_switch_s``
 (fast mode's LoRA fused, or the model's own weights put back, before this run),
-``depth_control`` (whether the ControlNet ran), ``step`` and ``vae_decode`` (how the engine ran);
+``depth_control`` (whether the ControlNet ran), ``step`` and ``vae_decode`` (how the engine ran;
+"tiny": TAESD encoded and decoded, the request's tiny autoencoder);
 from the prompt stage (core.prompting.stage) ``prompt_assistant`` (the assistant's words, text,
 model, revision, tokens and seconds), ``prompt_removed`` (what the deny-list took out of the
 prompt as typed) and ``denylist`` (a hash of the list's terms). A framed result

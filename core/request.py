@@ -26,7 +26,8 @@ from core.engine.recipes import DEFAULT_LORA, RECIPES
 from core.look.backgrounds import KINDS, Background
 from core.look.framing import Canvas, anchor_spec, check_fill, parse_anchor
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+TINY_VAE = "madebyollin/taesd"  # MIT, 10 MB; also the live preview's default decoder (core.models.slots)
 
 # scheduler name -> the sampler's name in AUTOMATIC1111's parameters text and the app
 SCHEDULERS: Mapping[str, str] = {"dpmpp": "DPM++ 2M", "ddim": "DDIM", "euler_a": "Euler a"}
@@ -177,6 +178,11 @@ class GenerationRequest:
                            + "; ".join(f"{r.label} ({r.lora}): {r.describe()}" for r in RECIPES.values()) + ".",
                            choices={r.lora: r.label for r in RECIPES.values()}, env="BACKDROP_FAST_LORA",
                            slot="fast_lora", group="models")
+    tiny_vae: bool = param(False, "Tiny autoencoder (faster, softer background detail)",
+                           "Encodes the photo and decodes the background with TAESD instead of the inpainting model's "
+                           "VAE: on a CPU about 18 s less at 512x512, with slightly softer fine texture in the "
+                           "background. The subject is never touched: it is always the photo's own pixels.",
+                           group="ai")
     steps: int = param(25, "Steps", "Diffusion steps (fast mode: its recipe's).", low=1, high=150, group="advanced")
     guidance: float = param(7.5, "Guidance (prompt strength)",
                             "How closely the image follows the prompt (fast mode: its recipe's).",
@@ -242,6 +248,9 @@ class GenerationRequest:
     prompt_model: str = param("Qwen/Qwen2.5-0.5B-Instruct", "Prompt assistant (causal LM id or folder)",
                               "A small instruct language model in transformers' format, for Improve prompt and "
                               "enhance prompt.", env="BACKDROP_PROMPT_MODEL", slot="prompt", group="models")
+    tiny_vae_model: str = param(TINY_VAE, "Tiny autoencoder (id or folder)",
+                                "TAESD for SD1.5 in diffusers' AutoencoderTiny format.", env="BACKDROP_TINY_VAE_MODEL",
+                                slot="tiny_vae", group="models")
     device: str = param("auto", "Device", "auto | cpu | cuda | cuda:N | mps (auto: cuda, then mps, then cpu).",
                         check=_device, env="BACKDROP_DEVICE", group="models")
 
@@ -378,8 +387,14 @@ def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "canvas": "original", "fill": 0.0, "anchor": "center", "margin": 0.05, "version": 5}
 
 
+def _v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 5 had no tiny autoencoder: every run encoded and decoded with the inpainting
+    model's own VAE."""
+    return {**data, "tiny_vae": False, "tiny_vae_model": TINY_VAE, "version": 6}
+
+
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,8 @@ def parameters_text(request: GenerationRequest, record: dict[str, Any], generati
                ("Model", request.inpaint_model)]
     if plan.recipe is not None:
         sampler.append(("Fast mode", f"{plan.recipe.label} ({plan.lora})"))
+    if request.tiny_vae:
+        sampler.append(("VAE", request.tiny_vae_model))
     if (plan.scheduler == "ddim" or plan.eta) and "eta" in record:
         sampler.append(("Eta", record["eta"]))
     if record.get("depth_control"):

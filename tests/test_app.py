@@ -291,7 +291,8 @@ def test_models_page_shows_slots_and_saves_settings(data_dir, monkeypatch, tiny_
     at = app("models")
     table = at.dataframe[0].value
     assert list(table["slot"]) == ["Cut-out model", "Inpainting model", "Depth ControlNet", "Depth estimator",
-                                   "Fast-mode LoRA", "Click-selection model", "Prompt assistant", "Step-preview model"]
+                                   "Fast-mode LoRA", "Tiny autoencoder", "Click-selection model", "Prompt assistant",
+                                   "Step-preview model"]
     assert table.loc[table["slot"] == "Depth estimator", "present"].item() == "yes"
     assert any("runs on cpu, precision float32" in t.value for t in at.text)
     assert any(i.value.startswith("Cut-out model: u2netp is used (the best installed); better, not installed: "
@@ -811,6 +812,22 @@ def test_fast_switch_starts_on_on_a_cpu_with_the_lora_and_says_why(data_dir, lem
     assert standard.record["guided"] is True and standard.record["fast_lora"] is None
     assert "Expected here: fast about" in captions(at) and "standard about" in captions(at)
     assert history.get(fast.id).request["fast"] is True  # what is stored stays as it ran
+
+
+def test_fast_start_takes_the_tiny_autoencoder_too_when_taesd_is_here(data_dir, lemur_path, tiny_ai_models, lora_hub,
+                                                                      tiny_taesd, monkeypatch):
+    """On this CPU with the LoRA's and TAESD's weights here the Studio starts in fast mode with
+    the tiny autoencoder, says what it costs, and one click turns it off; without TAESD's weights
+    it starts off (tests/test_app.py's fast-switch test)."""
+    monkeypatch.setenv("BACKDROP_TINY_VAE_MODEL", tiny_taesd)
+    at = upload_lemur(app(), lemur_path)
+    at.radio(key="studio_f_kind").set_value("ai").run()
+    assert at.toggle(key="studio_f_fast").value is True
+    tiny = at.checkbox(key="studio_f_tiny_vae")
+    assert tiny.value is True and "tiny autoencoder (TAESD)" in captions(at) and "softer background" in captions(at)
+    assert not generate_button(at).disabled and not at.warning
+    at.checkbox(key="studio_f_tiny_vae").uncheck().run()
+    assert at.checkbox(key="studio_f_tiny_vae").value is False and not generate_button(at).disabled
 
 
 def test_without_the_lora_fast_mode_starts_off_and_says_what_to_fetch(data_dir, lemur_path, tiny_ai_models, tmp_path,

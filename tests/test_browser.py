@@ -439,17 +439,19 @@ def journey(page, url, lemur_path, tmp_path):  # noqa: PLR0915 - one user's stor
     assert np.abs(again - after).max() <= 2, "the corrected mask changed after switching pages"
 
 
-def test_fast_switch_on_a_cpu_in_chromium(browser, lemur_path, tiny_models, tiny_lora_cache, tmp_path):
-    """The fast-mode LoRA here and no GPU: the Studio's AI background starts in fast mode and
-    says why; Generate runs the recipe; one click on the switch turns it off, and both modes'
-    expected times are shown from the finished job."""
+def test_fast_switch_on_a_cpu_in_chromium(browser, lemur_path, tiny_models, tiny_lora_cache, tiny_taesd, tmp_path):
+    """The fast-mode LoRA and TAESD here and no GPU: the Studio's AI background starts in fast
+    mode with the tiny autoencoder and says why; Generate runs the recipe and TAESD decodes; one
+    click on the switch turns fast mode off, and both modes' expected times are shown from the
+    finished job."""
     from playwright.sync_api import expect
 
     data = tmp_path / "data"
     data.mkdir()
     with streamlit_app(data, free_port(), "streamlit-fast.log", BACKDROP_INPAINT_MODEL=str(tiny_models["inpaint"]),
                        BACKDROP_CONTROLNET_MODEL=str(tiny_models["controlnet"]),
-                       BACKDROP_DEPTH_MODEL=str(tiny_models["depth"]), HF_HUB_CACHE=str(tiny_lora_cache)) as (url, _), \
+                       BACKDROP_DEPTH_MODEL=str(tiny_models["depth"]), BACKDROP_TINY_VAE_MODEL=tiny_taesd,
+                       HF_HUB_CACHE=str(tiny_lora_cache)) as (url, _), \
             session(browser) as page:
         page.goto(url)
         upload(page, lemur_path)
@@ -458,6 +460,8 @@ def test_fast_switch_on_a_cpu_in_chromium(browser, lemur_path, tiny_models, tiny
         page.get_by_text("This computer has no GPU, so the Studio starts in fast mode").wait_for()
         switch = page.get_by_label("Fast", exact=True)
         assert switch.is_checked()
+        page.get_by_text("It also encodes and decodes with the tiny autoencoder (TAESD)").wait_for()
+        assert page.get_by_role("checkbox", name="Tiny autoencoder (faster, softer background detail)").is_checked()
         page.get_by_text("Advanced settings").click()
         page.get_by_text("Fast mode samples with its recipe (LCM-LoRA SD1.5: LCMScheduler, 4 steps").wait_for()
         shot(page, "fast-01-on-by-default")
@@ -468,7 +472,7 @@ def test_fast_switch_on_a_cpu_in_chromium(browser, lemur_path, tiny_models, tiny
         shot(page, "fast-02-result")
         ran = generation(data, 1)
         assert ran.request["fast"] is True and (ran.record["scheduler"], ran.record["steps"]) == ("LCMScheduler", 4)
-        assert ran.record["guided"] is False
+        assert ran.record["guided"] is False and ran.request["tiny_vae"] is True and ran.record["vae_decode"] == "tiny"
         # one fast job finished: its time, and the standard mode's work beside it
         page.get_by_text(re.compile(r"Expected here: fast about .+ \(from 1 similar job\); standard does about \d+x")).wait_for()
         switch.click(force=True)  # the toggle's input is drawn over by its track

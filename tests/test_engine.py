@@ -64,19 +64,19 @@ def ours(inputs, request, registry, monkeypatch, depth=True, record=None, previe
     record = record if record is not None else {}
     images = generate_backgrounds(photo, repaint, depth_map if depth else None, request, registry=registry, record=record,
                                   preview=preview)
-    assert record["step"] == "eager" and record["vae_decode"] == "full"
+    assert record["step"] == "eager" and record["vae_decode"] == ("tiny" if request.tiny_vae else "full")
     return seen["latents"], images
 
 
-def stock(inputs, request, registry, control: bool):
+def stock(inputs, request, registry, control: bool, vae=None):
     """(final latents, images) from StableDiffusionControlNetInpaintPipeline (or the plain
-    StableDiffusionInpaintPipeline without control), given the same modules, prompt embeddings,
-    scheduler and generators."""
+    StableDiffusionInpaintPipeline without control), given the same modules (the model's VAE or
+    ``vae``), prompt embeddings, scheduler and generators."""
     from diffusers import StableDiffusionControlNetInpaintPipeline, StableDiffusionInpaintPipeline
 
     photo, repaint, depth = inputs
     base = registry.load("inpaint", request.inpaint_model, "cpu")
-    parts = dict(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
+    parts = dict(vae=vae or base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
                  scheduler=make_scheduler(request.scheduler, base.scheduler.config), safety_checker=None,
                  feature_extractor=None, requires_safety_checker=False)
     guided = request.guidance > 1

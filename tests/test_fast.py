@@ -55,17 +55,18 @@ def stock_scheduler(name: str, config):
             "tcd": lambda: TCDScheduler.from_config(config)}[name]()
 
 
-def stock(inputs, request, registry, snapshot):
+def stock(inputs, request, registry, snapshot, vae=None):
     """(final latents, images) from StableDiffusionControlNetInpaintPipeline with its own copy of
     the UNet, the recipe's LoRA file in ``snapshot`` loaded with ``load_lora_weights`` and fused
-    with ``fuse_lora`` (no LoRA when None), the recipe's scheduler, steps, guidance and eta."""
+    with ``fuse_lora`` (no LoRA when None), the recipe's scheduler, steps, guidance and eta, and
+    the model's VAE or ``vae``."""
     from diffusers import StableDiffusionControlNetInpaintPipeline, UNet2DConditionModel
 
     photo, repaint, depth = inputs
     recipe = RECIPES[request.fast_lora]
     base = registry.load("inpaint", request.inpaint_model, "cpu")
     pipe = StableDiffusionControlNetInpaintPipeline(
-        vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+        vae=vae or base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
         unet=UNet2DConditionModel.from_pretrained(request.inpaint_model, subfolder="unet"),
         scheduler=stock_scheduler(recipe.scheduler, base.scheduler.config),
         controlnet=registry.load("controlnet", request.controlnet_model, "cpu"), safety_checker=None,

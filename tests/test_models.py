@@ -58,7 +58,7 @@ def test_slots_are_the_requests_model_fields_and_settings_choose_them(monkeypatc
 
     assert {name: slot.choice.name for name, slot in slots.SLOTS.items()} == {
         "segmenter": "segmenter", "inpaint": "inpaint_model", "controlnet": "controlnet_model", "depth": "depth_model",
-        "fast_lora": "fast_lora", "sam": "sam_model", "prompt": "prompt_model", "preview": "preview_model"}
+        "fast_lora": "fast_lora", "tiny_vae": "tiny_vae_model", "sam": "sam_model", "prompt": "prompt_model", "preview": "preview_model"}
     assert {spec.slot for spec in FIELDS if spec.slot} <= set(slots.SLOTS)  # no field names an undeclared slot
     for slot in slots.SLOTS.values():
         monkeypatch.delenv(slot.choice.env, raising=False)
@@ -94,7 +94,7 @@ def test_status_present_and_missing(tiny_models, u2net_home, offline, tmp_path):
         segmenter="u2netp",
     )
     rows = {row["slot"]: row for row in model_status(request)}
-    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth", "fast_lora", "sam", "prompt", "preview"}  # every slot, unused ones too
+    assert set(rows) == {"segmenter", "inpaint", "controlnet", "depth", "fast_lora", "tiny_vae", "sam", "prompt", "preview"}  # every slot, unused ones too
     assert not {row["slot"]: row for row in model_status(request, {"sam_model": "nobody/no-sam"})}["sam"]["present"]
     assert rows["segmenter"]["present"] and rows["segmenter"]["resolved"] == str(u2net_home / "u2netp.onnx")
     assert rows["inpaint"]["present"] and rows["inpaint"]["resolved"] == tiny_models["inpaint"]

@@ -24,10 +24,10 @@ def test_every_field_is_declared_with_label_help_and_type():
         assert isinstance(spec.default, spec.type) and getattr(GenerationRequest(), spec.name) == spec.default
         assert (spec.low is None) == (spec.high is None)
     assert {spec.slot for spec in FIELDS if spec.slot} == {"segmenter", "inpaint", "controlnet", "depth", "fast_lora",
-                                                           "prompt"}
+                                                           "tiny_vae", "prompt"}
     assert {spec.env for spec in FIELDS if spec.env} == {
         "BACKDROP_SEGMENTER", "BACKDROP_INPAINT_MODEL", "BACKDROP_CONTROLNET_MODEL", "BACKDROP_DEPTH_MODEL",
-        "BACKDROP_FAST_LORA", "BACKDROP_PROMPT_MODEL", "BACKDROP_DEVICE"}
+        "BACKDROP_FAST_LORA", "BACKDROP_TINY_VAE_MODEL", "BACKDROP_PROMPT_MODEL", "BACKDROP_DEVICE"}
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -46,14 +46,14 @@ def test_validation_comes_from_the_declaration(name, value, message):
 def test_to_dict_is_versioned_and_from_dict_is_strict():
     request = GenerationRequest(background="ai", prompt="dunes", seed=9, harmony=0.3)
     stored = json.loads(json.dumps(request.to_dict()))
-    assert stored["version"] == SCHEMA_VERSION == 5
+    assert stored["version"] == SCHEMA_VERSION == 6
     assert GenerationRequest.from_dict(stored) == request
     with pytest.raises(InputError, match="missing: seed"):
         GenerationRequest.from_dict({k: v for k, v in stored.items() if k != "seed"})  # never today's default
     with pytest.raises(InputError, match="unknown: colour"):
         GenerationRequest.from_dict({**stored, "colour": "red"})
-    with pytest.raises(InputError, match="version 6, written by a newer Backdrop"):
-        GenerationRequest.from_dict({**stored, "version": 6})
+    with pytest.raises(InputError, match="version 7, written by a newer Backdrop"):
+        GenerationRequest.from_dict({**stored, "version": 7})
 
 
 def test_version_1_upgrades_explicitly():
@@ -120,6 +120,18 @@ def test_version_4_upgrades_explicitly():
     assert {k: getattr(request, k) for k in v4 if k != "version"} == {k: v for k, v in v4.items() if k != "version"}
     assert (request.canvas, request.fill, request.anchor) == ("original", 0.0, "center")
     assert upgrade(v4)["version"] == SCHEMA_VERSION
+
+
+def test_version_5_upgrades_explicitly():
+    """A stored version-5 request (before the tiny autoencoder): it encoded and decoded with the
+    inpainting model's own VAE, so it reads back with the tiny autoencoder off and every stored
+    value kept."""
+    v5 = json.loads((STORED / "v5-ai.json").read_text())
+    assert v5["version"] == 5 and "tiny_vae" not in v5
+    request = GenerationRequest.from_dict(v5)
+    assert {k: getattr(request, k) for k in v5 if k != "version"} == {k: v for k, v in v5.items() if k != "version"}
+    assert request.tiny_vae is False and request.tiny_vae_model == FIELD["tiny_vae_model"].default
+    assert UPGRADES[5](v5) == {**v5, "version": 6, "tiny_vae": False, "tiny_vae_model": "madebyollin/taesd"}
 
 def test_fast_mode_samples_with_its_recipe():
     """Fast mode's scheduler, steps, guidance and eta are its LoRA's recipe, whatever the standard

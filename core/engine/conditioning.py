@@ -50,8 +50,11 @@ def vae_scale_factor(vae) -> int:
 
 
 def encode_latents(vae, image: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """VAE latents of ``image`` (a batch), each row sampled with its own generator, scaled."""
-    rows = [vae.encode(image[i : i + 1]).latent_dist.sample(generators[i]) for i in range(image.shape[0])]
+    """VAE latents of ``image`` (a batch), each row sampled with its own generator, scaled; TAESD
+    gives its latents as they are, drawing nothing (diffusers' ``retrieve_latents``)."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import retrieve_latents
+
+    rows = [retrieve_latents(vae.encode(image[i : i + 1]), generators[i]) for i in range(image.shape[0])]
     return vae.config.scaling_factor * torch.cat(rows, dim=0)
 
 

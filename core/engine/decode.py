@@ -20,11 +20,17 @@ SLICE_ABOVE_PIXELS = 1024 * 1024  # a batch larger than this in total is decoded
 
 
 def decode(vae, latents: torch.Tensor, processor) -> tuple[list[Image.Image], str]:
-    """RGB images of ``latents`` and how they were decoded: "full", "sliced" or "tiled"."""
+    """RGB images of ``latents`` and how they were decoded: "full", "sliced" or "tiled", or
+    "tiny" by TAESD (the tiny-autoencoder option: 64 channels at full size, never tiled)."""
+    from diffusers import AutoencoderTiny
+
     rows, _, height, width = latents.shape
     pixels = height * width * vae_scale_factor(vae) ** 2
     scaled = latents / vae.config.scaling_factor
-    if pixels > config().vae_tile_pixels:  # per variant; default 512 x 768
+    if isinstance(vae, AutoencoderTiny):
+        how = "tiny"
+        decoded = vae.decode(scaled, return_dict=False)[0]
+    elif pixels > config().vae_tile_pixels:  # per variant; default 512 x 768
         how = "tiled"
         decoded = torch.cat([vae.tiled_decode(scaled[i : i + 1], return_dict=False)[0] for i in range(rows)])
     elif pixels * rows > SLICE_ABOVE_PIXELS and rows > 1:

@@ -205,7 +205,8 @@ def _models(request, depth, registry: ModelRegistry, device: str, warnings: list
         except ModelMissingError as exc:
             warnings.append(f"depth ControlNet unavailable, generated {NO_DEPTH_CONTROL}: {exc}")
     lora = registry.load("fast_lora", request.fast_lora, device) if request.fast else None  # missing: say how to fetch
-    return InpaintModels(unet=base.unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+    vae = registry.load("tiny_vae", request.tiny_vae_model, device) if request.tiny_vae else base.vae
+    return InpaintModels(unet=base.unet, vae=vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
                          scheduler_config=base.scheduler.config, controlnet=controlnet, lora=lora)
 
 

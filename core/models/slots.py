@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 from core.engine.recipes import RECIPES
 from core.errors import InputError, ModelMissingError
 from core.models import hub, rembg_weights
-from core.request import FIELDS, Param
+from core.request import FIELDS, TINY_VAE, Param
 
 Role = Literal["required", "degrades"]
 
@@ -132,13 +132,17 @@ class Slot:
 
 def _inpaint(folder: Path, dtype, device: str):
     """The plain ``StableDiffusionInpaintPipeline``: VAE, text encoder, tokenizer, UNet, scheduler."""
+    import torch
     from diffusers import StableDiffusionInpaintPipeline
 
     pipe = StableDiffusionInpaintPipeline.from_pretrained(
         folder, dtype=dtype, use_safetensors=True, safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    if device == "cpu":  # oneDNN's convolutions without layout conversions: the VAE 10-15% faster at 512x512
+        pipe.vae.to(memory_format=torch.channels_last)
+    return pipe
 
 
 def _controlnet(folder: Path, dtype, device: str):
@@ -185,10 +189,13 @@ def _fast_lora(path: Path, _dtype, _device: str):
 
 
 def _taesd(folder: Path, dtype, device: str):
-    """TAESD, the tiny autoencoder whose decoder the live preview uses (core.engine.preview)."""
+    """TAESD, the tiny autoencoder: the live preview's decoder (core.engine.preview), and the
+    tiny-autoencoder option's encoder and decoder."""
+    import torch
     from diffusers import AutoencoderTiny
 
-    return AutoencoderTiny.from_pretrained(folder, dtype=dtype, use_safetensors=True).to(device).eval()
+    taesd = AutoencoderTiny.from_pretrained(folder, dtype=dtype, use_safetensors=True).to(device).eval()
+    return taesd.to(memory_format=torch.channels_last) if device == "cpu" else taesd  # a third faster there
 
 
 def _rembg_session(path: Path, _dtype, _device: str):
@@ -229,6 +236,10 @@ def _fast(request) -> Role | None:
     return "required" if _ai(request) and request.fast else None
 
 
+def _tiny_vae(request) -> Role | None:
+    return "required" if _ai(request) and request.tiny_vae else None
+
+
 def _depth_control(request) -> Role | None:
     return "degrades" if _ai(request) and request.control_scale > 0 else None
 
@@ -251,7 +262,7 @@ PREVIEW_MODEL = Param("Step-preview model (id or folder)",
                       "TAESD in diffusers' AutoencoderTiny format: a sharper live preview of an AI background while "
                       "it forms. Without its weights the preview shows approximate colours.",
                       env="BACKDROP_PREVIEW_MODEL", group="models", name="preview_model", type=str,
-                      default="madebyollin/taesd")
+                      default=TINY_VAE)
 
 _DEPTH_OFF = "Or set Depth-control strength to 0 under Advanced settings."
 SLOTS: dict[str, Slot] = {slot.name: slot for slot in (
@@ -265,6 +276,8 @@ SLOTS: dict[str, Slot] = {slot.name: slot for slot in (
          _DEPTH_OFF),
     Slot("fast_lora", "Fast-mode LoRA", HUB_FILE, "ai", _fast_lora, _fast, "Fast mode cannot run",
          "Turn Fast off: the standard AI background runs without it."),
+    Slot("tiny_vae", "Tiny autoencoder", HUB, "ai", _taesd, _tiny_vae, "The tiny autoencoder cannot run",
+         "Turn Tiny autoencoder off: the inpainting model's own VAE runs without it."),
     Slot("sam", "Click-selection model", HUB, "click", _sam, lambda request: None,
          "Click and box selection cannot run", "The brush works without it.", setting=SAM_MODEL),
     Slot("prompt", "Prompt assistant", HUB, "prompt", _causal_lm, _prompt_assistant,
