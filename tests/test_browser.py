@@ -172,9 +172,12 @@ def image_at(page, img, dtype=np.int16) -> np.ndarray:
 
 def canvas_background(page) -> np.ndarray:
     """The photo (with the mask's tint) the canvas shows under the drawing."""
+    # the RGBA bytes as base64 (a 12 MP photo's 1620x1215 canvas as a JSON array of numbers took 47 s)
     data = page.locator("canvas.dc-background-canvas").first.evaluate(
-        "c => ({w: c.width, h: c.height, px: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)})")
-    return np.array(data["px"], dtype=np.uint8).reshape(data["h"], data["w"], 4)[..., :3]
+        """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                  let s = ''; for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode(...d.subarray(i, i + 0x8000));
+                  return {w: c.width, h: c.height, px: btoa(s)}; }""")
+    return np.frombuffer(base64.b64decode(data["px"]), dtype=np.uint8).reshape(data["h"], data["w"], 4)[..., :3]
 
 
 def upload(page, path) -> None:
@@ -701,7 +704,7 @@ def stroke_lands(changed, row: float, x0: float, x1: float, width: float) -> Non
     assert xs.min() < x0 + 3 and xs.max() > x1 - 3, (xs.min(), xs.max(), x0, x1)
 
 
-def test_zoom_and_pan_paint_where_the_zoomed_photo_shows_it(browser, lemur_path, tmp_path):
+def test_zoom_and_pan_paint_where_the_zoomed_photo_shows_it(server, browser, lemur_path):
     """Issue 21, what people reach for: the wheel zooms at the pointer, Move and Space pan, and a
     Remove stroke painted while zoomed changes the mask at the photo's pixels that were under it,
     as fine as the zoom (the brush keeps its size on the screen); panning paints nothing; Fit
@@ -709,9 +712,8 @@ def test_zoom_and_pan_paint_where_the_zoomed_photo_shows_it(browser, lemur_path,
     Undo takes it back; at the whole photo, the wheel turned down scrolls the page."""
     from playwright.sync_api import expect
 
-    with streamlit_app(tmp_path / "data", free_port(), "zoom.log") as (url, _), \
-            session(browser, viewport={"width": 1400, "height": 1100}) as page:
-        page.goto(url)
+    with session(browser, viewport={"width": 1400, "height": 1100}) as page:
+        page.goto(server[0])
         upload(page, lemur_path)
         page.get_by_text("Corrected mask: this is what will be kept").wait_for()
         frame = page.locator(".bd-frame")
@@ -811,12 +813,11 @@ def test_zoom_and_pan_paint_where_the_zoomed_photo_shows_it(browser, lemur_path,
         assert view_of(page)["zoom"] == 1 and frame.bounding_box()["y"] < box["y"] - 100
 
 
-def test_phone_pinch_zooms_without_painting_and_a_finger_paints_where_it_touches(browser, lemur_path, tmp_path):
+def test_phone_pinch_zooms_without_painting_and_a_finger_paints_where_it_touches(server, browser, lemur_path):
     """A 390x844 phone: two fingers spread apart zoom in (the first finger down a moment before
     the second paints nothing), and a finger stroke then lands where the zoomed photo showed it."""
-    with streamlit_app(tmp_path / "data", free_port(), "zoom-phone.log") as (url, _), \
-            session(browser, **PHONE) as page:
-        page.goto(url)
+    with session(browser, **PHONE) as page:
+        page.goto(server[0])
         upload(page, lemur_path)
         page.get_by_text("Corrected mask: this is what will be kept").wait_for()
         frame = page.locator(".bd-frame")

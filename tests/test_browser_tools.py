@@ -128,6 +128,8 @@ def test_cutout_and_mask_download_before_generate(app_server, chromium, lemur_pa
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_batch_shows_each_result_small(app_server, chromium, lemur_path, astronaut, tmp_path, device):
+    from playwright.sync_api import expect
+
     from app_pages.compare import card
     from storage import history
     from storage.db import Database
@@ -142,7 +144,7 @@ def test_batch_shows_each_result_small(app_server, chromium, lemur_path, astrona
         page.get_by_role("button", name="Process 2 photo(s)").click()
         page.get_by_text("2 of 2 done").wait_for()
         pictures = page.locator('.st-key-batch_thumbs [data-testid="stImage"] img')
-        assert pictures.count() == 2
+        expect(pictures).to_have_count(2, timeout=30_000)  # the last thumbnail may show a moment after the count
         page.wait_for_function("() => [...document.querySelectorAll('.st-key-batch_thumbs img')]"
                                ".every(i => i.complete && i.naturalWidth > 0)")
         labels = page.locator(".st-key-batch_thumbs").inner_text()
