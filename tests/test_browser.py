@@ -1266,13 +1266,21 @@ def enhanced_generation(data: Path, lemur_path, inpaint_model: str, prompt_model
 
 
 def choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the select box labelled ``label`` (a tap on a touch screen)."""
+    """Pick ``option`` in the select box labelled ``label`` (a tap on a touch screen). A press
+    that lands while the page reruns opens nothing (seen under load): it is pressed again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     select = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.locator('[role="combobox"]')
-    if page.context.pages[0].evaluate("() => navigator.maxTouchPoints > 0"):
-        select.tap()
-    else:
-        select.click()
-    page.get_by_role("option", name=option).click()
+    wanted = page.get_by_role("option", name=option)
+    touch = page.context.pages[0].evaluate("() => navigator.maxTouchPoints > 0")
+    for _ in range(4):
+        select.tap() if touch else select.click()
+        try:
+            wanted.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    wanted.click()
 
 
 def framing_preview(page, caption: str):
