@@ -185,7 +185,7 @@ def _ai_backgrounds(placed, alpha, frame: Frame, request: GenerationRequest, res
     from core.engine.depth import estimate_depth
     from core.engine.generate import generate_backgrounds
     from core.engine.preview import for_run
-    from core.models.slots import NO_DEPTH_CONTROL, needed
+    from core.models.slots import NO_DEPTH_CONTROL, SLOTS, needed
     from core.models.device import resolve_device
     from core.models.registry import get_registry
 
@@ -198,7 +198,8 @@ def _ai_backgrounds(placed, alpha, frame: Frame, request: GenerationRequest, res
         new = new_area_mask(frame, place.content)
         repaint = ImageChops.lighter(inpaint_mask(alpha, place.content, request.mask_grow), new)
     depth = None
-    if "depth" in needed(request, "ai"):
+    roles = needed(request, "ai")
+    if "depth" in roles:
         with stage("depth"):
             try:
                 def estimate(image):
@@ -207,8 +208,9 @@ def _ai_backgrounds(placed, alpha, frame: Frame, request: GenerationRequest, res
                 depth = pad(continued_depth(work, new, estimate), place)
             except ModelMissingError as exc:
                 result.warnings.append(f"running {NO_DEPTH_CONTROL}: {exc}")
-    used = {"inpaint": request.inpaint_model, **({"fast_lora": request.fast_lora} if request.fast else {}),
-            **({"tiny_vae": request.tiny_vae_model} if request.tiny_vae else {})}
+    # the slots the run cannot do without (the inpainting model, and fast mode's LoRA or the tiny
+    # autoencoder when asked for); depth and its ControlNet only when they ran
+    used = {name: SLOTS[name].model_id(request) for name, role in roles.items() if role == "required"}
     if depth is not None:
         used.update(depth=request.depth_model, controlnet=request.controlnet_model)
     with stage("generate"):

@@ -19,12 +19,12 @@ def starts_fast(request) -> str | None:
         on_cpu = resolve_device(request.device) == "cpu"
     except InputError:  # a device that is not here: the form says so elsewhere
         return None
-    if not on_cpu or SLOTS["fast_lora"].source.locate(request.fast_lora) is None:
+    if not on_cpu or not SLOTS["fast_lora"].present(request.fast_lora):
         return None
     standard, fast = sampling_of({**request.params(), "fast": False}), RECIPES[request.fast_lora]
     twice = ", each run twice for the prompt's guidance" if standard.guided else ""
     tiny = (" It also encodes and decodes with the tiny autoencoder (TAESD), which saves most of the VAE's time "
-            "on a CPU (about 20 s of a fast run at 512x512 on 2 cores), at the cost of slightly softer background "
+            "on a CPU (about 18 s of a fast run at 512x512 on 2 cores), at the cost of slightly softer background "
             "texture; the subject is always the photo's own pixels."
             if _tiny_here(request) else "")
     return (f"This computer has no GPU, so the Studio starts in fast mode: a standard AI background takes minutes "
@@ -41,4 +41,4 @@ def start_request(request):
 
 
 def _tiny_here(request) -> bool:
-    return SLOTS["tiny_vae"].source.locate(request.tiny_vae_model) is not None
+    return SLOTS["tiny_vae"].present(request.tiny_vae_model)

@@ -153,7 +153,7 @@ def preload(request, registry: ModelRegistry | None = None, present_only: bool =
     loaded = []
     for name in needed(request, "ai"):
         model_id = SLOTS[name].model_id(request)
-        if present_only and SLOTS[name].source.locate(model_id) is None:
+        if present_only and not SLOTS[name].present(model_id):
             continue
         try:
             registry.load(name, model_id, device)

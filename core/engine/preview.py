@@ -179,7 +179,7 @@ def for_run(live: LivePreview, photo: Image.Image, alpha: Image.Image, place, re
     from core.models.slots import SLOTS
 
     taesd = None
-    if live.model and SLOTS["preview"].source.locate(live.model) is not None:
+    if live.model and SLOTS["preview"].present(live.model):
         try:
             taesd = registry.load("preview", live.model, device)
         except BackdropError as exc:  # unusable weights: the linear map still shows the run

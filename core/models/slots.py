@@ -116,6 +116,10 @@ class Slot:
     setting: Param | None = None
     advice: Callable[[str], str] | None = None
 
+    def present(self, model_id: str) -> bool:
+        """Whether ``model_id``'s weights are on this machine (never downloads)."""
+        return self.source.locate(model_id) is not None
+
     @property
     def choice(self) -> Param:
         """The request field or saved setting that names this slot's model."""
