@@ -28,12 +28,9 @@ setup: $(STAMP)
 run: setup
 	$(VENV)/bin/backdrop app --host $(HOST) --port $(PORT)
 
-# Two pytest workers (pytest-xdist), each given whole test files in the order they are collected
-# (--dist loadfile: a file's app server, Chromium and screenshots folder stay in one worker):
-# the browser tests mostly wait on the app and Chromium, so the other worker's tests fill the cores.
 test: setup
 	bash scripts/system-deps.sh
-	$(PY) -m pytest -q -m "not soak" -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -m "not soak"
 
 test-soak: setup
 	bash scripts/system-deps.sh
